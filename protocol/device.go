@@ -1,0 +1,231 @@
+package protocol
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Device is the terminal device D_j: it holds its credential, relays a
+// user's login to the gateway, checks the gateway's answer and derives the
+// session key. It is safe for concurrent use; each login has its own
+// DeviceLogin.
+type Device struct {
+	cred   DeviceCredential
+	cfg    Config
+	replay ReplayCache
+}
+
+// NewDevice returns the device role for cred. The replay cache remembers
+// (ID_i, E_i) of accepted m1 for dT (spec section 5, step 504).
+func NewDevice(cred DeviceCredential, replay ReplayCache, cfg Config) (*Device, error) {
+	if err := cfg.check(true); err != nil {
+		return nil, err
+	}
+	if !cred.Profile.Valid() {
+		return nil, ErrWrongProfile
+	}
+	if !ValidIdentity([]byte(cred.ID)) || (cred.Profile == Hardened && cred.KV == 0) {
+		return nil, fmt.Errorf("device credential: %w", ErrBadMessage)
+	}
+	if replay == nil {
+		return nil, fmt.Errorf("tagauth: device needs a replay cache")
+	}
+	return &Device{cred: cred, cfg: cfg, replay: replay}, nil
+}
+
+// ID returns DID_j.
+func (d *Device) ID() string { return d.cred.ID }
+
+// Profile returns the device's profile.
+func (d *Device) Profile() Profile { return d.cred.Profile }
+
+// DeviceLogin is the device's state for one login, from m1 until the
+// session is established, refused or expired.
+type DeviceLogin struct {
+	mu     sync.Mutex
+	dev    *Device
+	id     []byte
+	e      [Size]byte
+	theta  [Size]byte
+	t1     uint64
+	sk     [Size]byte // hardened: between m4 and m5
+	x      [Size]byte
+	t4     uint64
+	state  devState
+	userID string
+}
+
+type devState uint8
+
+const (
+	devWaitM3 devState = iota
+	devWaitM5
+	devDone
+	devDead
+)
+
+// Start handles m1 (step 504): it checks T1, records (ID_i, E_i) in the
+// replay cache and returns m2 for the gateway.
+func (d *Device) Start(ctx context.Context, m1 []byte) (*DeviceLogin, []byte, error) {
+	m, err := ParseM1(m1)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.Profile != d.cred.Profile {
+		return nil, nil, ErrWrongProfile
+	}
+	now := d.cfg.nowMs()
+	w := d.cfg.window()
+	if !fresh(m.T1, now, w) {
+		return nil, nil, staleError(ErrStaleT1, m.T1, now)
+	}
+	ok, err := d.replay.Insert(ctx, replayKey(replayDevice, m.ID, m.E[:]), m.T1+w, now)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrCacheFull, err)
+	}
+	if !ok {
+		return nil, nil, ErrReplay
+	}
+	did := []byte(d.cred.ID)
+	m2 := M2{Profile: m.Profile, ID: m.ID, KV: m.KV, Nonce: m.Nonce, E: m.E, DID: did, KVDev: d.cred.KV, T1: m.T1, T2: now}
+	if m.Profile == Classic {
+		m2.I = h(d.cred.Tag[:], m.E[:])
+	} else {
+		var dbuf [1 + MaxIDLen]byte
+		t2 := ts(now)
+		m2.I = mac(d.cred.Tag[:], labelI, m.E[:], id8(dbuf[:0], did), t2[:])
+	}
+	l := &DeviceLogin{dev: d, id: append([]byte(nil), m.ID...), e: m.E, theta: m.Theta, t1: m.T1, userID: string(m.ID)}
+	return l, m2.Append(nil), nil
+}
+
+// UserID returns ID_i as claimed in m1. It is authenticated only once the
+// session is established.
+func (l *DeviceLogin) UserID() string { return l.userID }
+
+// Respond handles the gateway's m3 (step 508): it checks T3 and that the
+// unmasked beta_i reproduces E_i, which is what authenticates m3, draws K_j
+// and returns m4 for the card. Under classic the session is established
+// and returned; under hardened it is pending until Confirm. A message that
+// fails a check leaves the login as it was.
+func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != devWaitM3 {
+		return nil, nil, ErrState
+	}
+	d := l.dev
+	m, err := ParseM3(m3)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.Profile != d.cred.Profile {
+		return nil, nil, ErrWrongProfile
+	}
+	now := d.cfg.nowMs()
+	if !fresh(m.T3, now, d.cfg.window()) {
+		return nil, nil, staleError(ErrStaleT3, m.T3, now)
+	}
+	var ids [2 * (1 + MaxIDLen)]byte
+	did := []byte(d.cred.ID)
+	pair := id8(id8(ids[:0], l.id), did)
+	t3 := ts(m.T3)
+	var pad, e [Size]byte
+	if m.Profile == Classic {
+		pad = h(d.cred.Tag[:], t3[:])
+	} else {
+		pad = mac(d.cred.Tag[:], labelF, l.e[:], t3[:])
+	}
+	beta := xor32(&m.F, &pad)
+	defer clear(beta[:])
+	if m.Profile == Classic {
+		e = h(beta[:], pair)
+	} else {
+		e = mac(beta[:], labelE, pair)
+	}
+	if !equal(e[:], l.e[:]) {
+		return nil, nil, ErrBadM3
+	}
+	var kj [Size]byte
+	if err := d.cfg.random(kj[:]); err != nil {
+		return nil, nil, err
+	}
+	defer clear(kj[:])
+	ki := xor32(&l.theta, &beta)
+	defer clear(ki[:])
+	out := M4{Profile: m.Profile, Gamma: m.Gamma, T3: m.T3, T4: now}
+	t4 := ts(now)
+	var sk [Size]byte
+	defer clear(sk[:])
+	if m.Profile == Classic {
+		xp := h(ki[:], t4[:])
+		out.X = xor32(&xp, &kj)
+		k := xor32(&ki, &kj)
+		sk = h(k[:])
+		clear(k[:])
+	} else {
+		xp := mac(ki[:], labelX, l.e[:], t4[:])
+		out.X = xor32(&xp, &kj)
+		sk = sessionKeyHardened(&ki, &kj, &l.e, &out.X)
+		out.Tau = mac(sk[:], labelConfirmDevice, l.e[:], out.X[:], t3[:], t4[:])
+	}
+	if m.Profile == Classic {
+		s, err := newSession(m.Profile, roleDevice, &sk, &l.e, d.cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		l.state = devDone
+		clear(l.theta[:])
+		return out.Append(nil), s, nil
+	}
+	l.sk, l.x, l.t4 = sk, out.X, now
+	l.state = devWaitM5
+	clear(l.theta[:])
+	return out.Append(nil), nil, nil
+}
+
+// Confirm handles m5 under hardened: it checks tau_i and only then returns
+// the established session. A pending login lives at most dT after m4.
+func (l *DeviceLogin) Confirm(m5 []byte) (*Session, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != devWaitM5 {
+		return nil, ErrState
+	}
+	d := l.dev
+	now := d.cfg.nowMs()
+	if now > l.t4+d.cfg.window() {
+		l.closeLocked()
+		return nil, ErrSessionExpired
+	}
+	m, err := ParseM5(m5)
+	if err != nil {
+		return nil, err
+	}
+	tau := mac(l.sk[:], labelConfirmUser, l.e[:], l.x[:])
+	if !equal(tau[:], m.Tau[:]) {
+		return nil, ErrBadM5
+	}
+	s, err := newSession(Hardened, roleDevice, &l.sk, &l.e, d.cfg)
+	if err != nil {
+		return nil, err
+	}
+	l.state = devDone
+	clear(l.sk[:])
+	return s, nil
+}
+
+// Close abandons the login and wipes its secrets; for example when the
+// gateway answers with an error instead of m3.
+func (l *DeviceLogin) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closeLocked()
+}
+
+func (l *DeviceLogin) closeLocked() {
+	l.state = devDead
+	clear(l.theta[:])
+	clear(l.sk[:])
+}

@@ -1,0 +1,171 @@
+package protocol
+
+import (
+	"context"
+	"fmt"
+)
+
+// Gateway is the verifying party: it checks m2 against its master keys,
+// registry and replay cache and answers m3. It keeps no per-login state and
+// is safe for concurrent use.
+type Gateway struct {
+	profile Profile
+	reg     Registry
+	replay  ReplayCache
+	cfg     Config
+}
+
+// NewGateway returns a gateway serving profile p. It needs no randomness:
+// Config.Rand may be nil.
+func NewGateway(p Profile, reg Registry, replay ReplayCache, cfg Config) (*Gateway, error) {
+	if err := cfg.check(false); err != nil {
+		return nil, err
+	}
+	if !p.Valid() {
+		return nil, ErrWrongProfile
+	}
+	if reg == nil || replay == nil {
+		return nil, fmt.Errorf("tagauth: gateway needs a registry and a replay cache")
+	}
+	return &Gateway{profile: p, reg: reg, replay: replay, cfg: cfg}, nil
+}
+
+// Profile returns the profile the gateway serves.
+func (g *Gateway) Profile() Profile { return g.profile }
+
+// Verification describes a verify request for the audit log. Its slices
+// alias the request bytes and are valid only as long as they are.
+type Verification struct {
+	Profile  Profile
+	User     []byte // ID_i as claimed
+	Device   []byte // DID_j as claimed
+	KVUser   uint8
+	KVDevice uint8
+	T1, T2   uint64
+	T3       uint64 // the gateway's now
+}
+
+// Verify handles m2 (step 506 classic, section 6 gateway) and appends its
+// answer to dst: m3 on success, otherwise an error message whose code is
+// CodeOf(err). The error carries the precise reason (errors.Is against the
+// Err* reasons) for the audit log; the wire never does. On a valid request
+// it allocates nothing.
+func (g *Gateway) Verify(ctx context.Context, dst, m2 []byte) ([]byte, Verification, error) {
+	v, m3, err := g.verify(ctx, m2)
+	if err != nil {
+		p := Profile(0)
+		if len(m2) > 0 && Profile(m2[0]).Valid() {
+			p = Profile(m2[0])
+		}
+		return AppendError(dst, p, CodeOf(err)), v, err
+	}
+	return m3.Append(dst), v, nil
+}
+
+func (g *Gateway) verify(ctx context.Context, b []byte) (Verification, M3, error) {
+	var v Verification
+	m, err := ParseM2(b)
+	if err != nil {
+		return v, M3{}, err
+	}
+	v = Verification{Profile: m.Profile, User: m.ID, Device: m.DID, KVUser: m.KV, KVDevice: m.KVDev, T1: m.T1, T2: m.T2}
+	if m.Profile != g.profile {
+		return v, M3{}, ErrWrongProfile
+	}
+	now := g.cfg.nowMs()
+	v.T3 = now
+	w := g.cfg.window()
+	if !fresh(m.T2, now, w) {
+		return v, M3{}, staleError(ErrStaleT2, m.T2, now)
+	}
+	if !fresh(m.T1, now, w) {
+		return v, M3{}, staleError(ErrStaleT1, m.T1, now)
+	}
+	var key ReplayKey
+	if m.Profile == Classic {
+		t1 := ts(m.T1)
+		key = replayKey(replayGatewayClassic, m.ID, t1[:])
+	} else {
+		key = replayKey(replayGatewayHardened, m.ID, m.Nonce[:])
+	}
+	fresh, err := g.replay.Insert(ctx, key, m.T1+w, now)
+	if err != nil {
+		return v, M3{}, fmt.Errorf("%w: %w", ErrCacheFull, err)
+	}
+	if !fresh {
+		return v, M3{}, ErrReplay
+	}
+	st, err := g.reg.Standing(ctx, m.ID, m.DID)
+	if err != nil {
+		return v, M3{}, fmt.Errorf("%w: %w", ErrBusyStore, err)
+	}
+	switch {
+	case st.User == Unknown:
+		return v, M3{}, ErrUnknownUser
+	case st.User == Revoked:
+		return v, M3{}, ErrRevokedUser
+	case st.Device == Unknown:
+		return v, M3{}, ErrUnknownDevice
+	case st.Device == Revoked:
+		return v, M3{}, ErrRevokedDevice
+	}
+	kvi, kvj := m.KV, m.KVDev
+	if m.Profile == Classic {
+		kvi, kvj = ClassicKeyVersion, ClassicKeyVersion
+	}
+	ki, ok := g.reg.MasterKey(kvi)
+	if !ok {
+		return v, M3{}, ErrUnknownKeyVersion
+	}
+	kj, ok := g.reg.MasterKey(kvj)
+	if !ok {
+		return v, M3{}, ErrUnknownKeyVersion
+	}
+	if !st.Allowed {
+		return v, M3{}, ErrPolicyDenied
+	}
+	m3, err := g.answer(&m, ki, kj, now)
+	return v, m3, err
+}
+
+// answer recomputes the tags and checks E_i and I_j, then builds m3.
+func (g *Gateway) answer(m *M2, ki, kj *[Size]byte, now uint64) (M3, error) {
+	tagI := userTag(m.Profile, ki, m.ID)
+	tagJ := deviceTag(m.Profile, kj, m.DID)
+	defer clear(tagI[:])
+	defer clear(tagJ[:])
+	var ids [2 * (1 + MaxIDLen)]byte
+	pair := id8(id8(ids[:0], m.ID), m.DID)
+	did := pair[1+len(m.ID):]
+	t1, t2, t3 := ts(m.T1), ts(m.T2), ts(now)
+	var beta, e, i, pad [Size]byte
+	defer clear(beta[:])
+	if m.Profile == Classic {
+		beta = h(tagI[:], t1[:])
+		e = h(beta[:], pair)
+	} else {
+		beta = mac(tagI[:], labelBeta, did, m.Nonce[:], t1[:])
+		e = mac(beta[:], labelE, pair)
+	}
+	if !equal(e[:], m.E[:]) {
+		return M3{}, ErrBadE
+	}
+	if m.Profile == Classic {
+		i = h(tagJ[:], m.E[:])
+	} else {
+		i = mac(tagJ[:], labelI, m.E[:], did, t2[:])
+	}
+	if !equal(i[:], m.I[:]) {
+		return M3{}, ErrBadI
+	}
+	out := M3{Profile: m.Profile, T3: now}
+	if m.Profile == Classic {
+		pad = h(tagJ[:], t3[:])
+		out.Gamma = h(tagI[:], did)
+	} else {
+		pad = mac(tagJ[:], labelF, m.E[:], t3[:])
+		out.Gamma = mac(tagI[:], labelGamma, did, m.E[:], t3[:])
+	}
+	out.F = xor32(&beta, &pad)
+	return out, nil
+}
