@@ -47,6 +47,10 @@ type Session struct {
 	closed   bool
 	fp       [Size]byte
 	sk       [Size]byte // kept for test vectors; wiped by Close
+	// nonce and hdr are scratch under mu: passed to the AEAD interface
+	// they would escape, and allocate, if they lived on the stack.
+	nonce [chacha20poly1305.NonceSize]byte
+	hdr   [recordHeader]byte
 }
 
 // ChannelKeys are the derived per-direction keys and sid, exposed for test
@@ -144,11 +148,10 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 	}
 	s.sendSeq++
 	s.lastUsed = now
-	hdr := s.header(s.sendSeq)
-	var nonce [chacha20poly1305.NonceSize]byte
-	binary.BigEndian.PutUint64(nonce[4:], s.sendSeq)
-	dst = append(dst, hdr[:]...)
-	return s.send.Seal(dst, nonce[:], plaintext, hdr[:]), nil
+	s.hdr = s.header(s.sendSeq)
+	binary.BigEndian.PutUint64(s.nonce[4:], s.sendSeq)
+	dst = append(dst, s.hdr[:]...)
+	return s.send.Seal(dst, s.nonce[:], plaintext, s.hdr[:]), nil
 }
 
 // Open authenticates and decrypts a record from the other side and appends
@@ -180,9 +183,8 @@ func (s *Session) Open(dst, record []byte) ([]byte, error) {
 	if seq <= s.recvSeq {
 		return nil, ErrRecordReplay
 	}
-	var nonce [chacha20poly1305.NonceSize]byte
-	binary.BigEndian.PutUint64(nonce[4:], seq)
-	out, err := s.recv.Open(dst, nonce[:], record[recordHeader:], record[:recordHeader])
+	binary.BigEndian.PutUint64(s.nonce[4:], seq)
+	out, err := s.recv.Open(dst, s.nonce[:], record[recordHeader:], record[:recordHeader])
 	if err != nil {
 		return nil, ErrBadRecord
 	}

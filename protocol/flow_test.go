@@ -18,7 +18,7 @@ var fastKDF = protocol.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 // world is one gateway, one device and one enrolled user, all in memory,
 // on a clock the test moves.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	p      protocol.Profile
 	now    time.Time
 	cfg    protocol.Config
@@ -30,7 +30,7 @@ type world struct {
 	mk     protocol.MasterKey
 }
 
-func newWorld(t *testing.T, p protocol.Profile) *world {
+func newWorld(t testing.TB, p protocol.Profile) *world {
 	t.Helper()
 	w := &world{t: t, p: p, now: time.UnixMilli(1_760_000_000_000)}
 	w.cfg = protocol.Config{Now: func() time.Time { return w.now }, Rand: rand.Reader}

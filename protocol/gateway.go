@@ -13,6 +13,7 @@ type Gateway struct {
 	reg     Registry
 	replay  ReplayCache
 	cfg     Config
+	tags    *tagCache
 }
 
 // NewGateway returns a gateway serving profile p. It needs no randomness:
@@ -27,7 +28,7 @@ func NewGateway(p Profile, reg Registry, replay ReplayCache, cfg Config) (*Gatew
 	if reg == nil || replay == nil {
 		return nil, fmt.Errorf("tagauth: gateway needs a registry and a replay cache")
 	}
-	return &Gateway{profile: p, reg: reg, replay: replay, cfg: cfg}, nil
+	return &Gateway{profile: p, reg: reg, replay: replay, cfg: cfg, tags: newTagCache(defaultTagCache)}, nil
 }
 
 // Profile returns the profile the gateway serves.
@@ -124,48 +125,61 @@ func (g *Gateway) verify(ctx context.Context, b []byte) (Verification, M3, error
 	if !st.Allowed {
 		return v, M3{}, ErrPolicyDenied
 	}
-	m3, err := g.answer(&m, ki, kj, now)
+	var m3 M3
+	if m.Profile == Classic {
+		m3, err = answerClassic(&m, ki, kj, now)
+	} else {
+		m3, err = g.answerHardened(&m, kvi, kvj, ki, kj, now)
+	}
 	return v, m3, err
 }
 
-// answer recomputes the tags and checks E_i and I_j, then builds m3.
-func (g *Gateway) answer(m *M2, ki, kj *[Size]byte, now uint64) (M3, error) {
-	tagI := userTag(m.Profile, ki, m.ID)
-	tagJ := deviceTag(m.Profile, kj, m.DID)
+// answerClassic recomputes the tags, checks E_i and I_j and builds m3
+// (step 506, with the errata of spec section 5).
+func answerClassic(m *M2, ki, kj *[Size]byte, now uint64) (M3, error) {
+	tagI := userTag(Classic, ki, m.ID)
+	tagJ := deviceTag(Classic, kj, m.DID)
 	defer clear(tagI[:])
 	defer clear(tagJ[:])
 	var ids [2 * (1 + MaxIDLen)]byte
 	pair := id8(id8(ids[:0], m.ID), m.DID)
 	did := pair[1+len(m.ID):]
-	t1, t2, t3 := ts(m.T1), ts(m.T2), ts(now)
-	var beta, e, i, pad [Size]byte
+	t1, t3 := ts(m.T1), ts(now)
+	beta := h(tagI[:], t1[:])
 	defer clear(beta[:])
-	if m.Profile == Classic {
-		beta = h(tagI[:], t1[:])
-		e = h(beta[:], pair)
-	} else {
-		beta = mac(tagI[:], labelBeta, did, m.Nonce[:], t1[:])
-		e = mac(beta[:], labelE, pair)
-	}
+	e := h(beta[:], pair)
 	if !equal(e[:], m.E[:]) {
 		return M3{}, ErrBadE
 	}
-	if m.Profile == Classic {
-		i = h(tagJ[:], m.E[:])
-	} else {
-		i = mac(tagJ[:], labelI, m.E[:], did, t2[:])
-	}
+	i := h(tagJ[:], m.E[:])
 	if !equal(i[:], m.I[:]) {
 		return M3{}, ErrBadI
 	}
-	out := M3{Profile: m.Profile, T3: now}
-	if m.Profile == Classic {
-		pad = h(tagJ[:], t3[:])
-		out.Gamma = h(tagI[:], did)
-	} else {
-		pad = mac(tagJ[:], labelF, m.E[:], t3[:])
-		out.Gamma = mac(tagI[:], labelGamma, did, m.E[:], t3[:])
+	pad := h(tagJ[:], t3[:])
+	return M3{Profile: Classic, T3: now, F: xor32(&beta, &pad), Gamma: h(tagI[:], did)}, nil
+}
+
+// answerHardened is the hardened gateway step of spec section 6. The tags'
+// HMAC states come from the tag cache.
+func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *[Size]byte, now uint64) (M3, error) {
+	x := getHasher()
+	defer putHasher(x)
+	tagI := g.tags.state(x, domainUser, kvi, ki, m.ID)
+	tagJ := g.tags.state(x, domainDevice, kvj, kj, m.DID)
+	var ids [2 * (1 + MaxIDLen)]byte
+	pair := id8(id8(ids[:0], m.ID), m.DID)
+	did := pair[1+len(m.ID):]
+	t1, t2, t3 := ts(m.T1), ts(m.T2), ts(now)
+	beta := x.mac(tagI, labelBeta, did, m.Nonce[:], t1[:])
+	defer clear(beta[:])
+	e := mac(beta[:], labelE, pair)
+	if !equal(e[:], m.E[:]) {
+		return M3{}, ErrBadE
 	}
-	out.F = xor32(&beta, &pad)
-	return out, nil
+	i := x.mac(tagJ, labelI, m.E[:], did, t2[:])
+	if !equal(i[:], m.I[:]) {
+		return M3{}, ErrBadI
+	}
+	pad := x.mac(tagJ, labelF, m.E[:], t3[:])
+	return M3{Profile: Hardened, T3: now, F: xor32(&beta, &pad), Gamma: x.mac(tagI, labelGamma, did, m.E[:], t3[:])}, nil
 }

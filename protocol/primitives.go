@@ -52,12 +52,10 @@ func mac(key []byte, label string, parts ...[]byte) [Size]byte {
 	}
 	var inner [hmacBlock + maxMsg]byte
 	var outer [hmacBlock + Size]byte
-	copy(inner[:], key)
-	copy(outer[:], key)
-	for i := 0; i < hmacBlock; i++ {
-		inner[i] ^= 0x36
-		outer[i] ^= 0x5c
-	}
+	copy(inner[:hmacBlock], ipad[:])
+	copy(outer[:hmacBlock], opad[:])
+	subtle.XORBytes(inner[:len(key)], key, ipad[:len(key)])
+	subtle.XORBytes(outer[:len(key)], key, opad[:len(key)])
 	b := inner[:hmacBlock]
 	b = append(b, byte(len(label)))
 	b = append(b, label...)
@@ -67,6 +65,17 @@ func mac(key []byte, label string, parts ...[]byte) [Size]byte {
 	ih := sha256.Sum256(b)
 	copy(outer[hmacBlock:], ih[:])
 	return sha256.Sum256(outer[:])
+}
+
+// ipad and opad are HMAC's pad blocks: a zero-padded key XORed with them
+// starts the inner and outer hash.
+var ipad, opad = padBlock(0x36), padBlock(0x5c)
+
+func padBlock(c byte) (b [hmacBlock]byte) {
+	for i := range b {
+		b[i] = c
+	}
+	return b
 }
 
 // xor32 returns a ^ b for two 32-byte strings.

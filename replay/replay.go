@@ -38,6 +38,7 @@ func New(capacity int) *Cache {
 	for i := range c.shards {
 		c.shards[i].max = per
 		c.shards[i].m = make(map[protocol.ReplayKey]uint64)
+		c.shards[i].buckets = make(map[uint64][]protocol.ReplayKey)
 	}
 	return c
 }
@@ -55,8 +56,7 @@ func (c *Cache) Insert(_ context.Context, key protocol.ReplayKey, expires, now u
 	if len(s.m) >= s.max {
 		return false, protocol.ErrCacheFull
 	}
-	s.m[key] = expires
-	s.push(entry{expires, key})
+	s.add(key, expires)
 	return true, nil
 }
 

@@ -6,64 +6,71 @@ import (
 	"github.com/tagauth/tagauth/protocol"
 )
 
-type entry struct {
-	expires uint64
-	key     protocol.ReplayKey
-}
+// granularity is the width, in ms, of one expiry bucket.
+const granularity = 64
 
-// shard is one lock's worth of the cache: a map for lookups and a min-heap
-// on expiry so that purging touches only expired entries. The heap is typed
-// rather than container/heap so that a push does not box the 98-byte key
-// into an interface (one allocation per login).
+// shard is one lock's worth of the cache: a map for lookups and the keys
+// grouped in buckets by expiry, so that purging drops whole buckets once
+// their last moment has passed instead of keeping a sorted structure. An
+// entry may outlive its expiry by less than one bucket; lookups compare
+// the exact expiry, so that never lets a replay through.
 type shard struct {
-	mu   sync.Mutex
-	max  int
-	m    map[protocol.ReplayKey]uint64
-	heap []entry
+	mu      sync.Mutex
+	max     int
+	m       map[protocol.ReplayKey]uint64
+	buckets map[uint64][]protocol.ReplayKey
+	low     uint64 // no bucket below this index holds keys
+	free    [][]protocol.ReplayKey
 }
 
-// purge drops every entry that expired before now (an entry lives while
-// now <= expires).
+func (s *shard) add(key protocol.ReplayKey, expires uint64) {
+	s.m[key] = expires
+	i := expires / granularity
+	b, ok := s.buckets[i]
+	if !ok && len(s.free) > 0 {
+		b, s.free = s.free[len(s.free)-1], s.free[:len(s.free)-1]
+	}
+	s.buckets[i] = append(b, key)
+	if i < s.low {
+		s.low = i
+	}
+}
+
+// purge drops every bucket whose entries all expired before now (an entry
+// lives while now <= expires).
 func (s *shard) purge(now uint64) {
-	for len(s.heap) > 0 && s.heap[0].expires < now {
-		top := s.heap[0]
-		if exp, ok := s.m[top.key]; ok && exp == top.expires {
-			delete(s.m, top.key)
-		}
-		s.pop()
+	limit := now / granularity
+	if limit <= s.low {
+		return
 	}
+	if limit-s.low > uint64(len(s.buckets)) {
+		// The clock jumped: visit the buckets, not every index between.
+		for i := range s.buckets {
+			if i < limit {
+				s.drop(i, now)
+			}
+		}
+	} else {
+		for i := s.low; i < limit; i++ {
+			s.drop(i, now)
+		}
+	}
+	s.low = limit
 }
 
-func (s *shard) push(e entry) {
-	s.heap = append(s.heap, e)
-	i := len(s.heap) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if s.heap[p].expires <= s.heap[i].expires {
-			break
-		}
-		s.heap[p], s.heap[i] = s.heap[i], s.heap[p]
-		i = p
+func (s *shard) drop(i, now uint64) {
+	b, ok := s.buckets[i]
+	if !ok {
+		return
 	}
-}
-
-func (s *shard) pop() {
-	n := len(s.heap) - 1
-	s.heap[0] = s.heap[n]
-	s.heap = s.heap[:n]
-	i := 0
-	for {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < n && s.heap[l].expires < s.heap[m].expires {
-			m = l
+	for _, k := range b {
+		// A key re-inserted later with a later expiry belongs to a later
+		// bucket: leave it.
+		if exp, ok := s.m[k]; ok && exp < now {
+			delete(s.m, k)
 		}
-		if r < n && s.heap[r].expires < s.heap[m].expires {
-			m = r
-		}
-		if m == i {
-			return
-		}
-		s.heap[m], s.heap[i] = s.heap[i], s.heap[m]
-		i = m
 	}
+	delete(s.buckets, i)
+	clear(b)
+	s.free = append(s.free, b[:0])
 }

@@ -1,0 +1,325 @@
+package protocol_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"testing"
+
+	"github.com/tagauth/tagauth/protocol"
+)
+
+// Benchmarks of every role step, both profiles. The gateway's Verify is the
+// hot path; its replay cache is benchmarked on its own in package replay, so
+// here it is a cache that always answers fresh.
+
+var profiles = []protocol.Profile{protocol.Classic, protocol.Hardened}
+
+type alwaysFresh struct{}
+
+func (alwaysFresh) Insert(context.Context, protocol.ReplayKey, uint64, uint64) (bool, error) {
+	return true, nil
+}
+
+// stepMessages runs one login to collect genuine messages for the steps.
+type steps struct {
+	w              *world
+	user           *protocol.User
+	m1, m2, m3, m4 []byte
+	m5             []byte
+}
+
+func loginSteps(b *testing.B, p protocol.Profile) *steps {
+	w := newWorld(b, p)
+	ctx := context.Background()
+	u, err := protocol.Unlock(w.card, "correct horse", w.cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &steps{w: w, user: u}
+	login, m1, err := u.Login("sensor-7")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dl, m2, err := w.dev.Start(ctx, m1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m3, _, err := w.gw.Verify(ctx, nil, m2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m4, _, err := dl.Respond(m3)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, m5, err := login.Finish(m4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.m1, s.m2, s.m3, s.m4, s.m5 = m1, m2, m3, m4, m5
+	return s
+}
+
+func BenchmarkGatewayVerify(b *testing.B) {
+	for _, p := range profiles {
+		b.Run(p.String(), func(b *testing.B) {
+			s := loginSteps(b, p)
+			g, err := protocol.NewGateway(p, s.w.reg, alwaysFresh{}, s.w.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			buf := make([]byte, 0, 128)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := g.Verify(ctx, buf[:0], s.m2); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkGatewayVerifyParallel runs Verify on every core (-cpu sets how
+// many), for the scaling figures.
+func BenchmarkGatewayVerifyParallel(b *testing.B) {
+	for _, p := range profiles {
+		b.Run(p.String(), func(b *testing.B) {
+			s := loginSteps(b, p)
+			g, err := protocol.NewGateway(p, s.w.reg, alwaysFresh{}, s.w.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				buf := make([]byte, 0, 128)
+				for pb.Next() {
+					if _, _, err := g.Verify(ctx, buf[:0], s.m2); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+func BenchmarkCardUnlock(b *testing.B) {
+	for _, p := range profiles {
+		b.Run(p.String(), func(b *testing.B) {
+			w := newWorld(b, p)
+			req, err := protocol.NewRegistrationRequest(p, "bob", "pw", protocol.DefaultKDF, w.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			card, err := protocol.IssueCard(&req, w.mk, w.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				u, err := protocol.Unlock(card, "pw", w.cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				u.Close()
+			}
+		})
+	}
+}
+
+func BenchmarkCardLogin(b *testing.B) {
+	for _, p := range profiles {
+		b.Run(p.String(), func(b *testing.B) {
+			s := loginSteps(b, p)
+			b.ReportAllocs()
+			for b.Loop() {
+				l, _, err := s.user.Login("sensor-7")
+				if err != nil {
+					b.Fatal(err)
+				}
+				l.Close()
+			}
+		})
+	}
+}
+
+func BenchmarkDeviceStart(b *testing.B) {
+	for _, p := range profiles {
+		b.Run(p.String(), func(b *testing.B) {
+			s := loginSteps(b, p)
+			d, err := protocol.NewDevice(s.w.devCrd, alwaysFresh{}, s.w.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := d.Start(ctx, s.m1); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDeviceRespond includes Start, since each DeviceLogin answers
+// one m3 only; subtract BenchmarkDeviceStart.
+func BenchmarkDeviceRespond(b *testing.B) {
+	for _, p := range profiles {
+		b.Run(p.String(), func(b *testing.B) {
+			s := loginSteps(b, p)
+			d, err := protocol.NewDevice(s.w.devCrd, alwaysFresh{}, s.w.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				dl, _, err := d.Start(ctx, s.m1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := dl.Respond(s.m3); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCardFinish includes Login; subtract BenchmarkCardLogin. Finish
+// needs the m4 of its own login, so each iteration runs the device too
+// (subtract BenchmarkDeviceRespond as well).
+func BenchmarkCardFinish(b *testing.B) {
+	for _, p := range profiles {
+		b.Run(p.String(), func(b *testing.B) {
+			s := loginSteps(b, p)
+			d, err := protocol.NewDevice(s.w.devCrd, alwaysFresh{}, s.w.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			g, err := protocol.NewGateway(p, s.w.reg, alwaysFresh{}, s.w.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				l, m1, err := s.user.Login("sensor-7")
+				if err != nil {
+					b.Fatal(err)
+				}
+				dl, m2, err := d.Start(ctx, m1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				m3, _, err := g.Verify(ctx, nil, m2)
+				if err != nil {
+					b.Fatal(err)
+				}
+				m4, _, err := dl.Respond(m3)
+				if err != nil {
+					b.Fatal(err)
+				}
+				us, m5, err := l.Finish(m4)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if p == protocol.Hardened {
+					if _, err := dl.Confirm(m5); err != nil {
+						b.Fatal(err)
+					}
+				}
+				us.Close()
+			}
+		})
+	}
+}
+
+func BenchmarkSessionSealOpen(b *testing.B) {
+	for _, p := range profiles {
+		b.Run(p.String(), func(b *testing.B) {
+			w := newWorld(b, p)
+			us, ds := establish(b, w)
+			pt := make([]byte, 64)
+			rec := make([]byte, 0, 64+protocol.RecordOverhead)
+			out := make([]byte, 0, 64)
+			b.SetBytes(int64(len(pt)))
+			b.ReportAllocs()
+			for b.Loop() {
+				r, err := us.Seal(rec[:0], pt)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := ds.Open(out[:0], r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// establish runs a full login in w and returns the two ends of the session.
+func establish(tb testing.TB, w *world) (user, device *protocol.Session) {
+	tb.Helper()
+	ctx := context.Background()
+	u, err := protocol.Unlock(w.card, "correct horse", w.cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l, m1, err := u.Login("sensor-7")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dl, m2, err := w.dev.Start(ctx, m1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m3, _, err := w.gw.Verify(ctx, nil, m2)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m4, ds, err := dl.Respond(m3)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	us, m5, err := l.Finish(m4)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if m5 != nil {
+		if ds, err = dl.Confirm(m5); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return us, ds
+}
+
+// BenchmarkSHA256 is the unit the gateway's floor is counted in: one
+// SHA-256 of a short input, as the classic formulas hash.
+func BenchmarkSHA256(b *testing.B) {
+	var in [72]byte
+	rand.Read(in[:])
+	var sink [32]byte
+	for b.Loop() {
+		sink = sha256.Sum256(in[:])
+	}
+	_ = sink
+}
+
+// BenchmarkHMACSHA256 is crypto/hmac computing one M(k, s, x) from scratch,
+// for comparison with the gateway's per-verify cost.
+func BenchmarkHMACSHA256(b *testing.B) {
+	key := make([]byte, 32)
+	msg := make([]byte, 48)
+	b.ReportAllocs()
+	for b.Loop() {
+		m := hmac.New(sha256.New, key)
+		m.Write(msg)
+		m.Sum(nil)
+	}
+}
