@@ -54,6 +54,9 @@ func (c *Cache) Insert(_ context.Context, key protocol.ReplayKey, expires, now u
 		return false, nil
 	}
 	if len(s.m) >= s.max {
+		s.sweep(now)
+	}
+	if len(s.m) >= s.max {
 		return false, protocol.ErrCacheFull
 	}
 	s.add(key, expires)

@@ -74,3 +74,25 @@ func (s *shard) drop(i, now uint64) {
 	clear(b)
 	s.free = append(s.free, b[:0])
 }
+
+// sweep drops the expired entries of the bucket that now falls in, which
+// purge leaves whole until its last moment has passed. It runs only when
+// the shard is full, so that a full cache refuses a login only when every
+// entry is still live.
+func (s *shard) sweep(now uint64) {
+	i := now / granularity
+	b, ok := s.buckets[i]
+	if !ok {
+		return
+	}
+	keep := b[:0]
+	for _, k := range b {
+		if exp, ok := s.m[k]; ok && exp < now {
+			delete(s.m, k)
+		} else {
+			keep = append(keep, k)
+		}
+	}
+	clear(b[len(keep):])
+	s.buckets[i] = keep
+}
