@@ -6,8 +6,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"runtime"
+
+	"github.com/tagauth/tagauth/internal/atomicfile"
 )
 
 // Save writes a sealed card file to path with mode 0600, replacing any file
@@ -53,77 +53,18 @@ func Load(path string) ([]byte, error) {
 	return data, nil
 }
 
-// writeAtomic writes data to a temporary file next to path and moves it
-// into place. With replace false the move is a hard link, which fails
-// atomically if path exists; on file systems without hard links (FAT on a
-// USB stick, say) it falls back to a check and a rename, which only a
-// concurrent writer of the same path could race.
-func writeAtomic(path string, data []byte, replace bool) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("card: writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if tmp != "" {
-			os.Remove(tmp)
-		}
-	}()
-	// CreateTemp already uses 0600 less the umask; Chmod makes it exactly
-	// 0600 whatever the umask.
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("card: writing %s: %w", path, err)
-	}
-
+// writeAtomic writes data through atomicfile, with this package's errors.
+func writeAtomic(path string, data []byte, replace bool) error {
+	write := atomicfile.WriteNew
 	if replace {
-		err = os.Rename(tmp, path)
-	} else {
-		err = os.Link(tmp, path)
-		if err != nil && !errors.Is(err, fs.ErrExist) {
-			if _, serr := os.Lstat(path); serr == nil {
-				err = fs.ErrExist
-			} else {
-				err = os.Rename(tmp, path)
-			}
-		}
+		write = atomicfile.Write
 	}
+	err := write(path, data)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("card: %s already exists; refusing to overwrite it (move it away first): %w", path, fs.ErrExist)
 	}
 	if err != nil {
 		return fmt.Errorf("card: writing %s: %w", path, err)
 	}
-	if !replace {
-		os.Remove(tmp) // the link made path; the temporary name goes
-	}
-	tmp = ""
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("card: writing %s: syncing directory: %w", path, err)
-	}
 	return nil
-}
-
-// syncDir makes a rename in dir durable. Windows cannot fsync a directory
-// and does not need to.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -6,8 +6,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"runtime"
+
+	"github.com/tagauth/tagauth/internal/atomicfile"
 )
 
 // Save checks c and writes it to path with mode 0600, replacing any file
@@ -62,55 +63,10 @@ func Load(path string) (Credential, error) {
 	return c, nil
 }
 
-// writeAtomic writes data to a temporary file next to path, mode 0600, and
-// renames it into place.
-func writeAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("credential: writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	// CreateTemp already uses 0600 less the umask; Chmod makes it exactly
-	// 0600 whatever the umask.
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("credential: writing %s: %w", path, err)
-	}
-	if err = syncDir(dir); err != nil {
-		// The file is in place; only its durability is in doubt.
-		return fmt.Errorf("credential: writing %s: syncing directory: %w", path, err)
+// writeAtomic writes data through atomicfile, with this package's errors.
+func writeAtomic(path string, data []byte) error {
+	if err := atomicfile.Write(path, data); err != nil {
+		return fmt.Errorf("credfile: writing %s: %w", path, err)
 	}
 	return nil
-}
-
-// syncDir makes a rename in dir durable. Windows cannot fsync a directory
-// and does not need to.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -35,11 +35,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/atomicfile"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -284,61 +284,6 @@ func (f *File) Save(path string) error {
 	return writeAtomic(path, data, false)
 }
 
-// writeAtomic puts data at path by way of a synced temporary file. With
-// exclusive, it fails with fs.ErrExist if path exists (a hard link, unlike
-// rename, does not replace).
-func writeAtomic(path string, data []byte, exclusive bool) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing key file: %w", err)
-	}
-	name := tmp.Name()
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(name)
-		}
-	}()
-	if err = tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("writing key file: %w", err)
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("writing key file: %w", err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("writing key file: %w", err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("writing key file: %w", err)
-	}
-	if exclusive {
-		if err = os.Link(name, path); err != nil {
-			return fmt.Errorf("writing key file: %w", err)
-		}
-		os.Remove(name)
-	} else if err = os.Rename(name, path); err != nil {
-		return fmt.Errorf("writing key file: %w", err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("writing key file: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("writing key file: syncing %s: %w", dir, err)
-	}
-	return nil
-}
-
 // Rotate adds a new key, one version above the newest, drawn from rand,
 // and returns it. The caller saves the file. Under classic it refuses:
 // classic has one key for good.
@@ -396,4 +341,17 @@ func (f *File) MasterKeys() []protocol.MasterKey {
 		out[i] = protocol.MasterKey{Version: k.Version, Key: k.Key}
 	}
 	return out
+}
+
+// writeAtomic writes data through atomicfile. With exclusive, it fails with
+// fs.ErrExist if path exists.
+func writeAtomic(path string, data []byte, exclusive bool) error {
+	write := atomicfile.Write
+	if exclusive {
+		write = atomicfile.WriteNew
+	}
+	if err := write(path, data); err != nil {
+		return fmt.Errorf("writing key file: %w", err)
+	}
+	return nil
 }

@@ -1,0 +1,84 @@
+// Package atomicfile writes secret files so that a crash never leaves a
+// half-written one: data goes to a synced temporary file in the same
+// directory, which is then moved into place and the directory synced. The
+// file's mode is exactly 0600 whatever the umask.
+package atomicfile
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+)
+
+// Write puts data at path, replacing any file there.
+func Write(path string, data []byte) error { return write(path, data, true) }
+
+// WriteNew puts data at path and fails with an error wrapping fs.ErrExist if
+// path exists. The move is a hard link, which fails atomically if path
+// exists; on file systems without hard links (FAT on a USB stick, say) it
+// falls back to a check and a rename, which only a concurrent writer of the
+// same path could race.
+func WriteNew(path string, data []byte) error { return write(path, data, false) }
+
+func write(path string, data []byte, replace bool) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if tmp != "" {
+			os.Remove(tmp)
+		}
+	}()
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if replace {
+		err = os.Rename(tmp, path)
+	} else {
+		err = os.Link(tmp, path)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			if _, serr := os.Lstat(path); serr == nil {
+				err = &fs.PathError{Op: "create", Path: path, Err: fs.ErrExist}
+			} else {
+				err = os.Rename(tmp, path)
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !replace {
+		os.Remove(tmp) // the link made path; the temporary name goes
+	}
+	tmp = ""
+	return syncDir(dir)
+}
+
+// syncDir makes a rename in dir durable. Windows cannot fsync a directory
+// and does not need to.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,57 @@
+package atomicfile
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWriteReplacesWithMode0600(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(p, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	st, _ := os.Stat(p)
+	if string(b) != "new" || st.Mode().Perm() != 0o600 {
+		t.Fatalf("got %q mode %v", b, st.Mode())
+	}
+	assertNoTemp(t, dir)
+}
+
+func TestWriteNewRefusesExisting(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	if err := WriteNew(p, []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	err := WriteNew(p, []byte("second"))
+	if !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("second WriteNew: %v, want fs.ErrExist", err)
+	}
+	b, _ := os.ReadFile(p)
+	if string(b) != "first" {
+		t.Fatalf("existing file changed to %q", b)
+	}
+	assertNoTemp(t, dir)
+}
+
+func TestWriteMissingDir(t *testing.T) {
+	if err := Write(filepath.Join(t.TempDir(), "no", "f"), nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("got %v, want fs.ErrNotExist", err)
+	}
+}
+
+func assertNoTemp(t *testing.T, dir string) {
+	t.Helper()
+	es, _ := os.ReadDir(dir)
+	if len(es) != 1 {
+		t.Fatalf("directory holds %d entries, want only the file", len(es))
+	}
+}
