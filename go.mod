@@ -6,6 +6,7 @@ require (
 	github.com/plgd-dev/go-coap/v3 v3.8.0
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/crypto v0.59.0
+	golang.org/x/term v0.48.0
 	golang.org/x/text v0.44.0
 )
 

@@ -1,7 +1,6 @@
-// Command tagauth is the command-line entry point of the project. For now it
-// has one real subcommand, demo, which runs a whole login in memory; the
-// gateway, device, user and admin subcommands come with the networked
-// daemons.
+// Command tagauth is the one binary of the project: the gateway daemon and
+// its administration, the device agent, the user client, and a demo that
+// runs all three on loopback.
 package main
 
 import (
@@ -20,7 +19,10 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"demo", "run registration, login and one sealed task in memory, for each profile", cmdDemo},
+		{"demo", "run a gateway, a device agent and a user on loopback: enrol, log in, run tasks", cmdDemo},
+		{"gateway", "run the gateway, manage its keys, and administer users, devices and policy", runGateway},
+		{"device", "run the device agent (serves login, confirm and task over CoAP)", runDevice},
+		{"user", "enrol, log in to a device, run a task", runUser},
 		{"help", "show this help", cmdHelp},
 	}
 }
@@ -51,7 +53,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "commands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, `Run "tagauth <command> -h" for the flags of a command.`)

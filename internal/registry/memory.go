@@ -29,6 +29,10 @@ type Memory struct {
 	devices map[string]protocol.IdentityState
 	keys    map[uint8]*[protocol.Size]byte
 	allow   map[[2]string]bool
+	// groups maps a device to its policy group (absent: no group) and
+	// grants holds (user, group) pairs, AllGroups included: see groups.go.
+	groups map[string]string
+	grants map[[2]string]bool
 	// allowAll lets every active user log in to every active device.
 	allowAll bool
 }
@@ -42,6 +46,8 @@ func NewMemory(p protocol.Profile, allowAll bool) *Memory {
 		devices:  map[string]protocol.IdentityState{},
 		keys:     map[uint8]*[protocol.Size]byte{},
 		allow:    map[[2]string]bool{},
+		groups:   map[string]string{},
+		grants:   map[[2]string]bool{},
 		allowAll: allowAll,
 	}
 }
@@ -76,29 +82,24 @@ func (r *Memory) AddUser(id string) error {
 	return nil
 }
 
-// AddDevice registers a device identity, under the same namespace rule.
-func (r *Memory) AddDevice(id string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.devices[id]; ok {
-		return fmt.Errorf("%w: device", ErrExists)
-	}
-	if _, ok := r.users[id]; ok && r.profile == protocol.Classic {
-		return ErrNamespace
-	}
-	r.devices[id] = protocol.Active
-	return nil
-}
+// AddDevice registers a device identity, under the same namespace rule,
+// in no group (only AllGroups grants reach it).
+func (r *Memory) AddDevice(id string) error { return r.AddDeviceInGroup(id, "") }
 
 // RevokeUser marks a user revoked; it takes effect on the next verify.
-func (r *Memory) RevokeUser(id string) error { return r.revoke(r.users, id) }
+func (r *Memory) RevokeUser(id string) error { return r.revoke(false, id) }
 
 // RevokeDevice marks a device revoked.
-func (r *Memory) RevokeDevice(id string) error { return r.revoke(r.devices, id) }
+func (r *Memory) RevokeDevice(id string) error { return r.revoke(true, id) }
 
-func (r *Memory) revoke(m map[string]protocol.IdentityState, id string) error {
+func (r *Memory) revoke(device bool, id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// The map is picked under the lock: Load replaces both maps.
+	m := r.users
+	if device {
+		m = r.devices
+	}
 	if _, ok := m[id]; !ok {
 		return ErrNotFound
 	}
@@ -120,7 +121,7 @@ func (r *Memory) Standing(_ context.Context, user, device []byte) (protocol.Stan
 	return protocol.Standing{
 		User:    r.users[string(user)],
 		Device:  r.devices[string(device)],
-		Allowed: r.allowAll || r.allow[[2]string{string(user), string(device)}],
+		Allowed: r.allowAll || r.allow[[2]string{string(user), string(device)}] || r.granted(user, device),
 	}, nil
 }
 

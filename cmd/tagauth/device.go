@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/internal/device"
+	"github.com/tagauth/tagauth/protocol"
+)
+
+// runDevice is "tagauth device": the device agent, serving /tagauth/login,
+// /tagauth/confirm and /tagauth/task over CoAP until SIGINT or SIGTERM.
+func runDevice(args []string, stdout, stderr io.Writer) int {
+	fset := flag.NewFlagSet("device", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	credPath := fset.String("cred", "", "device credential `file` made by the gateway when it provisioned this device (required)")
+	listen := fset.String("listen", device.DefaultListen, "UDP `address` to serve CoAP on")
+	gateway := fset.String("gateway", "", "gateway CoAP `host:port`, overriding the one in the credential file")
+	window := fset.Duration("window", protocol.DefaultWindow, "freshness window dT: how far a timestamp may be from this device's clock")
+	jsonLogs := fset.Bool("json", false, "write logs as JSON lines instead of text")
+	fset.Usage = func() {
+		fmt.Fprintln(stderr, "usage: tagauth device --cred FILE [--listen :5683] [--gateway host:port] [--window 10s] [--json]")
+		fmt.Fprintln(stderr)
+		fmt.Fprintln(stderr, "Runs the device agent: users log in to this device through its gateway and send it")
+		fmt.Fprintln(stderr, "sealed tasks (built in: echo, sensor.read, control.write). Logs go to stderr.")
+		fmt.Fprintln(stderr)
+		fset.PrintDefaults()
+	}
+	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fset.NArg() > 0 {
+		fmt.Fprintf(stderr, "tagauth device: unexpected argument %q\n", fset.Arg(0))
+		fset.Usage()
+		return 2
+	}
+	if *credPath == "" {
+		fmt.Fprintln(stderr, "tagauth device: --cred FILE is required (the credential file the gateway made when it provisioned this device)")
+		return 2
+	}
+	if *window <= 0 || *window > time.Hour {
+		fmt.Fprintf(stderr, "tagauth device: --window %s is out of range (want more than 0 and at most 1h)\n", *window)
+		return 2
+	}
+	if *gateway != "" {
+		if _, _, err := net.SplitHostPort(*gateway); err != nil {
+			fmt.Fprintf(stderr, "tagauth device: --gateway %q must be host:port, such as 192.0.2.10:5683\n", *gateway)
+			return 2
+		}
+	}
+
+	cred, err := credfile.Load(*credPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			fmt.Fprintln(stderr, "tagauth device: ask the gateway operator to provision this device and copy its credential file here")
+		case errors.Is(err, credfile.ErrInvalid):
+			fmt.Fprintln(stderr, "tagauth device: the file is damaged or not a tagauth credential: restore it from the gateway's copy or provision the device again")
+		}
+		return 1
+	}
+	if *gateway != "" {
+		cred.Gateway = *gateway
+	}
+
+	var h slog.Handler = slog.NewTextHandler(stderr, nil)
+	if *jsonLogs {
+		h = slog.NewJSONHandler(stderr, nil)
+	}
+	agent, err := device.New(device.Config{
+		Credential: cred,
+		Listen:     *listen,
+		Window:     *window,
+		Logger:     slog.New(h),
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stdout, "device %s (%s) serving CoAP on %s, gateway %s; stop with Ctrl-C\n",
+		agent.ID(), agent.Profile(), agent.Addr(), agent.Gateway())
+	if err := agent.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,820 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/internal/gateway"
+	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/protocol"
+)
+
+// Environment variables read by the gateway commands.
+const (
+	envAdminURL    = "TAGAUTH_ADMIN_URL"
+	envFingerprint = "TAGAUTH_FINGERPRINT"
+	envAdminToken  = "TAGAUTH_ADMIN_TOKEN"
+)
+
+// gwSubcommand is one "tagauth gateway" subcommand.
+type gwSubcommand struct {
+	name, args, summary string
+	run                 func(args []string, stdout, stderr io.Writer) int
+}
+
+func gwSubcommands() []gwSubcommand {
+	return []gwSubcommand{
+		{"serve", "--data DIR [flags]", "run the gateway (the default subcommand)", gwServeCmd},
+		{"keys", "list|rotate|retire VERSION --data DIR", "manage master keys; a running gateway picks changes up", gwKeys},
+		{"info", "[admin flags]", "show the gateway's profile, key versions and addresses (no token needed)", gwInfo},
+		{"enrol-code", "--user ID [--ttl 15m]", "make a one-time enrolment code for a user id", gwEnrolCode},
+		{"provision", "--id DID [--group G] --out FILE", "provision a device and write its credential file", gwProvision},
+		{"revoke-user", "ID", "revoke a user: refused from the next login on", gwRevokeUser},
+		{"revoke-device", "ID", "revoke a device: refused from the next login on", gwRevokeDevice},
+		{"grant", "--user U --group G", `let a user log in to every device of a group ("*": all devices)`, gwGrant},
+		{"ungrant", "--user U --group G", "remove a grant", gwUngrant},
+		{"users", "[--json]", "list users", gwUsers},
+		{"devices", "[--json]", "list devices", gwDevices},
+		{"grants", "[--json]", "list grants", gwGrants},
+		{"audit", "[--kind K --user U --device D --outcome O --since T --until T --after N --limit N --json]", "query the audit log", gwAudit},
+	}
+}
+
+// runGateway is "tagauth gateway": the daemon (serve) and the commands an
+// operator uses on it.
+func runGateway(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "-help" && args[0] != "--help" {
+		return gwServeCmd(args, stdout, stderr)
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		gwUsage(stdout)
+		return 0
+	}
+	for _, c := range gwSubcommands() {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "tagauth gateway: unknown subcommand %q\n\n", args[0])
+	gwUsage(stderr)
+	return 2
+}
+
+func gwUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: tagauth gateway [subcommand] [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "subcommands:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range gwSubcommands() {
+		fmt.Fprintf(tw, "  %s\t%s\n", c.name, c.summary)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Admin commands reach the gateway's HTTPS admin API. They take --admin URL,")
+	fmt.Fprintln(w, "--fingerprint HEX and --token-file FILE (or TAGAUTH_ADMIN_URL, TAGAUTH_FINGERPRINT,")
+	fmt.Fprintln(w, "TAGAUTH_ADMIN_TOKEN), or --data DIR on the gateway's own host.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, `Run "tagauth gateway <subcommand> -h" for its flags.`)
+}
+
+// gwParse parses flags that may come before, between or after positional
+// arguments ("keys retire 2 --data DIR") and returns the positionals.
+func gwParse(fset *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fset.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fset.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// gwFlags makes a flag set whose usage line is the subcommand's.
+func gwFlags(name, argsLine, about string, stderr io.Writer) *flag.FlagSet {
+	fset := flag.NewFlagSet("gateway "+name, flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	fset.Usage = func() {
+		fmt.Fprintf(stderr, "usage: tagauth gateway %s %s\n\n%s\n\n", name, argsLine, about)
+		fset.PrintDefaults()
+	}
+	return fset
+}
+
+// gwParseExit turns a parse error into an exit status.
+func gwParseExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
+func gwServeCmd(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return gwServe(ctx, hup, args, stdout, stderr)
+}
+
+// gwServe runs the gateway until ctx ends; a value on reload makes it
+// re-read the key file at once.
+func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags("serve", "--data DIR [--profile hardened|classic] [--coap :5683] [--admin 127.0.0.1:8443] [flags]",
+		"Runs the gateway: CoAP /tagauth/verify for devices, the HTTPS admin API for operators and\n"+
+			"enrolment, and the audit log (JSON lines on stderr). Stops on SIGINT or SIGTERM; SIGHUP\n"+
+			"re-reads the key file (it is also watched). The admin token is read from TAGAUTH_ADMIN_TOKEN\n"+
+			"or DATA/admin-token, made at first start.", stderr)
+	data := fset.String("data", "", "data `directory`: keys, store, certificate, token (created at first start; required)")
+	profile := fset.String("profile", "hardened", "protocol `profile`: hardened or classic (must match the data directory's)")
+	coapAddr := fset.String("coap", gateway.DefaultCoAPAddr, "UDP `address` of the CoAP verify service")
+	admin := fset.String("admin", gateway.DefaultAdminAddr, "TCP `address` of the HTTPS admin API")
+	advertise := fset.String("advertise", "", "`host` clients dial when an address binds every interface (default 127.0.0.1)")
+	cert := fset.String("cert", "", "operator TLS certificate `file` (PEM) for the admin API, instead of the self-signed one")
+	key := fset.String("key", "", "private key `file` (PEM, mode 0600) of --cert")
+	window := fset.Duration("window", protocol.DefaultWindow, "freshness window dT")
+	replaySize := fset.Int("replay-size", gateway.DefaultReplaySize, "most logins the replay cache holds (memory bound; when full, logins answer busy)")
+	allowAll := fset.Bool("allow-all", false, "let every user log in to every device, without grants")
+	logLevel := fset.String("log-level", "info", "log `level`: debug, info, warn or error")
+	auditLog := fset.String("audit-log", "", "append audit records (JSON lines) to `file` instead of stderr")
+	pos, err := gwParse(fset, args)
+	if err != nil {
+		return gwParseExit(err)
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "tagauth gateway: unexpected argument %q\n", pos[0])
+		return 2
+	}
+	if *data == "" {
+		fmt.Fprintln(stderr, "tagauth gateway: --data DIR is required (the directory for keys, store and certificate; created at first start)")
+		return 2
+	}
+	p, err := protocol.ParseProfile(*profile)
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway: --profile: %v\n", err)
+		return 2
+	}
+	if *window <= 0 || *window > time.Hour {
+		fmt.Fprintf(stderr, "tagauth gateway: --window %s is out of range (want more than 0 and at most 1h)\n", *window)
+		return 2
+	}
+	if *replaySize < 1 {
+		fmt.Fprintln(stderr, "tagauth gateway: --replay-size must be at least 1")
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway: --log-level %q: want debug, info, warn or error\n", *logLevel)
+		return 2
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var auditOut io.Writer = stderr
+	if *auditLog != "" {
+		f, err := os.OpenFile(*auditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			fmt.Fprintf(stderr, "tagauth gateway: --audit-log: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		auditOut = f
+	}
+	cfg := gateway.Config{
+		DataDir: *data, Profile: p, CoAPAddr: *coapAddr, AdminAddr: *admin, Advertise: *advertise,
+		AdminToken: os.Getenv(envAdminToken), TLSCert: *cert, TLSKey: *key, Window: *window,
+		ReplaySize: *replaySize, AllowAll: *allowAll, Logger: logger, AuditOut: auditOut,
+	}
+	g, err := gateway.Open(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+		return 1
+	}
+	tokenAt := "TAGAUTH_ADMIN_TOKEN (from the environment)"
+	if g.TokenPath() != "" {
+		tokenAt = g.TokenPath()
+	}
+	fmt.Fprintf(stdout, "tagauth gateway: profile %v, data %s\n", g.Profile(), *data)
+	fmt.Fprintf(stdout, "  CoAP verify:  %s (udp, bound to %s)\n", g.CoAPPublic(), g.CoAPAddr())
+	fmt.Fprintf(stdout, "  admin API:    %s\n", g.AdminURL())
+	fmt.Fprintf(stdout, "  fingerprint:  %s\n", g.Fingerprint())
+	fmt.Fprintf(stdout, "  admin token:  %s\n", tokenAt)
+	if !*allowAll {
+		fmt.Fprintln(stdout, "  policy:       users log in to the device groups granted to them (tagauth gateway grant)")
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-reload:
+				g.ReloadKeys()
+			}
+		}
+	}()
+	if err := g.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// gwKeys is "tagauth gateway keys": it edits the key file, which a
+// running gateway watches.
+func gwKeys(args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags("keys", "list|rotate|retire VERSION --data DIR",
+		"Lists, rotates or retires the gateway's master keys. Rotation adds a version that new cards\n"+
+			"and device credentials use; older ones keep working until their version is retired.\n"+
+			"A running gateway picks the change up within a second (or at once on SIGHUP).", stderr)
+	data := fset.String("data", "", "the gateway's data `directory` (required)")
+	pos, err := gwParse(fset, args)
+	if err != nil {
+		return gwParseExit(err)
+	}
+	if len(pos) == 0 {
+		fset.Usage()
+		return 2
+	}
+	if *data == "" {
+		fmt.Fprintln(stderr, "tagauth gateway keys: --data DIR is required")
+		return 2
+	}
+	path := filepath.Join(*data, keyfile.FileName)
+	want := map[string]int{"list": 1, "rotate": 1, "retire": 2}
+	if n, ok := want[pos[0]]; !ok || len(pos) != n {
+		fset.Usage()
+		return 2
+	}
+	f, err := keyfile.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway keys: %v\n", err)
+		if errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintln(stderr, "tagauth gateway keys: start the gateway once with this --data to create its key file")
+		}
+		return 1
+	}
+	switch pos[0] {
+	case "list":
+		newest := f.Newest().Version
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tCREATED\t")
+		for _, k := range f.Keys {
+			mark := ""
+			if k.Version == newest {
+				mark = "newest: new cards and credentials use it"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\n", k.Version, k.Created.UTC().Format(time.RFC3339), mark)
+		}
+		tw.Flush()
+		fmt.Fprintf(stdout, "profile %v\n", f.Profile)
+		return 0
+	case "rotate":
+		k, err := f.Rotate(rand.Reader, time.Now())
+		if err == nil {
+			err = f.Save(path)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "tagauth gateway keys rotate: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "added master key version %d: new cards and device credentials use it; older ones keep working until you retire their version\n", k.Version)
+		fmt.Fprintln(stdout, "a running gateway picks it up within a second")
+		return 0
+	default: // retire
+		v, err := strconv.ParseUint(pos[1], 10, 8)
+		if err != nil || v == 0 {
+			fmt.Fprintf(stderr, "tagauth gateway keys retire: VERSION must be a number from 1 to 255, not %q\n", pos[1])
+			return 2
+		}
+		err = f.Retire(uint8(v))
+		if err == nil {
+			err = f.Save(path)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "tagauth gateway keys retire: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "retired master key version %d: cards and device credentials under it are refused from now on (re-enrol or re-provision them)\n", v)
+		return 0
+	}
+}
+
+// gwAdminOpts are the flags every admin client command takes.
+type gwAdminOpts struct {
+	url, fingerprint, tokenFile, data string
+	timeout                           time.Duration
+}
+
+func (o *gwAdminOpts) register(fset *flag.FlagSet) {
+	fset.StringVar(&o.url, "admin", "", "gateway admin `URL` (or "+envAdminURL+")")
+	fset.StringVar(&o.fingerprint, "fingerprint", "", "pinned SHA-256 `hex` of the gateway's certificate (or "+envFingerprint+")")
+	fset.StringVar(&o.tokenFile, "token-file", "", "`file` holding the admin token (or "+envAdminToken+")")
+	fset.StringVar(&o.data, "data", "", "gateway data `directory`, on the gateway's host: URL, fingerprint and token are read from it")
+	fset.DurationVar(&o.timeout, "timeout", 15*time.Second, "how long to wait for the gateway")
+}
+
+// gwAdminClient is a resolved admin connection.
+type gwAdminClient struct {
+	hc    *http.Client
+	base  string
+	token string
+}
+
+// connect resolves URL, fingerprint and (if needToken) token from flags,
+// environment and data directory, in that order.
+func (o *gwAdminOpts) connect(needToken bool) (*gwAdminClient, error) {
+	base, fp, token := o.url, o.fingerprint, ""
+	if base == "" {
+		base = os.Getenv(envAdminURL)
+	}
+	if fp == "" {
+		fp = os.Getenv(envFingerprint)
+	}
+	if (base == "" || fp == "") && o.data != "" {
+		b, err := os.ReadFile(filepath.Join(o.data, gateway.AdminInfoName))
+		if err != nil {
+			return nil, fmt.Errorf("reading the gateway's admin address from --data: %w (has the gateway been started with this data directory?)", err)
+		}
+		var ai gateway.AdminInfo
+		if err := json.Unmarshal(b, &ai); err != nil {
+			return nil, fmt.Errorf("%s is damaged: %v (restart the gateway to rewrite it)", filepath.Join(o.data, gateway.AdminInfoName), err)
+		}
+		if base == "" {
+			base = ai.URL
+		}
+		if fp == "" {
+			fp = ai.Fingerprint
+		}
+	}
+	if base == "" {
+		return nil, errors.New("no admin URL: give --admin URL (the gateway prints it at start), set " + envAdminURL + ", or --data DIR on the gateway's host")
+	}
+	if u, err := url.Parse(base); err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("admin URL %q must look like https://HOST:PORT", base)
+	}
+	base = strings.TrimRight(base, "/")
+	if fp == "" {
+		return nil, errors.New("no fingerprint: give --fingerprint HEX (the gateway prints it at start), set " + envFingerprint + ", or --data DIR on the gateway's host")
+	}
+	if needToken {
+		var err error
+		if token, err = o.token(); err != nil {
+			return nil, err
+		}
+	}
+	hc, err := adminapi.PinnedClient(strings.ToLower(fp), o.timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &gwAdminClient{hc: hc, base: base, token: token}, nil
+}
+
+func (o *gwAdminOpts) token() (string, error) {
+	path := o.tokenFile
+	if path == "" {
+		if t := os.Getenv(envAdminToken); t != "" {
+			return t, nil
+		}
+		if o.data != "" {
+			path = filepath.Join(o.data, gateway.TokenFileName)
+		}
+	}
+	if path == "" {
+		return "", errors.New("no admin token: give --token-file FILE, set " + envAdminToken + ", or --data DIR on the gateway's host")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the admin token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("admin token file %s is empty", path)
+	}
+	return t, nil
+}
+
+func (c *gwAdminClient) do(method, path string, in, out any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return adminapi.DoJSON(ctx, c.hc, method, c.base+path, c.token, in, out)
+}
+
+// gwAdminCommand runs the common part of an admin command: parse flags,
+// check positionals, connect. When the command must stop it returns a nil
+// client and the exit status; otherwise the status is meaningless.
+// check, if not nil, validates the flags before anything is sent and
+// returns a usage error message.
+func gwAdminCommand(fset *flag.FlagSet, opts *gwAdminOpts, args []string, npos int, needToken bool, check func() string, stderr io.Writer) (*gwAdminClient, []string, int) {
+	pos, err := gwParse(fset, args)
+	if err != nil {
+		return nil, nil, gwParseExit(err)
+	}
+	if len(pos) != npos {
+		if len(pos) > npos {
+			fmt.Fprintf(stderr, "tagauth %s: unexpected argument %q\n", fset.Name(), pos[npos])
+		}
+		fset.Usage()
+		return nil, nil, 2
+	}
+	if check != nil {
+		if msg := check(); msg != "" {
+			fmt.Fprintf(stderr, "tagauth %s: %s\n", fset.Name(), msg)
+			return nil, nil, 2
+		}
+	}
+	c, err := opts.connect(needToken)
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth %s: %v\n", fset.Name(), err)
+		return nil, nil, 2
+	}
+	return c, pos, -1
+}
+
+// gwFail reports an admin call's failure.
+func gwFail(stderr io.Writer, fset *flag.FlagSet, err error) int {
+	fmt.Fprintf(stderr, "tagauth %s: %v\n", fset.Name(), err)
+	return 1
+}
+
+func gwInfo(args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags("info", "[admin flags]", "Shows the gateway's profile, live key versions, CoAP address and fingerprint.", stderr)
+	var opts gwAdminOpts
+	opts.register(fset)
+	asJSON := fset.Bool("json", false, "print JSON")
+	c, _, rc := gwAdminCommand(fset, &opts, args, 0, false, nil, stderr)
+	if c == nil {
+		return rc
+	}
+	var info adminapi.Info
+	if err := c.do(http.MethodGet, "/v1/info", nil, &info); err != nil {
+		return gwFail(stderr, fset, err)
+	}
+	if *asJSON {
+		return gwPrintJSON(stdout, info)
+	}
+	vs := make([]string, len(info.KeyVersions))
+	for i, v := range info.KeyVersions {
+		vs[i] = strconv.Itoa(int(v))
+	}
+	fmt.Fprintf(stdout, "profile:      %s\nkey versions: %s\nCoAP verify:  %s\nadmin API:    %s\nfingerprint:  %s\n",
+		gwText(info.Profile), strings.Join(vs, ", "), gwText(info.CoAP), c.base, gwText(info.Fingerprint))
+	return 0
+}
+
+func gwEnrolCode(args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags("enrol-code", "--user ID [--ttl 15m] [admin flags]",
+		"Makes a one-time enrolment code for a user id and prints it on stdout. Give it to the user,\n"+
+			"who runs: tagauth user enroll --id ID --code CODE ...", stderr)
+	var opts gwAdminOpts
+	opts.register(fset)
+	user := fset.String("user", "", "user `id` the code is for (required)")
+	ttl := fset.Duration("ttl", gateway.DefaultCodeTTL, "how long the code stays valid")
+	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, func() string {
+		if *user == "" {
+			return "--user ID is required"
+		}
+		if *ttl < time.Second || *ttl > gateway.MaxCodeTTL {
+			return fmt.Sprintf("--ttl must be between 1s and %s", gateway.MaxCodeTTL)
+		}
+		return ""
+	}, stderr)
+	if c == nil {
+		return rc
+	}
+	var code adminapi.EnrolCode
+	if err := c.do(http.MethodPost, "/v1/enrol-codes", adminapi.EnrolCodeRequest{User: *user, TTLs: int(*ttl / time.Second)}, &code); err != nil {
+		return gwFail(stderr, fset, err)
+	}
+	fmt.Fprintln(stdout, code.Code)
+	fmt.Fprintf(stderr, "one-time enrolment code for user %s, valid until %s\n", gwText(*user), code.Expires.Local().Format(time.RFC3339))
+	return 0
+}
+
+func gwProvision(args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags("provision", "--id DID [--group G] --out FILE [admin flags]",
+		"Provisions a device and writes its credential file (mode 0600). The file holds the device's\n"+
+			"secret tag: copy it to the device only, over a channel you trust.", stderr)
+	var opts gwAdminOpts
+	opts.register(fset)
+	id := fset.String("id", "", "device `id` DID_j (required)")
+	group := fset.String("group", "", "policy `group` of the device")
+	out := fset.String("out", "", "credential `file` to write (required; never overwritten)")
+	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, func() string {
+		if *id == "" || *out == "" {
+			return "--id DID and --out FILE are required"
+		}
+		return ""
+	}, stderr)
+	if c == nil {
+		return rc
+	}
+	// Refuse before the gateway provisions anything.
+	if _, err := os.Lstat(*out); err == nil {
+		fmt.Fprintf(stderr, "tagauth gateway provision: %s already exists; not overwriting a credential (choose another --out)\n", *out)
+		return 1
+	}
+	var raw json.RawMessage
+	if err := c.do(http.MethodPost, "/v1/devices", adminapi.DeviceRequest{ID: *id, Group: *group}, &raw); err != nil {
+		return gwFail(stderr, fset, err)
+	}
+	defer clear(raw)
+	cred, err := credfile.Unmarshal(raw)
+	if err != nil {
+		return gwFail(stderr, fset, fmt.Errorf("the gateway returned a bad credential: %w", err))
+	}
+	defer clear(cred.Tag[:])
+	if err := credfile.Save(*out, cred); err != nil {
+		return gwFail(stderr, fset, fmt.Errorf("device %s is provisioned but its credential could not be written: %w (revoke it and provision another id)", gwText(*id), err))
+	}
+	fmt.Fprintf(stdout, "provisioned device %s (key version %d) and wrote its credential to %s\n", gwText(cred.ID), cred.KV, *out)
+	fmt.Fprintln(stdout, "the file holds the device's secret: copy it to the device only, then delete this copy")
+	return 0
+}
+
+func gwRevokeUser(args []string, stdout, stderr io.Writer) int {
+	return gwRevoke("revoke-user", "users", args, stdout, stderr)
+}
+
+func gwRevokeDevice(args []string, stdout, stderr io.Writer) int {
+	return gwRevoke("revoke-device", "devices", args, stdout, stderr)
+}
+
+func gwRevoke(name, coll string, args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags(name, "ID [admin flags]", "Revokes the identity: the gateway refuses it from the next login on. Ids stay taken.", stderr)
+	var opts gwAdminOpts
+	opts.register(fset)
+	c, pos, rc := gwAdminCommand(fset, &opts, args, 1, true, nil, stderr)
+	if c == nil {
+		return rc
+	}
+	var rv gateway.Revoked
+	if err := c.do(http.MethodPost, "/v1/"+coll+"/"+url.PathEscape(pos[0])+"/revoke", nil, &rv); err != nil {
+		return gwFail(stderr, fset, err)
+	}
+	fmt.Fprintf(stdout, "revoked %s %s at %s\n", strings.TrimSuffix(coll, "s"), gwText(rv.ID), rv.RevokedAt.Local().Format(time.RFC3339))
+	return 0
+}
+
+func gwGrant(args []string, stdout, stderr io.Writer) int {
+	return gwPolicy("grant", http.MethodPost, args, stdout, stderr)
+}
+
+func gwUngrant(args []string, stdout, stderr io.Writer) int {
+	return gwPolicy("ungrant", http.MethodDelete, args, stdout, stderr)
+}
+
+func gwPolicy(name, method string, args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags(name, "--user U --group G [admin flags]", `Grants (or removes) a user's right to log in to every device of a group ("*": all devices).`, stderr)
+	var opts gwAdminOpts
+	opts.register(fset)
+	user := fset.String("user", "", "user `id` (required)")
+	group := fset.String("group", "", "device `group`, or * for every device (required)")
+	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, func() string {
+		if *user == "" || *group == "" {
+			return "--user U and --group G are required"
+		}
+		return ""
+	}, stderr)
+	if c == nil {
+		return rc
+	}
+	if err := c.do(method, "/v1/grants", adminapi.Grant{User: *user, Group: *group}, nil); err != nil {
+		return gwFail(stderr, fset, err)
+	}
+	if name == "grant" {
+		fmt.Fprintf(stdout, "user %s may log in to the devices of group %s\n", gwText(*user), gwText(*group))
+	} else {
+		fmt.Fprintf(stdout, "removed the grant of group %s to user %s\n", gwText(*group), gwText(*user))
+	}
+	return 0
+}
+
+func gwUsers(args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags("users", "[--json] [admin flags]", "Lists the registered users.", stderr)
+	var opts gwAdminOpts
+	opts.register(fset)
+	asJSON := fset.Bool("json", false, "print JSON")
+	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, nil, stderr)
+	if c == nil {
+		return rc
+	}
+	var list gateway.UserList
+	if err := c.do(http.MethodGet, "/v1/users", nil, &list); err != nil {
+		return gwFail(stderr, fset, err)
+	}
+	if *asJSON {
+		return gwPrintJSON(stdout, list)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKV\tCREATED\tSTATE")
+	for _, u := range list.Users {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", gwText(u.ID), u.KV, gwTime(u.Created), gwState(u.Revoked, u.RevokedAt))
+	}
+	tw.Flush()
+	return 0
+}
+
+func gwDevices(args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags("devices", "[--json] [admin flags]", "Lists the provisioned devices.", stderr)
+	var opts gwAdminOpts
+	opts.register(fset)
+	asJSON := fset.Bool("json", false, "print JSON")
+	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, nil, stderr)
+	if c == nil {
+		return rc
+	}
+	var list gateway.DeviceList
+	if err := c.do(http.MethodGet, "/v1/devices", nil, &list); err != nil {
+		return gwFail(stderr, fset, err)
+	}
+	if *asJSON {
+		return gwPrintJSON(stdout, list)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tGROUP\tKV\tCREATED\tSTATE")
+	for _, d := range list.Devices {
+		group := d.Group
+		if group == "" {
+			group = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", gwText(d.ID), gwText(group), d.KV, gwTime(d.Created), gwState(d.Revoked, d.RevokedAt))
+	}
+	tw.Flush()
+	return 0
+}
+
+func gwGrants(args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags("grants", "[--json] [admin flags]", "Lists the policy grants: which user may log in to which device group.", stderr)
+	var opts gwAdminOpts
+	opts.register(fset)
+	asJSON := fset.Bool("json", false, "print JSON")
+	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, nil, stderr)
+	if c == nil {
+		return rc
+	}
+	var list gateway.GrantList
+	if err := c.do(http.MethodGet, "/v1/grants", nil, &list); err != nil {
+		return gwFail(stderr, fset, err)
+	}
+	if *asJSON {
+		return gwPrintJSON(stdout, list)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tGROUP")
+	for _, g := range list.Grants {
+		fmt.Fprintf(tw, "%s\t%s\n", gwText(g.User), gwText(g.Group))
+	}
+	tw.Flush()
+	return 0
+}
+
+func gwAudit(args []string, stdout, stderr io.Writer) int {
+	fset := gwFlags("audit", "[filters] [--json] [admin flags]",
+		"Queries the audit log, oldest first. For the next page, pass the printed cursor as --after.", stderr)
+	var opts gwAdminOpts
+	opts.register(fset)
+	asJSON := fset.Bool("json", false, "print JSON")
+	kind := fset.String("kind", "", "only records of this `kind`: verify, enrol, provision, revoke, policy, key")
+	user := fset.String("user", "", "only records about this user `id`")
+	device := fset.String("device", "", "only records about this device `id`")
+	outcome := fset.String("outcome", "", "only records with this `outcome`: ok, refused, error")
+	since := fset.String("since", "", "only records at or after this `time` (RFC 3339) or this long ago (such as 1h)")
+	until := fset.String("until", "", "only records before this `time` (RFC 3339) or this long ago")
+	after := fset.Uint64("after", 0, "only records after this sequence `number` (paging cursor)")
+	limit := fset.Int("limit", 100, "most records to return (at most 1000)")
+	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, func() string {
+		if *limit < 1 || *limit > 1000 {
+			return "--limit must be from 1 to 1000"
+		}
+		return ""
+	}, stderr)
+	if c == nil {
+		return rc
+	}
+	q := url.Values{}
+	for k, v := range map[string]string{"kind": *kind, "user": *user, "device": *device, "outcome": *outcome} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	for k, v := range map[string]string{"since": *since, "until": *until} {
+		if v == "" {
+			continue
+		}
+		t, err := gwParseTime(v)
+		if err != nil {
+			fmt.Fprintf(stderr, "tagauth gateway audit: --%s: %v\n", k, err)
+			return 2
+		}
+		q.Set(k, t.UTC().Format(time.RFC3339))
+	}
+	if *after > 0 {
+		q.Set("after", strconv.FormatUint(*after, 10))
+	}
+	q.Set("limit", strconv.Itoa(*limit))
+	var page gateway.AuditPage
+	if err := c.do(http.MethodGet, "/v1/audit?"+q.Encode(), nil, &page); err != nil {
+		return gwFail(stderr, fset, err)
+	}
+	if *asJSON {
+		return gwPrintJSON(stdout, page)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tOUTCOME\tREASON\tUSER\tDEVICE\tSOURCE\tDETAIL")
+	for _, r := range page.Records {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, gwTime(r.Time), gwText(r.Kind), gwText(r.Outcome),
+			gwDash(r.Reason), gwDash(r.User), gwDash(r.Device), gwDash(r.Source), gwDash(r.Detail))
+	}
+	tw.Flush()
+	if len(page.Records) == *limit {
+		fmt.Fprintf(stderr, "more may follow: add --after %d\n", page.Next)
+	}
+	return 0
+}
+
+// gwParseTime reads an RFC 3339 time or a duration ago.
+func gwParseTime(s string) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return time.Now().Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2025-01-02T15:04:05Z) nor a duration (1h)", s)
+	}
+	return t, nil
+}
+
+func gwPrintJSON(w io.Writer, v any) int {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return 1
+	}
+	w.Write(buf.Bytes())
+	return 0
+}
+
+// gwText makes a value from the gateway safe to print on a terminal:
+// printable text as is, anything else quoted with escapes.
+func gwText(s string) string {
+	if !utf8.ValidString(s) {
+		return strconv.QuoteToASCII(s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.QuoteToASCII(s)
+		}
+	}
+	return s
+}
+
+func gwDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return gwText(s)
+}
+
+func gwTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(time.RFC3339)
+}
+
+func gwState(revoked bool, at *time.Time) string {
+	if !revoked {
+		return "active"
+	}
+	if at == nil {
+		return "revoked"
+	}
+	return "revoked " + gwTime(*at)
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/internal/gateway"
+	"github.com/tagauth/tagauth/internal/keyfile"
+)
+
+// gwBuffer is a bytes.Buffer safe for the serving goroutine.
+type gwBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *gwBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *gwBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// gwServeTest runs "tagauth gateway serve" on loopback ports until the
+// test ends, and returns its data directory and printed banner.
+func gwServeTest(t *testing.T, extra ...string) (dir, banner string) {
+	t.Helper()
+	dir = t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr gwBuffer
+	done := make(chan int, 1)
+	args := append([]string{"--data", dir, "--coap", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, extra...)
+	go func() { done <- gwServe(ctx, nil, args, &stdout, &stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		if rc := <-done; rc != 0 {
+			t.Errorf("serve exited %d: %s", rc, stderr.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stdout.String(), "admin token:") {
+		select {
+		case rc := <-done:
+			t.Fatalf("serve exited %d: %s", rc, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve printed no banner: %s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return dir, stdout.String()
+}
+
+// gwRun runs "tagauth gateway ARGS" and returns exit status and output.
+func gwRun(args ...string) (int, string, string) {
+	var stdout, stderr bytes.Buffer
+	rc := runGateway(args, &stdout, &stderr)
+	return rc, stdout.String(), stderr.String()
+}
+
+func gwMustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	rc, out, errOut := gwRun(args...)
+	if rc != 0 {
+		t.Fatalf("tagauth gateway %s: exit %d\n%s%s", strings.Join(args, " "), rc, out, errOut)
+	}
+	return out
+}
+
+// TestGatewayCLI drives the admin commands against a served gateway, with
+// each way of naming it: --data, flags, environment.
+func TestGatewayCLI(t *testing.T) {
+	dir, banner := gwServeTest(t)
+	m := regexp.MustCompile(`admin API:\s+(\S+)\n\s+fingerprint:\s+([0-9a-f]{64})\n\s+admin token:\s+(\S+)`).FindStringSubmatch(banner)
+	if m == nil {
+		t.Fatalf("banner does not say URL, fingerprint and token file:\n%s", banner)
+	}
+	adminURL, fp, tokenFile := m[1], m[2], m[3]
+	if tokenFile != filepath.Join(dir, gateway.TokenFileName) {
+		t.Fatalf("banner token location %q", tokenFile)
+	}
+	byData := []string{"--data", dir}
+	byFlags := []string{"--admin", adminURL, "--fingerprint", fp, "--token-file", tokenFile}
+
+	code := strings.TrimSpace(gwMustRun(t, append([]string{"enrol-code", "--user", "alice"}, byData...)...))
+	if !regexp.MustCompile(`^[A-Z2-7]{4}(-[A-Z2-7]{4})+$`).MatchString(code) {
+		t.Fatalf("enrol-code printed %q", code)
+	}
+	credPath := filepath.Join(t.TempDir(), "d1.json")
+	out := gwMustRun(t, append([]string{"provision", "--id", "d1", "--group", "plant-a", "--out", credPath}, byFlags...)...)
+	if !strings.Contains(out, "provisioned device d1") {
+		t.Fatalf("provision said %q", out)
+	}
+	cred, err := credfile.Load(credPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cred.ID != "d1" || cred.Fingerprint != fp || cred.AdminURL != adminURL {
+		t.Fatalf("credential %+v", cred)
+	}
+	if strings.Contains(out, "tag") && strings.Contains(out, strings.Repeat("0", 8)) {
+		t.Fatal("provision printed secret material")
+	}
+	// Never overwrite a credential, and say so before provisioning.
+	rc, _, errOut := gwRun(append([]string{"provision", "--id", "d2", "--out", credPath}, byData...)...)
+	if rc != 1 || !strings.Contains(errOut, "already exists") {
+		t.Fatalf("provision over an existing file: %d %q", rc, errOut)
+	}
+
+	t.Setenv(envAdminURL, adminURL)
+	t.Setenv(envFingerprint, fp)
+	tok, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envAdminToken, strings.TrimSpace(string(tok)))
+	gwMustRun(t, "grant", "--user", "alice", "--group", "plant-a")
+	if out := gwMustRun(t, "grants"); !strings.Contains(out, "alice") || !strings.Contains(out, "plant-a") {
+		t.Fatalf("grants:\n%s", out)
+	}
+	if out := gwMustRun(t, "devices"); !strings.Contains(out, "d1") || !strings.Contains(out, "plant-a") || !strings.Contains(out, "active") {
+		t.Fatalf("devices:\n%s", out)
+	}
+	gwMustRun(t, "revoke-device", "d1")
+	if out := gwMustRun(t, "devices"); !strings.Contains(out, "revoked") {
+		t.Fatalf("devices after revoke:\n%s", out)
+	}
+	rc, _, errOut = gwRun("revoke-user", "nobody")
+	if rc != 1 || !strings.Contains(errOut, "404") || !strings.Contains(errOut, "nobody") {
+		t.Fatalf("revoke unknown user: %d %q", rc, errOut)
+	}
+	gwMustRun(t, "ungrant", "--user", "alice", "--group", "plant-a")
+	out = gwMustRun(t, "audit", "--kind", "revoke")
+	if !strings.Contains(out, "d1") || !strings.Contains(out, "device revoked by admin") {
+		t.Fatalf("audit:\n%s", out)
+	}
+	if out := gwMustRun(t, "audit", "--json", "--kind", "policy"); !strings.Contains(out, `"reason": "ungranted"`) {
+		t.Fatalf("audit --json:\n%s", out)
+	}
+	if out := gwMustRun(t, "info"); !strings.Contains(out, "hardened") || !strings.Contains(out, fp) {
+		t.Fatalf("info:\n%s", out)
+	}
+	if out := gwMustRun(t, "users"); !strings.Contains(out, "ID") {
+		t.Fatalf("users:\n%s", out)
+	}
+
+	// A wrong token is refused by the gateway: exit 1 with its message.
+	t.Setenv(envAdminToken, "not-the-token-at-all")
+	rc, _, errOut = gwRun("users")
+	if rc != 1 || !strings.Contains(errOut, "401") {
+		t.Fatalf("wrong token: %d %q", rc, errOut)
+	}
+	// A wrong fingerprint never reaches the API.
+	rc, _, errOut = gwRun("info", "--fingerprint", strings.Repeat("0", 64))
+	if rc != 1 || !strings.Contains(errOut, "fingerprint") {
+		t.Fatalf("wrong fingerprint: %d %q", rc, errOut)
+	}
+}
+
+// TestGatewayKeysCLI: rotate and retire through the CLI reach the running
+// gateway; refusals say why.
+func TestGatewayKeysCLI(t *testing.T) {
+	dir, _ := gwServeTest(t)
+	out := gwMustRun(t, "keys", "list", "--data", dir)
+	if !strings.Contains(out, "1 ") || !strings.Contains(out, "newest") {
+		t.Fatalf("keys list:\n%s", out)
+	}
+	if out := gwMustRun(t, "keys", "rotate", "--data", dir); !strings.Contains(out, "version 2") {
+		t.Fatalf("rotate: %q", out)
+	}
+	gwWaitVersions(t, dir, "key versions: 1, 2")
+	rc, _, errOut := gwRun("keys", "retire", "2", "--data", dir)
+	if rc != 1 || !strings.Contains(errOut, "newest") {
+		t.Fatalf("retire newest: %d %q", rc, errOut)
+	}
+	gwMustRun(t, "keys", "--data", dir, "retire", "1")
+	gwWaitVersions(t, dir, "key versions: 2\n")
+	kf, err := keyfile.Load(filepath.Join(dir, keyfile.FileName))
+	if err != nil || len(kf.Keys) != 1 || kf.Keys[0].Version != 2 {
+		t.Fatalf("key file after retire: %v %v", kf, err)
+	}
+	for _, args := range [][]string{
+		{"keys", "--data", dir},
+		{"keys", "retire", "--data", dir},
+		{"keys", "retire", "x", "--data", dir},
+		{"keys", "retire", "0", "--data", dir},
+		{"keys", "spin", "--data", dir},
+		{"keys", "list"},
+	} {
+		if rc, _, _ := gwRun(args...); rc != 2 {
+			t.Errorf("%v: exit %d, want 2", args, rc)
+		}
+	}
+	if rc, _, errOut := gwRun("keys", "list", "--data", t.TempDir()); rc != 1 || !strings.Contains(errOut, "start the gateway once") {
+		t.Errorf("keys list on an empty dir: %d %q", rc, errOut)
+	}
+}
+
+func gwWaitVersions(t *testing.T, dir, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out := gwMustRun(t, "info", "--data", dir)
+		if strings.Contains(out, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway never showed %q:\n%s", want, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestGatewayCLIUsage: usage errors exit 2 before anything is sent;
+// refusals to start exit 1 with what to do.
+func TestGatewayCLIUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"frobnicate"},
+		{},
+		{"serve"},
+		{"serve", "--data", t.TempDir(), "--profile", "quantum"},
+		{"serve", "--data", t.TempDir(), "--window", "-1s"},
+		{"serve", "--data", t.TempDir(), "stray"},
+		{"enrol-code", "--admin", "https://127.0.0.1:1", "--fingerprint", strings.Repeat("a", 64)},
+		{"enrol-code", "--user", "alice"},
+		{"provision", "--id", "d1", "--data", t.TempDir()},
+		{"revoke-user"},
+		{"revoke-user", "a", "b"},
+		{"grant", "--user", "alice"},
+		{"users", "--admin", "http://127.0.0.1:1", "--fingerprint", strings.Repeat("a", 64), "--token-file", "x"},
+	} {
+		if rc, _, errOut := gwRun(args...); rc != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, rc, errOut)
+		}
+	}
+	if rc, out, _ := gwRun("help"); rc != 0 || !strings.Contains(out, "enrol-code") {
+		t.Errorf("help: %d %q", rc, out)
+	}
+	if rc, _, _ := gwRun("audit", "-h"); rc != 0 {
+		t.Errorf("audit -h: exit %d", rc)
+	}
+
+	// A key file others can read stops serve with the fix.
+	dir := t.TempDir()
+	g, err := gateway.Open(gateway.Config{DataDir: dir, CoAPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	if err := os.Chmod(filepath.Join(dir, keyfile.FileName), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, errOut := gwRun("serve", "--data", dir, "--coap", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	if rc != 1 || !strings.Contains(errOut, "chmod 600") {
+		t.Errorf("serve on a 0644 key file: %d %q", rc, errOut)
+	}
+}

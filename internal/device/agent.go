@@ -1,0 +1,330 @@
+// Package device is the tagauth device agent: the program that runs on a
+// terminal device D_j, holds its credential (DID_j, Tag_j, kv_j) and serves
+// three CoAP endpoints (spec section 11):
+//
+//   - /tagauth/login: m1 from a user's card. The agent checks it, relays m2
+//     to the gateway's /tagauth/verify with retransmission and a deadline,
+//     checks the gateway's m3 and answers m4. A refusal from the gateway is
+//     relayed with the same wire code; an unreachable gateway is answered
+//     busy (5.03).
+//   - /tagauth/confirm: m5 (hardened). The session is established only once
+//     tau_i verifies.
+//   - /tagauth/task: a sealed record. The agent finds the session by its sid,
+//     opens the record, runs the named task handler with the authenticated
+//     user id and answers with a sealed result.
+//
+// # Task handlers
+//
+// Integrators register named handlers with [Agent.Handle]: a handler gets
+// the authenticated user id and the task's arguments and returns a result.
+// The task plaintexts are the JSON objects of [userclient.TaskRequest] and
+// [userclient.TaskResponse]. Unless [Config.NoBuiltins] is set, New
+// registers three demonstration handlers: "echo" (returns its arguments),
+// "sensor.read" (a simulated reading, see [SensorReading]) and
+// "control.write" (records the instruction and who sent it, readable with
+// [Agent.Controls]).
+//
+// # Bounded state
+//
+// Everything the agent keeps per peer is bounded: at most MaxSessions
+// pending logins (from m1 until m5, or until m4 under classic), each
+// expiring dT after the device answered m4; at most MaxSessions established
+// sessions, closed after their idle time or maximum life by a janitor; a
+// replay cache of (ID_i, E_i). When a table is full the agent answers busy
+// rather than forget live state.
+//
+// # Matching m5 to its login
+//
+// m5 carries no session identifier, so a pending hardened login is found by
+// the IP address m5 comes from: the agent tries tau_i against the logins
+// pending from that address (at most [MaxPendingPerAddress]; one HMAC each)
+// and the one it verifies for is established. The source port is not used:
+// a CoAP client may send each request from its own ephemeral socket, as
+// internal/coap's Client does. An m5 from another address matches nothing
+// and is refused.
+//
+// # Blocking
+//
+// The CoAP server answers each request on the worker goroutine that read it,
+// and a login handler blocks there while it waits for the gateway (up to
+// GatewayTimeout). So that slow relays or slow task handlers can never take
+// every worker, each kind holds one of a fixed number of slots
+// ([MaxRelays], [MaxTasks]) and the server runs that many workers more than
+// GOMAXPROCS; a request that finds no free slot is answered busy at once.
+//
+// # Logs
+//
+// Every login outcome is logged at info level with the claimed user, the
+// outcome and the precise reason; messages that do not even parse, and
+// records for unknown sessions, which anyone can send, only at debug level.
+// Keys, tags, message bytes and task arguments are never logged; task names
+// are logged with the authenticated user.
+package device
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/protocol"
+	"github.com/tagauth/tagauth/replay"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultListen         = ":5683"
+	DefaultGatewayTimeout = 5 * time.Second
+	DefaultMaxSessions    = 10000
+	DefaultTaskTimeout    = 5 * time.Second
+)
+
+// Concurrency bounds (see the package doc, "Blocking").
+const (
+	// MaxRelays is how many logins may wait for the gateway at once.
+	MaxRelays = 32
+	// MaxTasks is how many task handlers may run at once.
+	MaxTasks = 32
+	// MaxPendingPerAddress bounds the pending logins from one IP address,
+	// which bounds the work of matching an m5.
+	MaxPendingPerAddress = 64
+)
+
+// sweepEvery is how often the janitor drops expired logins and sessions.
+const sweepEvery = time.Second
+
+// Config configures an Agent. Only Credential is required.
+type Config struct {
+	// Credential is the device's credential and the address of its
+	// gateway (Credential.Gateway).
+	Credential credfile.Credential
+	// Listen is the UDP address to serve on; default ":5683".
+	Listen string
+	// Window is dT, the freshness window; default 10 s.
+	Window time.Duration
+	// Logger receives login outcomes and failures; default: discard.
+	Logger *slog.Logger
+	// GatewayTimeout bounds one relay to the gateway, retransmissions
+	// included; default 5 s.
+	GatewayTimeout time.Duration
+	// MaxSessions bounds the pending logins and, separately, the
+	// established sessions; default 10000.
+	MaxSessions int
+	// Client sends m2 to the gateway; nil uses RFC 7252's retransmission
+	// parameters.
+	Client *coap.Client
+
+	// SessionIdle and SessionLife bound an established session; zero
+	// means 5 minutes and 1 hour (spec section 9).
+	SessionIdle time.Duration
+	SessionLife time.Duration
+	// TaskTimeout is the deadline given to a task handler's context;
+	// default 5 s.
+	TaskTimeout time.Duration
+	// NoBuiltins leaves out the echo, sensor.read and control.write
+	// handlers.
+	NoBuiltins bool
+	// Now and Rand replace the clock and the randomness (K_j); defaults
+	// time.Now and crypto/rand. Tests move the clock.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// Agent is a running device agent. Its methods are safe for concurrent use.
+type Agent struct {
+	cfg     Config
+	gateway string
+	log     *slog.Logger
+	dev     *protocol.Device
+	client  *coap.Client
+	conn    *net.UDPConn
+	srv     *coap.Server
+
+	// ctx is Run's context: relays and tasks end when Run is asked to
+	// stop. It is set before the server starts.
+	ctx     context.Context
+	running atomic.Bool
+
+	relays chan struct{} // slots for logins waiting on the gateway
+	tasks  chan struct{} // slots for running task handlers
+
+	mu       sync.Mutex
+	pending  map[netip.Addr][]*pendingLogin
+	nPending int
+	sessions map[[protocol.SIDSize]byte]*session
+
+	hmu      sync.RWMutex
+	handlers map[string]TaskFunc
+
+	cmu      sync.Mutex
+	controls []Control
+}
+
+// New checks cfg, binds the UDP socket (so that Addr is known at once and
+// a port in use is reported here) and registers the built-in handlers. Call
+// Run to serve, or Close to release the socket without serving.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Credential.Gateway == "" {
+		return nil, errors.New("device: the credential names no gateway address")
+	}
+	if _, _, err := net.SplitHostPort(cfg.Credential.Gateway); err != nil {
+		return nil, fmt.Errorf("device: gateway address %q must be host:port", cfg.Credential.Gateway)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = protocol.DefaultWindow
+	}
+	if cfg.GatewayTimeout <= 0 {
+		cfg.GatewayTimeout = DefaultGatewayTimeout
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.TaskTimeout <= 0 {
+		cfg.TaskTimeout = DefaultTaskTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Client == nil {
+		cfg.Client = &coap.Client{}
+	}
+	pcfg := protocol.Config{Now: cfg.Now, Rand: cfg.Rand, Window: cfg.Window, SessionIdle: cfg.SessionIdle, SessionLife: cfg.SessionLife}
+	// The replay cache must hold every m1 accepted within 2 dT; refusing
+	// when full is safe, so size it generously against the tables.
+	dev, err := protocol.NewDevice(cfg.Credential.DeviceCredential, replay.New(max(4*cfg.MaxSessions, 4096)), pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("device: credential: %w", err)
+	}
+	laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("device: listen address %q: %w", cfg.Listen, err)
+	}
+	conn, err := net.ListenUDP("udp", laddr)
+	if err != nil {
+		return nil, fmt.Errorf("device: cannot listen on %s: %w", cfg.Listen, err)
+	}
+	a := &Agent{
+		cfg:      cfg,
+		gateway:  cfg.Credential.Gateway,
+		log:      cfg.Logger.With("device", cfg.Credential.ID),
+		dev:      dev,
+		client:   cfg.Client,
+		conn:     conn,
+		ctx:      context.Background(),
+		relays:   make(chan struct{}, MaxRelays),
+		tasks:    make(chan struct{}, MaxTasks),
+		pending:  make(map[netip.Addr][]*pendingLogin),
+		sessions: make(map[[protocol.SIDSize]byte]*session),
+		handlers: make(map[string]TaskFunc),
+	}
+	mux := coap.NewMux()
+	mux.Handle(pathLogin, coap.HandlerFunc(a.serveLogin))
+	mux.Handle(pathConfirm, coap.HandlerFunc(a.serveConfirm))
+	mux.Handle(pathTask, coap.HandlerFunc(a.serveTask))
+	a.srv = &coap.Server{
+		Handler: mux,
+		// A handler blocks its worker (internal/coap runs it on the
+		// reading goroutine), and at most MaxRelays+MaxTasks handlers
+		// block at once: the remaining GOMAXPROCS workers stay free for
+		// confirms and for answering busy.
+		Workers: MaxRelays + MaxTasks + runtime.GOMAXPROCS(0),
+		Logger:  cfg.Logger,
+	}
+	if !cfg.NoBuiltins {
+		a.registerBuiltins()
+	}
+	return a, nil
+}
+
+// CoAP paths the agent serves (spec section 11).
+const (
+	pathLogin   = "/tagauth/login"
+	pathConfirm = "/tagauth/confirm"
+	pathTask    = "/tagauth/task"
+	pathVerify  = "/tagauth/verify" // the gateway's
+)
+
+// Addr returns the address the agent listens on.
+func (a *Agent) Addr() net.Addr { return a.conn.LocalAddr() }
+
+// ID returns the device identity DID_j.
+func (a *Agent) ID() string { return a.dev.ID() }
+
+// Profile returns the device's profile.
+func (a *Agent) Profile() protocol.Profile { return a.dev.Profile() }
+
+// Gateway returns the gateway address logins are relayed to.
+func (a *Agent) Gateway() string { return a.gateway }
+
+// Run serves until ctx is done, then closes the socket, waits for the
+// requests in progress (relays and tasks see ctx end) and closes every
+// session. It may be called once.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.running.CompareAndSwap(false, true) {
+		return errors.New("device: Run called twice")
+	}
+	a.ctx = ctx
+	a.log.Info("device agent serving", "profile", a.dev.Profile().String(), "listen", a.Addr().String(), "gateway", a.gateway)
+	served := make(chan error, 1)
+	go func() { served <- a.srv.Serve(a.conn) }()
+	tick := time.NewTicker(sweepEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			a.sweep()
+		case err := <-served:
+			// The socket failed under us (Close from another goroutine).
+			a.closeAll()
+			return err
+		case <-ctx.Done():
+			a.conn.Close()
+			err := <-served
+			a.closeAll()
+			a.log.Info("device agent stopped")
+			return err
+		}
+	}
+}
+
+// Close releases the socket of an agent whose Run was never called; to
+// stop a running agent, cancel Run's context.
+func (a *Agent) Close() error {
+	return a.conn.Close()
+}
+
+// Stats is a snapshot of the agent's tables.
+type Stats struct {
+	Pending  int // logins between m1 and m5 (classic: m4)
+	Sessions int // established sessions, expired ones not yet swept included
+}
+
+// Stats returns the sizes of the tables.
+func (a *Agent) Stats() Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return Stats{Pending: a.nPending, Sessions: len(a.sessions)}
+}
+
+// TransportStats returns the CoAP server's counters (datagrams received,
+// malformed, duplicates...).
+func (a *Agent) TransportStats() *coap.Stats { return &a.srv.Stats }

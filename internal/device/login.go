@@ -1,0 +1,197 @@
+package device
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/protocol"
+)
+
+// profileOf is the profile byte an error reply carries: the request's, or
+// 0x00 when it could not be read (spec section 7).
+func profileOf(b []byte) protocol.Profile {
+	if len(b) > 0 && protocol.Profile(b[0]).Valid() {
+		return protocol.Profile(b[0])
+	}
+	return 0
+}
+
+// refuse answers with the error message of spec section 7 and the CoAP code
+// of section 11.
+func refuse(dst, req []byte, c protocol.Code) (coap.Code, []byte) {
+	return coap.ForProtocol(c), protocol.AppendError(dst, profileOf(req), c)
+}
+
+// serveLogin handles m1: Start, relay m2 to the gateway, Respond with m4.
+// It blocks its worker for at most GatewayTimeout, holding a relay slot.
+func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
+	m1 := req.Payload // valid until we return, which is all Start needs
+	parsed, err := protocol.ParseM1(m1)
+	if err != nil {
+		a.junk(req.From, "m1", err)
+		return refuse(dst, m1, protocol.CodeOf(err))
+	}
+	user := string(parsed.ID)
+
+	select {
+	case a.relays <- struct{}{}:
+		defer func() { <-a.relays }()
+	default:
+		a.refused(user, req.From, "m1", busyError("every relay slot is waiting on the gateway"))
+		return refuse(dst, m1, protocol.ErrBusy)
+	}
+	p, err := a.reserve(req.From.Addr(), user)
+	if err != nil {
+		a.refused(user, req.From, "m1", busyError(err.Error()))
+		return refuse(dst, m1, protocol.ErrBusy)
+	}
+	dl, m2, err := a.dev.Start(a.ctx, m1)
+	if err != nil {
+		a.drop(p)
+		a.refused(user, req.From, "m1", err)
+		return refuse(dst, m1, protocol.CodeOf(err))
+	}
+
+	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.GatewayTimeout)
+	code, m3, err := a.client.Post(ctx, a.gateway, pathVerify, m2)
+	cancel()
+	if err != nil {
+		dl.Close()
+		a.drop(p)
+		// The coap error says where and after how many tries.
+		a.log.Warn("gateway unreachable", "gateway", a.gateway, "user", user, "from", req.From.String(), "err", err.Error())
+		a.refused(user, req.From, "m2", busyError("gateway "+a.gateway+" unreachable"))
+		return refuse(dst, m1, protocol.ErrBusy)
+	}
+	if code != coap.Changed {
+		dl.Close()
+		a.drop(p)
+		_, c, perr := protocol.ParseError(m3)
+		if perr != nil {
+			a.log.Error("gateway answered without a valid error message", "gateway", a.gateway, "coap_code", code.String())
+			a.refused(user, req.From, "m3", protocol.ErrInternal)
+			return refuse(dst, m1, protocol.ErrInternal)
+		}
+		// The gateway's audit log has the precise reason; we relay its
+		// wire code unchanged.
+		a.refused(user, req.From, "m3", gatewayRefusal{c})
+		return refuse(dst, m1, c)
+	}
+
+	m4, s, err := dl.Respond(m3)
+	if err != nil {
+		dl.Close()
+		a.drop(p)
+		a.refused(user, req.From, "m3", err)
+		return refuse(dst, m1, respondCode(err))
+	}
+	if s != nil { // classic: established with m4
+		if err := a.establish(p, s, user); err != nil {
+			a.refused(user, req.From, "m4", busyError(err.Error()))
+			return refuse(dst, m1, protocol.ErrBusy)
+		}
+		a.established(user, req.From, s)
+		return coap.Changed, append(dst, m4...)
+	}
+	if !a.await(p, dl) {
+		a.refused(user, req.From, "m4", busyError("agent stopping"))
+		return refuse(dst, m1, protocol.ErrBusy)
+	}
+	a.log.Debug("login awaiting confirmation", "user", user, "from", req.From.String())
+	return coap.Changed, append(dst, m4...)
+}
+
+// respondCode is the code the user gets when the gateway's m3 fails the
+// device's checks. An m3 that does not even parse is the gateway's fault,
+// not the user's, so it is internal rather than malformed.
+func respondCode(err error) protocol.Code {
+	switch c := protocol.CodeOf(err); c {
+	case protocol.ErrMalformed, protocol.ErrUnsupportedProfile:
+		return protocol.ErrInternal
+	default:
+		return c
+	}
+}
+
+// serveConfirm handles m5: it tries tau_i against the logins pending from
+// the sender's IP address and establishes the one it verifies for.
+func (a *Agent) serveConfirm(_ context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
+	m5 := req.Payload
+	m, err := protocol.ParseM5(m5)
+	if err != nil {
+		a.junk(req.From, "m5", err)
+		return refuse(dst, m5, protocol.CodeOf(err))
+	}
+	if m.Profile != a.dev.Profile() {
+		a.refused("", req.From, "m5", protocol.ErrWrongProfile)
+		return refuse(dst, m5, protocol.ErrUnsupportedProfile)
+	}
+	cands := a.awaiting(req.From.Addr())
+	for _, p := range cands {
+		s, err := p.login.Confirm(m5)
+		switch {
+		case err == nil:
+			if err := a.establish(p, s, p.user); err != nil {
+				a.refused(p.user, req.From, "m5", busyError(err.Error()))
+				return refuse(dst, m5, protocol.ErrBusy)
+			}
+			a.established(p.user, req.From, s)
+			return coap.Changed, dst
+		case errors.Is(err, protocol.ErrSessionExpired):
+			a.drop(p)
+		}
+		// ErrBadM5: tau_i is another login's; ErrState: that login
+		// was confirmed or dropped meanwhile.
+	}
+	why := "no login is waiting for m5 from this address (never started, expired or already confirmed)"
+	if len(cands) > 0 {
+		why = fmt.Sprintf("tau_i verifies for none of the %d logins waiting for m5 from this address", len(cands))
+	}
+	a.refused("", req.From, "m5", localReason{why, protocol.ErrRejected})
+	return refuse(dst, m5, protocol.ErrRejected)
+}
+
+// localReason is a precise reason of the agent's own, for its log; code is
+// what the wire says.
+type localReason struct {
+	why  string
+	code protocol.Code
+}
+
+func (e localReason) Error() string { return e.why }
+func (e localReason) Unwrap() error { return e.code }
+
+// busyError is a local reason for answering busy.
+func busyError(why string) error { return localReason{why, protocol.ErrBusy} }
+
+// gatewayRefusal is the gateway's wire code for a refused verify.
+type gatewayRefusal struct{ code protocol.Code }
+
+func (e gatewayRefusal) Error() string { return "gateway refused: " + e.code.String() }
+func (e gatewayRefusal) Unwrap() error { return e.code }
+
+// refused logs a refused login step. user is the identity claimed in m1
+// (empty when unknown); it is never trusted for anything but the log.
+func (a *Agent) refused(user string, from netip.AddrPort, step string, err error) {
+	a.log.Info("login", "user", user, "from", from.String(), "outcome", "refused", "step", step,
+		"code", protocol.CodeOf(err).String(), "reason", err.Error())
+}
+
+// junk logs, at debug level only, a message that does not even parse:
+// anyone can send those, and the CoAP server's counters already show them.
+func (a *Agent) junk(from netip.AddrPort, step string, err error) {
+	a.log.Debug("login", "from", from.String(), "outcome", "refused", "step", step,
+		"code", protocol.CodeOf(err).String(), "reason", err.Error())
+}
+
+// established logs a new session with a prefix of its key fingerprint, which
+// the user's client shows too; it reveals nothing about the key.
+func (a *Agent) established(user string, from netip.AddrPort, s *protocol.Session) {
+	fp := s.Fingerprint()
+	a.log.Info("login", "user", user, "from", from.String(), "outcome", "established",
+		"profile", s.Profile().String(), "fingerprint", hex.EncodeToString(fp[:8]))
+}

@@ -1,0 +1,522 @@
+// Package gateway is the tagauth gateway daemon: the verify service over
+// CoAP/UDP (spec section 11), the HTTPS admin API for enrolment,
+// provisioning, revocation and policy, and the audit log.
+//
+// # Data directory
+//
+// Everything the gateway keeps lives in one directory (mode 0700), created
+// at first start:
+//
+//	keys.json       master keys K_GTW by version (internal/keyfile), 0600
+//	store.db        users, devices, grants, enrolment codes, audit (internal/store/bolt)
+//	admin-cert.pem  the admin API's self-signed certificate (ECDSA P-256, 10 years)
+//	admin-key.pem   its private key, 0600
+//	admin-token     the admin bearer token, 0600 (unless TAGAUTH_ADMIN_TOKEN is set)
+//	admin.json      the admin URL and certificate fingerprint, for CLI commands on this host
+//
+// The gateway refuses to start, with a message that says what to do, on a
+// key file or private file that others can read, a corrupt key file or
+// store, a store held by another gateway, or a profile that does not match
+// the key file's.
+//
+// # Verify
+//
+// Each datagram to /tagauth/verify runs protocol.Gateway.Verify against an
+// in-memory registry (internal/registry) loaded from the store at start and
+// updated by every admin write before the write is answered, so a
+// revocation takes effect on the next verify. The key file is watched: a
+// rotation or retirement made with "tagauth gateway keys" reaches the
+// running gateway within a second (or at once on ReloadKeys).
+//
+// # Audit
+//
+// Every verify, enrolment, provisioning, revocation, policy change and key
+// change becomes one store.AuditRecord, written as a JSON line to
+// Config.AuditOut and appended to the store by one batching writer. When
+// the writer falls behind, callers wait (backpressure): records are never
+// dropped to keep up. Records carry outcomes and precise reasons, never a
+// secret, and identities that came off the wire are sanitized (see
+// SanitizeID).
+//
+// # Seams
+//
+// Config.Store and Config.Replay accept any store.Store and
+// protocol.ReplayCache, so that replicas can share a database and a replay
+// cache; by default the gateway uses bbolt in the data directory and an
+// in-memory cache.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/internal/registry"
+	"github.com/tagauth/tagauth/internal/store"
+	"github.com/tagauth/tagauth/internal/store/bolt"
+	"github.com/tagauth/tagauth/protocol"
+	"github.com/tagauth/tagauth/replay"
+)
+
+// File names in the data directory.
+const (
+	KeyFileName     = keyfile.FileName
+	StoreFileName   = bolt.FileName
+	CertFileName    = "admin-cert.pem"
+	CertKeyFileName = "admin-key.pem"
+	TokenFileName   = "admin-token"
+	AdminInfoName   = "admin.json"
+)
+
+// Defaults of Config.
+const (
+	DefaultCoAPAddr   = ":5683"
+	DefaultAdminAddr  = "127.0.0.1:8443"
+	DefaultReplaySize = 1 << 20
+	DefaultKeyPoll    = time.Second
+)
+
+// VerifyPath is the CoAP path of the verify service.
+const VerifyPath = "/tagauth/verify"
+
+// Config configures a gateway. Only DataDir is required.
+type Config struct {
+	// DataDir holds keys, store, certificate and token; created if absent.
+	DataDir string
+	// Profile is the protocol profile served; zero means hardened. It must
+	// match the key file's.
+	Profile protocol.Profile
+	// CoAPAddr is the UDP address of /tagauth/verify; default ":5683".
+	CoAPAddr string
+	// AdminAddr is the TCP address of the HTTPS admin API; default
+	// "127.0.0.1:8443".
+	AdminAddr string
+	// Advertise is the host that clients dial when an address above binds
+	// every interface (":5683"): it goes into device credentials, the admin
+	// URL and the self-signed certificate. Default 127.0.0.1.
+	Advertise string
+	// AdminToken is the admin bearer token (from TAGAUTH_ADMIN_TOKEN); if
+	// empty, DATA/admin-token is used, generated at first start.
+	AdminToken string
+	// TLSCert and TLSKey name an operator-supplied certificate and key
+	// (PEM) for the admin API, instead of the self-signed one.
+	TLSCert, TLSKey string
+	// Window is dT; zero means protocol.DefaultWindow.
+	Window time.Duration
+	// ReplaySize bounds the in-memory replay cache; default 1<<20 logins.
+	ReplaySize int
+	// AllowAll lets every active user log in to every active device;
+	// otherwise only grants do.
+	AllowAll bool
+	// Logger receives operational messages; default discards.
+	Logger *slog.Logger
+	// AuditOut receives one JSON line per audit record; default os.Stderr.
+	AuditOut io.Writer
+	// Store replaces the bbolt store in DataDir (shared backends). The
+	// gateway closes it.
+	Store store.Store
+	// Replay replaces the in-memory replay cache (shared backends).
+	Replay protocol.ReplayCache
+	// KeyPoll is how often the key file is checked for changes; default 1 s.
+	KeyPoll time.Duration
+	// CoAPWorkers is the number of CoAP worker goroutines; default
+	// GOMAXPROCS.
+	CoAPWorkers int
+	// Now is the clock; default time.Now. Tests move it.
+	Now func() time.Time
+}
+
+// Gateway is a running (or ready to run) gateway. Open prepares it and
+// binds its sockets; Run serves until its context ends.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	profile protocol.Profile
+	now     func() time.Time
+	keyPath string
+
+	store store.Store
+	reg   *registry.Memory
+	proto *protocol.Gateway
+	pcfg  protocol.Config
+
+	coapConn *net.UDPConn
+	coapSrv  *coap.Server
+	adminLn  net.Listener
+	httpSrv  *http.Server
+
+	fingerprint string
+	tokenHash   [sha256.Size]byte
+	tokenPath   string
+	coapPublic  string
+	adminURL    string
+
+	audit *auditWriter
+
+	keysMu   sync.Mutex
+	keys     *keyfile.File
+	keyStamp fileStamp
+
+	// adminMu serializes admin writes, so that the store and the registry
+	// see them in the same order.
+	adminMu sync.Mutex
+
+	ran       atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open prepares a gateway from cfg: it creates the data directory, key
+// file, certificate and token at first start, opens the store, loads the
+// registry and binds the CoAP and admin sockets (so CoAPAddr and AdminURL
+// are known before Run). Call Run to serve, or Close to give everything
+// back without serving.
+func Open(cfg Config) (_ *Gateway, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("gateway: no data directory (--data DIR)")
+	}
+	if cfg.Profile == 0 {
+		cfg.Profile = protocol.Hardened
+	}
+	if !cfg.Profile.Valid() {
+		return nil, fmt.Errorf("gateway: unknown profile %v", cfg.Profile)
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("gateway: give both --cert and --key, or neither")
+	}
+	setDefaults(&cfg)
+	g := &Gateway{cfg: cfg, log: cfg.Logger, profile: cfg.Profile, now: cfg.Now}
+	defer func() {
+		if err != nil {
+			g.release()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("gateway: creating data directory: %w", err)
+	}
+	if err := g.openKeys(); err != nil {
+		return nil, err
+	}
+	if err := g.openStore(); err != nil {
+		return nil, err
+	}
+	g.pcfg = protocol.Config{Now: g.now, Rand: rand.Reader, Window: cfg.Window}
+	rc := cfg.Replay
+	if rc == nil {
+		rc = replay.New(cfg.ReplaySize)
+	}
+	if g.proto, err = protocol.NewGateway(g.profile, g.reg, rc, g.pcfg); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if err := g.openToken(); err != nil {
+		return nil, err
+	}
+	cert, err := g.openCert()
+	if err != nil {
+		return nil, err
+	}
+	if err := g.listen(cert); err != nil {
+		return nil, err
+	}
+	if err := g.writeAdminInfo(); err != nil {
+		return nil, err
+	}
+	g.audit = newAuditWriter(g.store, cfg.AuditOut, g.log)
+	return g, nil
+}
+
+func setDefaults(cfg *Config) {
+	if cfg.CoAPAddr == "" {
+		cfg.CoAPAddr = DefaultCoAPAddr
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = DefaultAdminAddr
+	}
+	if cfg.ReplaySize <= 0 {
+		cfg.ReplaySize = DefaultReplaySize
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = protocol.DefaultWindow
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AuditOut == nil {
+		cfg.AuditOut = os.Stderr
+	}
+	if cfg.KeyPoll <= 0 {
+		cfg.KeyPoll = DefaultKeyPoll
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+}
+
+// openKeys loads the key file, creating it (version 1) at first start.
+func (g *Gateway) openKeys() error {
+	g.keyPath = filepath.Join(g.cfg.DataDir, KeyFileName)
+	f, err := keyfile.Load(g.keyPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		f, err = keyfile.Create(g.keyPath, g.profile, rand.Reader, g.now())
+		if err == nil {
+			g.log.Info("created key file with master key version 1", "path", g.keyPath)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	if f.Profile != g.profile {
+		return fmt.Errorf("gateway: key file %s is for the %v profile but the gateway was asked to serve %v: start it with --profile %v, or use another data directory",
+			g.keyPath, f.Profile, g.profile, f.Profile)
+	}
+	g.keys = f
+	g.keyStamp, _ = stampOf(g.keyPath)
+	return nil
+}
+
+// openStore opens the store and fills the registry from it.
+func (g *Gateway) openStore() error {
+	g.store = g.cfg.Store
+	if g.store == nil {
+		st, err := bolt.Open(filepath.Join(g.cfg.DataDir, StoreFileName))
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		g.store = st
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	snap, err := g.store.Snapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("gateway: reading the registry from the store: %w", err)
+	}
+	g.reg = registry.NewMemory(g.profile, g.cfg.AllowAll)
+	if err := loadSnapshot(g.reg, snap); err != nil {
+		return fmt.Errorf("gateway: the store's registry is inconsistent: %w", err)
+	}
+	for _, k := range g.keys.MasterKeys() {
+		g.reg.AddKey(k)
+	}
+	g.log.Info("registry loaded", "users", len(snap.Users), "devices", len(snap.Devices), "grants", len(snap.Grants))
+	return nil
+}
+
+// loadSnapshot replaces the registry's identities and policy with a store
+// snapshot.
+func loadSnapshot(reg *registry.Memory, snap store.Snapshot) error {
+	users := make([]registry.Entry, len(snap.Users))
+	for i, u := range snap.Users {
+		users[i] = registry.Entry{ID: u.ID, Revoked: u.Revoked}
+	}
+	devices := make([]registry.Entry, len(snap.Devices))
+	for i, d := range snap.Devices {
+		devices[i] = registry.Entry{ID: d.ID, Revoked: d.Revoked, Group: d.Group}
+	}
+	grants := make([]registry.GrantEntry, len(snap.Grants))
+	for i, gr := range snap.Grants {
+		grants[i] = registry.GrantEntry{User: gr.User, Group: gr.Group}
+	}
+	return reg.Load(users, devices, grants)
+}
+
+// listen binds the CoAP and admin sockets and works out the addresses
+// clients dial.
+func (g *Gateway) listen(cert tls.Certificate) error {
+	ua, err := net.ResolveUDPAddr("udp", g.cfg.CoAPAddr)
+	if err != nil {
+		return fmt.Errorf("gateway: CoAP address %q: %w", g.cfg.CoAPAddr, err)
+	}
+	g.coapConn, err = net.ListenUDP("udp", ua)
+	if err != nil {
+		return fmt.Errorf("gateway: cannot listen for CoAP on %s: %w (is another gateway or CoAP server using it? choose another with --coap)", g.cfg.CoAPAddr, err)
+	}
+	g.adminLn, err = net.Listen("tcp", g.cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("gateway: cannot listen for the admin API on %s: %w (choose another with --admin)", g.cfg.AdminAddr, err)
+	}
+	g.coapPublic = g.public(g.coapConn.LocalAddr())
+	g.adminURL = "https://" + g.public(g.adminLn.Addr())
+
+	mux := coap.NewMux()
+	mux.Handle(VerifyPath, coap.HandlerFunc(g.serveVerify))
+	g.coapSrv = &coap.Server{Handler: mux, Workers: g.cfg.CoAPWorkers, Logger: g.log.With("part", "coap")}
+
+	g.httpSrv = &http.Server{
+		Handler:           g.adminHandler(),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(g.log.With("part", "admin").Handler(), slog.LevelDebug),
+	}
+	return nil
+}
+
+// public is addr as a client should dial it: an unspecified host becomes
+// the advertised one.
+func (g *Gateway) public(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = g.advertiseHost()
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (g *Gateway) advertiseHost() string {
+	if g.cfg.Advertise != "" {
+		return g.cfg.Advertise
+	}
+	return "127.0.0.1"
+}
+
+// AdminInfo is the content of DATA/admin.json: what a CLI command on the
+// gateway's host needs to reach the admin API (with the token file).
+type AdminInfo struct {
+	URL         string `json:"url"`
+	Fingerprint string `json:"fingerprint"`
+	CoAP        string `json:"coap"`
+}
+
+func (g *Gateway) writeAdminInfo() error {
+	b, err := json.MarshalIndent(AdminInfo{URL: g.adminURL, Fingerprint: g.fingerprint, CoAP: g.coapPublic}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(g.cfg.DataDir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	return nil
+}
+
+// CoAPAddr is the bound address of the CoAP verify service.
+func (g *Gateway) CoAPAddr() net.Addr { return g.coapConn.LocalAddr() }
+
+// CoAPPublic is the CoAP address clients dial (in device credentials).
+func (g *Gateway) CoAPPublic() string { return g.coapPublic }
+
+// AdminURL is the admin API's base URL, such as https://127.0.0.1:8443.
+func (g *Gateway) AdminURL() string { return g.adminURL }
+
+// Fingerprint is the hex SHA-256 of the admin certificate (DER), which
+// clients pin.
+func (g *Gateway) Fingerprint() string { return g.fingerprint }
+
+// TokenPath is the file holding the admin token, or "" when the token came
+// from the configuration (TAGAUTH_ADMIN_TOKEN).
+func (g *Gateway) TokenPath() string { return g.tokenPath }
+
+// Profile is the profile the gateway serves.
+func (g *Gateway) Profile() protocol.Profile { return g.profile }
+
+// CoAPStats exposes the CoAP server's counters (received, malformed...).
+func (g *Gateway) CoAPStats() *coap.Stats { return &g.coapSrv.Stats }
+
+// Run serves CoAP verify and the HTTPS admin API until ctx is done or a
+// server fails, then shuts down: it stops both servers (letting admin
+// requests in progress finish for up to 5 seconds), flushes the audit log
+// and closes the store. It returns nil after a clean shutdown. Run may be
+// called once.
+func (g *Gateway) Run(ctx context.Context) error {
+	if !g.ran.CompareAndSwap(false, true) {
+		return errors.New("gateway: Run called twice")
+	}
+	errc := make(chan error, 2)
+	go func() {
+		err := g.coapSrv.Serve(g.coapConn)
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("CoAP socket closed")
+		}
+		errc <- err
+	}()
+	go func() {
+		err := g.httpSrv.ServeTLS(g.adminLn, "", "")
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- err
+	}()
+	pollCtx, stopPoll := context.WithCancel(context.Background())
+	var pollDone sync.WaitGroup
+	pollDone.Go(func() { g.pollKeys(pollCtx) })
+	g.log.Info("gateway serving", "profile", g.profile.String(), "coap", g.CoAPAddr().String(), "admin", g.adminURL, "fingerprint", g.fingerprint)
+
+	var runErr error
+	pending := 2
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		pending--
+		if runErr != nil {
+			runErr = fmt.Errorf("gateway: %w", runErr)
+		}
+		g.log.Error("gateway server stopped", "err", runErr)
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := g.httpSrv.Shutdown(shut); err != nil {
+		g.httpSrv.Close()
+	}
+	cancel()
+	g.coapConn.Close()
+	for ; pending > 0; pending-- {
+		if err := <-errc; err != nil && runErr == nil && ctx.Err() == nil {
+			runErr = fmt.Errorf("gateway: %w", err)
+		}
+	}
+	stopPoll()
+	pollDone.Wait()
+	if err := g.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	g.log.Info("gateway stopped")
+	return runErr
+}
+
+// Close releases everything Open acquired: sockets, the audit writer
+// (after flushing it) and the store. Run calls it on its way out; call it
+// directly only for a gateway that never ran. Closing twice is harmless.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() { g.closeErr = g.release() })
+	return g.closeErr
+}
+
+func (g *Gateway) release() error {
+	var errs []error
+	if g.adminLn != nil {
+		g.adminLn.Close()
+	}
+	if g.coapConn != nil {
+		g.coapConn.Close()
+	}
+	if g.audit != nil {
+		if err := g.audit.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if g.store != nil {
+		if err := g.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("gateway: closing store: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
