@@ -33,17 +33,22 @@ type demoOptions struct {
 	profiles []protocol.Profile
 	kdf      protocol.KDFParams // hardened Argon2id parameters
 	rand     io.Reader          // nil means crypto/rand
+	memory   bool               // show the in-memory walk-through
+	network  bool               // run the daemons on loopback
 }
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	profile := fs.String("profile", "both", "profile to run: classic, hardened or both")
+	part := fs.String("part", "both", "what to show: memory (the protocol message by message), network (the daemons on loopback) or both")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tagauth demo [-profile classic|hardened|both]")
+		fmt.Fprintln(stderr, "usage: tagauth demo [-profile classic|hardened|both] [-part memory|network|both]")
 		fmt.Fprintln(stderr)
-		fmt.Fprintln(stderr, "Runs a gateway, a device and a user card in one process, in memory:")
-		fmt.Fprintln(stderr, "provisioning, registration, login and one sealed task, timing each step.")
+		fmt.Fprintln(stderr, "Part 1 runs a gateway, a device and a user card in one process, in memory:")
+		fmt.Fprintln(stderr, "provisioning, registration, login and one sealed task, message by message.")
+		fmt.Fprintln(stderr, "Part 2 starts the real gateway daemon and device agent on loopback sockets,")
+		fmt.Fprintln(stderr, "enrols a user, logs in, runs tasks, revokes the user and shows the refusal.")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
@@ -70,6 +75,14 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tagauth demo: unknown profile %q (want classic, hardened or both)\n", *profile)
 		return 2
 	}
+	switch *part {
+	case "both", "memory", "network":
+		opts.memory = *part != "network"
+		opts.network = *part != "memory"
+	default:
+		fmt.Fprintf(stderr, "tagauth demo: unknown part %q (want memory, network or both)\n", *part)
+		return 2
+	}
 	if err := runDemo(stdout, opts); err != nil {
 		fmt.Fprintf(stderr, "tagauth demo: FAILED: %v\n", err)
 		return 1
@@ -80,15 +93,29 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 // runDemo runs every requested profile in turn and stops at the first
 // failure.
 func runDemo(w io.Writer, opts demoOptions) error {
-	fmt.Fprintln(w, "tagauth demo: a gateway, a device and a user's card, all in this process.")
-	fmt.Fprintln(w, "Messages are the exact wire bytes a transport would carry; secrets are never printed.")
-	fmt.Fprintln(w)
-	for i, p := range opts.profiles {
-		if i > 0 {
-			fmt.Fprintln(w)
+	if opts.memory {
+		fmt.Fprintln(w, "tagauth demo, part 1: a gateway, a device and a user's card, all in this process.")
+		fmt.Fprintln(w, "Messages are the exact wire bytes a transport would carry; secrets are never printed.")
+		fmt.Fprintln(w)
+		for i, p := range opts.profiles {
+			if i > 0 {
+				fmt.Fprintln(w)
+			}
+			if err := demoProfile(w, p, opts); err != nil {
+				return fmt.Errorf("%s profile: %w", p, err)
+			}
 		}
-		if err := demoProfile(w, p, opts); err != nil {
-			return fmt.Errorf("%s profile: %w", p, err)
+	}
+	if opts.network {
+		if opts.memory {
+			fmt.Fprintln(w)
+			fmt.Fprint(w, "tagauth demo, part 2: ")
+		}
+		// The daemons run one profile: hardened, the default, unless only
+		// classic was asked for.
+		p := opts.profiles[len(opts.profiles)-1]
+		if err := runNetDemo(w, p, opts.kdf); err != nil {
+			return fmt.Errorf("%s profile on loopback: %w", p, err)
 		}
 	}
 	return nil

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -22,7 +24,7 @@ var secretHex = regexp.MustCompile(`(?i)[0-9a-f]{64}`)
 
 func TestDemoOutput(t *testing.T) {
 	var out bytes.Buffer
-	if err := runDemo(&out, demoOptions{profiles: bothProfiles, kdf: fastKDF}); err != nil {
+	if err := runDemo(&out, demoOptions{profiles: bothProfiles, kdf: fastKDF, memory: true}); err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out.String())
 	}
 	s := out.String()
@@ -61,7 +63,7 @@ func TestDemoOutput(t *testing.T) {
 // values to the same claim.
 func TestDemoFingerprintsEqual(t *testing.T) {
 	var out bytes.Buffer
-	if err := runDemo(&out, demoOptions{profiles: []protocol.Profile{protocol.Hardened}, kdf: fastKDF}); err != nil {
+	if err := runDemo(&out, demoOptions{profiles: []protocol.Profile{protocol.Hardened}, kdf: fastKDF, memory: true}); err != nil {
 		t.Fatal(err)
 	}
 	fps := map[string]string{}
@@ -78,7 +80,7 @@ func TestDemoFingerprintsEqual(t *testing.T) {
 
 func TestDemoClassicOnly(t *testing.T) {
 	var out bytes.Buffer
-	if err := runDemo(&out, demoOptions{profiles: []protocol.Profile{protocol.Classic}}); err != nil {
+	if err := runDemo(&out, demoOptions{profiles: []protocol.Profile{protocol.Classic}, memory: true}); err != nil {
 		t.Fatal(err)
 	}
 	s := out.String()
@@ -96,7 +98,7 @@ func (failingReader) Read([]byte) (int, error) { return 0, errors.New("entropy s
 
 func TestDemoFailsLoudly(t *testing.T) {
 	var out bytes.Buffer
-	err := runDemo(&out, demoOptions{profiles: bothProfiles, kdf: fastKDF, rand: failingReader{}})
+	err := runDemo(&out, demoOptions{profiles: bothProfiles, kdf: fastKDF, rand: failingReader{}, memory: true})
 	if err == nil {
 		t.Fatal("demo succeeded without randomness")
 	}
@@ -134,5 +136,30 @@ func TestCommandLine(t *testing.T) {
 		if !strings.Contains(stdout.String(), tc.wantOut) {
 			t.Errorf("tagauth %q: stdout lacks %q", tc.args, tc.wantOut)
 		}
+	}
+}
+
+// TestNetworkDemo runs part 2: real daemons on loopback. It must show the
+// tasks' answers, the refusal after revocation and the audit reason, and
+// leave no temporary directory behind.
+func TestNetworkDemo(t *testing.T) {
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "tagauth-demo-*"))
+	var out bytes.Buffer
+	if err := runDemo(&out, demoOptions{profiles: []protocol.Profile{protocol.Hardened}, kdf: fastKDF, network: true}); err != nil {
+		t.Fatalf("network demo failed: %v\n%s", err, out.String())
+	}
+	s := out.String()
+	for _, want := range []string{"authenticated alice <-> sensor-7", "sealed task echo", "-> hello", `"simulated":true`,
+		"from the authenticated user \"alice\"", "refused as it should be", "reason: revoked user"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("network demo output lacks %q", want)
+		}
+	}
+	if regexp.MustCompile(`[0-9a-f]{64}`).MatchString(s) {
+		t.Error("network demo printed a 64-hex-digit value (a key, tag or token?)")
+	}
+	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "tagauth-demo-*"))
+	if len(after) > len(before) {
+		t.Errorf("demo left temporary directories: %v", after)
 	}
 }
