@@ -22,43 +22,53 @@ func (alwaysFresh) Insert(context.Context, protocol.ReplayKey, uint64, uint64) (
 	return true, nil
 }
 
-// stepMessages runs one login to collect genuine messages for the steps.
+// steps holds the genuine messages and sessions of one login, the inputs
+// of the per-step benchmarks.
 type steps struct {
 	w              *world
 	user           *protocol.User
 	m1, m2, m3, m4 []byte
 	m5             []byte
+	us, ds         *protocol.Session
 }
 
-func loginSteps(b *testing.B, p protocol.Profile) *steps {
-	w := newWorld(b, p)
+func loginSteps(b *testing.B, p protocol.Profile) *steps { return runLogin(b, newWorld(b, p)) }
+
+// runLogin runs one full login in w.
+func runLogin(tb testing.TB, w *world) *steps {
+	tb.Helper()
 	ctx := context.Background()
 	u, err := protocol.Unlock(w.card, "correct horse", w.cfg)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	s := &steps{w: w, user: u}
 	login, m1, err := u.Login("sensor-7")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	dl, m2, err := w.dev.Start(ctx, m1)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	m3, _, err := w.gw.Verify(ctx, nil, m2)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	m4, _, err := dl.Respond(m3)
+	m4, ds, err := dl.Respond(m3)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	_, m5, err := login.Finish(m4)
+	us, m5, err := login.Finish(m4)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	s.m1, s.m2, s.m3, s.m4, s.m5 = m1, m2, m3, m4, m5
+	if m5 != nil {
+		if ds, err = dl.Confirm(m5); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	s.m1, s.m2, s.m3, s.m4, s.m5, s.us, s.ds = m1, m2, m3, m4, m5, us, ds
 	return s
 }
 
@@ -265,38 +275,8 @@ func BenchmarkSessionSealOpen(b *testing.B) {
 
 // establish runs a full login in w and returns the two ends of the session.
 func establish(tb testing.TB, w *world) (user, device *protocol.Session) {
-	tb.Helper()
-	ctx := context.Background()
-	u, err := protocol.Unlock(w.card, "correct horse", w.cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	l, m1, err := u.Login("sensor-7")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	dl, m2, err := w.dev.Start(ctx, m1)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	m3, _, err := w.gw.Verify(ctx, nil, m2)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	m4, ds, err := dl.Respond(m3)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	us, m5, err := l.Finish(m4)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if m5 != nil {
-		if ds, err = dl.Confirm(m5); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	return us, ds
+	s := runLogin(tb, w)
+	return s.us, s.ds
 }
 
 // BenchmarkSHA256 is the unit the gateway's floor is counted in: one

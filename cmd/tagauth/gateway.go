@@ -616,61 +616,40 @@ func gwPolicy(name, method string, args []string, stdout, stderr io.Writer) int 
 }
 
 func gwUsers(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("users", "[--json] [admin flags]", "Lists the registered users.", stderr)
-	var opts gwAdminOpts
-	opts.register(fset)
-	asJSON := fset.Bool("json", false, "print JSON")
-	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, nil, stderr)
-	if c == nil {
-		return rc
-	}
-	var list gateway.UserList
-	if err := c.do(http.MethodGet, "/v1/users", nil, &list); err != nil {
-		return gwFail(stderr, fset, err)
-	}
-	if *asJSON {
-		return gwPrintJSON(stdout, list)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKV\tCREATED\tSTATE")
-	for _, u := range list.Users {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", gwText(u.ID), u.KV, gwTime(u.Created), gwState(u.Revoked, u.RevokedAt))
-	}
-	tw.Flush()
-	return 0
+	return gwList(args, stdout, stderr, "users", "Lists the enrolled users.", "/v1/users",
+		"ID\tKV\tCREATED\tSTATE", func(tw io.Writer, list *gateway.UserList) {
+			for _, u := range list.Users {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", gwText(u.ID), u.KV, gwTime(u.Created), gwState(u.Revoked, u.RevokedAt))
+			}
+		})
 }
 
 func gwDevices(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("devices", "[--json] [admin flags]", "Lists the provisioned devices.", stderr)
-	var opts gwAdminOpts
-	opts.register(fset)
-	asJSON := fset.Bool("json", false, "print JSON")
-	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, nil, stderr)
-	if c == nil {
-		return rc
-	}
-	var list gateway.DeviceList
-	if err := c.do(http.MethodGet, "/v1/devices", nil, &list); err != nil {
-		return gwFail(stderr, fset, err)
-	}
-	if *asJSON {
-		return gwPrintJSON(stdout, list)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tGROUP\tKV\tCREATED\tSTATE")
-	for _, d := range list.Devices {
-		group := d.Group
-		if group == "" {
-			group = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", gwText(d.ID), gwText(group), d.KV, gwTime(d.Created), gwState(d.Revoked, d.RevokedAt))
-	}
-	tw.Flush()
-	return 0
+	return gwList(args, stdout, stderr, "devices", "Lists the provisioned devices.", "/v1/devices",
+		"ID\tGROUP\tKV\tCREATED\tSTATE", func(tw io.Writer, list *gateway.DeviceList) {
+			for _, d := range list.Devices {
+				group := d.Group
+				if group == "" {
+					group = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", gwText(d.ID), gwText(group), d.KV, gwTime(d.Created), gwState(d.Revoked, d.RevokedAt))
+			}
+		})
 }
 
 func gwGrants(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("grants", "[--json] [admin flags]", "Lists the policy grants: which user may log in to which device group.", stderr)
+	return gwList(args, stdout, stderr, "grants", "Lists the policy grants: which user may log in to which device group.", "/v1/grants",
+		"USER\tGROUP", func(tw io.Writer, list *gateway.GrantList) {
+			for _, g := range list.Grants {
+				fmt.Fprintf(tw, "%s\t%s\n", gwText(g.User), gwText(g.Group))
+			}
+		})
+}
+
+// gwList is a list command: it GETs path into a T and prints it as JSON
+// (--json) or as a table with the given header and rows.
+func gwList[T any](args []string, stdout, stderr io.Writer, name, about, path, header string, rows func(io.Writer, *T)) int {
+	fset := gwFlags(name, "[--json] [admin flags]", about, stderr)
 	var opts gwAdminOpts
 	opts.register(fset)
 	asJSON := fset.Bool("json", false, "print JSON")
@@ -678,18 +657,16 @@ func gwGrants(args []string, stdout, stderr io.Writer) int {
 	if c == nil {
 		return rc
 	}
-	var list gateway.GrantList
-	if err := c.do(http.MethodGet, "/v1/grants", nil, &list); err != nil {
+	var list T
+	if err := c.do(http.MethodGet, path, nil, &list); err != nil {
 		return gwFail(stderr, fset, err)
 	}
 	if *asJSON {
 		return gwPrintJSON(stdout, list)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "USER\tGROUP")
-	for _, g := range list.Grants {
-		fmt.Fprintf(tw, "%s\t%s\n", gwText(g.User), gwText(g.Group))
-	}
+	fmt.Fprintln(tw, header)
+	rows(tw, &list)
 	tw.Flush()
 	return 0
 }
