@@ -15,6 +15,7 @@ package replay
 import (
 	"context"
 	"hash/maphash"
+	"sync/atomic"
 
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -25,6 +26,7 @@ const shards = 16
 type Cache struct {
 	seed   maphash.Seed
 	shards [shards]shard
+	fence  atomic.Uint64 // keys expiring at or before it are refused
 }
 
 // New returns a cache that holds at most capacity unexpired entries
@@ -46,7 +48,10 @@ func New(capacity int) *Cache {
 // Insert implements protocol.ReplayCache. It never blocks on I/O; ctx is
 // unused.
 func (c *Cache) Insert(_ context.Context, key protocol.ReplayKey, expires, now uint64) (bool, error) {
-	s := &c.shards[maphash.Bytes(c.seed, key[:])%shards]
+	if expires <= c.fence.Load() {
+		return false, ErrFenced
+	}
+	s := c.shard(&key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.purge(now)
@@ -61,6 +66,10 @@ func (c *Cache) Insert(_ context.Context, key protocol.ReplayKey, expires, now u
 	}
 	s.add(key, expires)
 	return true, nil
+}
+
+func (c *Cache) shard(key *protocol.ReplayKey) *shard {
+	return &c.shards[maphash.Bytes(c.seed, key[:])%shards]
 }
 
 // Len returns the number of entries held, expired ones not yet dropped
