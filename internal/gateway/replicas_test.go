@@ -1,0 +1,439 @@
+package gateway_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/internal/gateway"
+	"github.com/tagauth/tagauth/internal/redisstate/redistest"
+	"github.com/tagauth/tagauth/internal/store"
+	"github.com/tagauth/tagauth/internal/store/postgres"
+	"github.com/tagauth/tagauth/internal/store/postgres/pgtest"
+	"github.com/tagauth/tagauth/protocol"
+	"github.com/tagauth/tagauth/replay"
+)
+
+// cluster is a set of in-process replicas sharing one PostgreSQL schema
+// and one Redis prefix.
+type cluster struct {
+	t               *testing.T
+	root            string
+	storeURL, redis string
+	schema          string
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	su, schema := pgtest.Schema(t)
+	ru, prefix := redistest.Prefix(t)
+	redistest.MarkFresh(t, prefix)
+	return &cluster{t: t, root: t.TempDir(), storeURL: su, redis: ru, schema: schema}
+}
+
+// config is a replica's configuration; the first replica's key file is
+// copied into every other data directory, as docs/REPLICAS.md says.
+func (c *cluster) config(name string) gateway.Config {
+	c.t.Helper()
+	cfg := testConfig(filepath.Join(c.root, name), protocol.Hardened)
+	cfg.StoreURL, cfg.ReplayURL = c.storeURL, c.redis
+	cfg.AdminToken = "replica-admin-token-0123456789"
+	first := filepath.Join(c.root, "r0", gateway.KeyFileName)
+	if name != "r0" {
+		if b, err := os.ReadFile(first); err == nil {
+			os.MkdirAll(cfg.DataDir, 0o700)
+			if err := os.WriteFile(filepath.Join(cfg.DataDir, gateway.KeyFileName), b, 0o600); err != nil {
+				c.t.Fatal(err)
+			}
+		}
+	}
+	return cfg
+}
+
+func (c *cluster) start(name string) *testGW {
+	c.t.Helper()
+	return startGateway(c.t, c.config(name))
+}
+
+// via returns cred with its gateway address replaced by replica r's.
+func via(cred credfile.Credential, r *testGW) credfile.Credential {
+	cred.Gateway = r.g.CoAPPublic()
+	return cred
+}
+
+// within polls cond every 10 ms for at most d: the replication bound the
+// issue promises (one second) is the behaviour under test.
+func within(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > d {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func refusedWith(r loginResult, wire protocol.Code) bool {
+	return r.err == nil && r.wire == wire && r.code == coap.ForProtocol(wire)
+}
+
+// TestReplicasShareRegistry: identities and grants made on one replica
+// log in on another; a revocation or an ungrant on one is honoured by the
+// others within a second.
+func TestReplicasShareRegistry(t *testing.T) {
+	c := newCluster(t)
+	a := c.start("r0")
+	b := c.start("r1")
+	if h := b.g.BackendHealth(); !h.Replica || !h.Store.OK || !h.Replay.OK || h.Store.Kind != "postgres" || h.Replay.Kind != "redis" {
+		t.Fatalf("BackendHealth of a healthy replica: %+v", h)
+	}
+	card := a.enrol("alice")
+	cred := b.provision("sensor-7", "plant-a")
+	a.grant("alice", "plant-a")
+	within(t, time.Second, "grant made on r0 seen by r1", func() bool { return b.login(card, cred).match })
+	within(t, time.Second, "device made on r1 seen by r0", func() bool { return a.login(card, via(cred, a)).match })
+
+	// Ungrant on r1: r0 refuses the pair (policy) within a second.
+	b.call(http.MethodDelete, "/v1/grants", map[string]string{"user": "alice", "group": "plant-a"}, nil)
+	d := within(t, time.Second, "ungrant on r1 honoured by r0", func() bool {
+		return refusedWith(a.login(card, via(cred, a)), protocol.ErrRejected)
+	})
+	t.Logf("ungrant reached the other replica in %v", d)
+	a.grant("alice", "plant-a")
+	within(t, time.Second, "grant again", func() bool { return b.login(card, cred).match })
+
+	// Revoke on r0: r1 refuses within a second, with the precise reason.
+	a.call(http.MethodPost, "/v1/users/alice/revoke", nil, nil)
+	d = within(t, time.Second, "revocation on r0 honoured by r1", func() bool {
+		return refusedWith(b.login(card, cred), protocol.ErrRejected)
+	})
+	t.Logf("revocation reached the other replica in %v", d)
+	if last := b.lastAudit(gateway.KindVerify); last.Reason != protocol.ErrRevokedUser.Name() {
+		t.Fatalf("refusal on r1 audited as %+v, want %q", last, protocol.ErrRevokedUser.Name())
+	}
+	// Audit records of both replicas are in the one store.
+	page := a.auditPage("?kind=verify&outcome=ok&limit=1000")
+	sources := map[string]bool{}
+	for _, r := range page.Records {
+		sources[r.User+"@"+r.Device] = true
+	}
+	if len(page.Records) < 3 || !sources["alice@sensor-7"] {
+		t.Fatalf("shared audit has %d ok verifies: %+v", len(page.Records), page.Records)
+	}
+}
+
+// m2For runs the card and device halves of a login and returns m2.
+func m2For(t *testing.T, card protocol.Card, cred credfile.Credential) []byte {
+	t.Helper()
+	cfg := clientConfig()
+	u, err := protocol.Unlock(card, password, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, m1, err := u.Login(cred.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := protocol.NewDevice(cred.DeviceCredential, replay.New(8), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, m2, err := dev.Start(context.Background(), m1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m2
+}
+
+// TestReplicasReplayRefused: an m2 answered by one replica and sent again
+// to another is refused as replayed, and the successful one was committed
+// to the audit before its answer left.
+func TestReplicasReplayRefused(t *testing.T) {
+	c := newCluster(t)
+	a := c.start("r0")
+	b := c.start("r1")
+	card := a.enrol("alice")
+	cred := a.provision("sensor-7", "plant-a")
+	a.grant("alice", "plant-a")
+	within(t, time.Second, "grant reaches r1", func() bool { return b.login(card, via(cred, b)).match })
+
+	ctx := context.Background()
+	st, err := postgres.Open(ctx, c.storeURL, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	okBefore, _, _ := st.QueryAudit(ctx, store.AuditFilter{Kind: "verify", Outcome: "ok", Limit: 1000})
+
+	m2 := m2For(t, card, cred)
+	code, _, err := a.coap.Post(ctx, a.g.CoAPPublic(), gateway.VerifyPath, m2)
+	if err != nil || code != coap.Changed {
+		t.Fatalf("m2 to r0: %v %v", code, err)
+	}
+	// Committed before the answer: the store has it now, without waiting.
+	okAfter, _, err := st.QueryAudit(ctx, store.AuditFilter{Kind: "verify", Outcome: "ok", Limit: 1000})
+	if err != nil || len(okAfter) != len(okBefore)+1 {
+		t.Fatalf("ok verifies in PostgreSQL right after the answer: %d, before %d (%v)", len(okAfter), len(okBefore), err)
+	}
+	for _, r := range []*testGW{b, a} {
+		code, body, err := r.coap.Post(ctx, r.g.CoAPPublic(), gateway.VerifyPath, m2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, wc, perr := protocol.ParseError(body)
+		if code != coap.Unauthorized || perr != nil || wc != protocol.ErrReplayed {
+			t.Fatalf("replayed m2: %v %v %v, want 4.01 replayed", code, wc, perr)
+		}
+	}
+	if last := b.lastAudit(gateway.KindVerify); last.Reason != protocol.ErrReplay.Name() {
+		t.Fatalf("replay audited as %+v", last)
+	}
+}
+
+// proxied returns rawURL with its host replaced by a cuttable proxy.
+func proxied(t *testing.T, rawURL string) (string, *redistest.Proxy) {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := redistest.NewProxy(t, u.Host)
+	u.Host = p.Addr()
+	return u.String(), p
+}
+
+// TestReplicaFailsClosedWithoutPostgres: while a replica's path to
+// PostgreSQL is cut it answers busy (it cannot know of revocations made
+// elsewhere), says so in BackendHealth, and when the path is back it
+// reloads and honours the revocation it missed.
+func TestReplicaFailsClosedWithoutPostgres(t *testing.T) {
+	c := newCluster(t)
+	a := c.start("r0")
+	cfg := c.config("r1")
+	var proxy *redistest.Proxy
+	cfg.StoreURL, proxy = proxied(t, c.storeURL)
+	b := startGateway(t, cfg)
+
+	card := a.enrol("alice")
+	bob := a.enrol("bob")
+	cred := a.provision("sensor-7", "plant-a")
+	a.grant("alice", "plant-a")
+	a.grant("bob", "plant-a")
+	within(t, time.Second, "r1 ready", func() bool { return b.login(bob, via(cred, b)).match })
+
+	proxy.Cut()
+	within(t, 5*time.Second, "r1 answers busy with PostgreSQL cut off", func() bool {
+		return refusedWith(b.login(card, via(cred, b)), protocol.ErrBusy)
+	})
+	h := b.g.BackendHealth()
+	if h.Store.OK || h.Store.Error == "" {
+		t.Fatalf("BackendHealth with PostgreSQL cut off: %+v", h)
+	}
+	// Every attempt now is busy, never accepted.
+	for range 3 {
+		if r := b.login(bob, via(cred, b)); !refusedWith(r, protocol.ErrBusy) {
+			t.Fatalf("login on r1 without PostgreSQL: %+v, want busy", r)
+		}
+	}
+	// The refusal comes from the registry guard, not only from the audit
+	// commit that fails too.
+	within(t, 10*time.Second, "a verify refused as "+protocol.ErrBusyStore.Name()+" in r1's audit output", func() bool {
+		return strings.Contains(b.audit.String(), `"reason":"`+protocol.ErrBusyStore.Name()+`"`)
+	})
+	// Meanwhile alice is revoked through r0, which r1 cannot hear.
+	a.call(http.MethodPost, "/v1/users/alice/revoke", nil, nil)
+	if !strings.Contains(b.logs.String(), "change feed lost") {
+		t.Fatalf("log does not say the feed was lost:\n%s", b.logs.String())
+	}
+
+	proxy.Restore()
+	within(t, 10*time.Second, "r1 serves again after PostgreSQL is back", func() bool {
+		return b.login(bob, via(cred, b)).match
+	})
+	if h := b.g.BackendHealth(); !h.Store.OK || h.Reloads < 2 {
+		t.Fatalf("BackendHealth after recovery: %+v", h)
+	}
+	if r := b.login(card, via(cred, b)); !refusedWith(r, protocol.ErrRejected) {
+		t.Fatalf("alice, revoked while r1 was cut off: %+v, want rejected", r)
+	}
+	if !strings.Contains(b.logs.String(), "verifies are served again") {
+		t.Fatal("log does not say the replica recovered")
+	}
+}
+
+// TestReplicaFailsClosedWithoutRedis: with Redis cut off no login can be
+// checked for replay, so every one answers busy; the replica recovers by
+// itself.
+func TestReplicaFailsClosedWithoutRedis(t *testing.T) {
+	c := newCluster(t)
+	cfg := c.config("r0")
+	var proxy *redistest.Proxy
+	cfg.ReplayURL, proxy = proxied(t, c.redis)
+	a := startGateway(t, cfg)
+	card := a.enrol("alice")
+	cred := a.provision("sensor-7", "plant-a")
+	a.grant("alice", "plant-a")
+	a.mustLogin(card, cred)
+
+	proxy.Cut()
+	for range 3 {
+		if r := a.login(card, cred); !refusedWith(r, protocol.ErrBusy) {
+			t.Fatalf("login with Redis cut off: %+v, want busy", r)
+		}
+	}
+	if last := a.lastAudit(gateway.KindVerify); last.Reason != protocol.ErrCacheFull.Name() {
+		t.Fatalf("audit of a login with Redis cut off: %+v", last)
+	}
+	if h := a.g.BackendHealth(); h.Replay.OK || h.Replay.Error == "" {
+		t.Fatalf("BackendHealth with Redis cut off: %+v", h)
+	}
+	proxy.Restore()
+	within(t, 10*time.Second, "logins served again after Redis is back", func() bool { return a.login(card, cred).match })
+	within(t, 5*time.Second, "health recovers", func() bool { return a.g.BackendHealth().Replay.OK })
+}
+
+// TestReplicaRedisQuarantine: a Redis that is new (or lost its data)
+// cannot vouch for the last 2 dT of logins: a replica refuses with busy
+// until then, says so in BackendHealth, then serves.
+func TestReplicaRedisQuarantine(t *testing.T) {
+	c := newCluster(t)
+	ru, _ := redistest.Prefix(t) // not marked fresh
+	cfg := c.config("r0")
+	cfg.ReplayURL = ru
+	cfg.Window = 200 * time.Millisecond // quarantine 2*200 ms + 1 s skew
+	a := startGateway(t, cfg)
+	if h := a.g.BackendHealth(); h.Replay.QuarantineUntil == nil || h.Replay.OK {
+		t.Fatalf("BackendHealth of a new replay cache: %+v, want a quarantine", h)
+	}
+	card := a.enrol("alice")
+	cred := a.provision("sensor-7", "plant-a")
+	a.grant("alice", "plant-a")
+	if r := a.login(card, cred); !refusedWith(r, protocol.ErrBusy) {
+		t.Fatalf("login during the quarantine: %+v, want busy", r)
+	}
+	within(t, 10*time.Second, "quarantine ends", func() bool { return a.login(card, cred).match })
+}
+
+// TestReplicaKeyFiles: a replica whose key file differs from the others'
+// refuses to start; a rotation and a retirement made on one replica reach
+// the others, which refuse the retired version within a second even with
+// the old key file.
+func TestReplicaKeyFiles(t *testing.T) {
+	c := newCluster(t)
+	a := c.start("r0")
+
+	// Its own key file (not copied): refused, with what to do.
+	own := testConfig(filepath.Join(c.root, "stranger"), protocol.Hardened)
+	own.StoreURL, own.ReplayURL = c.storeURL, c.redis
+	_, err := gateway.Open(own)
+	if err == nil || !strings.Contains(err.Error(), "copy keys.json") {
+		t.Fatalf("Open with another key file: %v, want a refusal saying to copy keys.json", err)
+	}
+
+	b := c.start("r1")
+	card := a.enrol("alice") // under version 1
+	cred := a.provision("sensor-7", "plant-a")
+	a.grant("alice", "plant-a")
+	within(t, time.Second, "r1 ready", func() bool { return b.login(card, via(cred, b)).match })
+
+	var kc gateway.KeyChange
+	a.call(http.MethodPost, "/v1/keys/rotate", nil, &kc)
+	if kc.Version != 2 {
+		t.Fatalf("rotate: %+v", kc)
+	}
+	within(t, 2*time.Second, "r1 warns of version 2, which its key file lacks", func() bool {
+		return strings.Contains(b.logs.String(), "lacks")
+	})
+	a.call(http.MethodPost, "/v1/keys/1/retire", nil, nil)
+	d := within(t, time.Second, "retirement on r0 honoured by r1", func() bool {
+		return refusedWith(b.login(card, via(cred, b)), protocol.ErrRejected)
+	})
+	t.Logf("retirement reached the other replica in %v", d)
+	if last := b.lastAudit(gateway.KindVerify); last.Reason != protocol.ErrUnknownKeyVersion.Name() {
+		t.Fatalf("refusal on r1: %+v", last)
+	}
+	// r1's key file still has version 1: a restart does not bring it back.
+	b.stop()
+	cfg := testConfig(filepath.Join(c.root, "r1"), protocol.Hardened)
+	cfg.StoreURL, cfg.ReplayURL = c.storeURL, c.redis
+	b2 := startGateway(t, cfg)
+	if r := b2.login(card, via(cred, b2)); !refusedWith(r, protocol.ErrRejected) {
+		t.Fatalf("retired version after a restart with the old key file: %+v", r)
+	}
+}
+
+// TestBackendHealthSingle: a single gateway's embedded backends are
+// always healthy and not a replica; --replay alone is refused.
+func TestBackendHealthSingle(t *testing.T) {
+	g := startGateway(t, testConfig(t.TempDir(), protocol.Hardened))
+	if h := g.g.BackendHealth(); h.Replica || !h.Store.OK || h.Store.Kind != "bbolt" || h.Replay.Kind != "memory" {
+		t.Fatalf("single gateway: %+v", h)
+	}
+	cfg := testConfig(t.TempDir(), protocol.Hardened)
+	cfg.ReplayURL = "redis://127.0.0.1:6379/0"
+	if _, err := gateway.Open(cfg); err == nil || !strings.Contains(err.Error(), "--store") {
+		t.Fatalf("--replay without --store: %v", err)
+	}
+	cfg = testConfig(t.TempDir(), protocol.Hardened)
+	cfg.StoreURL = "mysql://x"
+	if _, err := gateway.Open(cfg); err == nil || !strings.Contains(err.Error(), "postgres://") {
+		t.Fatalf("--store mysql://: %v", err)
+	}
+	cfg = testConfig(t.TempDir(), protocol.Hardened)
+	cfg.StoreURL = "postgres://root@127.0.0.1:1/test?connect_timeout=1"
+	if _, err := gateway.Open(cfg); err == nil {
+		t.Fatal("Open with PostgreSQL unreachable succeeded")
+	}
+}
+
+// TestReplicasShareLockout: failed logins counted on different replicas
+// add up in Redis, and the lock holds on every replica.
+func TestReplicasShareLockout(t *testing.T) {
+	c := newCluster(t)
+	replica := func(name string) *testGW {
+		cfg := c.config(name)
+		cfg.Lockout.MaxFailures = 3
+		return startGateway(t, cfg)
+	}
+	a, b := replica("r0"), replica("r1")
+	card := a.enrol("alice")
+	cred := a.provision("sensor-7", "plant-a")
+	a.grant("alice", "plant-a")
+	within(t, time.Second, "r1 ready", func() bool { return b.login(card, via(cred, b)).match })
+
+	// A wrong E_i is what a wrong password looks like at the gateway.
+	eAt := 2 + 1 + len("alice") + 1 + 16
+	for i, r := range []*testGW{a, b, a} {
+		m2 := m2For(t, card, cred)
+		m2[eAt] ^= 1
+		code, body, err := r.coap.Post(context.Background(), r.g.CoAPPublic(), gateway.VerifyPath, m2)
+		_, wc, _ := protocol.ParseError(body)
+		if err != nil || code != coap.Unauthorized || wc != protocol.ErrRejected {
+			t.Fatalf("bad E_i %d: %v %v %v", i, code, wc, err)
+		}
+	}
+	r := b.login(card, via(cred, b))
+	if !refusedWith(r, protocol.ErrRejected) {
+		t.Fatalf("login after 3 failures on two replicas: %+v, want rejected", r)
+	}
+	if last := b.lastAudit(gateway.KindVerify); last.Reason != gateway.ReasonLocked {
+		t.Fatalf("refusal audited as %+v, want %q", last, gateway.ReasonLocked)
+	}
+	var locks gateway.LockList
+	a.call(http.MethodGet, "/v1/locks", nil, &locks)
+	if len(locks.Locks) != 1 || locks.Locks[0].User != "alice" {
+		t.Fatalf("locks seen on r0: %+v", locks)
+	}
+	// Unlocking on one replica unlocks everywhere.
+	b.call(http.MethodPost, "/v1/users/alice/unlock", nil, nil)
+	a.mustLogin(card, via(cred, a))
+}
