@@ -1,0 +1,514 @@
+// Package console is the gateway's web console: server-rendered pages on
+// the admin port under /console/, for operators who would rather click
+// than type.
+//
+// # Everything goes through the admin API
+//
+// The console holds no state of the gateway's and has no power of its
+// own: every page reads, and every form writes, through the admin API,
+// called in process with the operator's admin token, exactly as the CLI
+// ("tagauth gateway ...") calls it over HTTPS. So every action in the
+// console is one the CLI has, with the same checks and the same audit
+// records (their source is the browser's address).
+//
+// # Sessions and forms
+//
+// An operator logs in with the admin token. The console keeps the token
+// in a server-side session and gives the browser only a random session id,
+// in a cookie that is Secure, HttpOnly, SameSite=Strict and __Host-
+// prefixed. Every POST form carries the session's CSRF token, compared in
+// constant time, and a POST whose Origin header names another site is
+// refused. Pages are sent with a Content-Security-Policy that allows no
+// script at all (the console has none) and no framing. Sessions end after
+// IdleTimeout without a request, after MaxLife, or on logout; at most
+// MaxSessions live at once (the oldest goes first).
+//
+// One-time secrets (an enrolment code, a device credential) are shown or
+// downloaded once: a credential is kept in the session until its single
+// download, for at most CredentialTTL, then wiped.
+package console
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Session limits.
+const (
+	IdleTimeout   = 30 * time.Minute
+	MaxLife       = 12 * time.Hour
+	MaxSessions   = 256
+	CredentialTTL = 10 * time.Minute
+)
+
+// Cookie names. The __Host- prefix makes the browser refuse them unless
+// Secure, for the whole host, without a Domain.
+const (
+	sessionCookie = "__Host-tagauth-console"
+	loginCookie   = "__Host-tagauth-login"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Config configures a Console.
+type Config struct {
+	// CheckToken reports whether a string is the admin token (in constant
+	// time). Required.
+	CheckToken func(token string) bool
+	// Logger receives login and logout events; default discards.
+	Logger *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Profile is shown in the header ("hardened" or "classic").
+	Profile string
+}
+
+// Console is the web console's http.Handler, mounted at /console/.
+type Console struct {
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	api    http.Handler
+	pages  map[string]*template.Template
+	static http.Handler
+
+	mu       sync.Mutex
+	sessions map[string]*session
+}
+
+// session is one logged-in browser.
+type session struct {
+	id      string
+	token   string // the admin token, for API calls; never sent to the browser
+	csrf    string
+	created time.Time
+	seen    time.Time
+	flash   []flash
+	pending map[string]*pendingCred
+}
+
+type flash struct {
+	Error bool
+	Text  string
+}
+
+// pendingCred is a device credential waiting for its single download.
+type pendingCred struct {
+	device  string
+	data    []byte
+	expires time.Time
+}
+
+// New parses the console's templates. Call SetAPI before serving.
+func New(cfg Config) (*Console, error) {
+	if cfg.CheckToken == nil {
+		return nil, errors.New("console: Config.CheckToken is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &Console{cfg: cfg, log: cfg.Logger, now: cfg.Now, sessions: map[string]*session{}, pages: map[string]*template.Template{}}
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		base := strings.TrimPrefix(n, "templates/")
+		if base == "layout.html" {
+			continue
+		}
+		t, err := template.New(base).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n)
+		if err != nil {
+			return nil, fmt.Errorf("console: template %s: %w", base, err)
+		}
+		c.pages[strings.TrimSuffix(base, ".html")] = t
+	}
+	sub, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		return nil, err
+	}
+	c.static = http.StripPrefix("/console/static/", http.FileServerFS(sub))
+	return c, nil
+}
+
+// SetAPI gives the console the admin API handler it calls in process.
+func (c *Console) SetAPI(h http.Handler) { c.api = h }
+
+// securityHeaders are set on every console answer.
+func securityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin") // no-referrer would make browsers send "Origin: null" on our own forms
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+}
+
+// ServeHTTP implements http.Handler.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	securityHeaders(w.Header())
+	p := r.URL.Path
+	if strings.HasPrefix(p, "/console/static/") {
+		w.Header().Set("Cache-Control", "max-age=3600")
+		c.static.ServeHTTP(w, r)
+		return
+	}
+	if r.Method == http.MethodPost && !sameOrigin(r) {
+		http.Error(w, "cross-site form refused", http.StatusForbidden)
+		return
+	}
+	if p == "/console/login" {
+		switch r.Method {
+		case http.MethodGet:
+			c.loginForm(w, r, "")
+		case http.MethodPost:
+			c.login(w, r)
+		default:
+			w.Header().Set("Allow", "GET, POST")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		}
+		return
+	}
+	s := c.session(r)
+	if s == nil {
+		if r.Method == http.MethodGet {
+			http.Redirect(w, r, "/console/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		http.Error(w, "not logged in (or the session ended): log in again", http.StatusUnauthorized)
+		return
+	}
+	if r.Method == http.MethodPost {
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, "bad form", http.StatusBadRequest)
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.csrf)) != 1 {
+			http.Error(w, "the form's CSRF token is missing or stale: reload the page and try again", http.StatusForbidden)
+			return
+		}
+	}
+	h, ok := c.route(r.Method, p)
+	if !ok {
+		c.render(w, r, s, http.StatusNotFound, "error", "Not found", "There is no such console page.")
+		return
+	}
+	h(w, r, s)
+}
+
+// sameOrigin accepts a POST without an Origin header (old browsers, the
+// CSRF token still applies) or with this host's.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host == r.Host
+}
+
+type handler func(w http.ResponseWriter, r *http.Request, s *session)
+
+func (c *Console) route(method, path string) (handler, bool) {
+	type key struct{ m, p string }
+	routes := map[key]handler{
+		{"GET", "/console/"}:                    c.overview,
+		{"GET", "/console/users"}:               c.users,
+		{"POST", "/console/users/enrol-code"}:   c.enrolCode,
+		{"GET", "/console/users/revoke"}:        c.confirmRevokeUser,
+		{"POST", "/console/users/revoke"}:       c.revokeUser,
+		{"POST", "/console/users/unlock"}:       c.unlockUser,
+		{"GET", "/console/devices"}:             c.devices,
+		{"POST", "/console/devices/provision"}:  c.provision,
+		{"POST", "/console/devices/credential"}: c.downloadCredential,
+		{"GET", "/console/devices/revoke"}:      c.confirmRevokeDevice,
+		{"POST", "/console/devices/revoke"}:     c.revokeDevice,
+		{"GET", "/console/policy"}:              c.policy,
+		{"POST", "/console/policy/grant"}:       c.grant,
+		{"POST", "/console/policy/ungrant"}:     c.ungrant,
+		{"GET", "/console/keys"}:                c.keys,
+		{"POST", "/console/keys/rotate"}:        c.rotateKey,
+		{"GET", "/console/keys/retire"}:         c.confirmRetireKey,
+		{"POST", "/console/keys/retire"}:        c.retireKey,
+		{"GET", "/console/audit"}:               c.audit,
+		{"POST", "/console/logout"}:             c.logout,
+	}
+	h, ok := routes[key{method, path}]
+	return h, ok
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("console: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
+
+// session returns the live session of the request's cookie, or nil.
+func (c *Console) session(r *http.Request) *session {
+	ck, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.sessions[ck.Value]
+	now := c.now()
+	if s == nil {
+		return nil
+	}
+	if now.Sub(s.seen) > IdleTimeout || now.Sub(s.created) > MaxLife {
+		c.dropLocked(s)
+		return nil
+	}
+	s.seen = now
+	return s
+}
+
+// dropLocked ends a session and wipes what it held. c.mu is held.
+func (c *Console) dropLocked(s *session) {
+	for _, p := range s.pending {
+		clear(p.data)
+	}
+	delete(c.sessions, s.id)
+}
+
+func (c *Console) loginForm(w http.ResponseWriter, r *http.Request, msg string) {
+	nonce := randomHex(16)
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: nonce, Path: "/", Secure: true, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: 600})
+	status := http.StatusOK
+	if msg != "" {
+		status = http.StatusUnauthorized
+	}
+	data := struct {
+		Nonce, Next, Error string
+	}{nonce, safeNext(r.FormValue("next")), msg}
+	c.renderPage(w, status, "login", page{Title: "Log in", Profile: c.cfg.Profile, Data: data})
+}
+
+// safeNext keeps a post-login redirect inside the console.
+func safeNext(s string) string {
+	if !strings.HasPrefix(s, "/console/") || strings.HasPrefix(s, "//") || strings.ContainsAny(s, "\\\r\n") {
+		return "/console/"
+	}
+	return s
+}
+
+func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad form", http.StatusBadRequest)
+		return
+	}
+	ck, err := r.Cookie(loginCookie)
+	if err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.PostForm.Get("nonce"))) != 1 {
+		c.loginForm(w, r, "The login form expired: try again.")
+		return
+	}
+	tok := strings.TrimSpace(r.PostForm.Get("token"))
+	if !c.cfg.CheckToken(tok) {
+		c.log.Warn("console login with a wrong token", "source", r.RemoteAddr)
+		c.loginForm(w, r, "That is not the admin token.")
+		return
+	}
+	now := c.now()
+	s := &session{id: randomHex(32), token: tok, csrf: randomHex(32), created: now, seen: now, pending: map[string]*pendingCred{}}
+	c.mu.Lock()
+	for len(c.sessions) >= MaxSessions {
+		var oldest *session
+		for _, o := range c.sessions {
+			if oldest == nil || o.seen.Before(oldest.seen) {
+				oldest = o
+			}
+		}
+		c.dropLocked(oldest)
+	}
+	c.sessions[s.id] = s
+	c.mu.Unlock()
+	c.log.Info("console login", "source", r.RemoteAddr)
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.id, Path: "/", Secure: true, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: int(MaxLife / time.Second)})
+	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request, s *session) {
+	c.mu.Lock()
+	c.dropLocked(s)
+	c.mu.Unlock()
+	c.log.Info("console logout", "source", r.RemoteAddr)
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
+}
+
+// addFlash queues a message for the next page of the session.
+func (c *Console) addFlash(s *session, isErr bool, format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.flash = append(s.flash, flash{Error: isErr, Text: fmt.Sprintf(format, args...)})
+}
+
+func (c *Console) takeFlash(s *session) []flash {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := s.flash
+	s.flash = nil
+	return f
+}
+
+// apiError is an error answer of the admin API; its message is written for
+// operators and shown as is.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+// call runs one admin API request in process with the session's token. The
+// request's remote address is the browser's, for the audit record.
+func (c *Console) call(r *http.Request, s *session, method, path string, in, out any) error {
+	if c.api == nil {
+		return errors.New("console: no admin API")
+	}
+	var body io.Reader = http.NoBody
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	req.RemoteAddr = r.RemoteAddr
+	req.Host = r.Host
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	rec := &recorder{header: http.Header{}, status: http.StatusOK}
+	c.api.ServeHTTP(rec, req)
+	if rec.status/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(rec.body.Bytes(), &e) != nil || e.Error == "" {
+			e.Error = http.StatusText(rec.status)
+		}
+		return &apiError{status: rec.status, msg: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = bytes.Clone(rec.body.Bytes())
+		clear(rec.body.Bytes())
+		return nil
+	}
+	return json.Unmarshal(rec.body.Bytes(), out)
+}
+
+// recorder is the in-process ResponseWriter of call.
+type recorder struct {
+	header http.Header
+	status int
+	wrote  bool
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.body.Write(b)
+}
+
+// page is what every template gets.
+type page struct {
+	Title   string
+	Nav     string
+	Profile string
+	CSRF    string
+	Flash   []flash
+	Data    any
+}
+
+func (c *Console) render(w http.ResponseWriter, _ *http.Request, s *session, status int, name, title string, data any) {
+	nav := name
+	switch name {
+	case "confirm", "code", "credential", "error":
+		nav = ""
+	}
+	c.renderPage(w, status, name, page{Title: title, Nav: nav, Profile: c.cfg.Profile, CSRF: s.csrf, Flash: c.takeFlash(s), Data: data})
+}
+
+func (c *Console) renderPage(w http.ResponseWriter, status int, name string, p page) {
+	t := c.pages[name]
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {
+		c.log.Error("console template failed", "page", name, "err", err)
+		http.Error(w, "the console failed to render this page (see the gateway log)", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+var funcs = template.FuncMap{
+	"time": func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05Z")
+	},
+	"dash": func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	},
+	"sortedKeys": func(m map[string]int) []string {
+		ks := make([]string, 0, len(m))
+		for k := range m {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		return ks
+	},
+}

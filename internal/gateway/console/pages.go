@@ -1,0 +1,557 @@
+package console
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// JSON shapes of the admin API answers the console reads. They mirror the
+// gateway's types (the gateway imports this package, so it cannot import
+// the gateway's); unknown fields are ignored.
+type (
+	userInfo struct {
+		ID        string     `json:"id"`
+		KV        uint8      `json:"kv"`
+		Created   time.Time  `json:"created"`
+		Revoked   bool       `json:"revoked"`
+		RevokedAt *time.Time `json:"revoked_at"`
+	}
+	deviceInfo struct {
+		ID        string     `json:"id"`
+		KV        uint8      `json:"kv"`
+		Group     string     `json:"group"`
+		Created   time.Time  `json:"created"`
+		Revoked   bool       `json:"revoked"`
+		RevokedAt *time.Time `json:"revoked_at"`
+	}
+	grant struct {
+		User  string `json:"user"`
+		Group string `json:"group"`
+	}
+	auditEntry struct {
+		Seq       uint64    `json:"seq"`
+		Time      time.Time `json:"time"`
+		Kind      string    `json:"kind"`
+		Outcome   string    `json:"outcome"`
+		Reason    string    `json:"reason"`
+		User      string    `json:"user"`
+		Device    string    `json:"device"`
+		Source    string    `json:"source"`
+		KVUser    uint8     `json:"kv_user"`
+		KVDevice  uint8     `json:"kv_device"`
+		LatencyUS int64     `json:"latency_us"`
+		Detail    string    `json:"detail"`
+	}
+	auditPage struct {
+		Records []auditEntry `json:"records"`
+		Next    uint64       `json:"next"`
+	}
+	lockInfo struct {
+		User  string    `json:"user"`
+		Until time.Time `json:"until"`
+	}
+	lockList struct {
+		Policy string     `json:"policy"`
+		Locks  []lockInfo `json:"locks"`
+	}
+	keyInfo struct {
+		Version uint8     `json:"version"`
+		Created time.Time `json:"created"`
+		Newest  bool      `json:"newest"`
+		Users   int       `json:"users"`
+		Devices int       `json:"devices"`
+	}
+	keyList struct {
+		Profile string    `json:"profile"`
+		Keys    []keyInfo `json:"keys"`
+	}
+	statsMinute struct {
+		Start   time.Time `json:"start"`
+		OK      uint64    `json:"ok"`
+		Refused uint64    `json:"refused"`
+		Error   uint64    `json:"error"`
+	}
+	reasonCount struct {
+		Outcome string `json:"outcome"`
+		Code    string `json:"code"`
+		Reason  string `json:"reason"`
+		Count   uint64 `json:"count"`
+	}
+	stats struct {
+		Now     time.Time     `json:"now"`
+		Minutes []statsMinute `json:"minutes"`
+		Reasons []reasonCount `json:"reasons"`
+	}
+	enrolCode struct {
+		Code    string    `json:"code"`
+		Expires time.Time `json:"expires"`
+	}
+)
+
+// fail shows an admin API error on the page the operator comes back to.
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, s *session, back string, err error) {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		c.addFlash(s, true, "%s", ae.msg)
+	} else {
+		c.log.Error("console call failed", "err", err)
+		c.addFlash(s, true, "The gateway failed: %v", err)
+	}
+	http.Redirect(w, r, back, http.StatusSeeOther)
+}
+
+// loadError renders a page that could not read what it shows.
+func (c *Console) loadError(w http.ResponseWriter, r *http.Request, s *session, err error) {
+	c.render(w, r, s, http.StatusBadGateway, "error", "Error", "Reading from the gateway failed: "+err.Error())
+}
+
+// overview is the landing page: counts, verifies per minute, refusals by
+// reason, the newest audit records.
+func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
+	var (
+		st      stats
+		users   struct{ Users []userInfo }
+		devices struct{ Devices []deviceInfo }
+		locks   lockList
+		keys    keyList
+		recent  auditPage
+	)
+	for _, q := range []struct {
+		path string
+		out  any
+	}{{"/v1/stats", &st}, {"/v1/users", &users}, {"/v1/devices", &devices}, {"/v1/locks", &locks}, {"/v1/keys", &keys}, {"/v1/audit?order=desc&limit=8", &recent}} {
+		if err := c.call(r, s, http.MethodGet, q.path, nil, q.out); err != nil {
+			c.loadError(w, r, s, err)
+			return
+		}
+	}
+	type count struct{ Active, Revoked int }
+	var u, d count
+	for _, x := range users.Users {
+		if x.Revoked {
+			u.Revoked++
+		} else {
+			u.Active++
+		}
+	}
+	for _, x := range devices.Devices {
+		if x.Revoked {
+			d.Revoked++
+		} else {
+			d.Active++
+		}
+	}
+	var ok, refused, errs uint64
+	for _, m := range st.Minutes {
+		ok, refused, errs = ok+m.OK, refused+m.Refused, errs+m.Error
+	}
+	newest := uint8(0)
+	for _, k := range keys.Keys {
+		if k.Newest {
+			newest = k.Version
+		}
+	}
+	c.render(w, r, s, http.StatusOK, "overview", "Overview", struct {
+		Users, Devices        count
+		Locked                int
+		Policy                string
+		Keys                  int
+		Newest                uint8
+		OK, Refused, Errors   uint64
+		Chart                 chart
+		Reasons               []reasonCount
+		Recent                []auditEntry
+		Now                   time.Time
+		LockedUsers           []lockInfo
+		HasRefusals, HasLocks bool
+	}{u, d, len(locks.Locks), locks.Policy, len(keys.Keys), newest, ok, refused, errs,
+		newChart(st.Minutes), st.Reasons, recent.Records, st.Now, locks.Locks, len(st.Reasons) > 0, len(locks.Locks) > 0})
+}
+
+func (c *Console) users(w http.ResponseWriter, r *http.Request, s *session) {
+	var users struct{ Users []userInfo }
+	var locks lockList
+	if err := c.call(r, s, http.MethodGet, "/v1/users", nil, &users); err != nil {
+		c.loadError(w, r, s, err)
+		return
+	}
+	if err := c.call(r, s, http.MethodGet, "/v1/locks", nil, &locks); err != nil {
+		c.loadError(w, r, s, err)
+		return
+	}
+	until := map[string]time.Time{}
+	for _, l := range locks.Locks {
+		until[l.User] = l.Until
+	}
+	type row struct {
+		userInfo
+		Locked bool
+		Until  time.Time
+	}
+	rows := make([]row, len(users.Users))
+	for i, u := range users.Users {
+		t, ok := until[u.ID]
+		rows[i] = row{u, ok, t}
+	}
+	c.render(w, r, s, http.StatusOK, "users", "Users", struct {
+		Users  []row
+		Policy string
+	}{rows, locks.Policy})
+}
+
+func (c *Console) enrolCode(w http.ResponseWriter, r *http.Request, s *session) {
+	user := strings.TrimSpace(r.PostForm.Get("user"))
+	ttl, err := time.ParseDuration(r.PostForm.Get("ttl"))
+	if err != nil {
+		ttl = 15 * time.Minute
+	}
+	var code enrolCode
+	if err := c.call(r, s, http.MethodPost, "/v1/enrol-codes", map[string]any{"user": user, "ttl_s": int(ttl / time.Second)}, &code); err != nil {
+		c.fail(w, r, s, "/console/users", err)
+		return
+	}
+	// Shown once: this answer is not cached (Cache-Control: no-store) and
+	// the code is kept nowhere.
+	c.render(w, r, s, http.StatusOK, "code", "Enrolment code", struct {
+		User, Code string
+		Expires    time.Time
+	}{user, code.Code, code.Expires})
+}
+
+// confirm renders a confirmation page for a destructive action.
+func (c *Console) confirm(w http.ResponseWriter, r *http.Request, s *session, title, question, action, field, value, back string) {
+	if value == "" {
+		http.Redirect(w, r, back, http.StatusSeeOther)
+		return
+	}
+	c.render(w, r, s, http.StatusOK, "confirm", title, struct {
+		Question, Action, Field, Value, Back, Button string
+	}{question, action, field, value, back, title})
+}
+
+func (c *Console) confirmRevokeUser(w http.ResponseWriter, r *http.Request, s *session) {
+	id := r.URL.Query().Get("id")
+	c.confirm(w, r, s, "Revoke user", fmt.Sprintf("Revoke user %q? Their card is refused from the next login on, and the id stays taken.", id),
+		"/console/users/revoke", "id", id, "/console/users")
+}
+
+func (c *Console) revokeUser(w http.ResponseWriter, r *http.Request, s *session) {
+	id := r.PostForm.Get("id")
+	if err := c.call(r, s, http.MethodPost, "/v1/users/"+url.PathEscape(id)+"/revoke", nil, nil); err != nil {
+		c.fail(w, r, s, "/console/users", err)
+		return
+	}
+	c.addFlash(s, false, "Revoked user %s.", id)
+	http.Redirect(w, r, "/console/users", http.StatusSeeOther)
+}
+
+func (c *Console) unlockUser(w http.ResponseWriter, r *http.Request, s *session) {
+	id := r.PostForm.Get("id")
+	var out struct {
+		WasLocked bool `json:"was_locked"`
+	}
+	if err := c.call(r, s, http.MethodPost, "/v1/users/"+url.PathEscape(id)+"/unlock", nil, &out); err != nil {
+		c.fail(w, r, s, "/console/users", err)
+		return
+	}
+	if out.WasLocked {
+		c.addFlash(s, false, "Unlocked user %s.", id)
+	} else {
+		c.addFlash(s, false, "User %s was not locked; their failure count is cleared.", id)
+	}
+	http.Redirect(w, r, "/console/users", http.StatusSeeOther)
+}
+
+func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *session) {
+	var devices struct{ Devices []deviceInfo }
+	var grants struct{ Grants []grant }
+	if err := c.call(r, s, http.MethodGet, "/v1/devices", nil, &devices); err != nil {
+		c.loadError(w, r, s, err)
+		return
+	}
+	if err := c.call(r, s, http.MethodGet, "/v1/grants", nil, &grants); err != nil {
+		c.loadError(w, r, s, err)
+		return
+	}
+	c.render(w, r, s, http.StatusOK, "devices", "Devices", struct {
+		Devices []deviceInfo
+		Groups  []groupRow
+	}{devices.Devices, groupsOf(devices.Devices, grants.Grants)})
+}
+
+// groupRow is one device group: its active devices and the users granted
+// it (directly or through "*").
+type groupRow struct {
+	Group   string
+	Devices int
+	Users   []string
+}
+
+func groupsOf(devices []deviceInfo, grants []grant) []groupRow {
+	n := map[string]int{}
+	for _, d := range devices {
+		if !d.Revoked && d.Group != "" {
+			n[d.Group]++
+		}
+	}
+	for _, g := range grants {
+		if g.Group != "*" {
+			n[g.Group] += 0
+		}
+	}
+	var rows []groupRow
+	for grp, count := range n {
+		row := groupRow{Group: grp, Devices: count}
+		for _, g := range grants {
+			if g.Group == grp || g.Group == "*" {
+				row.Users = append(row.Users, g.User)
+			}
+		}
+		slices.Sort(row.Users)
+		row.Users = slices.Compact(row.Users)
+		rows = append(rows, row)
+	}
+	slices.SortFunc(rows, func(a, b groupRow) int { return strings.Compare(a.Group, b.Group) })
+	return rows
+}
+
+func (c *Console) provision(w http.ResponseWriter, r *http.Request, s *session) {
+	id := strings.TrimSpace(r.PostForm.Get("id"))
+	group := strings.TrimSpace(r.PostForm.Get("group"))
+	var cred []byte
+	if err := c.call(r, s, http.MethodPost, "/v1/devices", map[string]string{"id": id, "group": group}, &cred); err != nil {
+		c.fail(w, r, s, "/console/devices", err)
+		return
+	}
+	nonce := randomHex(16)
+	now := c.now()
+	c.mu.Lock()
+	for k, p := range s.pending {
+		if now.After(p.expires) {
+			clear(p.data)
+			delete(s.pending, k)
+		}
+	}
+	s.pending[nonce] = &pendingCred{device: id, data: cred, expires: now.Add(CredentialTTL)}
+	c.mu.Unlock()
+	c.render(w, r, s, http.StatusOK, "credential", "Device provisioned", struct {
+		Device, Group, Nonce string
+		Expires              time.Time
+	}{id, group, nonce, now.Add(CredentialTTL)})
+}
+
+// downloadCredential sends a provisioned device's credential file, once.
+func (c *Console) downloadCredential(w http.ResponseWriter, r *http.Request, s *session) {
+	nonce := r.PostForm.Get("nonce")
+	c.mu.Lock()
+	p := s.pending[nonce]
+	delete(s.pending, nonce)
+	c.mu.Unlock()
+	if p == nil || c.now().After(p.expires) {
+		if p != nil {
+			clear(p.data)
+		}
+		c.addFlash(s, true, "That credential was already downloaded or has expired; it is not kept. Revoke the device and provision another id if the file was lost.")
+		http.Redirect(w, r, "/console/devices", http.StatusSeeOther)
+		return
+	}
+	defer clear(p.data)
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '_'
+	}, p.device)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.cred.json"`)
+	w.Header().Set("Content-Length", strconv.Itoa(len(p.data)))
+	w.Write(p.data)
+	c.log.Info("device credential downloaded", "device", p.device, "source", r.RemoteAddr)
+}
+
+func (c *Console) confirmRevokeDevice(w http.ResponseWriter, r *http.Request, s *session) {
+	id := r.URL.Query().Get("id")
+	c.confirm(w, r, s, "Revoke device", fmt.Sprintf("Revoke device %q? Logins to it are refused from the next one on, and the id stays taken.", id),
+		"/console/devices/revoke", "id", id, "/console/devices")
+}
+
+func (c *Console) revokeDevice(w http.ResponseWriter, r *http.Request, s *session) {
+	id := r.PostForm.Get("id")
+	if err := c.call(r, s, http.MethodPost, "/v1/devices/"+url.PathEscape(id)+"/revoke", nil, nil); err != nil {
+		c.fail(w, r, s, "/console/devices", err)
+		return
+	}
+	c.addFlash(s, false, "Revoked device %s.", id)
+	http.Redirect(w, r, "/console/devices", http.StatusSeeOther)
+}
+
+func (c *Console) policy(w http.ResponseWriter, r *http.Request, s *session) {
+	var grants struct{ Grants []grant }
+	var devices struct{ Devices []deviceInfo }
+	if err := c.call(r, s, http.MethodGet, "/v1/grants", nil, &grants); err != nil {
+		c.loadError(w, r, s, err)
+		return
+	}
+	if err := c.call(r, s, http.MethodGet, "/v1/devices", nil, &devices); err != nil {
+		c.loadError(w, r, s, err)
+		return
+	}
+	c.render(w, r, s, http.StatusOK, "policy", "Policy", struct {
+		Grants []grant
+		Groups []groupRow
+	}{grants.Grants, groupsOf(devices.Devices, grants.Grants)})
+}
+
+func (c *Console) grant(w http.ResponseWriter, r *http.Request, s *session) {
+	c.changeGrant(w, r, s, true)
+}
+func (c *Console) ungrant(w http.ResponseWriter, r *http.Request, s *session) {
+	c.changeGrant(w, r, s, false)
+}
+
+func (c *Console) changeGrant(w http.ResponseWriter, r *http.Request, s *session, add bool) {
+	g := grant{User: strings.TrimSpace(r.PostForm.Get("user")), Group: strings.TrimSpace(r.PostForm.Get("group"))}
+	method := http.MethodPost
+	if !add {
+		method = http.MethodDelete
+	}
+	if err := c.call(r, s, method, "/v1/grants", g, nil); err != nil {
+		c.fail(w, r, s, "/console/policy", err)
+		return
+	}
+	if add {
+		c.addFlash(s, false, "User %s may now log in to the devices of group %s.", g.User, g.Group)
+	} else {
+		c.addFlash(s, false, "Removed the grant of group %s to user %s.", g.Group, g.User)
+	}
+	http.Redirect(w, r, "/console/policy", http.StatusSeeOther)
+}
+
+func (c *Console) keys(w http.ResponseWriter, r *http.Request, s *session) {
+	var keys keyList
+	if err := c.call(r, s, http.MethodGet, "/v1/keys", nil, &keys); err != nil {
+		c.loadError(w, r, s, err)
+		return
+	}
+	c.render(w, r, s, http.StatusOK, "keys", "Master keys", struct {
+		keyList
+		Classic bool
+	}{keys, keys.Profile == "classic"})
+}
+
+func (c *Console) rotateKey(w http.ResponseWriter, r *http.Request, s *session) {
+	var out struct {
+		Version uint8 `json:"version"`
+	}
+	if err := c.call(r, s, http.MethodPost, "/v1/keys/rotate", nil, &out); err != nil {
+		c.fail(w, r, s, "/console/keys", err)
+		return
+	}
+	c.addFlash(s, false, "Added master key version %d: new cards and device credentials use it; older ones keep working until you retire their version.", out.Version)
+	http.Redirect(w, r, "/console/keys", http.StatusSeeOther)
+}
+
+func (c *Console) confirmRetireKey(w http.ResponseWriter, r *http.Request, s *session) {
+	v := r.URL.Query().Get("version")
+	c.confirm(w, r, s, "Retire key", fmt.Sprintf("Retire master key version %s? Every card and device credential issued under it is refused from the next login on: re-enrol or re-provision them first.", v),
+		"/console/keys/retire", "version", v, "/console/keys")
+}
+
+func (c *Console) retireKey(w http.ResponseWriter, r *http.Request, s *session) {
+	v := r.PostForm.Get("version")
+	if err := c.call(r, s, http.MethodPost, "/v1/keys/"+url.PathEscape(v)+"/retire", nil, nil); err != nil {
+		c.fail(w, r, s, "/console/keys", err)
+		return
+	}
+	c.addFlash(s, false, "Retired master key version %s.", v)
+	http.Redirect(w, r, "/console/keys", http.StatusSeeOther)
+}
+
+// auditForm is the audit page's filter form as submitted.
+type auditForm struct {
+	Kind, User, Device, Outcome, Since, Until string
+	Limit                                     int
+}
+
+// Audit filter choices.
+var (
+	auditKinds    = []string{"verify", "enrol", "provision", "revoke", "policy", "key", "lockout"}
+	auditOutcomes = []string{"ok", "refused", "error", "locked"}
+)
+
+func (c *Console) audit(w http.ResponseWriter, r *http.Request, s *session) {
+	q := r.URL.Query()
+	f := auditForm{Kind: q.Get("kind"), User: q.Get("user"), Device: q.Get("device"), Outcome: q.Get("outcome"),
+		Since: q.Get("since"), Until: q.Get("until"), Limit: 50}
+	if n, err := strconv.Atoi(q.Get("limit")); err == nil && n >= 1 && n <= 1000 {
+		f.Limit = n
+	}
+	api := url.Values{"order": {"desc"}, "limit": {strconv.Itoa(f.Limit)}}
+	for k, v := range map[string]string{"kind": f.Kind, "user": f.User, "device": f.Device, "outcome": f.Outcome} {
+		if v != "" {
+			api.Set(k, v)
+		}
+	}
+	var problems []string
+	for k, v := range map[string]string{"since": f.Since, "until": f.Until} {
+		if v == "" {
+			continue
+		}
+		t, err := parseWhen(v, c.now())
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		api.Set(k, t.UTC().Format(time.RFC3339))
+	}
+	if b := q.Get("before"); b != "" {
+		api.Set("before", b)
+	}
+	var p auditPage
+	if len(problems) == 0 {
+		if err := c.call(r, s, http.MethodGet, "/v1/audit?"+api.Encode(), nil, &p); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	// The link to the next (older) page keeps the filters.
+	older := ""
+	if len(p.Records) == f.Limit && p.Next > 1 {
+		nq := url.Values{}
+		for k, v := range q {
+			if k != "before" {
+				nq[k] = v
+			}
+		}
+		nq.Set("before", strconv.FormatUint(p.Next, 10))
+		older = "/console/audit?" + nq.Encode()
+	}
+	slices.Sort(problems)
+	c.render(w, r, s, http.StatusOK, "audit", "Audit log", struct {
+		Form            auditForm
+		Kinds, Outcomes []string
+		Records         []auditEntry
+		Older           string
+		Paged           bool
+		Problems        []string
+	}{f, auditKinds, auditOutcomes, p.Records, older, q.Get("before") != "", problems})
+}
+
+// parseWhen reads an RFC 3339 time, a date-time without zone (UTC, as
+// an HTML datetime-local field sends it) or a duration ago ("1h").
+func parseWhen(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02T15:04:05", "2006-01-02 15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is neither a time (2025-01-02T15:04:05Z, UTC) nor a duration ago (such as 1h)", s)
+}
