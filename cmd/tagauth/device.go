@@ -29,8 +29,9 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	gateway := fset.String("gateway", "", "gateway CoAP `host:port`, overriding the one in the credential file")
 	window := fset.Duration("window", protocol.DefaultWindow, "freshness window dT: how far a timestamp may be from this device's clock")
 	jsonLogs := fset.Bool("json", false, "write logs as JSON lines instead of text")
+	metricsAddr := fset.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (plain HTTP, no authentication; PORT or :PORT binds 127.0.0.1)")
 	fset.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tagauth device --cred FILE [--listen :5683] [--gateway host:port] [--window 10s] [--json]")
+		fmt.Fprintln(stderr, "usage: tagauth device --cred FILE [--listen :5683] [--gateway host:port] [--window 10s] [--metrics ADDR] [--json]")
 		fmt.Fprintln(stderr)
 		fmt.Fprintln(stderr, "Runs the device agent: users log in to this device through its gateway and send it")
 		fmt.Fprintln(stderr, "sealed tasks (built in: echo, sensor.read, control.write). Logs go to stderr.")
@@ -54,6 +55,11 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	}
 	if *window <= 0 || *window > time.Hour {
 		fmt.Fprintf(stderr, "tagauth device: --window %s is out of range (want more than 0 and at most 1h)\n", *window)
+		return 2
+	}
+	metricsAt, err := metricsListenAddr(*metricsAddr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
 		return 2
 	}
 	if *gateway != "" {
@@ -94,6 +100,15 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if metricsAt != "" {
+		bound, err := serveMetrics(ctx, metricsAt, agent.MetricsHandler(), slog.New(h)) // devmetrics.go
+		if err != nil {
+			agent.Close()
+			fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "metrics at http://%s/metrics\n", bound)
+	}
 	fmt.Fprintf(stdout, "device %s (%s) serving CoAP on %s, gateway %s; stop with Ctrl-C\n",
 		agent.ID(), agent.Profile(), agent.Addr(), agent.Gateway())
 	if err := agent.Run(ctx); err != nil {

@@ -47,7 +47,7 @@ type gwSubcommand struct {
 func gwSubcommands() []gwSubcommand {
 	return []gwSubcommand{
 		{"serve", "--data DIR [flags]", "run the gateway (the default subcommand)", gwServeCmd},
-		{"keys", "list|rotate|retire VERSION --data DIR", "manage master keys; a running gateway picks changes up", gwKeys},
+		{"keys", "list|rotate|retire VERSION --data DIR | --admin URL", "manage master keys; a running gateway picks changes up", gwKeys},
 		{"info", "[admin flags]", "show the gateway's profile, key versions and addresses (no token needed)", gwInfo},
 		{"enrol-code", "--user ID [--ttl 15m]", "make a one-time enrolment code for a user id", gwEnrolCode},
 		{"provision", "--id DID [--group G] --out FILE", "provision a device and write its credential file", gwProvision},
@@ -58,7 +58,10 @@ func gwSubcommands() []gwSubcommand {
 		{"users", "[--json]", "list users", gwUsers},
 		{"devices", "[--json]", "list devices", gwDevices},
 		{"grants", "[--json]", "list grants", gwGrants},
-		{"audit", "[--kind K --user U --device D --outcome O --since T --until T --after N --limit N --json]", "query the audit log", gwAudit},
+		{"audit", "[--kind K --user U --device D --outcome O --since T --until T --after N --limit N --newest --json]", "query the audit log", gwAudit},
+		{"unlock", "ID", "lift a user's lockout (after too many failed logins)", gwUnlock},
+		{"locks", "[--json]", "list users locked out by failed logins", gwLocks},
+		{"stats", "[--json]", "verifies per minute and refusals by reason, last hour", gwStats},
 	}
 }
 
@@ -165,6 +168,18 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 	allowAll := fset.Bool("allow-all", false, "let every user log in to every device, without grants")
 	logLevel := fset.String("log-level", "info", "log `level`: debug, info, warn or error")
 	auditLog := fset.String("audit-log", "", "append audit records (JSON lines) to `file` instead of stderr")
+	storeURL := fset.String("store", "", "shared store `URL` of gateway replicas, postgres://user@host/db[?schema=S] (default: the embedded store in --data; see docs/REPLICAS.md)")
+	replayURL := fset.String("replay", "", "shared replay cache `URL` of replicas, redis://host:6379/0[?prefix=P] (default: in memory; needs --store)")
+	args, benchFlags, err := takeBenchFlags(args) // hidden --cpuprofile and --debug-addr (bench.go)
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+		return 2
+	}
+	ops := registerOpsFlags(fset) // gwops.go: --config, lockout, rate limits, metrics token
+	if err := applyConfigFile(fset, args); err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+		return 2
+	}
 	pos, err := gwParse(fset, args)
 	if err != nil {
 		return gwParseExit(err)
@@ -210,12 +225,24 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		DataDir: *data, Profile: p, CoAPAddr: *coapAddr, AdminAddr: *admin, Advertise: *advertise,
 		AdminToken: os.Getenv(envAdminToken), TLSCert: *cert, TLSKey: *key, Window: *window,
 		ReplaySize: *replaySize, AllowAll: *allowAll, Logger: logger, AuditOut: auditOut,
+		StoreURL: *storeURL, ReplayURL: *replayURL,
+	}
+	if err := ops.apply(&cfg); err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+		return 2
 	}
 	g, err := gateway.Open(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 1
 	}
+	stopBench, err := benchFlags.start()
+	if err != nil {
+		g.Close()
+		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+		return 1
+	}
+	defer stopBench()
 	tokenAt := "TAGAUTH_ADMIN_TOKEN (from the environment)"
 	if g.TokenPath() != "" {
 		tokenAt = g.TokenPath()
@@ -225,6 +252,7 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 	fmt.Fprintf(stdout, "  admin API:    %s\n", g.AdminURL())
 	fmt.Fprintf(stdout, "  fingerprint:  %s\n", g.Fingerprint())
 	fmt.Fprintf(stdout, "  admin token:  %s\n", tokenAt)
+	printOps(stdout, g, &cfg) // gwops.go
 	if !*allowAll {
 		fmt.Fprintln(stdout, "  policy:       users log in to the device groups granted to them (tagauth gateway grant)")
 	}
@@ -248,6 +276,9 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 // gwKeys is "tagauth gateway keys": it edits the key file, which a
 // running gateway watches.
 func gwKeys(args []string, stdout, stderr io.Writer) int {
+	if gwKeysUseAPI(args) { // gwops.go
+		return gwKeysAPI(args, stdout, stderr)
+	}
 	fset := gwFlags("keys", "list|rotate|retire VERSION --data DIR",
 		"Lists, rotates or retires the gateway's master keys. Rotation adds a version that new cards\n"+
 			"and device credentials use; older ones keep working until their version is retired.\n"+
@@ -673,19 +704,24 @@ func gwList[T any](args []string, stdout, stderr io.Writer, name, about, path, h
 
 func gwAudit(args []string, stdout, stderr io.Writer) int {
 	fset := gwFlags("audit", "[filters] [--json] [admin flags]",
-		"Queries the audit log, oldest first. For the next page, pass the printed cursor as --after.", stderr)
+		"Queries the audit log, oldest first (--newest: newest first). For the next page, pass the\nprinted cursor as --after (--before with --newest).", stderr)
 	var opts gwAdminOpts
 	opts.register(fset)
 	asJSON := fset.Bool("json", false, "print JSON")
-	kind := fset.String("kind", "", "only records of this `kind`: verify, enrol, provision, revoke, policy, key")
+	kind := fset.String("kind", "", "only records of this `kind`: verify, enrol, provision, revoke, policy, key, lockout")
 	user := fset.String("user", "", "only records about this user `id`")
 	device := fset.String("device", "", "only records about this device `id`")
-	outcome := fset.String("outcome", "", "only records with this `outcome`: ok, refused, error")
+	outcome := fset.String("outcome", "", "only records with this `outcome`: ok, refused, error, locked")
 	since := fset.String("since", "", "only records at or after this `time` (RFC 3339) or this long ago (such as 1h)")
 	until := fset.String("until", "", "only records before this `time` (RFC 3339) or this long ago")
 	after := fset.Uint64("after", 0, "only records after this sequence `number` (paging cursor)")
 	limit := fset.Int("limit", 100, "most records to return (at most 1000)")
+	newest := fset.Bool("newest", false, "newest first")
+	before := fset.Uint64("before", 0, "with --newest: only records before this sequence `number` (paging cursor)")
 	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, func() string {
+		if *newest && *after > 0 || !*newest && *before > 0 {
+			return "--after pages oldest first, --before pages --newest"
+		}
 		if *limit < 1 || *limit > 1000 {
 			return "--limit must be from 1 to 1000"
 		}
@@ -714,6 +750,12 @@ func gwAudit(args []string, stdout, stderr io.Writer) int {
 	if *after > 0 {
 		q.Set("after", strconv.FormatUint(*after, 10))
 	}
+	if *newest {
+		q.Set("order", "desc")
+	}
+	if *before > 0 {
+		q.Set("before", strconv.FormatUint(*before, 10))
+	}
 	q.Set("limit", strconv.Itoa(*limit))
 	var page gateway.AuditPage
 	if err := c.do(http.MethodGet, "/v1/audit?"+q.Encode(), nil, &page); err != nil {
@@ -730,7 +772,11 @@ func gwAudit(args []string, stdout, stderr io.Writer) int {
 	}
 	tw.Flush()
 	if len(page.Records) == *limit {
-		fmt.Fprintf(stderr, "more may follow: add --after %d\n", page.Next)
+		cursor := "--after"
+		if *newest {
+			cursor = "--before"
+		}
+		fmt.Fprintf(stderr, "more may follow: add %s %d\n", cursor, page.Next)
 	}
 	return 0
 }

@@ -20,6 +20,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"demo", "run a gateway, a device agent and a user on loopback: enrol, log in, run tasks", cmdDemo},
+		{"bench", "load a gateway on loopback and compare it with UDP echo and mTLS baselines", runBench},
 		{"gateway", "run the gateway, manage its keys, and administer users, devices and policy", runGateway},
 		{"device", "run the device agent (serves login, confirm and task over CoAP)", runDevice},
 		{"user", "enrol, log in to a device, run a task", runUser},

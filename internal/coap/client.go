@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,53 @@ type Client struct {
 	// MaxRetransmit is how many times a request is sent again after the
 	// first try; default 4.
 	MaxRetransmit int
+	// Traffic, when not nil, counts the datagrams and bytes (CoAP header
+	// and payload) that Post sends and receives, so that a caller can
+	// measure what a protocol step costs on the wire.
+	Traffic *Traffic
+
+	// idle keeps the sockets of finished exchanges for the next Post to
+	// the same address (see Post).
+	mu   sync.Mutex
+	idle map[string][]*clientSocket
+}
+
+// A clientSocket is a UDP socket connected to one server, kept between
+// exchanges. Its message IDs count up from a random start, so that one
+// socket (one endpoint, for the server) never reuses an ID within
+// RFC 7252's EXCHANGE_LIFETIME: it is retired after socketUses exchanges.
+type clientSocket struct {
+	conn *net.UDPConn
+	mid  uint16
+	uses int
+}
+
+// Socket reuse bounds: sockets kept per address and addresses kept.
+const (
+	socketUses     = 30000
+	maxIdlePerAddr = 64
+	maxIdleAddrs   = 16
+)
+
+// Traffic counts datagrams and their bytes (UDP payload: CoAP header,
+// options and payload). It is safe for concurrent use.
+type Traffic struct {
+	SentDatagrams, SentBytes         atomic.Uint64
+	ReceivedDatagrams, ReceivedBytes atomic.Uint64
+}
+
+func (t *Traffic) sent(n int) {
+	if t != nil {
+		t.SentDatagrams.Add(1)
+		t.SentBytes.Add(uint64(n))
+	}
+}
+
+func (t *Traffic) received(n int) {
+	if t != nil {
+		t.ReceivedDatagrams.Add(1)
+		t.ReceivedBytes.Add(uint64(n))
+	}
 }
 
 // maxResponse bounds a response datagram: the largest UDP payload.
@@ -59,12 +107,19 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, maxResponse+1); ret
 //
 //	coap: no answer from 127.0.0.1:5683 after 5 tries (timeout)
 //
-// Each call uses its own ephemeral UDP socket, connected to addr so that
-// only addr's datagrams are read and an ICMP port-unreachable ends the wait
-// at once. A response code in class 4 or 5 is returned as a Code, not as
-// an error.
+// Each call uses an ephemeral UDP socket of its own, connected to addr so
+// that only addr's datagrams are read and an ICMP port-unreachable ends
+// the wait at once. A (non-nil) Client keeps the socket of a successful
+// exchange for its next Post to the same address: a device relaying
+// thousands of logins to its gateway then saves a socket, a connect and a
+// close per login. A response code in class 4 or 5 is returned as a Code,
+// not as an error.
 func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (Code, []byte, error) {
 	ackTimeout, maxRe := DefaultACKTimeout, DefaultMaxRetransmit
+	var traffic *Traffic
+	if c != nil {
+		traffic = c.Traffic
+	}
 	if c != nil && c.ACKTimeout > 0 {
 		ackTimeout = c.ACKTimeout
 	}
@@ -76,24 +131,39 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 	if _, err := rand.Read(ids[:]); err != nil {
 		return 0, nil, fmt.Errorf("coap: %w", err)
 	}
-	mid := binary.BigEndian.Uint16(ids[:2])
 	token := ids[3 : 3+4+int(ids[2])%5] // 4 to 8 bytes: unguessable by off-path senders
+	sock := c.take(addr)
+	if sock == nil {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "udp", addr)
+		if err != nil {
+			return 0, nil, fmt.Errorf("coap: %s: %w", addr, err)
+		}
+		sock = &clientSocket{conn: nc.(*net.UDPConn), mid: binary.BigEndian.Uint16(ids[:2])}
+	}
+	sock.mid++
+	sock.uses++
+	mid := sock.mid
+	conn := sock.conn
+	keep := false
+	defer func() {
+		if !keep || !c.put(addr, sock) {
+			conn.Close()
+		}
+	}()
 	req, err := encodeRequest(mid, token, path, payload)
 	if err != nil {
 		return 0, nil, fmt.Errorf("coap: request to %s%s: %w", addr, slashed(path), err)
 	}
 
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "udp", addr)
-	if err != nil {
-		return 0, nil, fmt.Errorf("coap: %s: %w", addr, err)
-	}
-	defer nc.Close()
-	conn := nc.(*net.UDPConn)
 	// A done ctx moves the read deadline to the past, which ends a
-	// pending Read at once.
+	// pending Read at once. A socket it may have touched is not kept.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer func() {
+		if !stop() {
+			keep = false
+		}
+	}()
 
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
@@ -119,6 +189,7 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 			if _, err := conn.Write(req); err != nil {
 				return 0, nil, fmt.Errorf("coap: cannot send to %s: %w", addr, err)
 			}
+			traffic.sent(len(req))
 			tries++
 			next = now.Add(timeout)
 			timeout *= 2
@@ -152,6 +223,7 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 				return 0, nil, fmt.Errorf("coap: reading from %s: %w", addr, err)
 			}
 		}
+		traffic.received(n)
 		if n > maxResponse {
 			continue // cannot happen over UDP; never parse a cut datagram
 		}
@@ -169,6 +241,7 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 				continue
 			}
 			if code.isResponse() && bytes.Equal(resp.Token, token) {
+				keep = true
 				return code, bytes.Clone(resp.Payload), nil
 			}
 		case resp.Type == message.Reset && resp.MessageID == int32(mid):
@@ -179,12 +252,70 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 			// before its empty ACK, which may have been lost.
 			if resp.Type == message.Confirmable {
 				if ack, err := encodeEmpty(message.Acknowledgement, resp.MessageID); err == nil {
-					_, _ = conn.Write(ack)
+					if _, err := conn.Write(ack); err == nil {
+						traffic.sent(len(ack))
+					}
 				}
 			}
+			keep = true
 			return code, bytes.Clone(resp.Payload), nil
 		}
 	}
+}
+
+// take returns an idle socket connected to addr, or nil. A socket whose
+// kept error (an ICMP error that arrived while it was idle) cannot be
+// cleared is not used.
+func (c *Client) take(addr string) *clientSocket {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for list := c.idle[addr]; len(list) > 0; list = c.idle[addr] {
+		s := list[len(list)-1]
+		c.idle[addr] = list[:len(list)-1]
+		if clearSocketError(s.conn) {
+			return s
+		}
+		s.conn.Close()
+	}
+	return nil
+}
+
+// put keeps s for the next Post to addr, unless it has had its share of
+// message IDs or the pool is full; it reports whether it kept s.
+func (c *Client) put(addr string, s *clientSocket) bool {
+	if c == nil || s.uses >= socketUses {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.idle == nil {
+		c.idle = make(map[string][]*clientSocket)
+	}
+	list, ok := c.idle[addr]
+	if (!ok && len(c.idle) >= maxIdleAddrs) || len(list) >= maxIdlePerAddr {
+		return false
+	}
+	_ = s.conn.SetReadDeadline(time.Time{})
+	c.idle[addr] = append(list, s)
+	return true
+}
+
+// CloseIdle closes the sockets kept between exchanges.
+func (c *Client) CloseIdle() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, list := range c.idle {
+		for _, s := range list {
+			s.conn.Close()
+		}
+	}
+	c.idle = nil
 }
 
 // maxTransmitWait is RFC 7252's MAX_TRANSMIT_WAIT: how long a client can

@@ -47,6 +47,10 @@ type Stats struct {
 	// and responses addressed to a server, and responses that could not be
 	// sent.
 	Dropped atomic.Uint64
+
+	// batchReads counts batched reads, batchedReads those that returned
+	// more than one datagram (for tests).
+	batchReads, batchedReads atomic.Uint64
 }
 
 // Server serves CoAP requests on a UDP socket. Set its fields before the
@@ -73,6 +77,13 @@ type Server struct {
 	// Logger receives malformed-input notes at debug level and failures at
 	// warn or error level; it never sees payload bytes. Default: discard.
 	Logger *slog.Logger
+	// Batch is how many datagrams a worker reads with one system call
+	// and answers with one more (recvmmsg and sendmmsg, Linux only;
+	// elsewhere it is ignored). Zero or one reads one datagram at a time.
+	// A worker handles its batch in order, so a handler that blocks (on
+	// the network, a lock held long) delays the rest of its batch: leave
+	// Batch at 1 for such handlers, or give the server more workers.
+	Batch int
 	// Stats counts what the server saw and did.
 	Stats Stats
 
@@ -88,6 +99,7 @@ type Server struct {
 type state struct {
 	handler     Handler
 	workers     int
+	batch       int
 	maxDatagram int
 	log         *slog.Logger
 	cache       *respCache
@@ -102,6 +114,7 @@ func (s *Server) init() *state {
 		rt := &state{
 			handler:     s.Handler,
 			workers:     s.Workers,
+			batch:       min(max(s.Batch, 1), maxBatch),
 			maxDatagram: s.MaxDatagram,
 			log:         s.Logger,
 		}
@@ -185,6 +198,9 @@ type worker struct {
 const (
 	maxRequestOptions = 32
 	maxInternedPaths  = 64
+	// maxBatch bounds Server.Batch: past a few dozen datagrams a batch
+	// saves nothing more and only holds requests back.
+	maxBatch = 64
 )
 
 // contentOctets is the Content-Format value 42 (application/octet-stream),
@@ -208,6 +224,9 @@ func (s *Server) newWorker(ctx context.Context) *worker {
 }
 
 func (w *worker) loop(conn *net.UDPConn) {
+	if w.rt.batch > 1 && w.loopBatch(conn) {
+		return
+	}
 	backoff := time.Duration(0)
 	for {
 		n, from, err := conn.ReadFromUDPAddrPort(w.rbuf)
@@ -215,8 +234,7 @@ func (w *worker) loop(conn *net.UDPConn) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			w.rt.log.Warn("coap: read failed, retrying", "local", conn.LocalAddr().String(), "err", err, "backoff", backoff)
+			backoff = w.readFailed(conn, err, backoff)
 			time.Sleep(backoff)
 			continue
 		}
@@ -226,15 +244,29 @@ func (w *worker) loop(conn *net.UDPConn) {
 			continue
 		}
 		if _, err := conn.WriteToUDPAddrPort(reply, from); err != nil {
-			w.s.Stats.Dropped.Add(1)
-			if now := time.Now(); now.Sub(w.lastWarn) >= time.Second {
-				w.lastWarn = now
-				w.rt.log.Warn("coap: cannot send response (further failures in the next second are only counted)", "to", from.String(), "err", err)
-			}
+			w.sendFailed(from, err)
 			continue
 		}
 		w.s.Stats.Responses.Add(1)
 	}
+}
+
+// sendFailed counts a response that could not be sent and logs the first
+// failure of every second.
+func (w *worker) sendFailed(to netip.AddrPort, err error) {
+	w.s.Stats.Dropped.Add(1)
+	if now := time.Now(); now.Sub(w.lastWarn) >= time.Second {
+		w.lastWarn = now
+		w.rt.log.Warn("coap: cannot send response (further failures in the next second are only counted)", "to", to.String(), "err", err)
+	}
+}
+
+// readFailed logs a read error other than a closed socket and returns the
+// backoff to sleep before the next read.
+func (w *worker) readFailed(conn *net.UDPConn, err error, backoff time.Duration) time.Duration {
+	backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+	w.rt.log.Warn("coap: read failed, retrying", "local", conn.LocalAddr().String(), "err", err, "backoff", backoff)
+	return backoff
 }
 
 // handle processes one datagram from from and returns the datagram to send

@@ -168,6 +168,8 @@ type Agent struct {
 
 	cmu      sync.Mutex
 	controls []Control
+
+	metrics *agentMetrics // metrics.go
 }
 
 // New checks cfg, binds the UDP socket (so that Addr is known at once and
@@ -249,6 +251,7 @@ func New(cfg Config) (*Agent, error) {
 		Workers: MaxRelays + MaxTasks + runtime.GOMAXPROCS(0),
 		Logger:  cfg.Logger,
 	}
+	a.metrics = newAgentMetrics(a)
 	if !cfg.NoBuiltins {
 		a.registerBuiltins()
 	}

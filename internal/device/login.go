@@ -177,6 +177,7 @@ func (e gatewayRefusal) Unwrap() error { return e.code }
 // refused logs a refused login step. user is the identity claimed in m1
 // (empty when unknown); it is never trusted for anything but the log.
 func (a *Agent) refused(user string, from netip.AddrPort, step string, err error) {
+	a.metrics.login("refused", step, err)
 	a.log.Info("login", "user", user, "from", from.String(), "outcome", "refused", "step", step,
 		"code", protocol.CodeOf(err).String(), "reason", err.Error())
 }
@@ -184,6 +185,7 @@ func (a *Agent) refused(user string, from netip.AddrPort, step string, err error
 // junk logs, at debug level only, a message that does not even parse:
 // anyone can send those, and the CoAP server's counters already show them.
 func (a *Agent) junk(from netip.AddrPort, step string, err error) {
+	a.metrics.login("refused", step, err)
 	a.log.Debug("login", "from", from.String(), "outcome", "refused", "step", step,
 		"code", protocol.CodeOf(err).String(), "reason", err.Error())
 }
@@ -191,6 +193,7 @@ func (a *Agent) junk(from netip.AddrPort, step string, err error) {
 // established logs a new session with a prefix of its key fingerprint, which
 // the user's client shows too; it reveals nothing about the key.
 func (a *Agent) established(user string, from netip.AddrPort, s *protocol.Session) {
+	a.metrics.login("established", finalStep(s.Profile()), nil)
 	fp := s.Fingerprint()
 	a.log.Info("login", "user", user, "from", from.String(), "outcome", "established",
 		"profile", s.Profile().String(), "fingerprint", hex.EncodeToString(fp[:8]))

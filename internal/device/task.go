@@ -104,11 +104,13 @@ func (a *Agent) runTask(user string, pt []byte) userclient.TaskResponse {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&tr); err != nil || dec.More() || tr.Task == "" {
 		a.log.Info("task", "user", user, "outcome", "refused", "reason", "request is not a JSON task object")
+		a.metrics.task(taskInvalid, "refused")
 		return userclient.TaskResponse{Error: `task request must be one JSON object {"task":NAME,"args":STRING}`}
 	}
 	f := a.handler(tr.Task)
 	if f == nil {
 		a.log.Info("task", "user", user, "task", logName(tr.Task), "outcome", "refused", "reason", "unknown task")
+		a.metrics.task(taskUnknown, "refused")
 		return userclient.TaskResponse{Error: fmt.Sprintf("unknown task %q", logName(tr.Task))}
 	}
 	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.TaskTimeout)
@@ -116,9 +118,11 @@ func (a *Agent) runTask(user string, pt []byte) userclient.TaskResponse {
 	res, err := call(ctx, f, user, []byte(tr.Args))
 	if err != nil {
 		a.log.Info("task", "user", user, "task", tr.Task, "outcome", "failed", "reason", err.Error())
+		a.metrics.task(tr.Task, "failed")
 		return userclient.TaskResponse{Error: err.Error()}
 	}
 	a.log.Info("task", "user", user, "task", tr.Task, "outcome", "ok")
+	a.metrics.task(tr.Task, "ok")
 	return userclient.TaskResponse{OK: true, Result: string(res)}
 }
 

@@ -109,7 +109,8 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.Handle("GET /v1/users", g.auth(g.handleUsers))
 	mux.Handle("GET /v1/devices", g.auth(g.handleDevices))
 	mux.Handle("GET /v1/grants", g.auth(g.handleGrants))
-	mux.Handle("GET /v1/audit", g.auth(g.handleAudit))
+	mux.Handle("GET /v1/audit", g.auth(g.handleAuditQuery))
+	g.opsRoutes(mux) // opsapi.go: metrics, lockout, keys, stats, console
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -214,6 +215,7 @@ func (g *Gateway) storeError(w http.ResponseWriter, what string, err error) {
 	case errors.Is(err, store.ErrCodeInvalid):
 		writeError(w, http.StatusUnauthorized, what+": enrolment code is unknown, used or expired: ask the operator for a new one")
 	default:
+		g.metrics.storeError("admin")
 		g.log.Error("store failure", "op", what, "err", err)
 		writeError(w, http.StatusInternalServerError, what+": the gateway's store failed (see the gateway log)")
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 	"unicode"
@@ -35,6 +37,14 @@ const (
 	auditQueue    = 4096
 	auditMaxBatch = 512
 	auditRetries  = 3
+	// auditLinger is how long the writer waits for more records after
+	// the first of a batch. Under load a batch fills up before then; at a
+	// moderate rate it turns one store transaction (and fsync) per verify
+	// into one per auditLinger. Records reach the JSON log and the store
+	// at most this much later; sync still flushes at once.
+	auditLinger = 20 * time.Millisecond
+	// auditNames bounds the writer's cache of sanitized identities.
+	auditNames = 1 << 14
 )
 
 // maxSanitized caps a sanitized identity, in bytes of input.
@@ -95,12 +105,17 @@ func reasonOf(err error) string {
 // a slow store slows callers down instead of losing records.
 type auditWriter struct {
 	st    store.Store
-	out   *slog.Logger
+	out   io.Writer
 	log   *slog.Logger
-	ch    chan store.AuditRecord
+	ch    chan auditItem
 	flush chan chan struct{}
 	quit  chan struct{}
 	done  chan struct{}
+
+	// Owned by the writer goroutine: the JSON lines of a batch, and the
+	// sanitized identities seen lately (see submitVerify).
+	buf   []byte
+	names map[string]string
 
 	// mu guards closed; submit holds it for reading while it sends, so
 	// close waits for every send in progress before it stops the writer.
@@ -111,9 +126,10 @@ type auditWriter struct {
 func newAuditWriter(st store.Store, out io.Writer, log *slog.Logger) *auditWriter {
 	w := &auditWriter{
 		st:    st,
-		out:   slog.New(slog.NewJSONHandler(out, nil)),
+		out:   out,
 		log:   log,
-		ch:    make(chan store.AuditRecord, auditQueue),
+		names: make(map[string]string),
+		ch:    make(chan auditItem, auditQueue),
 		flush: make(chan chan struct{}),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -132,7 +148,97 @@ func (w *auditWriter) submit(r store.AuditRecord) {
 		w.log.Warn("audit record after shutdown not stored", "kind", r.Kind, "outcome", r.Outcome, "reason", r.Reason)
 		return
 	}
-	w.ch <- r
+	w.ch <- auditItem{rec: r}
+}
+
+// auditItem is a queued record. A verify record leaves its identities and
+// source as raw bytes (raw.set), which the writer goroutine turns into
+// strings: the verify path then allocates nothing for its audit record,
+// and the writer, which sees the same few identities again and again,
+// sanitizes each once (see name).
+type auditItem struct {
+	rec store.AuditRecord
+	raw rawNames
+}
+
+type rawNames struct {
+	set          bool
+	user, device rawID
+	from         netip.AddrPort
+}
+
+// rawID is an identity as claimed on the wire, cut at maxSanitized bytes.
+type rawID struct {
+	n   uint8
+	cut bool
+	b   [maxSanitized]byte
+}
+
+func (r *rawID) set(b []byte) {
+	r.cut = len(b) > maxSanitized
+	r.n = uint8(copy(r.b[:], b))
+}
+
+// submitVerify queues a verify record whose User, Device and Source are
+// still to be filled from the claimed identities and the sender's
+// address. user and device may alias the request: they are copied.
+func (w *auditWriter) submitVerify(r store.AuditRecord, user, device []byte, from netip.AddrPort) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		w.log.Warn("audit record after shutdown not stored", "kind", r.Kind, "outcome", r.Outcome, "reason", r.Reason)
+		return
+	}
+	it := auditItem{rec: r, raw: rawNames{set: true, from: from}}
+	it.raw.user.set(user)
+	it.raw.device.set(device)
+	w.ch <- it
+}
+
+// fillVerifyNames fills a verify record's identities and source at once,
+// for callers that need the record complete now.
+func fillVerifyNames(r *store.AuditRecord, user, device []byte, from netip.AddrPort) {
+	r.User, r.Device, r.Source = SanitizeID(user), SanitizeID(device), from.String()
+}
+
+// name returns the sanitized form of a claimed identity, from the cache
+// when it was seen before (the lookup does not allocate).
+func (w *auditWriter) name(id *rawID) string {
+	b := id.b[:id.n]
+	if id.cut {
+		return SanitizeID(b) + "..." // the cut input was longer: say so
+	}
+	if s, ok := w.names[string(b)]; ok {
+		return s
+	}
+	if len(w.names) >= auditNames {
+		clear(w.names) // bounded: a flood of made-up identities only costs misses
+	}
+	s := SanitizeID(b)
+	w.names[string(b)] = s
+	return s
+}
+
+// resolve turns the raw names of a batch's verify records into strings.
+// The sources of the whole batch share one allocation.
+func (w *auditWriter) resolve(batch []auditItem) {
+	var text []byte
+	for i := range batch {
+		if it := &batch[i]; it.raw.set {
+			text = it.raw.from.AppendTo(text)
+		}
+	}
+	all := string(text)
+	for i := range batch {
+		it := &batch[i]
+		if !it.raw.set {
+			continue
+		}
+		it.rec.User, it.rec.Device = w.name(&it.raw.user), w.name(&it.raw.device)
+		n := len(it.raw.from.AppendTo(text[:0]))
+		it.rec.Source, all = all[:n], all[n:]
+		it.raw.set = false
+	}
 }
 
 // sync waits until every record submitted before the call is in the store
@@ -170,29 +276,65 @@ func (w *auditWriter) close() error {
 
 func (w *auditWriter) loop() {
 	defer close(w.done)
-	batch := make([]store.AuditRecord, 0, auditMaxBatch)
+	batch := make([]auditItem, 0, auditMaxBatch)
+	recs := make([]store.AuditRecord, 0, auditMaxBatch)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
-		case r := <-w.ch:
-			batch = append(batch[:0], r)
-			batch = w.drain(batch, auditMaxBatch)
-			w.write(batch)
+		case it := <-w.ch:
+			batch = w.drain(append(batch[:0], it), auditMaxBatch)
+			var reply chan struct{}
+			quit := false
+			if len(batch) < auditMaxBatch {
+				batch, reply, quit = w.gather(batch, linger)
+			}
+			recs = w.write(batch, recs)
+			if reply != nil {
+				recs = w.drainAll(batch, recs)
+				close(reply)
+			}
+			if quit {
+				w.drainAll(batch, recs)
+				return
+			}
 		case reply := <-w.flush:
-			w.drainAll(batch)
+			recs = w.drainAll(batch, recs)
 			close(reply)
 		case <-w.quit:
-			w.drainAll(batch)
+			w.drainAll(batch, recs)
 			return
 		}
 	}
 }
 
+// gather waits up to auditLinger for the batch to fill. It returns early
+// when the batch is full, when sync asks for a flush (reply, to be closed
+// once everything queued is written) or at shutdown (quit).
+func (w *auditWriter) gather(batch []auditItem, linger *time.Timer) (_ []auditItem, reply chan struct{}, quit bool) {
+	linger.Reset(auditLinger)
+	defer linger.Stop()
+	for len(batch) < auditMaxBatch {
+		select {
+		case it := <-w.ch:
+			batch = w.drain(append(batch, it), auditMaxBatch)
+		case <-linger.C:
+			return batch, nil, false
+		case reply := <-w.flush:
+			return batch, reply, false
+		case <-w.quit:
+			return batch, nil, true
+		}
+	}
+	return batch, nil, false
+}
+
 // drain adds queued records to batch, without waiting, up to max.
-func (w *auditWriter) drain(batch []store.AuditRecord, max int) []store.AuditRecord {
+func (w *auditWriter) drain(batch []auditItem, max int) []auditItem {
 	for len(batch) < max {
 		select {
-		case r := <-w.ch:
-			batch = append(batch, r)
+		case it := <-w.ch:
+			batch = append(batch, it)
 		default:
 			return batch
 		}
@@ -201,43 +343,150 @@ func (w *auditWriter) drain(batch []store.AuditRecord, max int) []store.AuditRec
 }
 
 // drainAll writes everything queued now.
-func (w *auditWriter) drainAll(batch []store.AuditRecord) {
+func (w *auditWriter) drainAll(batch []auditItem, recs []store.AuditRecord) []store.AuditRecord {
 	for {
 		batch = w.drain(batch[:0], auditMaxBatch)
 		if len(batch) == 0 {
-			return
+			return recs
 		}
-		w.write(batch)
+		recs = w.write(batch, recs)
 	}
 }
 
 // write logs each record and appends the batch to the store, retrying a
 // failed append a few times: the records are already in the JSON log, so
-// a store that stays down costs the queryable copy, not the record.
-func (w *auditWriter) write(batch []store.AuditRecord) {
+// a store that stays down costs the queryable copy, not the record. The
+// JSON lines of a batch go out in one write.
+func (w *auditWriter) write(batch []auditItem, recs []store.AuditRecord) []store.AuditRecord {
+	w.resolve(batch)
+	recs = recs[:0]
+	w.buf = w.buf[:0]
 	for i := range batch {
-		logRecord(w.out, &batch[i])
+		recs = append(recs, batch[i].rec)
+		w.buf = appendRecordJSON(w.buf, &batch[i].rec)
+	}
+	if _, err := w.out.Write(w.buf); err != nil {
+		w.log.Error("cannot write audit log lines (the records still go to the store)", "records", len(batch), "err", err)
+	}
+	if cap(w.buf) > 1<<20 {
+		w.buf = nil // an unusually large batch: do not keep its memory
 	}
 	delay := 100 * time.Millisecond
 	for try := 1; ; try++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := w.st.AppendAudit(ctx, batch...)
+		err := w.st.AppendAudit(ctx, recs...)
 		cancel()
 		if err == nil {
-			return
+			break
 		}
 		if try == auditRetries {
-			w.log.Error("audit records not stored (they are in the audit log output)", "records", len(batch), "err", err)
-			return
+			w.log.Error("audit records not stored (they are in the audit log output)", "records", len(recs), "err", err)
+			break
 		}
-		w.log.Warn("storing audit records failed, retrying", "records", len(batch), "err", err)
+		w.log.Warn("storing audit records failed, retrying", "records", len(recs), "err", err)
 		time.Sleep(delay)
 		delay *= 2
 	}
+	clear(recs) // drop the strings until the next batch
+	return recs
 }
 
-// logRecord writes one audit record as a JSON line. Every field is either
-// fixed text or sanitized: JSON escaping does the rest.
+// appendRecordJSON appends one audit record as a JSON line, in the shape
+// slog's JSONHandler gives ({"time","level","msg":"audit",...}), with the
+// record's own time. Every field is either fixed text or sanitized;
+// appendJSONString escapes the rest.
+func appendRecordJSON(b []byte, r *store.AuditRecord) []byte {
+	t := r.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	b = append(b, `{"time":"`...)
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","level":"INFO","msg":"audit","kind":`...)
+	b = appendJSONString(b, r.Kind)
+	b = append(b, `,"outcome":`...)
+	b = appendJSONString(b, r.Outcome)
+	str := func(key, v string) {
+		if v != "" {
+			b = append(b, ',', '"')
+			b = append(b, key...)
+			b = append(b, '"', ':')
+			b = appendJSONString(b, v)
+		}
+	}
+	num := func(key string, v int64) {
+		if v != 0 {
+			b = append(b, ',', '"')
+			b = append(b, key...)
+			b = append(b, '"', ':')
+			b = strconv.AppendInt(b, v, 10)
+		}
+	}
+	str("reason", r.Reason)
+	str("user", r.User)
+	str("device", r.Device)
+	str("source", r.Source)
+	num("kv_user", int64(r.KVUser))
+	num("kv_device", int64(r.KVDevice))
+	num("latency_us", r.LatencyUS)
+	str("detail", r.Detail)
+	return append(b, '}', '\n')
+}
+
+// appendJSONString appends s as a JSON string, escaped as slog escapes
+// it: quotes, backslashes and control characters; invalid UTF-8 becomes
+// U+FFFD; U+2028 and U+2029, which end lines for JavaScript, are escaped.
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, `\u202`...)
+			b = append(b, hexDigits[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// logRecord writes one audit record as a JSON line through l, for callers
+// that log records one at a time; the audit writer uses appendRecordJSON.
+// Every field is either fixed text or sanitized: JSON escaping does the rest.
 func logRecord(l *slog.Logger, r *store.AuditRecord) {
 	attrs := make([]slog.Attr, 0, 12)
 	attrs = append(attrs, slog.String("kind", r.Kind), slog.String("outcome", r.Outcome))

@@ -67,6 +67,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/internal/lockout"
 	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/internal/store/bolt"
@@ -131,6 +132,12 @@ type Config struct {
 	// Store replaces the bbolt store in DataDir (shared backends). The
 	// gateway closes it.
 	Store store.Store
+	// StoreURL, when set to postgres://..., opens the shared PostgreSQL
+	// store of replicas (backends.go); empty means the embedded store.
+	StoreURL string
+	// ReplayURL, when set to redis://..., opens the shared Redis replay
+	// cache and lockout store of replicas; empty means in memory.
+	ReplayURL string
 	// Replay replaces the in-memory replay cache (shared backends).
 	Replay protocol.ReplayCache
 	// KeyPoll is how often the key file is checked for changes; default 1 s.
@@ -140,6 +147,26 @@ type Config struct {
 	CoAPWorkers int
 	// Now is the clock; default time.Now. Tests move it.
 	Now func() time.Time
+
+	// Operations (limits.go, metrics.go, opsapi.go): lockout, rate
+	// limits, metrics. See docs/OPERATIONS.md.
+
+	// Lockout is the lockout policy; zero fields mean the defaults (5
+	// failures within 5 minutes lock for 15 minutes).
+	Lockout lockout.Policy
+	// LockoutOff disables lockout.
+	LockoutOff bool
+	// LockoutStore keeps failures and locks; nil means in this process
+	// (lockout.NewMemory). Replicas share one (internal/redisstate). The
+	// gateway does not close it.
+	LockoutStore lockout.Store
+	// SourceLimit and DeviceLimit are token buckets per source IP address
+	// and per claimed device id of verify requests; a zero Rate disables
+	// one. Limited requests are answered busy.
+	SourceLimit, DeviceLimit RateLimit
+	// MetricsToken is a read-only bearer token for GET /metrics only (the
+	// admin token works there too); empty means only the admin token.
+	MetricsToken string
 }
 
 // Gateway is a running (or ready to run) gateway. Open prepares it and
@@ -157,6 +184,7 @@ type Gateway struct {
 	pcfg  protocol.Config
 
 	coapConn *net.UDPConn
+	coapMore []*net.UDPConn // more SO_REUSEPORT sockets on the CoAP port (coapsock.go)
 	coapSrv  *coap.Server
 	adminLn  net.Listener
 	httpSrv  *http.Server
@@ -168,6 +196,13 @@ type Gateway struct {
 	adminURL    string
 
 	audit *auditWriter
+	bk    *backends // replicas: shared store and replay cache (backends.go)
+
+	replayCache protocol.ReplayCache
+	memReplay   *replay.Cache // the in-memory cache, saved at a clean shutdown
+	guard       *guard        // lockout and rate limits (limits.go)
+	metrics     *gwMetrics    // metrics.go
+	console     consoleMount  // opsapi.go
 
 	keysMu   sync.Mutex
 	keys     *keyfile.File
@@ -213,18 +248,30 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	if err := g.openKeys(); err != nil {
 		return nil, err
 	}
+	if err := g.openBackends(); err != nil { // backends.go: --store, --replay
+		return nil, err
+	}
 	if err := g.openStore(); err != nil {
 		return nil, err
 	}
-	g.pcfg = protocol.Config{Now: g.now, Rand: rand.Reader, Window: cfg.Window}
-	rc := cfg.Replay
-	if rc == nil {
-		rc = replay.New(cfg.ReplaySize)
+	if err := g.openShared(); err != nil { // backends.go: replicas follow the shared store
+		return nil, err
 	}
-	if g.proto, err = protocol.NewGateway(g.profile, g.reg, rc, g.pcfg); err != nil {
+	g.pcfg = protocol.Config{Now: g.now, Rand: rand.Reader, Window: cfg.Window}
+	rc := g.cfg.Replay
+	if rc == nil {
+		mc := replay.New(cfg.ReplaySize)
+		g.openReplayState(mc) // replaystate.go: survive restarts
+		rc = mc
+	}
+	if g.proto, err = protocol.NewGateway(g.profile, g.verifyRegistry(), rc, g.pcfg); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	g.replayCache = rc
 	if err := g.openToken(); err != nil {
+		return nil, err
+	}
+	if err := g.openOps(); err != nil {
 		return nil, err
 	}
 	cert, err := g.openCert()
@@ -237,7 +284,7 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	if err := g.writeAdminInfo(); err != nil {
 		return nil, err
 	}
-	g.audit = newAuditWriter(g.store, cfg.AuditOut, g.log)
+	g.audit = newAuditWriter(auditStore{g.store, g.metrics}, cfg.AuditOut, g.log)
 	return g, nil
 }
 
@@ -338,13 +385,12 @@ func loadSnapshot(reg *registry.Memory, snap store.Snapshot) error {
 // listen binds the CoAP and admin sockets and works out the addresses
 // clients dial.
 func (g *Gateway) listen(cert tls.Certificate) error {
-	ua, err := net.ResolveUDPAddr("udp", g.cfg.CoAPAddr)
+	_, err := net.ResolveUDPAddr("udp", g.cfg.CoAPAddr)
 	if err != nil {
 		return fmt.Errorf("gateway: CoAP address %q: %w", g.cfg.CoAPAddr, err)
 	}
-	g.coapConn, err = net.ListenUDP("udp", ua)
-	if err != nil {
-		return fmt.Errorf("gateway: cannot listen for CoAP on %s: %w (is another gateway or CoAP server using it? choose another with --coap)", g.cfg.CoAPAddr, err)
+	if err := g.listenCoAP(); err != nil { // coapsock.go
+		return err
 	}
 	g.adminLn, err = net.Listen("tcp", g.cfg.AdminAddr)
 	if err != nil {
@@ -356,6 +402,7 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	mux := coap.NewMux()
 	mux.Handle(VerifyPath, coap.HandlerFunc(g.serveVerify))
 	g.coapSrv = &coap.Server{Handler: mux, Workers: g.cfg.CoAPWorkers, Logger: g.log.With("part", "coap")}
+	g.tuneCoAP() // coapsock.go: workers per socket, batching
 
 	g.httpSrv = &http.Server{
 		Handler:           g.adminHandler(),
@@ -443,7 +490,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 2)
 	go func() {
-		err := g.coapSrv.Serve(g.coapConn)
+		err := g.serveCoAP() // coapsock.go
 		if err == nil && ctx.Err() == nil {
 			err = errors.New("CoAP socket closed")
 		}
@@ -459,6 +506,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	pollCtx, stopPoll := context.WithCancel(context.Background())
 	var pollDone sync.WaitGroup
 	pollDone.Go(func() { g.pollKeys(pollCtx) })
+	pollDone.Go(func() { g.watchShared(pollCtx) }) // notify.go
 	g.log.Info("gateway serving", "profile", g.profile.String(), "coap", g.CoAPAddr().String(), "admin", g.adminURL, "fingerprint", g.fingerprint)
 
 	var runErr error
@@ -477,7 +525,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.httpSrv.Close()
 	}
 	cancel()
-	g.coapConn.Close()
+	g.closeCoAP()
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && runErr == nil && ctx.Err() == nil {
 			runErr = fmt.Errorf("gateway: %w", err)
@@ -505,14 +553,14 @@ func (g *Gateway) release() error {
 	if g.adminLn != nil {
 		g.adminLn.Close()
 	}
-	if g.coapConn != nil {
-		g.coapConn.Close()
-	}
+	g.closeCoAP()
+	g.saveReplayState() // replaystate.go
 	if g.audit != nil {
 		if err := g.audit.close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	g.closeBackends() // backends.go
 	if g.store != nil {
 		if err := g.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("gateway: closing store: %w", err))

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"strings"
 	"time"
@@ -15,15 +16,16 @@ import (
 // error code; the audit record says the precise reason.
 func (g *Gateway) serveVerify(ctx context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
 	start := time.Now()
+	if code, out, limited := g.rateLimit(req, dst); limited { // limits.go
+		return code, out
+	}
 	out, v, err := g.proto.Verify(ctx, dst, req.Payload)
+	out, why, err := g.lockout(ctx, dst, out, v, err) // limits.go
 	code := coap.Changed
 	rec := store.AuditRecord{
 		Time:     g.now(),
 		Kind:     KindVerify,
 		Outcome:  OutcomeOK,
-		User:     SanitizeID(v.User),
-		Device:   SanitizeID(v.Device),
-		Source:   req.From.String(),
 		KVUser:   v.KVUser,
 		KVDevice: v.KVDevice,
 	}
@@ -33,11 +35,19 @@ func (g *Gateway) serveVerify(ctx context.Context, req *coap.Request, dst []byte
 		if protocol.CodeOf(err) == protocol.ErrInternal {
 			rec.Outcome = OutcomeError
 		}
-		rec.Reason = reasonOf(err)
+		rec.Reason = cmp.Or(why, reasonOf(err))
 		rec.Detail = detailOf(err)
 	}
-	rec.LatencyUS = time.Since(start).Microseconds()
-	g.audit.submit(rec)
+	elapsed := time.Since(start)
+	rec.LatencyUS = elapsed.Microseconds()
+	g.metrics.observe(err, why, v.KVUser, v.KVDevice, elapsed, rec.Time) // metrics.go
+	// backends.go: a replica answers m3 once its audit record is committed.
+	if err == nil && g.bk != nil {
+		fillVerifyNames(&rec, v.User, v.Device, req.From) // audit.go
+		return g.commitVerify(&rec, code, out, dst, v.Profile)
+	}
+	// The writer fills User, Device and Source off the hot path (audit.go).
+	g.audit.submitVerify(rec, v.User, v.Device, req.From)
 	return code, out
 }
 

@@ -1,0 +1,217 @@
+//go:build linux && (amd64 || arm64)
+
+package coap
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Batched I/O: a worker reads up to Server.Batch datagrams with one
+// recvmmsg(2) and sends their responses with one sendmmsg(2), so that under
+// load the two system calls per request, which cost far more than the
+// protocol's hashes, are shared by the whole batch. Under light load a
+// recvmmsg returns as soon as one datagram is there, so nothing waits for
+// a batch to fill.
+//
+// The calls are made on the socket's descriptor through syscall.RawConn,
+// which keeps Go's poller in charge of waiting: the functions passed to it
+// return false on EAGAIN and the goroutine parks until the socket is ready.
+// golang.org/x/net/ipv4's ReadBatch does the same but allocates a net.Addr
+// per datagram; here the peer's raw socket address is read into a reused
+// buffer, turned into a netip.AddrPort without allocating, and handed back
+// to the kernel unchanged as the response's destination.
+
+// batch holds one worker's buffers for batched reads and writes. Every
+// pointer in the headers points into the batch's own slices, which live as
+// long as the worker.
+type batch struct {
+	rc    syscall.RawConn
+	in    []unix.Mmsghdr
+	iniov []unix.Iovec
+	names []unix.RawSockaddrInet6 // large enough for either family
+	bufs  [][]byte
+	out   []unix.Mmsghdr
+	oiov  []unix.Iovec
+	wbufs [][]byte // encoded responses, one per slot
+
+	// State shared with readFn and writeFn, which are made once so that
+	// passing them to RawConn allocates nothing.
+	n, sent, pending int
+	errno            syscall.Errno
+	readFn, writeFn  func(fd uintptr) bool
+}
+
+func newBatch(rc syscall.RawConn, size, bufSize, wbufSize int) *batch {
+	b := &batch{
+		rc:    rc,
+		in:    make([]unix.Mmsghdr, size),
+		iniov: make([]unix.Iovec, size),
+		names: make([]unix.RawSockaddrInet6, size),
+		bufs:  make([][]byte, size),
+		out:   make([]unix.Mmsghdr, size),
+		oiov:  make([]unix.Iovec, size),
+		wbufs: make([][]byte, size),
+	}
+	for i := range size {
+		b.bufs[i] = make([]byte, bufSize)
+		b.wbufs[i] = make([]byte, wbufSize)
+		b.iniov[i].Base = &b.bufs[i][0]
+		b.in[i].Hdr.Iov = &b.iniov[i]
+		b.in[i].Hdr.SetIovlen(1)
+		b.in[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		b.out[i].Hdr.Iov = &b.oiov[i]
+		b.out[i].Hdr.SetIovlen(1)
+	}
+	b.readFn = b.recv
+	b.writeFn = b.send
+	return b
+}
+
+// recv runs recvmmsg on fd; RawConn.Read calls it until it returns true.
+func (b *batch) recv(fd uintptr) bool {
+	for i := range b.in {
+		// The kernel writes the lengths back: restore them.
+		b.iniov[i].SetLen(len(b.bufs[i]))
+		b.in[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		b.in[i].Hdr.Flags = 0
+		b.in[i].Len = 0
+	}
+	r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), uintptr(len(b.in)), 0, 0, 0)
+	switch e {
+	case unix.EAGAIN, unix.EINTR:
+		return false
+	case 0:
+		b.n, b.errno = int(r), 0
+	default:
+		b.n, b.errno = 0, e
+	}
+	return true
+}
+
+// send runs sendmmsg on fd for the responses from b.sent to b.pending.
+// A response the kernel refuses is skipped and counted by the caller.
+func (b *batch) send(fd uintptr) bool {
+	r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.pending-b.sent), 0, 0, 0)
+	switch e {
+	case unix.EAGAIN, unix.EINTR:
+		return false
+	case 0:
+		b.n, b.errno = int(r), 0
+	default:
+		b.n, b.errno = 0, e
+	}
+	return true
+}
+
+// peer turns slot i's raw source address into an AddrPort.
+func (b *batch) peer(i int) (netip.AddrPort, bool) {
+	sa := &b.names[i]
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+	switch sa.Family {
+	case unix.AF_INET6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port), true
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// loopBatch is loop with batched I/O. It returns false, having read
+// nothing, when conn does not expose its descriptor.
+func (w *worker) loopBatch(conn *net.UDPConn) bool {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	b := newBatch(rc, w.rt.batch, len(w.rbuf), len(w.wbuf))
+	backoff := time.Duration(0)
+	for {
+		if err := rc.Read(b.readFn); err != nil {
+			// Read fails only when the socket is closed.
+			return true
+		}
+		if b.errno != 0 {
+			backoff = w.readFailed(conn, b.errno, backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		w.handleBatch(b)
+		if b.pending > 0 && w.sendBatch(b) != nil {
+			return true
+		}
+	}
+}
+
+// handleBatch handles the b.n datagrams read and queues their responses
+// in b.out[:b.pending].
+func (w *worker) handleBatch(b *batch) {
+	b.pending = 0
+	for i := range b.n {
+		from, ok := b.peer(i)
+		if !ok {
+			w.s.Stats.Received.Add(1)
+			w.s.Stats.Malformed.Add(1)
+			continue
+		}
+		// handle encodes into w.wbuf: give it this slot's buffer, and keep
+		// the buffer it leaves (it may have grown).
+		w.wbuf = b.wbufs[i]
+		reply := w.handle(b.bufs[i][:b.in[i].Len], from)
+		b.wbufs[i] = w.wbuf
+		if reply == nil {
+			continue
+		}
+		o := &b.out[b.pending]
+		o.Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		o.Hdr.Namelen = b.in[i].Hdr.Namelen
+		b.oiov[b.pending].Base = &reply[0]
+		b.oiov[b.pending].SetLen(len(reply))
+		b.pending++
+	}
+	w.s.Stats.batchReads.Add(1)
+	if b.n > 1 {
+		w.s.Stats.batchedReads.Add(1)
+	}
+}
+
+// sendBatch sends the queued responses, skipping any the kernel refuses.
+// It fails only when the socket is closed.
+func (w *worker) sendBatch(b *batch) error {
+	for b.sent = 0; b.sent < b.pending; {
+		if err := b.rc.Write(b.writeFn); err != nil {
+			w.s.Stats.Dropped.Add(uint64(b.pending - b.sent))
+			return err
+		}
+		if b.errno != 0 {
+			to, _ := w.destination(b, b.sent)
+			w.sendFailed(to, b.errno)
+			b.sent++
+			continue
+		}
+		w.s.Stats.Responses.Add(uint64(b.n))
+		b.sent += b.n
+	}
+	return nil
+}
+
+// destination is the address response k goes to, for a log line.
+func (w *worker) destination(b *batch, k int) (netip.AddrPort, error) {
+	name := unsafe.Pointer(b.out[k].Hdr.Name)
+	for i := range b.names {
+		if unsafe.Pointer(&b.names[i]) == name {
+			p, _ := b.peer(i)
+			return p, nil
+		}
+	}
+	return netip.AddrPort{}, errors.New("unknown slot")
+}

@@ -1,0 +1,9 @@
+//go:build !(linux && (amd64 || arm64))
+
+package coap
+
+import "net"
+
+// loopBatch reports that batched I/O is not available here: the worker
+// reads one datagram at a time.
+func (w *worker) loopBatch(*net.UDPConn) bool { return false }

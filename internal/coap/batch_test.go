@@ -1,0 +1,163 @@
+//go:build linux && (amd64 || arm64)
+
+package coap
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+)
+
+// TestBatchAnswersEveryDatagram: with one worker and Batch 16, a handler
+// held on the first request lets a burst queue up, which the next read
+// must take as one batch; every request, from several peers, gets its own
+// answer (token, message ID, payload, destination), and a retransmission
+// inside the batch is answered from the cache, not by the handler.
+func TestBatchAnswersEveryDatagram(t *testing.T) {
+	hold := make(chan struct{})
+	var calls atomic.Int64
+	var once sync.Once
+	mux := NewMux()
+	mux.Handle("/p", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
+		calls.Add(1)
+		once.Do(func() { <-hold })
+		return Changed, append(append(dst, "re:"...), req.Payload...)
+	}))
+	s := &Server{Handler: mux, Workers: 1, Batch: 16}
+	addr := serve(t, s)
+
+	first := dial(t, addr)
+	if _, err := first.Write(post(t, 1, "/p", []byte("first"))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the first request reaches the handler", func() bool { return calls.Load() == 1 })
+
+	// While the worker is held, queue 3 peers x 4 requests, plus a
+	// retransmission of one of them.
+	peers := []*net.UDPConn{dial(t, addr), dial(t, addr), dial(t, addr)}
+	for p, c := range peers {
+		for i := range 4 {
+			mid := uint16(100*p + i)
+			if _, err := c.Write(post(t, mid, "/p", fmt.Appendf(nil, "p%d-%d", p, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := peers[0].Write(post(t, 0, "/p", []byte("p0-0"))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the datagrams reach the socket
+	close(hold)
+
+	if r := decode(t, read(t, first)); string(r.Payload) != "re:first" || r.MessageID != 1 {
+		t.Fatalf("first reply %v", r.String())
+	}
+	for p, c := range peers {
+		n := 4
+		if p == 0 {
+			n = 5 // the retransmission is answered too
+		}
+		got := map[int32]string{}
+		for range n {
+			r := decode(t, read(t, c))
+			if r.Type != message.Acknowledgement || !bytes.Equal(r.Token, []byte{1, 2, 3, 4}) {
+				t.Fatalf("peer %d: reply %v", p, r.String())
+			}
+			if prev, dup := got[r.MessageID]; dup && prev != string(r.Payload) {
+				t.Fatalf("peer %d: two different answers for message %d", p, r.MessageID)
+			}
+			got[r.MessageID] = string(r.Payload)
+		}
+		for i := range 4 {
+			mid := int32(100*p + i)
+			if want := fmt.Sprintf("re:p%d-%d", p, i); got[mid] != want {
+				t.Errorf("peer %d message %d: answer %q, want %q", p, mid, got[mid], want)
+			}
+		}
+	}
+	if c := calls.Load(); c != 13 {
+		t.Errorf("handler ran %d times, want 13 (the retransmission is answered from the cache)", c)
+	}
+	eventually(t, "all responses counted", func() bool { return s.Stats.Responses.Load() == 14 })
+	if d := s.Stats.Duplicates.Load(); d != 1 {
+		t.Errorf("Duplicates = %d, want 1", d)
+	}
+	if s.Stats.batchedReads.Load() == 0 {
+		t.Errorf("no read returned more than one datagram (%d reads for 14 datagrams)", s.Stats.batchReads.Load())
+	}
+	if s.Stats.batchReads.Load() >= 14 {
+		t.Errorf("%d reads for 14 datagrams: not batched", s.Stats.batchReads.Load())
+	}
+}
+
+// TestBatchMalformedAndOversized: bad datagrams inside a batch are counted
+// and dropped (or answered 4.13) without disturbing their neighbours.
+func TestBatchMalformedAndOversized(t *testing.T) {
+	var calls atomic.Int64
+	s := &Server{Handler: echoMux(&calls), Workers: 1, Batch: 8, MaxDatagram: 64}
+	addr := serve(t, s)
+	c := dial(t, addr)
+	for _, d := range [][]byte{
+		{0xff, 0xff}, // not CoAP
+		post(t, 7, "/tagauth/verify", make([]byte, 100)), // oversized CON: 4.13
+		post(t, 8, "/tagauth/verify", []byte("ok")),
+	} {
+		if _, err := c.Write(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	codes := map[int32]Code{}
+	for range 2 {
+		r := decode(t, read(t, c))
+		codes[r.MessageID] = Code(r.Code)
+	}
+	if codes[7] != RequestEntityTooLarge || codes[8] != Changed {
+		t.Fatalf("answers %v, want 4.13 for 7 and 2.04 for 8", codes)
+	}
+	eventually(t, "counters", func() bool {
+		return s.Stats.Malformed.Load() == 1 && s.Stats.Oversized.Load() == 1 && s.Stats.Received.Load() == 3
+	})
+}
+
+// BenchmarkLoopbackBatch compares one worker reading one datagram per
+// system call with one reading batches, with 32 requests in flight.
+func BenchmarkLoopbackBatch(b *testing.B) {
+	for _, batch := range []int{1, 32} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			mux := NewMux()
+			mux.Handle("/tagauth/verify", verifyLike)
+			addr := serve(b, &Server{Handler: mux, Workers: 1, Batch: batch})
+			c := dial(b, addr)
+			d := post(b, 0, "/tagauth/verify", bytes.Repeat([]byte{0x5a}, 200))
+			buf := make([]byte, 2048)
+			const inFlight = 32
+			var mid uint16
+			send := func() {
+				mid++
+				binary.BigEndian.PutUint16(d[2:4], mid)
+				if _, err := c.Write(d); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range inFlight {
+				send()
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Read(buf); err != nil {
+					b.Fatal(err)
+				}
+				send()
+			}
+		})
+	}
+}

@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/protocol"
+)
+
+// TestHotPathAllocs: what limits.go and metrics.go add to a successful
+// verify allocates nothing (the verify itself allocates nothing either).
+func TestHotPathAllocs(t *testing.T) {
+	g := &Gateway{cfg: Config{}, log: slog.New(slog.DiscardHandler), now: time.Now}
+	g.guard = newGuard(&g.cfg)
+	g.metrics = newMetrics(g)
+	req := &coap.Request{Payload: []byte{0x02, 0x02}, From: netip.MustParseAddrPort("127.0.0.1:5683")}
+	dst := make([]byte, 0, 512)
+	out := append(dst, make([]byte, 100)...)
+	v := protocol.Verification{Profile: protocol.Hardened, User: []byte("alice"), Device: []byte("d1"), KVUser: 1, KVDevice: 1}
+	ctx := context.Background()
+	g.metrics.observe(nil, "", 1, 1, time.Microsecond, time.Now()) // resolves the kv counters once
+	n := testing.AllocsPerRun(1000, func() {
+		if _, _, limited := g.rateLimit(req, dst); limited {
+			t.Fatal("limited with no limits")
+		}
+		if _, why, err := g.lockout(ctx, dst, out, v, nil); err != nil || why != "" {
+			t.Fatal(why, err)
+		}
+		g.metrics.observe(nil, "", 1, 1, 30*time.Microsecond, time.Now())
+	})
+	if n != 0 {
+		t.Errorf("%v allocations per verify in limits and metrics, want 0", n)
+	}
+	// The rate limiters allocate nothing for a key they hold.
+	g.guard.source = newLimiter(RateLimit{Rate: 1e9, Burst: 1e9}, 64, func(s maphashSeed, a netip.Addr) uint64 { return hashAddr(s, a) })
+	g.rateLimit(req, dst)
+	if n := testing.AllocsPerRun(1000, func() { g.rateLimit(req, dst) }); n != 0 {
+		t.Errorf("%v allocations per rate-limited verify, want 0", n)
+	}
+}
+
+// TestLimiterRefill: a bucket holds Burst, refills at Rate, and audits a
+// refusal episode once per auditEvery.
+func TestLimiterRefill(t *testing.T) {
+	l := newLimiter(RateLimit{Rate: 2, Burst: 3}, 64, func(s maphashSeed, a netip.Addr) uint64 { return hashAddr(s, a) })
+	a := netip.MustParseAddr("192.0.2.1")
+	t0 := time.Unix(1_000_000, 0)
+	for i := range 3 {
+		if ok, _ := l.allow(a, t0); !ok {
+			t.Fatalf("request %d within the burst refused", i+1)
+		}
+	}
+	ok, n := l.allow(a, t0)
+	if ok || n != 1 {
+		t.Fatalf("past the burst: ok %v audit %d, want refused and audited", ok, n)
+	}
+	if ok, n := l.allow(a, t0.Add(100*time.Millisecond)); ok || n != 0 {
+		t.Fatalf("second refusal: ok %v audit %d, want refused, not audited again", ok, n)
+	}
+	if ok, _ := l.allow(a, t0.Add(600*time.Millisecond)); !ok {
+		t.Fatal("no refill after 0.6 s at 2/s")
+	}
+	if ok, _ := l.allow(netip.MustParseAddr("192.0.2.2"), t0); !ok {
+		t.Fatal("another address shares the bucket")
+	}
+	// The episode's later refusals are counted in the next record.
+	later := t0.Add(auditEvery + time.Second)
+	for {
+		ok, n := l.allow(a, later)
+		if ok {
+			continue
+		}
+		if n != 2 { // the one at t0+100ms and this one
+			t.Fatalf("audit after %s counts %d refusals, want 2", auditEvery, n)
+		}
+		break
+	}
+}
+
+// TestLimiterBound: a full table makes room, so it never grows past its
+// bound.
+func TestLimiterBound(t *testing.T) {
+	l := newLimiter(RateLimit{Rate: 1, Burst: 1}, 32, func(s maphashSeed, a netip.Addr) uint64 { return hashAddr(s, a) })
+	t0 := time.Unix(1_000_000, 0)
+	for i := range 1000 {
+		l.allow(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), t0)
+	}
+	total := 0
+	for i := range l.shards {
+		total += len(l.shards[i].m)
+	}
+	if total > 32 {
+		t.Fatalf("%d keys held, bound 32", total)
+	}
+}

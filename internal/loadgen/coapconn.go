@@ -1,0 +1,171 @@
+package loadgen
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/tagauth/tagauth/internal/coap"
+)
+
+// Link counts the datagrams and bytes (CoAP header, options and payload:
+// the UDP payload) that cross one link, both directions together.
+type Link struct {
+	Datagrams, Bytes atomic.Uint64
+}
+
+func (l *Link) add(n int) {
+	if l != nil {
+		l.Datagrams.Add(1)
+		l.Bytes.Add(uint64(n))
+	}
+}
+
+// coapConn is a load client's CoAP endpoint: one UDP socket kept for the
+// whole run (a real device or card keeps its socket too), a request
+// buffer and a decoder reused for every request, so that the client costs
+// as little CPU as possible next to the server it measures. It sends CON
+// POSTs and retransmits them like RFC 7252 (same message ID, so the
+// server answers a retransmission from its cache).
+type coapConn struct {
+	conn       *net.UDPConn
+	remote     *net.UDPAddr
+	local      *net.UDPAddr
+	sent       int // requests on this socket
+	mid        uint16
+	token      [4]byte
+	req, rbuf  []byte
+	resp       message.Message
+	ackTimeout time.Duration
+	tries      int
+	retrans    *atomic.Uint64
+}
+
+// dialCoAP connects a socket to addr, from local (nil: any).
+func dialCoAP(addr string, local *net.UDPAddr, ackTimeout time.Duration, maxRetransmit int, retrans *atomic.Uint64) (*coapConn, error) {
+	ra, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.DialUDP("udp", local, ra)
+	if err != nil {
+		return nil, err
+	}
+	cc := &coapConn{
+		conn:       c,
+		remote:     ra,
+		local:      local,
+		req:        make([]byte, 0, 1500),
+		rbuf:       make([]byte, 2048),
+		resp:       message.Message{Options: make(message.Options, 0, 16)},
+		ackTimeout: ackTimeout,
+		tries:      1 + maxRetransmit,
+		retrans:    retrans,
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	cc.mid = binary.BigEndian.Uint16(b[:2])
+	copy(cc.token[:], b[2:])
+	return cc, nil
+}
+
+func (c *coapConn) Close() { c.conn.Close() }
+
+// midsPerSocket is how many requests a socket sends before the client
+// moves to a new one. RFC 7252 forbids reusing a message ID with the same
+// server within EXCHANGE_LIFETIME (247 s), and servers answer a reused ID
+// from their response cache: at thousands of requests a second the 16-bit
+// IDs of one socket would wrap within seconds. A new socket is a new
+// endpoint (a new source port), with IDs of its own.
+const midsPerSocket = 30000
+
+// rotate moves to a new socket when this one has sent midsPerSocket
+// requests.
+func (c *coapConn) rotate() error {
+	if c.sent < midsPerSocket {
+		return nil
+	}
+	nc, err := net.DialUDP("udp", c.local, c.remote)
+	if err != nil {
+		return err
+	}
+	c.conn.Close()
+	c.conn, c.sent = nc, 0
+	return nil
+}
+
+// pathOptions returns the Uri-Path options of path, made once per path.
+func pathOptions(path string) message.Options {
+	var opts message.Options
+	for seg := range strings.SplitSeq(strings.Trim(path, "/"), "/") {
+		opts = append(opts, message.Option{ID: message.URIPath, Value: []byte(seg)})
+	}
+	return append(opts, message.Option{ID: message.ContentFormat, Value: []byte{byte(message.AppOctets)}})
+}
+
+// post sends payload to the path whose options are opts and returns the
+// response code and payload; the payload is valid until the next post.
+// Bytes sent and received are added to link.
+func (c *coapConn) post(opts message.Options, payload []byte, link *Link) (coap.Code, []byte, error) {
+	if err := c.rotate(); err != nil {
+		return 0, nil, withKind(KindNetwork, err)
+	}
+	c.sent++
+	c.mid++
+	m := message.Message{
+		Token: c.token[:], Options: opts, Code: codes.POST, Payload: payload,
+		MessageID: int32(c.mid), Type: message.Confirmable,
+	}
+	n, err := coder.DefaultCoder.Encode(m, c.req[:cap(c.req)])
+	if err != nil {
+		return 0, nil, withKind(KindOther, fmt.Errorf("encoding a request: %w", err))
+	}
+	req := c.req[:n]
+	timeout := c.ackTimeout
+	for try := 1; ; try++ {
+		if _, err := c.conn.Write(req); err != nil {
+			return 0, nil, withKind(KindNetwork, err)
+		}
+		link.add(len(req))
+		deadline := time.Now().Add(timeout)
+		if err := c.conn.SetReadDeadline(deadline); err != nil {
+			return 0, nil, withKind(KindNetwork, err)
+		}
+		for {
+			n, err := c.conn.Read(c.rbuf)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				return 0, nil, withKind(KindNetwork, err)
+			}
+			link.add(n)
+			if _, err := coder.DefaultCoder.Decode(c.rbuf[:n], &c.resp); err != nil {
+				continue
+			}
+			r := &c.resp
+			if r.Type != message.Acknowledgement || r.MessageID != int32(c.mid) || !bytes.Equal(r.Token, c.token[:]) {
+				continue // a late answer to an earlier request
+			}
+			return coap.Code(r.Code), r.Payload, nil
+		}
+		if try == c.tries {
+			return 0, nil, withKind(KindTimeout, fmt.Errorf("no answer from %s after %d tries", c.conn.RemoteAddr(), try))
+		}
+		if c.retrans != nil {
+			c.retrans.Add(1)
+		}
+		timeout *= 2
+	}
+}

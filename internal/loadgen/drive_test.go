@@ -1,0 +1,131 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tagauth/tagauth/protocol"
+)
+
+// fakeOp fails every fail-th call with err and sleeps d per call.
+type fakeOp struct {
+	calls  *atomic.Int64
+	fail   int64
+	err    error
+	d      time.Duration
+	closed *atomic.Int64
+}
+
+func (o *fakeOp) Do(context.Context) error {
+	n := o.calls.Add(1)
+	time.Sleep(o.d)
+	if o.fail > 0 && n%o.fail == 0 {
+		return o.err
+	}
+	return nil
+}
+
+func (o *fakeOp) Close() { o.closed.Add(1) }
+
+// TestDriveCount: a count bounds the measured operations; every Op is
+// closed; failures are sorted by kind with an example; CPU hooks run once.
+func TestDriveCount(t *testing.T) {
+	var calls, closed atomic.Int64
+	var starts, stops int
+	out, err := Drive(context.Background(), Load{
+		Concurrency: 4, Count: 200, Duration: time.Minute,
+		OnStart: func() { starts++ }, OnStop: func() { stops++ },
+	}, func(int) (Op, error) {
+		return &fakeOp{calls: &calls, closed: &closed, fail: 10, err: fmt.Errorf("gateway said: %w", protocol.ErrBusy)}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := out.OK + out.Failed()
+	if n < 200 || n > 200+4 {
+		t.Errorf("%d operations measured, want 200 (up to 4 more in flight)", n)
+	}
+	if out.Errors[KindBusy] == 0 || out.Errors[KindBusy] != out.Failed() {
+		t.Errorf("errors %v, want only busy", out.Errors)
+	}
+	if out.Examples[KindBusy] != "gateway said: "+protocol.ErrBusy.Error() {
+		t.Errorf("example %q", out.Examples[KindBusy])
+	}
+	if out.Latency.Count() != n {
+		t.Errorf("%d latencies for %d operations", out.Latency.Count(), n)
+	}
+	if closed.Load() != 4 {
+		t.Errorf("%d ops closed, want 4", closed.Load())
+	}
+	if starts != 1 || stops != 1 {
+		t.Errorf("OnStart %d, OnStop %d times, want once each", starts, stops)
+	}
+}
+
+// TestDriveDurationAndWarmup: the window lasts the duration, and the
+// operations of the warm-up are not counted.
+func TestDriveDurationAndWarmup(t *testing.T) {
+	var calls, closed atomic.Int64
+	out, err := Drive(context.Background(), Load{Concurrency: 2, Duration: 300 * time.Millisecond, Warmup: 200 * time.Millisecond},
+		func(int) (Op, error) { return &fakeOp{calls: &calls, closed: &closed, d: time.Millisecond}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Elapsed < 300*time.Millisecond {
+		t.Errorf("window %v, want at least 300ms", out.Elapsed)
+	}
+	if got := out.OK; got == 0 || got >= uint64(calls.Load()) {
+		t.Errorf("%d measured of %d calls: the warm-up must not count, the window must", got, calls.Load())
+	}
+}
+
+// TestDriveRate: at a fixed rate the number of operations follows the
+// rate, not the speed of the workers.
+func TestDriveRate(t *testing.T) {
+	var calls, closed atomic.Int64
+	out, err := Drive(context.Background(), Load{Concurrency: 8, Rate: 200, Duration: time.Second},
+		func(int) (Op, error) { return &fakeOp{calls: &calls, closed: &closed}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.OK < 100 || out.OK > 300 {
+		t.Errorf("%d operations in 1 s at 200/s", out.OK)
+	}
+}
+
+// TestDriveRefusesUnbounded: a run must end by itself.
+func TestDriveRefusesUnbounded(t *testing.T) {
+	if _, err := Drive(context.Background(), Load{Concurrency: 1}, nil); err == nil {
+		t.Error("a load without duration or count was accepted")
+	}
+	if _, err := Drive(context.Background(), Load{Duration: time.Second}, nil); err == nil {
+		t.Error("concurrency 0 was accepted")
+	}
+	_, err := Drive(context.Background(), Load{Concurrency: 1, Duration: time.Second}, func(int) (Op, error) {
+		return nil, errors.New("no socket")
+	})
+	if err == nil {
+		t.Error("a failing newOp did not fail the run")
+	}
+}
+
+// TestKindOf sorts the errors the ops return.
+func TestKindOf(t *testing.T) {
+	for err, want := range map[error]ErrKind{
+		fmt.Errorf("x: %w", protocol.ErrRejected):        KindRejected,
+		fmt.Errorf("x: %w", protocol.ErrReplayed):        KindReplayed,
+		fmt.Errorf("x: %w", protocol.ErrStaleTimestamp):  KindStale,
+		withKind(KindTimeout, errors.New("no answer")):   KindTimeout,
+		withKind(KindBadResponse, protocol.ErrMalformed): KindBadResponse,
+		context.DeadlineExceeded:                         KindTimeout,
+		errors.New("something else"):                     KindOther,
+	} {
+		if got := KindOf(err); got != want {
+			t.Errorf("KindOf(%v) = %v, want %v", err, got, want)
+		}
+	}
+}

@@ -1,0 +1,142 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tagauth/tagauth/internal/gateway"
+)
+
+// startGatewayInProcess runs a gateway in this process on loopback.
+func startGatewayInProcess(t *testing.T) Target {
+	t.Helper()
+	const token = "0123456789abcdef0123456789abcdef"
+	g, err := gateway.Open(gateway.Config{
+		DataDir: t.TempDir(), CoAPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		AdminToken: token, AuditOut: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("gateway: %v", err)
+		}
+	})
+	return Target{CoAP: g.CoAPPublic(), AdminURL: g.AdminURL(), Fingerprint: g.Fingerprint(), Token: token}
+}
+
+// TestRunCompare runs the whole comparison for half a second each against
+// an in-process gateway, with the baselines in process too: every run
+// completes without an error, each link carries the datagrams the
+// protocol says, and the report prints every column.
+func TestRunCompare(t *testing.T) {
+	target := startGatewayInProcess(t)
+	rep, err := Run(context.Background(), Plan{
+		Target: &target, Mode: ModeVerify, Users: 6, Devices: 2, Concurrency: []int{2},
+		Duration: 500 * time.Millisecond, Warmup: 100 * time.Millisecond, Compare: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ system, mode string }{{"tagauth", "verify"}, {"udp-echo", "echo"}, {"mtls", "handshake"}, {"tagauth", "login"}}
+	if len(rep.Results) != len(want) {
+		t.Fatalf("%d results, want %d", len(rep.Results), len(want))
+	}
+	for i, w := range want {
+		r := rep.Results[i]
+		if r.System != w.system || r.Mode != w.mode {
+			t.Fatalf("result %d is %s %s, want %s %s", i, r.System, r.Mode, w.system, w.mode)
+		}
+		if r.OK == 0 || r.Failed() != 0 {
+			t.Errorf("%s %s: %d ok, errors %v %v", r.System, r.Mode, r.OK, r.Errors, r.ErrorExamples)
+		}
+		if r.LatencyUS.P50 <= 0 || r.LatencyUS.P50 > r.LatencyUS.P99 || r.LatencyUS.P99 > r.LatencyUS.Max*1.01 {
+			t.Errorf("%s %s: latency %+v", r.System, r.Mode, r.LatencyUS)
+		}
+		if r.ServerCPUPerOpUS != nil {
+			t.Errorf("%s %s: CPU per op reported without a server process", r.System, r.Mode)
+		}
+	}
+	links := func(r Result) map[string]LinkResult {
+		m := map[string]LinkResult{}
+		for _, l := range r.Links {
+			m[l.Name] = l
+		}
+		return m
+	}
+	near := func(got, want float64) bool { return got > want-0.05 && got < want+0.05 }
+	v := links(rep.Results[0])
+	if l := v["device<->gateway"]; !near(l.DatagramsPerOp, 2) || l.BytesPerOp < 150 {
+		t.Errorf("verify: %+v, want 2 datagrams (m2, m3) per verify", l)
+	}
+	if echo := rep.Results[1]; echo.DatagramBytes < 100 || !near(links(echo)["client<->server"].BytesPerOp, float64(2*echo.DatagramBytes)) {
+		t.Errorf("echo of %d bytes: %+v", echo.DatagramBytes, echo.Links)
+	}
+	if l := links(rep.Results[2])["client<->server"]; l.BytesPerOp < 1000 {
+		t.Errorf("mTLS handshake of %.0f bytes: too small for two certificate chains", l.BytesPerOp)
+	}
+	login := links(rep.Results[3])
+	if !near(login["card<->device"].DatagramsPerOp, 4) || !near(login["device<->gateway"].DatagramsPerOp, 2) || !near(login["task (card<->device)"].DatagramsPerOp, 2) {
+		t.Errorf("login links %+v, want m1 m4 m5 ack; m2 m3; task and answer", rep.Results[3].Links)
+	}
+	if rep.Results[3].LoginLatencyUS == nil || rep.Results[3].LoginLatencyUS.P50 > rep.Results[3].LatencyUS.P50 {
+		t.Errorf("login latency %+v vs login and task %+v", rep.Results[3].LoginLatencyUS, rep.Results[3].LatencyUS)
+	}
+	var bytesCheck bool
+	for _, c := range rep.Checks {
+		if strings.HasPrefix(c.Name, "bytes per login") {
+			bytesCheck = c.Value > 0 && c.Value < 1
+		}
+	}
+	if !bytesCheck {
+		t.Errorf("no bytes-per-login check in %+v", rep.Checks)
+	}
+
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	for _, col := range []string{"system", "conc", "ops/s", "p50", "p90", "p99", "max", "errors", "server CPU/op", "bytes/op",
+		"errors by kind: none", "card<->device", "device<->gateway", "targets"} {
+		if !strings.Contains(table.String(), col) {
+			t.Errorf("table lacks %q:\n%s", col, table.String())
+		}
+	}
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Results) != 4 || back.Results[0].OK != rep.Results[0].OK {
+		t.Errorf("JSON does not round-trip: %v", err)
+	}
+}
+
+// TestPlanCheck refuses plans that could not end or make no sense.
+func TestPlanCheck(t *testing.T) {
+	for name, p := range map[string]Plan{
+		"no bound":         {Users: 1, Devices: 1, Exe: "x"},
+		"bad mode":         {Users: 1, Devices: 1, Exe: "x", Duration: time.Second, Mode: "flood"},
+		"no gateway":       {Users: 1, Devices: 1, Duration: time.Second},
+		"bad baseline":     {Users: 1, Devices: 1, Exe: "x", Duration: time.Second, Baselines: []string{"kerberos"}},
+		"huge concurrency": {Users: 1, Devices: 1, Exe: "x", Duration: time.Second, Concurrency: []int{1 << 20}},
+	} {
+		if err := p.check(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	p := Plan{Users: 1, Devices: 1, Exe: "x", Duration: time.Second, Mode: ModeLogin, Concurrency: []int{100}}
+	if err := p.check(); err != nil || p.Devices != 4 {
+		t.Errorf("login at concurrency 100: %v, %d devices; want 4 (32 relays each)", err, p.Devices)
+	}
+}

@@ -1,0 +1,303 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+
+	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/device"
+	"github.com/tagauth/tagauth/protocol"
+)
+
+// CoAP paths (spec section 11).
+const (
+	pathVerify  = "/tagauth/verify"
+	pathLogin   = "/tagauth/login"
+	pathConfirm = "/tagauth/confirm"
+	pathTask    = "/tagauth/task"
+)
+
+// Client-side retransmission: a loopback datagram is lost only when a
+// socket buffer overflows, so the first timeout is short and the total
+// wait bounded (0.5 + 1 + 2 s).
+const (
+	ackTimeout    = 500 * time.Millisecond
+	maxRetransmit = 2
+)
+
+// noReplay is the simulated devices' replay cache in verify-only mode: the
+// load client plays the device, whose own replay check is not under test
+// and would only cost the client memory. The gateway's check is intact.
+type noReplay struct{}
+
+func (noReplay) Insert(context.Context, protocol.ReplayKey, uint64, uint64) (bool, error) {
+	return true, nil
+}
+
+// replyError turns a CoAP answer that is not 2.04 into an error of the
+// protocol's wire code, so that KindOf sorts it.
+func replyError(step string, code coap.Code, payload []byte) error {
+	if _, c, err := protocol.ParseError(payload); err == nil {
+		return fmt.Errorf("%s answered %s: %w", step, code, c)
+	}
+	return withKind(KindBadResponse, fmt.Errorf("%s answered %s without an error message", step, code))
+}
+
+// Traffic is what the tagauth load sent and received on each link.
+type Traffic struct {
+	CardDevice    Link // m1, m4, m5 and its acknowledgement
+	Task          Link // the sealed task and its sealed answer
+	DeviceGateway Link // m2 and m3 (verify-only load)
+	// Relay counts the device agents' relays to the gateway (full
+	// logins): m2 and m3.
+	Relay       coap.Traffic
+	Retransmits atomic.Uint64
+}
+
+// TrafficCounts is a reading of Traffic.
+type TrafficCounts struct {
+	CardDevice, Task, DeviceGateway LinkCount
+	Retransmits                     uint64
+}
+
+// LinkCount is a reading of a Link.
+type LinkCount struct{ Datagrams, Bytes uint64 }
+
+// Read reads every counter.
+func (t *Traffic) Read() TrafficCounts {
+	return TrafficCounts{
+		CardDevice: LinkCount{t.CardDevice.Datagrams.Load(), t.CardDevice.Bytes.Load()},
+		Task:       LinkCount{t.Task.Datagrams.Load(), t.Task.Bytes.Load()},
+		DeviceGateway: LinkCount{
+			t.DeviceGateway.Datagrams.Load() + t.Relay.SentDatagrams.Load() + t.Relay.ReceivedDatagrams.Load(),
+			t.DeviceGateway.Bytes.Load() + t.Relay.SentBytes.Load() + t.Relay.ReceivedBytes.Load(),
+		},
+		Retransmits: t.Retransmits.Load(),
+	}
+}
+
+// Sub is c minus an earlier reading.
+func (c TrafficCounts) Sub(prev TrafficCounts) TrafficCounts {
+	sub := func(a, b LinkCount) LinkCount { return LinkCount{a.Datagrams - b.Datagrams, a.Bytes - b.Bytes} }
+	return TrafficCounts{
+		CardDevice: sub(c.CardDevice, prev.CardDevice), Task: sub(c.Task, prev.Task),
+		DeviceGateway: sub(c.DeviceGateway, prev.DeviceGateway), Retransmits: c.Retransmits - prev.Retransmits,
+	}
+}
+
+// VerifyOps returns the operations of verify-only load: each plays a card
+// and a device (cheap: a few hashes) to make a fresh m2, sends it straight
+// to the gateway's /tagauth/verify and checks that m3 comes back. Every
+// m2 is new, because the gateway's replay cache refuses a second use.
+func VerifyOps(f *Fleet, gateway string, tr *Traffic, workers int) (func(int) (Op, error), error) {
+	cfg := clientConfig()
+	devs := make([]*protocol.Device, len(f.Devices))
+	for i, c := range f.Devices {
+		d, err := protocol.NewDevice(c.DeviceCredential, noReplay{}, cfg)
+		if err != nil {
+			return nil, err
+		}
+		devs[i] = d
+	}
+	opts := pathOptions(pathVerify)
+	return func(w int) (Op, error) {
+		c, err := dialCoAP(gateway, nil, ackTimeout, maxRetransmit, &tr.Retransmits)
+		if err != nil {
+			return nil, err
+		}
+		return &verifyOp{f: f, devs: devs, conn: c, opts: opts, tr: tr, w: w, workers: workers}, nil
+	}, nil
+}
+
+type verifyOp struct {
+	f          *Fleet
+	devs       []*protocol.Device
+	conn       *coapConn
+	opts       message.Options
+	tr         *Traffic
+	w, workers int
+	n          int
+}
+
+func (o *verifyOp) Do(ctx context.Context) error {
+	// Worker w takes users w, w+W, w+2W...: no two workers share a user
+	// unless there are fewer users than workers.
+	u := o.f.Users[(o.w+o.n*o.workers)%len(o.f.Users)]
+	d := o.devs[(o.w+o.n)%len(o.devs)]
+	o.n++
+	l, m1, err := u.Login(d.ID())
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	dl, m2, err := d.Start(ctx, m1)
+	if err != nil {
+		return err
+	}
+	defer dl.Close()
+	code, m3, err := o.conn.post(o.opts, m2, &o.tr.DeviceGateway)
+	if err != nil {
+		return err
+	}
+	if code != coap.Changed {
+		return replyError("gateway", code, m3)
+	}
+	if _, t, err := protocol.Header(m3); err != nil || t != protocol.TypeM3 {
+		return withKind(KindBadResponse, errors.New("gateway answered 2.04 without an m3"))
+	}
+	return nil
+}
+
+func (o *verifyOp) Close() { o.conn.Close() }
+
+// Agents is one device agent per simulated device, running in this
+// process and relaying to the gateway named in its credential.
+type Agents struct {
+	agents []*device.Agent
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Session bounds of the simulated device agents.
+const (
+	agentSessionIdle = 2 * time.Second
+	agentMaxSessions = 100000
+)
+
+// StartAgents starts the agents on loopback; their relays to the gateway
+// are counted in tr.Relay.
+func StartAgents(f *Fleet, tr *Traffic) (*Agents, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agents{cancel: cancel}
+	relay := &coap.Client{Traffic: &tr.Relay}
+	for _, c := range f.Devices {
+		ag, err := device.New(device.Config{
+			Credential: c, Listen: "127.0.0.1:0", Client: relay,
+			Logger: slog.New(slog.DiscardHandler),
+			// Each simulated login runs one task and is never used again:
+			// end its session soon, or thousands of logins a second fill
+			// the agent's session table (a real session idles 5 minutes).
+			SessionIdle: agentSessionIdle, MaxSessions: agentMaxSessions,
+		})
+		if err != nil {
+			a.Stop()
+			return nil, err
+		}
+		a.agents = append(a.agents, ag)
+		a.wg.Go(func() { _ = ag.Run(ctx) })
+	}
+	return a, nil
+}
+
+// Stop stops every agent and waits for them.
+func (a *Agents) Stop() {
+	a.cancel()
+	a.wg.Wait()
+}
+
+// LoginOps returns the operations of full-login load: each worker is a
+// user's card talking CoAP to one device agent: m1 to /tagauth/login, m4
+// back, m5 to /tagauth/confirm (hardened), then one sealed task
+// (sensor.read) to /tagauth/task and its sealed answer. login, when not
+// nil, records the latency of the login alone (m1 to the acknowledgement
+// of m5), without the task.
+//
+// Workers send from their own loopback address (127.1.x.y) when the
+// agents listen on 127.0.0.1: an agent matches m5 to its login by the
+// sender's address, and distinct users are distinct hosts in practice.
+func LoginOps(f *Fleet, ag *Agents, tr *Traffic, workers int, login *Hist) func(int) (Op, error) {
+	optLogin, optConfirm, optTask := pathOptions(pathLogin), pathOptions(pathConfirm), pathOptions(pathTask)
+	task := []byte(`{"task":"sensor.read","args":"temperature"}`)
+	return func(w int) (Op, error) {
+		d := w % len(ag.agents)
+		addr := ag.agents[d].Addr().(*net.UDPAddr)
+		var local *net.UDPAddr
+		if addr.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+			local = &net.UDPAddr{IP: net.IPv4(127, 1, byte(w/250), byte(w%250+1))}
+		}
+		c, err := dialCoAP(addr.String(), local, ackTimeout, maxRetransmit, &tr.Retransmits)
+		if err != nil {
+			return nil, err
+		}
+		return &loginOp{
+			f: f, did: ag.agents[d].ID(), conn: c, tr: tr, w: w, workers: workers, login: login,
+			optLogin: optLogin, optConfirm: optConfirm, optTask: optTask, task: task,
+		}, nil
+	}
+}
+
+type loginOp struct {
+	f                             *Fleet
+	did                           string
+	conn                          *coapConn
+	tr                            *Traffic
+	w, workers, n                 int
+	login                         *Hist
+	optLogin, optConfirm, optTask message.Options
+	task, rec, pt                 []byte
+}
+
+func (o *loginOp) Do(context.Context) error {
+	u := o.f.Users[(o.w+o.n*o.workers)%len(o.f.Users)]
+	o.n++
+	start := time.Now()
+	l, m1, err := u.Login(o.did)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	code, m4, err := o.conn.post(o.optLogin, m1, &o.tr.CardDevice)
+	if err != nil {
+		return err
+	}
+	if code != coap.Changed {
+		return replyError("device login", code, m4)
+	}
+	s, m5, err := l.Finish(m4)
+	if err != nil {
+		return fmt.Errorf("m4 refused by the card: %w", err)
+	}
+	defer s.Close()
+	if m5 != nil {
+		code, resp, err := o.conn.post(o.optConfirm, m5, &o.tr.CardDevice)
+		if err != nil {
+			return err
+		}
+		if code != coap.Changed {
+			return replyError("device confirm", code, resp)
+		}
+	}
+	if o.login != nil {
+		o.login.Record(time.Since(start))
+	}
+	o.rec, err = s.Seal(o.rec[:0], o.task)
+	if err != nil {
+		return err
+	}
+	code, resp, err := o.conn.post(o.optTask, o.rec, &o.tr.Task)
+	if err != nil {
+		return err
+	}
+	if code != coap.Changed {
+		return replyError("device task", code, resp)
+	}
+	o.pt, err = s.Open(o.pt[:0], resp)
+	if err != nil {
+		return withKind(KindBadResponse, fmt.Errorf("sealed task answer: %w", err))
+	}
+	if !bytes.HasPrefix(o.pt, []byte(`{"ok":true`)) {
+		return withKind(KindBadResponse, fmt.Errorf("task failed: %s", o.pt))
+	}
+	return nil
+}
+
+func (o *loginOp) Close() { o.conn.Close() }
