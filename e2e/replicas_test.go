@@ -61,7 +61,7 @@ func newReplicaSet(t *testing.T, n int) *replicaSet {
 	return rs
 }
 
-// copyKeys puts the first replica's key file into data: docs/REPLICAS.md
+// copyKeys puts the first replica's key file into data: docs/OPERATIONS.md#replicas
 // says every replica needs the same one.
 func (rs *replicaSet) copyKeys(data string) {
 	rs.t.Helper()

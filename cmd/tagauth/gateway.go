@@ -168,7 +168,7 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 	allowAll := fset.Bool("allow-all", false, "let every user log in to every device, without grants")
 	logLevel := fset.String("log-level", "info", "log `level`: debug, info, warn or error")
 	auditLog := fset.String("audit-log", "", "append audit records (JSON lines) to `file` instead of stderr")
-	storeURL := fset.String("store", "", "shared store `URL` of gateway replicas, postgres://user@host/db[?schema=S] (default: the embedded store in --data; see docs/REPLICAS.md)")
+	storeURL := fset.String("store", "", "shared store `URL` of gateway replicas, postgres://user@host/db[?schema=S] (default: the embedded store in --data; see docs/OPERATIONS.md#replicas)")
 	replayURL := fset.String("replay", "", "shared replay cache `URL` of replicas, redis://host:6379/0[?prefix=P] (default: in memory; needs --store)")
 	args, benchFlags, err := takeBenchFlags(args) // hidden --cpuprofile and --debug-addr (bench.go)
 	if err != nil {

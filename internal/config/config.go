@@ -41,7 +41,7 @@ type Gateway struct {
 	LogLevel   *string   `toml:"log_level" flag:"log-level"`
 	AuditLog   *string   `toml:"audit_log" flag:"audit-log"`
 	// Store and Replay are the shared backends of replicas
-	// (docs/REPLICAS.md).
+	// (docs/OPERATIONS.md#replicas).
 	Store  *string `toml:"store" flag:"store"`
 	Replay *string `toml:"replay" flag:"replay"`
 	// MetricsTokenFile names a file holding the read-only metrics token.

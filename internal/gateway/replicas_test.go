@@ -39,7 +39,7 @@ func newCluster(t *testing.T) *cluster {
 }
 
 // config is a replica's configuration; the first replica's key file is
-// copied into every other data directory, as docs/REPLICAS.md says.
+// copied into every other data directory, as docs/OPERATIONS.md#replicas says.
 func (c *cluster) config(name string) gateway.Config {
 	c.t.Helper()
 	cfg := testConfig(filepath.Join(c.root, name), protocol.Hardened)
