@@ -145,15 +145,19 @@ func answerClassic(m *M2, ki, kj *[Size]byte, now uint64) (M3, error) {
 	pair := id8(id8(ids[:0], m.ID), m.DID)
 	did := pair[1+len(m.ID):]
 	t1, t3 := ts(m.T1), ts(now)
+	// I_j first: once it holds, a genuine device relayed this E_i, so a
+	// bad E_i is the user's (a wrong password) and may count towards a
+	// lockout; anyone can send an m2 with a bad E_i, nobody without a
+	// device's tag one with a good I_j.
+	i := h(tagJ[:], m.E[:])
+	if !equal(i[:], m.I[:]) {
+		return M3{}, ErrBadI
+	}
 	beta := h(tagI[:], t1[:])
 	defer clear(beta[:])
 	e := h(beta[:], pair)
 	if !equal(e[:], m.E[:]) {
 		return M3{}, ErrBadE
-	}
-	i := h(tagJ[:], m.E[:])
-	if !equal(i[:], m.I[:]) {
-		return M3{}, ErrBadI
 	}
 	pad := h(tagJ[:], t3[:])
 	return M3{Profile: Classic, T3: now, F: xor32(&beta, &pad), Gamma: h(tagI[:], did)}, nil
@@ -170,15 +174,15 @@ func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *[Size]byte, now 
 	pair := id8(id8(ids[:0], m.ID), m.DID)
 	did := pair[1+len(m.ID):]
 	t1, t2, t3 := ts(m.T1), ts(m.T2), ts(now)
+	i := x.mac(tagJ, labelI, m.E[:], did, t2[:]) // first: see answerClassic
+	if !equal(i[:], m.I[:]) {
+		return M3{}, ErrBadI
+	}
 	beta := x.mac(tagI, labelBeta, did, m.Nonce[:], t1[:])
 	defer clear(beta[:])
 	e := mac(beta[:], labelE, pair)
 	if !equal(e[:], m.E[:]) {
 		return M3{}, ErrBadE
-	}
-	i := x.mac(tagJ, labelI, m.E[:], did, t2[:])
-	if !equal(i[:], m.I[:]) {
-		return M3{}, ErrBadI
 	}
 	pad := x.mac(tagJ, labelF, m.E[:], t3[:])
 	return M3{Profile: Hardened, T3: now, F: xor32(&beta, &pad), Gamma: x.mac(tagI, labelGamma, did, m.E[:], t3[:])}, nil

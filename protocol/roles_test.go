@@ -339,7 +339,7 @@ func TestTamperM1(t *testing.T) {
 				"ID":    {{"device", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownUser}},
 				"kv":    {{"device", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownKeyVersion}},
 				"nonce": {{"gateway", protocol.ErrBadE}},
-				"E":     {{"gateway", protocol.ErrBadE}},
+				"E":     {{"gateway", protocol.ErrBadE}}, // the genuine device signs the altered E_i
 				"theta": theta,
 				"T1":    {{"device", protocol.ErrStaleT1}, {"gateway", protocol.ErrBadE}},
 			}
@@ -373,7 +373,7 @@ func TestTamperM2(t *testing.T) {
 				"ID":    {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownUser}},
 				"kv":    {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownKeyVersion}},
 				"nonce": {{"gateway", protocol.ErrBadE}},
-				"E":     {{"gateway", protocol.ErrBadE}},
+				"E":     {{"gateway", protocol.ErrBadI}}, // I_j covers E_i and is checked first
 				"DID":   {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownDevice}},
 				"kvdev": {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownKeyVersion}},
 				"I":     {{"gateway", protocol.ErrBadI}},

@@ -67,9 +67,14 @@ func (tg *testGW) post(m2 []byte) (coap.Code, []byte) {
 	return code, out
 }
 
-// badE is a login whose E_i does not verify: what a wrong password that
-// got past the card's fuzzy verifier, or a forged card, looks like.
-func badE(m *protocol.M2) { m.E[0] ^= 1 }
+// badE returns the card with one bit of alpha_i flipped: it unlocks, but
+// its Tag_i is wrong, so its logins' E_i do not verify while the genuine
+// device's I_j does: what a wrong password that got past the card's fuzzy
+// verifier, or a forged card, looks like to the gateway.
+func badE(c protocol.Card) protocol.Card {
+	c.Alpha[0] ^= 1
+	return c
+}
 
 // rejectedWire is the exact answer to every rejected verify.
 var rejectedWire = protocol.AppendError(nil, protocol.Hardened, protocol.ErrRejected)
@@ -88,7 +93,7 @@ func TestLockout(t *testing.T) {
 	tg.mustLogin(alice, cred)
 
 	for i := 1; i <= 5; i++ {
-		code, out := tg.post(tg.m2For(alice, cred, badE))
+		code, out := tg.post(tg.m2For(badE(alice), cred, nil))
 		if code != coap.Unauthorized || !bytes.Equal(out, rejectedWire) {
 			t.Fatalf("bad attempt %d: %v %x", i, code, out)
 		}
@@ -112,7 +117,7 @@ func TestLockout(t *testing.T) {
 		t.Fatalf("locked attempt audited as %+v", last)
 	}
 	// A wrong password while locked: refused, not counted again.
-	if code, out := tg.post(tg.m2For(alice, cred, badE)); code != coap.Unauthorized || !bytes.Equal(out, rejectedWire) {
+	if code, out := tg.post(tg.m2For(badE(alice), cred, nil)); code != coap.Unauthorized || !bytes.Equal(out, rejectedWire) {
 		t.Fatalf("locked user, bad E: %v %x", code, out)
 	}
 	if last := tg.lastAudit(gateway.KindVerify); last.Reason != gateway.ReasonLocked || !strings.Contains(last.Detail, "E_i does not verify") {
@@ -143,7 +148,7 @@ func TestLockout(t *testing.T) {
 	tg.mustLogin(alice, cred)
 	// Unlock clears the failures too: four more failures do not lock.
 	for range 4 {
-		tg.post(tg.m2For(alice, cred, badE))
+		tg.post(tg.m2For(badE(alice), cred, nil))
 	}
 	tg.mustLogin(alice, cred)
 	tg.callErr(http.MethodPost, "/v1/users/nobody/unlock", tg.token, nil, http.StatusNotFound)
@@ -194,7 +199,7 @@ func TestLockoutOff(t *testing.T) {
 	cred := tg.provision("d1", "g")
 	tg.grant("alice", "g")
 	for range 3 {
-		tg.post(tg.m2For(alice, cred, badE))
+		tg.post(tg.m2For(badE(alice), cred, nil))
 	}
 	tg.mustLogin(alice, cred)
 }
@@ -262,7 +267,7 @@ func TestMetricsScrape(t *testing.T) {
 	for range 2 {
 		tg.mustRefuse(bob, cred, protocol.ErrPolicyDenied.Name())
 	}
-	code, _ := tg.post(tg.m2For(alice, cred, badE))
+	code, _ := tg.post(tg.m2For(badE(alice), cred, nil))
 	if code != coap.Unauthorized {
 		t.Fatalf("bad E answered %v", code)
 	}
