@@ -45,7 +45,8 @@ type Load struct {
 	// Label names the run on the progress line.
 	Label string
 	// OnStart and OnStop, when not nil, are called at the measured
-	// window's start and end, to sample a server's CPU time.
+	// window's start (after the warm-up, before the window's clock starts)
+	// and end, to sample a server's CPU time and memory.
 	OnStart, OnStop func()
 }
 
@@ -67,9 +68,12 @@ func (o *Outcome) Failed() uint64 {
 	return n
 }
 
+// workerStats is one worker's record. Every operation, good or failed,
+// adds its latency to hist; failures are also counted by kind. The
+// successes are the difference, so that a snapshot taken while workers
+// run always has as many latencies as operations.
 type workerStats struct {
 	hist Hist
-	ok   atomic.Uint64
 	errs [numKinds]atomic.Uint64
 }
 
@@ -82,12 +86,14 @@ type totals struct {
 func sum(ws []*workerStats) totals {
 	t := totals{lat: new(Snapshot)}
 	for _, w := range ws {
-		t.lat.Add(&w.hist)
-		t.ok += w.ok.Load()
+		// Failures first: an operation that ends between the two reads
+		// then counts as a success rather than as nothing.
 		for k := range w.errs {
 			t.errs[k] += w.errs[k].Load()
 		}
+		t.lat.Add(&w.hist)
 	}
+	t.ok = t.lat.Count() - t.failed()
 	return t
 }
 
@@ -157,17 +163,16 @@ func Drive(ctx context.Context, l Load, newOp func(worker int) (Op, error)) (*Ou
 		return true
 	}
 	record := func(w *workerStats, start time.Time, err error) {
+		if err != nil {
+			// Counted before its latency: see sum.
+			k := KindOf(err)
+			w.errs[k].Add(1)
+			if examples[k].Load() == nil {
+				msg := err.Error()
+				examples[k].CompareAndSwap(nil, &msg)
+			}
+		}
 		w.hist.Record(time.Since(start))
-		if err == nil {
-			w.ok.Add(1)
-			return
-		}
-		k := KindOf(err)
-		w.errs[k].Add(1)
-		if examples[k].Load() == nil {
-			msg := err.Error()
-			examples[k].CompareAndSwap(nil, &msg)
-		}
 	}
 
 	var notStarted atomic.Uint64
@@ -217,13 +222,15 @@ func Drive(ctx context.Context, l Load, newOp func(worker int) (Op, error)) (*Ou
 	}
 	progress := newProgress(l, stats)
 	aborted := !wait(l.Warmup)
-	base := sum(stats)
-	notStartedBase := notStarted.Load()
-	measuring.Store(true)
-	start := time.Now()
 	if l.OnStart != nil {
 		l.OnStart()
 	}
+	// From here operations claim their ticket (Count); the window counts
+	// what finishes after base.
+	measuring.Store(true)
+	base := sum(stats)
+	notStartedBase := notStarted.Load()
+	start := time.Now()
 	progress.begin(start, base)
 
 	var end <-chan time.Time
@@ -249,13 +256,23 @@ func Drive(ctx context.Context, l Load, newOp func(worker int) (Op, error)) (*Ou
 			// Polls countDone; the count is reached between ticks.
 		}
 	}
+	if countDone() {
+		// A count ends when its last operation does: let the ones in
+		// flight finish inside the window.
+		close(stop)
+		wg.Wait()
+	}
 	stopAt := time.Now()
 	final := sum(stats)
 	if l.OnStop != nil {
 		l.OnStop()
 	}
-	close(stop)
-	wg.Wait()
+	select {
+	case <-stop:
+	default:
+		close(stop)
+		wg.Wait()
+	}
 	progress.done()
 
 	d := final.minus(base)

@@ -228,6 +228,14 @@ func Run(ctx context.Context, p Plan) (*Report, error) {
 		return err
 	}
 
+	if p.Compare {
+		// The one-client login first, on a gateway not yet holding the
+		// replay entries of a saturating run: it measures latency.
+		logf("tagauth login, one client")
+		if err := runTagauth(ModeLogin, 1, 0); err != nil {
+			return rep, err
+		}
+	}
 	for _, c := range p.Concurrency {
 		if !p.NoTagauth {
 			logf("tagauth %s, concurrency %d", p.Mode, c)
@@ -255,10 +263,6 @@ func Run(ctx context.Context, p Plan) (*Report, error) {
 			if err := runTagauth(ModeVerify, p.Concurrency[0], 0); err != nil {
 				return rep, err
 			}
-		}
-		logf("tagauth login, one client")
-		if err := runTagauth(ModeLogin, 1, 0); err != nil {
-			return rep, err
 		}
 		rep.compare(p.Concurrency[0])
 	}
@@ -320,6 +324,13 @@ func measure(ctx context.Context, res *Result, l Load, pid int, heapURL string, 
 	cpu := &CPUMeter{PID: pid}
 	var before TrafficCounts
 	l.OnStart = func() {
+		// Memory after the warm-up: with a warm-up of 2 dT or more the
+		// replay cache has reached its steady size.
+		if heapURL != "" {
+			if h, err := FetchHeap(ctx, heapURL); err == nil {
+				res.HeapBefore = h
+			}
+		}
 		cpu.Start()
 		before = links.read()
 		if onStart != nil {
@@ -330,11 +341,6 @@ func measure(ctx context.Context, res *Result, l Load, pid int, heapURL string, 
 	l.OnStop = func() {
 		cpu.Stop()
 		after = links.read()
-	}
-	if heapURL != "" {
-		if h, err := FetchHeap(ctx, heapURL); err == nil {
-			res.HeapBefore = h
-		}
 	}
 	out, err := Drive(ctx, l, newOp)
 	if out == nil {

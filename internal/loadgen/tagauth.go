@@ -34,6 +34,63 @@ const (
 	maxRetransmit = 2
 )
 
+// userOf is the user that worker w of workers uses for its n-th
+// operation: w, w+workers, w+2*workers... below users, in turn. No two
+// workers share a user unless there are fewer users than workers, which
+// matters under classic: its replay check is on (ID_i, T1), so one user
+// logging in twice within a millisecond is refused as a replay (spec
+// section 8, item 6), as it would be in the field.
+func userOf(w, n, workers, users int) int {
+	if users < workers {
+		return w % users
+	}
+	mine := (users - w + workers - 1) / workers
+	return w + (n%mine)*workers
+}
+
+// userPicker hands a worker its users in turn (userOf). Under classic it
+// also never gives one user twice within a millisecond: the gateway's
+// replay check is on (ID_i, T1), T1 in milliseconds, so a second login in
+// the same millisecond is refused as a replay (spec section 8, item 6), a
+// limit no real user meets. When every user of the worker has logged in
+// during this millisecond, it waits.
+type userPicker struct {
+	classic bool
+	users   int
+	n       int
+	last    map[int]int64 // user -> millisecond of its last login
+}
+
+func newUserPicker(f *Fleet) userPicker {
+	return userPicker{classic: f.Profile == protocol.Classic, users: len(f.Users), last: map[int]int64{}}
+}
+
+func (p *userPicker) next(w, workers int) int {
+	mine := max(1, (p.users-w+workers-1)/workers)
+	for tries := 0; ; tries++ {
+		u := userOf(w, p.n, workers, p.users)
+		p.n++
+		if !p.classic {
+			return u
+		}
+		// used recorded a time no earlier than the user's last T1.
+		if last, seen := p.last[u]; !seen || time.Now().UnixMilli() > last {
+			return u
+		}
+		if tries >= mine {
+			time.Sleep(time.Millisecond)
+			tries = 0
+		}
+	}
+}
+
+// used records that user u's login has read its T1.
+func (p *userPicker) used(u int) {
+	if p.classic {
+		p.last[u] = time.Now().UnixMilli()
+	}
+}
+
 // noReplay is the simulated devices' replay cache in verify-only mode: the
 // load client plays the device, whose own replay check is not under test
 // and would only cost the client memory. The gateway's check is intact.
@@ -114,11 +171,12 @@ func VerifyOps(f *Fleet, gateway string, tr *Traffic, workers int) (func(int) (O
 		if err != nil {
 			return nil, err
 		}
-		return &verifyOp{f: f, devs: devs, conn: c, opts: opts, tr: tr, w: w, workers: workers}, nil
+		return &verifyOp{f: f, devs: devs, conn: c, opts: opts, tr: tr, w: w, workers: workers, pick: newUserPicker(f)}, nil
 	}, nil
 }
 
 type verifyOp struct {
+	pick       userPicker
 	f          *Fleet
 	devs       []*protocol.Device
 	conn       *coapConn
@@ -129,12 +187,11 @@ type verifyOp struct {
 }
 
 func (o *verifyOp) Do(ctx context.Context) error {
-	// Worker w takes users w, w+W, w+2W...: no two workers share a user
-	// unless there are fewer users than workers.
-	u := o.f.Users[(o.w+o.n*o.workers)%len(o.f.Users)]
+	ui := o.pick.next(o.w, o.workers)
 	d := o.devs[(o.w+o.n)%len(o.devs)]
 	o.n++
-	l, m1, err := u.Login(d.ID())
+	l, m1, err := o.f.Users[ui].Login(d.ID())
+	o.pick.used(ui)
 	if err != nil {
 		return err
 	}
@@ -229,13 +286,15 @@ func LoginOps(f *Fleet, ag *Agents, tr *Traffic, workers int, login *Hist) func(
 			return nil, err
 		}
 		return &loginOp{
-			f: f, did: ag.agents[d].ID(), conn: c, tr: tr, w: w, workers: workers, login: login,
+			pick: newUserPicker(f),
+			f:    f, did: ag.agents[d].ID(), conn: c, tr: tr, w: w, workers: workers, login: login,
 			optLogin: optLogin, optConfirm: optConfirm, optTask: optTask, task: task,
 		}, nil
 	}
 }
 
 type loginOp struct {
+	pick                          userPicker
 	f                             *Fleet
 	did                           string
 	conn                          *coapConn
@@ -247,10 +306,11 @@ type loginOp struct {
 }
 
 func (o *loginOp) Do(context.Context) error {
-	u := o.f.Users[(o.w+o.n*o.workers)%len(o.f.Users)]
+	ui := o.pick.next(o.w, o.workers)
 	o.n++
 	start := time.Now()
-	l, m1, err := u.Login(o.did)
+	l, m1, err := o.f.Users[ui].Login(o.did)
+	o.pick.used(ui)
 	if err != nil {
 		return err
 	}

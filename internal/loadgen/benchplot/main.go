@@ -1,6 +1,7 @@
 // Command benchplot draws the concurrency sweep of "tagauth bench" as a
-// PNG: throughput and p99 latency against concurrency, one line per
-// system (tagauth verify and the baselines). It reads the report that
+// PNG: throughput, p99 latency and the server's CPU time per operation
+// against concurrency, one line per system (tagauth verify and the
+// baselines). It reads the report that
 // "tagauth bench --sweep ... --json" writes:
 //
 //	tagauth bench --sweep 1,2,4,8,16,32,64 --baseline all --json > sweep.json
@@ -102,7 +103,7 @@ var colors = []color.Color{
 	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
 }
 
-// draw2 draws throughput and p99 side by side.
+// draw2 draws throughput, p99 and server CPU per operation side by side.
 func draw2(ss []series, title, out string) error {
 	thr := plot.New()
 	thr.Title.Text = "throughput"
@@ -116,14 +117,23 @@ func draw2(ss []series, title, out string) error {
 	p99.Y.Label.Text = "milliseconds (log)"
 	p99.X.Scale, p99.Y.Scale = plot.LogScale{}, plot.LogScale{}
 	p99.X.Tick.Marker, p99.Y.Tick.Marker = pow2Ticks{}, plot.LogTicks{Prec: -1}
-	for _, p := range []*plot.Plot{thr, p99} {
+	cpu := plot.New()
+	cpu.Title.Text = "server CPU per operation"
+	cpu.X.Label.Text = "concurrency (requests in flight)"
+	cpu.Y.Label.Text = "microseconds (log)"
+	cpu.X.Scale, cpu.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	cpu.X.Tick.Marker, cpu.Y.Tick.Marker = pow2Ticks{}, plot.LogTicks{Prec: -1}
+	for _, p := range []*plot.Plot{thr, p99, cpu} {
 		p.Add(plotter.NewGrid())
 		p.Legend.Top = true
 		p.Legend.Left = true
 	}
 	for i, s := range ss {
-		var a, b plotter.XYs
+		var a, b, u plotter.XYs
 		for _, r := range s.runs {
+			if r.ServerCPUPerOpUS != nil && *r.ServerCPUPerOpUS > 0 {
+				u = append(u, plotter.XY{X: float64(r.Concurrency), Y: *r.ServerCPUPerOpUS})
+			}
 			if r.Throughput > 0 {
 				a = append(a, plotter.XY{X: float64(r.Concurrency), Y: r.Throughput})
 			}
@@ -135,7 +145,7 @@ func draw2(ss []series, title, out string) error {
 		for _, pair := range []struct {
 			p   *plot.Plot
 			xys plotter.XYs
-		}{{thr, a}, {p99, b}} {
+		}{{thr, a}, {p99, b}, {cpu, u}} {
 			if len(pair.xys) == 0 {
 				continue
 			}
@@ -151,10 +161,10 @@ func draw2(ss []series, title, out string) error {
 		}
 	}
 	// Room above the lines for the legend (the scales are logarithmic).
-	for _, p := range []*plot.Plot{thr, p99} {
+	for _, p := range []*plot.Plot{thr, p99, cpu} {
 		p.Y.Max *= 8
 	}
-	const w, h = 11 * vg.Inch, 4.6 * vg.Inch
+	const w, h = 15 * vg.Inch, 4.6 * vg.Inch
 	img := vgimg.New(w, h)
 	dc := draw.New(img)
 	top := vg.Length(0.35) * vg.Inch
@@ -162,10 +172,11 @@ func draw2(ss []series, title, out string) error {
 	head.FillText(draw.TextStyle{Color: color.Black, Font: thr.Title.TextStyle.Font, Handler: thr.Title.TextStyle.Handler, XAlign: draw.XCenter},
 		vg.Point{X: w / 2, Y: h - top/2 - 4}, title)
 	body := draw.Crop(dc, 0, 0, 0, -top)
-	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Inch / 4, PadTop: vg.Inch / 8, PadBottom: vg.Inch / 8, PadLeft: vg.Inch / 8, PadRight: vg.Inch / 8}
-	canvases := plot.Align([][]*plot.Plot{{thr, p99}}, tiles, body)
+	tiles := draw.Tiles{Rows: 1, Cols: 3, PadX: vg.Inch / 4, PadTop: vg.Inch / 8, PadBottom: vg.Inch / 8, PadLeft: vg.Inch / 8, PadRight: vg.Inch / 8}
+	canvases := plot.Align([][]*plot.Plot{{thr, p99, cpu}}, tiles, body)
 	thr.Draw(canvases[0][0])
 	p99.Draw(canvases[0][1])
+	cpu.Draw(canvases[0][2])
 	f, err := os.Create(out)
 	if err != nil {
 		return err
