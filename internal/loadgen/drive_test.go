@@ -48,9 +48,12 @@ func TestDriveCount(t *testing.T) {
 	}
 	// Operations that started before the window but end in it count, and
 	// some of the 200 that claimed their place may end just before it.
+	// How many end before the window opens depends on the scheduler (a
+	// loaded CI machine under -race saw 195): bound it loosely below, and
+	// exactly above (never more than the count plus those in flight).
 	n := out.OK + out.Failed()
-	if n < 200-4 || n > 200+4 {
-		t.Errorf("%d operations measured, want 200 (give or take the 4 in flight)", n)
+	if n < 200-20 || n > 200+4 {
+		t.Errorf("%d operations measured, want about 200 (at most 4 more, those in flight)", n)
 	}
 	if out.Errors[KindBusy] == 0 || out.Errors[KindBusy] != out.Failed() {
 		t.Errorf("errors %v, want only busy", out.Errors)
