@@ -75,11 +75,14 @@ func TestRunCompare(t *testing.T) {
 		return m
 	}
 	near := func(got, want float64) bool { return got > want-0.05 && got < want+0.05 }
+	// Bytes are counted over the window and operations as they end, so
+	// one in flight at the edge moves the ratio a little (322.06 for 322).
+	within1pc := func(got, want float64) bool { return got > want*0.99 && got < want*1.01 }
 	v := links(rep.Results[1])
 	if l := v["device<->gateway"]; !near(l.DatagramsPerOp, 2) || l.BytesPerOp < 150 {
 		t.Errorf("verify: %+v, want 2 datagrams (m2, m3) per verify", l)
 	}
-	if echo := rep.Results[2]; echo.DatagramBytes < 100 || !near(links(echo)["client<->server"].BytesPerOp, float64(2*echo.DatagramBytes)) {
+	if echo := rep.Results[2]; echo.DatagramBytes < 100 || !within1pc(links(echo)["client<->server"].BytesPerOp, float64(2*echo.DatagramBytes)) {
 		t.Errorf("echo of %d bytes: %+v", echo.DatagramBytes, echo.Links)
 	}
 	if l := links(rep.Results[3])["client<->server"]; l.BytesPerOp < 1000 {
