@@ -227,40 +227,68 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 		if n > maxResponse {
 			continue // cannot happen over UDP; never parse a cut datagram
 		}
-		if _, err := coder.DefaultCoder.Decode(buf[:n], &resp); err != nil {
-			continue // noise on the socket: keep waiting for the answer
-		}
-		code := Code(resp.Code)
-		switch {
-		case resp.Type == message.Acknowledgement && resp.MessageID == int32(mid):
-			if code == empty {
-				if !acked {
-					acked = true
-					sepUntil = time.Now().Add(maxTransmitWait(ackTimeout, maxRe))
-				}
-				continue
+		switch classify(buf[:n], &resp, mid, token) {
+		case gotEmptyACK:
+			if !acked {
+				acked = true
+				sepUntil = time.Now().Add(maxTransmitWait(ackTimeout, maxRe))
 			}
-			if code.isResponse() && bytes.Equal(resp.Token, token) {
-				keep = true
-				return code, bytes.Clone(resp.Payload), nil
-			}
-		case resp.Type == message.Reset && resp.MessageID == int32(mid):
+		case gotReset:
 			return 0, nil, fmt.Errorf("coap: %s answered %s with a reset: %w", addr, slashed(path), ErrReset)
-		case (resp.Type == message.Confirmable || resp.Type == message.NonConfirmable) &&
-			code.isResponse() && bytes.Equal(resp.Token, token):
+		case gotSeparateCON:
 			// A separate response (RFC 7252 section 5.2.2), possibly
 			// before its empty ACK, which may have been lost.
-			if resp.Type == message.Confirmable {
-				if ack, err := encodeEmpty(message.Acknowledgement, resp.MessageID); err == nil {
-					if _, err := conn.Write(ack); err == nil {
-						traffic.sent(len(ack))
-					}
+			if ack, err := encodeEmpty(message.Acknowledgement, resp.MessageID); err == nil {
+				if _, err := conn.Write(ack); err == nil {
+					traffic.sent(len(ack))
 				}
 			}
 			keep = true
-			return code, bytes.Clone(resp.Payload), nil
+			return Code(resp.Code), bytes.Clone(resp.Payload), nil
+		case gotResponse:
+			keep = true
+			return Code(resp.Code), bytes.Clone(resp.Payload), nil
 		}
 	}
+}
+
+// replyKind is what one datagram received by Post means for its request.
+type replyKind int
+
+const (
+	gotNoise       replyKind = iota // undecodable, or for another exchange: keep waiting
+	gotEmptyACK                     // the request arrived; the response comes separately
+	gotReset                        // the server refused the request
+	gotResponse                     // piggybacked or NON separate response
+	gotSeparateCON                  // separate response that must be acknowledged
+)
+
+// classify decodes a datagram from the server into resp and says what it
+// means for the request with message ID mid and token. It is the client's
+// decoder of untrusted bytes (FuzzClientReply).
+func classify(datagram []byte, resp *message.Message, mid uint16, token []byte) replyKind {
+	if _, err := coder.DefaultCoder.Decode(datagram, resp); err != nil {
+		return gotNoise
+	}
+	code := Code(resp.Code)
+	switch {
+	case resp.Type == message.Acknowledgement && resp.MessageID == int32(mid):
+		if code == empty {
+			return gotEmptyACK
+		}
+		if code.isResponse() && bytes.Equal(resp.Token, token) {
+			return gotResponse
+		}
+	case resp.Type == message.Reset && resp.MessageID == int32(mid):
+		return gotReset
+	case (resp.Type == message.Confirmable || resp.Type == message.NonConfirmable) &&
+		code.isResponse() && bytes.Equal(resp.Token, token):
+		if resp.Type == message.Confirmable {
+			return gotSeparateCON
+		}
+		return gotResponse
+	}
+	return gotNoise
 }
 
 // take returns an idle socket connected to addr, or nil. A socket whose

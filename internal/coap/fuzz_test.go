@@ -84,3 +84,36 @@ func FuzzServerDatagram(f *testing.F) {
 		}
 	})
 }
+
+// FuzzClientReply feeds arbitrary datagrams to the client's decoder of
+// server replies: it never panics, and whatever it accepts as the answer
+// to a request really belongs to it (its message ID or token) and carries
+// a response code.
+func FuzzClientReply(f *testing.F) {
+	token := []byte{1, 2, 3, 4, 5, 6}
+	const mid = 0x1234
+	for _, m := range []message.Message{
+		{Type: message.Acknowledgement, MessageID: mid, Code: codes.Changed, Token: token, Payload: []byte{2, 3}},
+		{Type: message.Acknowledgement, MessageID: mid, Code: codes.Empty},
+		{Type: message.Reset, MessageID: mid, Code: codes.Empty},
+		{Type: message.Confirmable, MessageID: 7, Code: codes.Unauthorized, Token: token, Payload: []byte{2, 0x7f, 5}},
+		{Type: message.NonConfirmable, MessageID: 8, Code: codes.Changed, Token: token},
+	} {
+		if b, err := encodeMessage(&m); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, datagram []byte) {
+		resp := message.Message{Options: make(message.Options, 0, 64)}
+		switch classify(datagram, &resp, mid, token) {
+		case gotResponse, gotSeparateCON:
+			if !Code(resp.Code).isResponse() || !bytes.Equal(resp.Token, token) {
+				t.Fatalf("accepted %v code %v token %x as the answer", resp.Type, resp.Code, resp.Token)
+			}
+		case gotEmptyACK, gotReset:
+			if resp.MessageID != mid {
+				t.Fatalf("%v for message ID %d taken for ours", resp.Type, resp.MessageID)
+			}
+		}
+	})
+}
