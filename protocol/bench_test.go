@@ -34,6 +34,24 @@ type steps struct {
 
 func loginSteps(b *testing.B, p protocol.Profile) *steps { return runLogin(b, newWorld(b, p)) }
 
+// device and gateway are roles of s's world whose replay cache always
+// answers fresh, so that one message can be handled again and again.
+func (s *steps) device(tb testing.TB) *protocol.Device {
+	d, err := protocol.NewDevice(s.w.devCrd, alwaysFresh{}, s.w.cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}
+
+func (s *steps) gateway(tb testing.TB) *protocol.Gateway {
+	g, err := protocol.NewGateway(s.w.p, s.w.reg, alwaysFresh{}, s.w.cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return g
+}
+
 // runLogin runs one full login in w.
 func runLogin(tb testing.TB, w *world) *steps {
 	tb.Helper()
@@ -76,10 +94,7 @@ func BenchmarkGatewayVerify(b *testing.B) {
 	for _, p := range profiles {
 		b.Run(p.String(), func(b *testing.B) {
 			s := loginSteps(b, p)
-			g, err := protocol.NewGateway(p, s.w.reg, alwaysFresh{}, s.w.cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
+			g := s.gateway(b)
 			ctx := context.Background()
 			buf := make([]byte, 0, 128)
 			b.ReportAllocs()
@@ -98,10 +113,7 @@ func BenchmarkGatewayVerifyParallel(b *testing.B) {
 	for _, p := range profiles {
 		b.Run(p.String(), func(b *testing.B) {
 			s := loginSteps(b, p)
-			g, err := protocol.NewGateway(p, s.w.reg, alwaysFresh{}, s.w.cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
+			g := s.gateway(b)
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				ctx := context.Background()
@@ -161,10 +173,7 @@ func BenchmarkDeviceStart(b *testing.B) {
 	for _, p := range profiles {
 		b.Run(p.String(), func(b *testing.B) {
 			s := loginSteps(b, p)
-			d, err := protocol.NewDevice(s.w.devCrd, alwaysFresh{}, s.w.cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
+			d := s.device(b)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
@@ -182,10 +191,7 @@ func BenchmarkDeviceRespond(b *testing.B) {
 	for _, p := range profiles {
 		b.Run(p.String(), func(b *testing.B) {
 			s := loginSteps(b, p)
-			d, err := protocol.NewDevice(s.w.devCrd, alwaysFresh{}, s.w.cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
+			d := s.device(b)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
@@ -208,14 +214,8 @@ func BenchmarkCardFinish(b *testing.B) {
 	for _, p := range profiles {
 		b.Run(p.String(), func(b *testing.B) {
 			s := loginSteps(b, p)
-			d, err := protocol.NewDevice(s.w.devCrd, alwaysFresh{}, s.w.cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			g, err := protocol.NewGateway(p, s.w.reg, alwaysFresh{}, s.w.cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
+			d := s.device(b)
+			g := s.gateway(b)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {

@@ -30,9 +30,10 @@ func (g *Gateway) serveVerify(ctx context.Context, req *coap.Request, dst []byte
 		KVDevice: v.KVDevice,
 	}
 	if err != nil {
-		code = coap.ForProtocol(protocol.CodeOf(err))
+		wire := protocol.CodeOf(err)
+		code = coap.ForProtocol(wire)
 		rec.Outcome = OutcomeRefused
-		if protocol.CodeOf(err) == protocol.ErrInternal {
+		if wire == protocol.ErrInternal {
 			rec.Outcome = OutcomeError
 		}
 		rec.Reason = cmp.Or(why, reasonOf(err))
