@@ -34,14 +34,15 @@ const (
 // Audit writer sizing: the queue bounds memory when the store is slow,
 // a batch bounds one transaction.
 const (
-	auditQueue    = 4096
-	auditMaxBatch = 512
+	auditQueue    = 8192
+	auditMaxBatch = 1024
 	auditRetries  = 3
 	// auditLinger is how long the writer waits for more records after
-	// the first of a batch. Under load a batch fills up before then; at a
-	// moderate rate it turns one store transaction (and fsync) per verify
-	// into one per auditLinger. Records reach the JSON log and the store
-	// at most this much later; sync still flushes at once.
+	// the first of a batch. At a moderate rate it turns one store
+	// transaction (and fsync) per verify into one per auditLinger; under
+	// load a batch fills up before then and the submitter that sees it
+	// full kicks the writer. Records reach the JSON log and the store at
+	// most this much later; sync still flushes at once.
 	auditLinger = 20 * time.Millisecond
 	// auditNames bounds the writer's cache of sanitized identities.
 	auditNames = 1 << 14
@@ -108,6 +109,7 @@ type auditWriter struct {
 	out   io.Writer
 	log   *slog.Logger
 	ch    chan auditItem
+	kick  chan struct{} // a batch is waiting in ch (see notify)
 	flush chan chan struct{}
 	quit  chan struct{}
 	done  chan struct{}
@@ -130,6 +132,7 @@ func newAuditWriter(st store.Store, out io.Writer, log *slog.Logger) *auditWrite
 		log:   log,
 		names: make(map[string]string),
 		ch:    make(chan auditItem, auditQueue),
+		kick:  make(chan struct{}, 1),
 		flush: make(chan chan struct{}),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -149,6 +152,20 @@ func (w *auditWriter) submit(r store.AuditRecord) {
 		return
 	}
 	w.ch <- auditItem{rec: r}
+	w.notify()
+}
+
+// notify kicks a lingering writer once a whole batch is queued. While it
+// lingers the writer does not receive from ch, so that a submit is a plain
+// buffered send: waking the writer for every record cost more than the
+// record itself under load.
+func (w *auditWriter) notify() {
+	if len(w.ch) >= auditMaxBatch {
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // auditItem is a queued record. A verify record leaves its identities and
@@ -193,6 +210,7 @@ func (w *auditWriter) submitVerify(r store.AuditRecord, user, device []byte, fro
 	it.raw.user.set(user)
 	it.raw.device.set(device)
 	w.ch <- it
+	w.notify()
 }
 
 // fillVerifyNames fills a verify record's identities and source at once,
@@ -308,20 +326,21 @@ func (w *auditWriter) loop() {
 	}
 }
 
-// gather waits up to auditLinger for the batch to fill. It returns early
-// when the batch is full, when sync asks for a flush (reply, to be closed
-// once everything queued is written) or at shutdown (quit).
+// gather waits up to auditLinger for the batch to fill, then takes what
+// is queued. It returns early when a submitter finds a batch queued
+// (kick), when sync asks for a flush (reply, to be closed once everything
+// queued is written) or at shutdown (quit).
 func (w *auditWriter) gather(batch []auditItem, linger *time.Timer) (_ []auditItem, reply chan struct{}, quit bool) {
 	linger.Reset(auditLinger)
 	defer linger.Stop()
 	for len(batch) < auditMaxBatch {
 		select {
-		case it := <-w.ch:
-			batch = w.drain(append(batch, it), auditMaxBatch)
+		case <-w.kick:
+			batch = w.drain(batch, auditMaxBatch)
 		case <-linger.C:
-			return batch, nil, false
+			return w.drain(batch, auditMaxBatch), nil, false
 		case reply := <-w.flush:
-			return batch, reply, false
+			return w.drain(batch, auditMaxBatch), reply, false
 		case <-w.quit:
 			return batch, nil, true
 		}

@@ -186,12 +186,11 @@ var errLockoutDown = fmt.Errorf("%w: lockout store unavailable", protocol.ErrBus
 // lockout applies the lockout policy to a verify's outcome. It returns the
 // answer to send, a reason that overrides the error's in the audit record
 // (or ""), and the error to report.
-func (g *Gateway) lockout(ctx context.Context, dst, out []byte, v protocol.Verification, err error) ([]byte, string, error) {
+func (g *Gateway) lockout(ctx context.Context, dst, out []byte, v protocol.Verification, err error, now time.Time) ([]byte, string, error) {
 	gd := g.guard
 	if gd.off || (err != nil && !errors.Is(err, protocol.ErrBadE)) {
 		return out, "", err
 	}
-	now := g.now()
 	until, locked, lerr := gd.lockedUntil(ctx, v.User, now)
 	if lerr != nil {
 		g.metrics.storeError("lockout")

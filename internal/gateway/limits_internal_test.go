@@ -27,7 +27,7 @@ func TestHotPathAllocs(t *testing.T) {
 		if _, _, limited := g.rateLimit(req, dst); limited {
 			t.Fatal("limited with no limits")
 		}
-		if _, why, err := g.lockout(ctx, dst, out, v, nil); err != nil || why != "" {
+		if _, why, err := g.lockout(ctx, dst, out, v, nil, time.Now()); err != nil || why != "" {
 			t.Fatal(why, err)
 		}
 		g.metrics.observe(nil, "", 1, 1, 30*time.Microsecond, time.Now())

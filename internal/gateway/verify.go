@@ -20,10 +20,11 @@ func (g *Gateway) serveVerify(ctx context.Context, req *coap.Request, dst []byte
 		return code, out
 	}
 	out, v, err := g.proto.Verify(ctx, dst, req.Payload)
-	out, why, err := g.lockout(ctx, dst, out, v, err) // limits.go
+	now := g.now()
+	out, why, err := g.lockout(ctx, dst, out, v, err, now) // limits.go
 	code := coap.Changed
 	rec := store.AuditRecord{
-		Time:     g.now(),
+		Time:     now,
 		Kind:     KindVerify,
 		Outcome:  OutcomeOK,
 		KVUser:   v.KVUser,
