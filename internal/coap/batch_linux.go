@@ -42,11 +42,11 @@ type batch struct {
 	oiov  []unix.Iovec
 	wbufs [][]byte // encoded responses, one per slot
 
-	// State shared with readFn and writeFn, which are made once so that
-	// passing them to RawConn allocates nothing.
+	// State shared with writeFn, which is made once so that passing it
+	// to RawConn allocates nothing.
 	n, sent, pending int
 	errno            syscall.Errno
-	readFn, writeFn  func(fd uintptr) bool
+	writeFn          func(fd uintptr) bool
 }
 
 func newBatch(rc syscall.RawConn, size, bufSize, wbufSize int) *batch {
@@ -70,12 +70,11 @@ func newBatch(rc syscall.RawConn, size, bufSize, wbufSize int) *batch {
 		b.out[i].Hdr.Iov = &b.oiov[i]
 		b.out[i].Hdr.SetIovlen(1)
 	}
-	b.readFn = b.recv
 	b.writeFn = b.send
 	return b
 }
 
-// recv runs recvmmsg on fd; RawConn.Read calls it until it returns true.
+// recv runs recvmmsg on fd. It returns false when the socket is empty.
 func (b *batch) recv(fd uintptr) bool {
 	for i := range b.in {
 		// The kernel writes the lengths back: restore them.
@@ -127,15 +126,26 @@ func (b *batch) peer(i int) (netip.AddrPort, bool) {
 
 // loopBatch is loop with batched I/O. It returns false, having read
 // nothing, when conn does not expose its descriptor.
+//
+// The worker reads, handles and answers inside the callback it gives
+// RawConn.Read (serveReady), for as long as the socket has datagrams. A
+// recvmmsg that returns fewer datagrams than the batch holds has emptied
+// the socket, so the worker goes straight back to the poller instead of
+// asking the kernel again only to hear EAGAIN. That is safe only inside one
+// RawConn.Read: each call resets the descriptor's readiness, while between
+// the callback's false and the next call the poller keeps any readiness
+// that arrived meanwhile (Go's poller is edge-triggered: a datagram that
+// lands after the last recvmmsg always leaves a wake-up behind).
 func (w *worker) loopBatch(conn *net.UDPConn) bool {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return false
 	}
 	b := newBatch(rc, w.rt.batch, len(w.rbuf), len(w.wbuf))
+	serve := func(fd uintptr) bool { return w.serveReady(b, fd) }
 	backoff := time.Duration(0)
 	for {
-		if err := rc.Read(b.readFn); err != nil {
+		if err := rc.Read(serve); err != nil {
 			// Read fails only when the socket is closed.
 			return true
 		}
@@ -145,17 +155,66 @@ func (w *worker) loopBatch(conn *net.UDPConn) bool {
 			continue
 		}
 		backoff = 0
-		w.handleBatch(b)
-		if b.pending > 0 && w.sendBatch(b) != nil {
+		// serveReady stopped because the socket's send buffer was full:
+		// wait until it takes the rest.
+		if b.sent < b.pending && w.sendBatch(b) != nil {
 			return true
 		}
 	}
 }
 
+// serveReady reads, handles and answers batches from fd until the socket
+// is empty (false: wait for the poller), a read fails (true, with b.errno
+// set) or the send buffer is full (true, with responses left from b.sent
+// to b.pending).
+func (w *worker) serveReady(b *batch, fd uintptr) bool {
+	for {
+		if !b.recv(fd) {
+			return false
+		}
+		if b.errno != 0 {
+			return true
+		}
+		drained := b.n < len(b.in)
+		w.handleBatch(b)
+		if !w.sendReady(b, fd) {
+			return true
+		}
+		if drained {
+			return false
+		}
+	}
+}
+
+// sendReady sends the queued responses without waiting, skipping any the
+// kernel refuses. It returns false when the socket's send buffer is full.
+func (w *worker) sendReady(b *batch, fd uintptr) bool {
+	for b.sent < b.pending {
+		if !b.send(fd) {
+			return false
+		}
+		w.sent(b)
+	}
+	return true
+}
+
+// sent accounts for one sendmmsg: b.n responses went out, or, on an
+// error, the response at b.sent is skipped.
+func (w *worker) sent(b *batch) {
+	if b.errno != 0 {
+		to, _ := w.destination(b, b.sent)
+		w.sendFailed(to, b.errno)
+		b.sent++
+		return
+	}
+	w.s.Stats.Responses.Add(uint64(b.n))
+	b.sent += b.n
+}
+
 // handleBatch handles the b.n datagrams read and queues their responses
 // in b.out[:b.pending].
 func (w *worker) handleBatch(b *batch) {
-	b.pending = 0
+	b.pending, b.sent = 0, 0
 	for i := range b.n {
 		from, ok := b.peer(i)
 		if !ok {
@@ -184,22 +243,15 @@ func (w *worker) handleBatch(b *batch) {
 	}
 }
 
-// sendBatch sends the queued responses, skipping any the kernel refuses.
-// It fails only when the socket is closed.
+// sendBatch sends the responses left from b.sent, waiting for the socket
+// to take them. It fails only when the socket is closed.
 func (w *worker) sendBatch(b *batch) error {
-	for b.sent = 0; b.sent < b.pending; {
+	for b.sent < b.pending {
 		if err := b.rc.Write(b.writeFn); err != nil {
 			w.s.Stats.Dropped.Add(uint64(b.pending - b.sent))
 			return err
 		}
-		if b.errno != 0 {
-			to, _ := w.destination(b, b.sent)
-			w.sendFailed(to, b.errno)
-			b.sent++
-			continue
-		}
-		w.s.Stats.Responses.Add(uint64(b.n))
-		b.sent += b.n
+		w.sent(b)
 	}
 	return nil
 }
