@@ -12,8 +12,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/plgd-dev/go-coap/v3/message"
+	"golang.org/x/sys/unix"
 )
 
 // TestBatchAnswersEveryDatagram: with one worker and Batch 16, a handler
@@ -159,5 +161,76 @@ func BenchmarkLoopbackBatch(b *testing.B) {
 				send()
 			}
 		})
+	}
+}
+
+// TestBatchSendSkipsRefusedResponse: when the kernel refuses one response
+// of a batch (here: a broadcast destination on a socket without
+// SO_BROADCAST, EACCES), that response is counted as dropped and the rest
+// of the batch still goes out, in order.
+func TestBatchSendSkipsRefusedResponse(t *testing.T) {
+	s := &Server{Handler: NewMux(), Workers: 1, Batch: 4}
+	w := s.newWorker(context.Background())
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Go turns SO_BROADCAST on for every UDP socket: turn it off.
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 0)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	b := newBatch(rc, 4, 64, 64)
+	dests := []*net.UDPAddr{
+		{IP: net.IPv4bcast, Port: 9},
+		peer.LocalAddr().(*net.UDPAddr),
+		{IP: net.IPv4bcast, Port: 9},
+		peer.LocalAddr().(*net.UDPAddr),
+	}
+	for i, d := range dests {
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&b.names[i]))
+		sa.Family = unix.AF_INET
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], uint16(d.Port))
+		copy(sa.Addr[:], d.IP.To4())
+		b.out[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		b.out[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+		b.wbufs[i] = append(b.wbufs[i][:0], byte('a'+i))
+		b.oiov[i].Base = &b.wbufs[i][0]
+		b.oiov[i].SetLen(1)
+	}
+	b.pending = len(dests)
+	if err := w.sendBatch(b); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Stats.Dropped.Load(); got != 2 {
+		t.Errorf("dropped %d responses, want the 2 to the broadcast address", got)
+	}
+	if got := s.Stats.Responses.Load(); got != 2 {
+		t.Errorf("sent %d responses, want 2", got)
+	}
+	buf := make([]byte, 8)
+	for _, want := range []string{"b", "d"} {
+		if err := peer.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := peer.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(buf[:n]) != want {
+			t.Errorf("peer got %q, want %q", buf[:n], want)
+		}
 	}
 }
