@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/tagauth/tagauth/protocol"
@@ -37,14 +39,146 @@ func TestSnapshotCarriesEntriesAcrossRestart(t *testing.T) {
 	if b.Len() != 1 {
 		t.Fatalf("restored %d entries, want only the live one", b.Len())
 	}
-	// Every truncation of the snapshot is refused as a whole or restores
-	// whole records only; never a panic.
-	for n := 0; n < buf.Len(); n++ {
-		c := replay.New(64)
-		err := c.Restore(bytes.NewReader(buf.Bytes()[:n]), 2_000)
-		if err == nil && n != len("tagauth-replay-1\n") && n < buf.Len() {
-			t.Fatalf("truncated snapshot of %d bytes accepted", n)
+	// The restored entry keeps its expiry.
+	if ok, err := b.Insert(ctx, live, 40_000, 20_000); ok || err != nil {
+		t.Fatalf("restored key at its last moment: fresh=%v err=%v", ok, err)
+	}
+	if ok, err := b.Insert(ctx, live, 40_000, 20_001); !ok || err != nil {
+		t.Fatalf("restored key after its expiry: fresh=%v err=%v", ok, err)
+	}
+}
+
+// TestSnapshotManyEntries: every live entry survives, across two restarts
+// (the restored cache saves with the secret it adopted), and only those.
+func TestSnapshotManyEntries(t *testing.T) {
+	ctx := context.Background()
+	a := replay.New(4096)
+	const n = 2000
+	for i := range uint64(n) {
+		// Odd keys expire before the save.
+		exp := uint64(50_000)
+		if i%2 == 1 {
+			exp = 1_500
 		}
+		insert(t, a, key(i), exp, 1_000)
+	}
+	c := a
+	for restart := range 2 {
+		var buf bytes.Buffer
+		if err := c.Save(&buf, 2_000+uint64(restart)); err != nil {
+			t.Fatal(err)
+		}
+		c = replay.New(4096)
+		if err := c.Restore(&buf, 2_000+uint64(restart)); err != nil {
+			t.Fatal(err)
+		}
+		if c.Len() != n/2 {
+			t.Fatalf("restart %d: Len %d, want %d", restart, c.Len(), n/2)
+		}
+	}
+	for i := range uint64(n) {
+		fresh, err := c.Insert(ctx, key(i), 60_000, 3_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fresh != (i%2 == 1) {
+			t.Fatalf("key %d after two restarts: fresh=%v", i, fresh)
+		}
+	}
+}
+
+func snapshot(t *testing.T) []byte {
+	t.Helper()
+	a := replay.New(64)
+	for i := range uint64(3) {
+		insert(t, a, key(i), 20_000, 1_000)
+	}
+	var buf bytes.Buffer
+	if err := a.Save(&buf, 1_000); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// restoreFails checks that Restore refuses data and leaves the cache
+// empty and usable.
+func restoreFails(t *testing.T, data []byte, what string) {
+	t.Helper()
+	c := replay.New(64)
+	if err := c.Restore(bytes.NewReader(data), 1_000); err == nil {
+		t.Fatalf("%s accepted", what)
+	}
+	if c.Len() != 0 {
+		t.Fatalf("%s: refused but restored %d entries", what, c.Len())
+	}
+	if !insert(t, c, key(0), 20_000, 1_000) {
+		t.Fatalf("%s: cache unusable after a refused snapshot", what)
+	}
+}
+
+// TestRestoreRefusesDamage: a snapshot cut short anywhere, even at a
+// record boundary, or with any byte changed, is refused as a whole; never
+// a panic, never a partial restore.
+func TestRestoreRefusesDamage(t *testing.T) {
+	data := snapshot(t)
+	for n := range len(data) {
+		restoreFails(t, data[:n], "snapshot truncated to "+strconv.Itoa(n)+" bytes")
+	}
+	for i := range data {
+		garbled := bytes.Clone(data)
+		garbled[i] ^= 0x10
+		restoreFails(t, garbled, "snapshot with byte "+strconv.Itoa(i)+" changed")
+	}
+	restoreFails(t, append(bytes.Clone(data), 0), "snapshot with a byte appended")
+}
+
+// TestRestoreRefusesVersion1: the format before digests held the keys
+// themselves; it cannot be read back (the caller fences instead).
+func TestRestoreRefusesVersion1(t *testing.T) {
+	v1 := "tagauth-replay-1\n" + strings.Repeat("\x00", 7) + "\x01" + strings.Repeat("k", protocol.ReplayKeySize)
+	c := replay.New(64)
+	err := c.Restore(strings.NewReader(v1), 0)
+	if err == nil || !strings.Contains(err.Error(), "version 1") {
+		t.Fatalf("version 1 snapshot: %v", err)
+	}
+	restoreFails(t, []byte(v1), "version 1 snapshot")
+}
+
+// TestRestoreNeedsUnusedCache: Restore adopts the snapshot's digest
+// secret, which would orphan the entries of a cache already in use.
+func TestRestoreNeedsUnusedCache(t *testing.T) {
+	data := snapshot(t)
+	c := replay.New(64)
+	insert(t, c, key(99), 20_000, 1_000)
+	if err := c.Restore(bytes.NewReader(data), 1_000); err == nil {
+		t.Fatal("Restore into a used cache accepted")
+	}
+	if insert(t, c, key(99), 20_000, 1_000) {
+		t.Fatal("refused Restore lost the cache's own entry")
+	}
+	c = replay.New(64)
+	if err := c.Restore(bytes.NewReader(data), 1_000); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restore(bytes.NewReader(data), 1_000); err == nil {
+		t.Fatal("second Restore accepted")
+	}
+}
+
+// TestRestoreIntoSmallerCache: entries that do not fit are an error (the
+// caller then fences), never silently dropped.
+func TestRestoreIntoSmallerCache(t *testing.T) {
+	a := replay.New(1024)
+	for i := range uint64(200) {
+		insert(t, a, key(i), 20_000, 1_000)
+	}
+	var buf bytes.Buffer
+	if err := a.Save(&buf, 1_000); err != nil {
+		t.Fatal(err)
+	}
+	c := replay.New(16)
+	if err := c.Restore(&buf, 1_000); !errors.Is(err, protocol.ErrCacheFull) {
+		t.Fatalf("Restore of 200 entries into 16: %v, want ErrCacheFull", err)
 	}
 }
 
