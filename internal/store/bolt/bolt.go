@@ -10,7 +10,8 @@
 //	devices  id -> JSON device record
 //	grants   user 0x00 group -> empty (ids contain no NUL, so the split is unique)
 //	codes    SHA-256(code) -> JSON {user, expires}
-//	audit    8-byte big-endian sequence number -> JSON audit record
+//	audit    8-byte big-endian sequence number -> a run of audit records
+//	         from that one on, binary, or one JSON record (see audit.go)
 //
 // # Failures a person can act on
 //
@@ -52,7 +53,12 @@ const FileName = "store.db"
 
 // SchemaVersion is the layout version this package writes and reads. A
 // store with a newer version is refused (the binary is older than the data).
-const SchemaVersion = 1
+//
+// Version 2 stores audit records in runs (audit.go). A version 1 store,
+// whose audit values are all JSON, reads as it is and is marked 2 when
+// opened: an older tagauth then refuses it with "upgrade tagauth" instead
+// of calling the runs it cannot read corruption.
+const SchemaVersion = 2
 
 // Errors of Open, tested with errors.Is. Their messages name the file and
 // say what to do.
@@ -263,6 +269,9 @@ func (s *Store) init() error {
 			if tx.Bucket(name) == nil {
 				return corrupt(s.path, fmt.Errorf("bucket %q is missing", name))
 			}
+		}
+		if v < SchemaVersion {
+			return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
 		}
 		return nil
 	})
@@ -552,32 +561,42 @@ func (s *Store) TakeEnrolCode(ctx context.Context, codeHash [32]byte, now time.T
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
-// AppendAudit implements store.Store.
+// AppendAudit implements store.Store. Records are encoded before the
+// write transaction starts, and stored in runs (see audit.go).
 func (s *Store) AppendAudit(ctx context.Context, recs ...store.AuditRecord) error {
 	if len(recs) == 0 {
 		return ctx.Err()
 	}
-	return s.update(ctx, func(tx *bbolt.Tx) error {
+	e := auditEncoders.Get().(*auditEncoder)
+	if err := e.encode(recs); err != nil {
+		putAuditEncoder(e)
+		return err
+	}
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketAudit)
 		// Sequential keys: let pages fill up instead of splitting in half.
 		b.FillPercent = 1
-		for i := range recs {
-			r := &recs[i]
-			seq, err := b.NextSequence()
-			if err != nil {
+		last := b.Sequence()
+		if uint64(len(recs)) > math.MaxUint64-last {
+			return fmt.Errorf("audit sequence numbers exhausted at %d", last)
+		}
+		if err := b.SetSequence(last + uint64(len(recs))); err != nil {
+			return err
+		}
+		var key [8]byte // bbolt copies keys, not values
+		for _, r := range e.runs {
+			binary.BigEndian.PutUint64(key[:], last+1)
+			if err := b.Put(key[:], e.buf[r.start:r.end:r.end]); err != nil {
 				return err
 			}
-			err = put(b, seqKey(seq), auditRec{
-				Time: norm(r.Time), Kind: r.Kind, Outcome: r.Outcome, Reason: r.Reason,
-				User: r.User, Device: r.Device, Source: r.Source, KVUser: r.KVUser, KVDevice: r.KVDevice,
-				LatencyUS: r.LatencyUS, Detail: r.Detail,
-			})
-			if err != nil {
-				return err
-			}
+			last += uint64(r.count)
 		}
 		return nil
 	})
+	// The transaction is over, committed or not: bbolt no longer refers
+	// to e.buf.
+	putAuditEncoder(e)
+	return err
 }
 
 // QueryAudit implements store.Store. Filters are applied while scanning
@@ -593,30 +612,53 @@ func (s *Store) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 	if f.After == math.MaxUint64 {
 		return nil, nil, ctx.Err()
 	}
+	from := f.After + 1
 	err := s.view(ctx, func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
-		n := 0
-		for k, v := c.Seek(seqKey(f.After + 1)); k != nil && len(recs) < limit; k, v = c.Next() {
-			if n++; n%4096 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
+		// The record after f.After is in the run of the greatest key
+		// <= from: the one Seek finds, or the one before it.
+		k, v := c.Seek(seqKey(from))
+		switch {
+		case k == nil:
+			k, v = c.Last()
+		case len(k) == 8 && binary.BigEndian.Uint64(k) > from:
+			if k, v = c.Prev(); k == nil {
+				k, v = c.First()
 			}
+		}
+		n := 0
+		for ; k != nil && len(recs) < limit; k, v = c.Next() {
 			if len(k) != 8 {
 				return corrupt(s.path, fmt.Errorf("audit key %x", k))
 			}
-			var r auditRec
-			if err := s.decode("audit record", k, v, &r); err != nil {
-				return err
+			first := binary.BigEndian.Uint64(k)
+			rr, err := readRun(v)
+			if err != nil {
+				return corrupt(s.path, fmt.Errorf("audit record %d: %v", first, err))
 			}
-			rec := store.AuditRecord{
-				Time: r.Time, Kind: r.Kind, Outcome: r.Outcome, Reason: r.Reason,
-				User: r.User, Device: r.Device, Source: r.Source, KVUser: r.KVUser, KVDevice: r.KVDevice,
-				LatencyUS: r.LatencyUS, Detail: r.Detail,
+			last, err := rr.lastSeq(first)
+			if err != nil {
+				return corrupt(s.path, fmt.Errorf("audit record %d: %v", first, err))
 			}
-			if f.Match(&rec) {
-				recs = append(recs, rec)
-				seqs = append(seqs, binary.BigEndian.Uint64(k))
+			if last < from {
+				continue
+			}
+			for seq := first; rr.count > 0 && len(recs) < limit; seq++ {
+				if n++; n%4096 == 0 {
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+				}
+				// Records before from are decoded too: the next may
+				// refer to their strings.
+				rec, err := rr.next()
+				if err != nil {
+					return corrupt(s.path, fmt.Errorf("audit record %d: %v", seq, err))
+				}
+				if seq >= from && f.Match(&rec) {
+					recs = append(recs, rec)
+					seqs = append(seqs, seq)
+				}
 			}
 		}
 		return nil

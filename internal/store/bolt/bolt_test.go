@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -314,7 +315,9 @@ func TestForeignAndNewerFiles(t *testing.T) {
 
 	s := openTemp(t)
 	path := s.Path()
-	s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("2")) })
+	s.db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(SchemaVersion+1)))
+	})
 	s.Close()
 	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "upgrade tagauth") {
 		t.Fatalf("Open of a newer store: %v", err)
