@@ -45,7 +45,8 @@ type batch struct {
 	// State shared with writeFn, which is made once so that passing it
 	// to RawConn allocates nothing.
 	n, sent, pending int
-	errno            syscall.Errno
+	rerr, serr       syscall.Errno // of the last recvmmsg, sendmmsg
+	handled          bool          // serveReady handled the batch read
 	writeFn          func(fd uintptr) bool
 }
 
@@ -88,9 +89,9 @@ func (b *batch) recv(fd uintptr) bool {
 	case unix.EAGAIN, unix.EINTR:
 		return false
 	case 0:
-		b.n, b.errno = int(r), 0
+		b.n, b.rerr = int(r), 0
 	default:
-		b.n, b.errno = 0, e
+		b.n, b.rerr = 0, e
 	}
 	return true
 }
@@ -103,9 +104,9 @@ func (b *batch) send(fd uintptr) bool {
 	case unix.EAGAIN, unix.EINTR:
 		return false
 	case 0:
-		b.n, b.errno = int(r), 0
+		b.n, b.serr = int(r), 0
 	default:
-		b.n, b.errno = 0, e
+		b.n, b.serr = 0, e
 	}
 	return true
 }
@@ -127,63 +128,72 @@ func (b *batch) peer(i int) (netip.AddrPort, bool) {
 // loopBatch is loop with batched I/O. It returns false, having read
 // nothing, when conn does not expose its descriptor.
 //
-// The worker reads, handles and answers inside the callback it gives
-// RawConn.Read (serveReady), for as long as the socket has datagrams. A
-// recvmmsg that returns fewer datagrams than the batch holds has emptied
-// the socket, so the worker goes straight back to the poller instead of
-// asking the kernel again only to hear EAGAIN. That is safe only inside one
+// A worker that is its socket's only reader handles a batch inside the
+// callback it gives RawConn.Read (serveReady). When recvmmsg returns fewer
+// datagrams than the batch holds, the socket was empty, so after answering
+// them the worker goes straight back to the poller instead of asking the
+// kernel again only to hear EAGAIN. That is safe only inside one
 // RawConn.Read: each call resets the descriptor's readiness, while between
-// the callback's false and the next call the poller keeps any readiness
+// the callback's false and its next call the poller keeps any readiness
 // that arrived meanwhile (Go's poller is edge-triggered: a datagram that
-// lands after the last recvmmsg always leaves a wake-up behind).
+// lands after the last recvmmsg always leaves a wake-up behind). The
+// callback handles one batch per call to RawConn.Read at most, so that
+// closing the socket waits for one batch, never for a stream of them.
+// Workers that share a socket handle outside the callback, since the
+// descriptor's read lock, held during the callback, would serialize them.
 func (w *worker) loopBatch(conn *net.UDPConn) bool {
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return false
 	}
 	b := newBatch(rc, w.rt.batch, len(w.rbuf), len(w.wbuf))
-	serve := func(fd uintptr) bool { return w.serveReady(b, fd) }
+	inline := w.rt.workers == 1
+	serve := func(fd uintptr) bool { return w.serveReady(b, fd, inline) }
 	backoff := time.Duration(0)
 	for {
+		b.handled = false
 		if err := rc.Read(serve); err != nil {
 			// Read fails only when the socket is closed.
 			return true
 		}
-		if b.errno != 0 {
-			backoff = w.readFailed(conn, b.errno, backoff)
+		if b.rerr != 0 {
+			backoff = w.readFailed(conn, b.rerr, backoff)
 			time.Sleep(backoff)
 			continue
 		}
 		backoff = 0
-		// serveReady stopped because the socket's send buffer was full:
-		// wait until it takes the rest.
+		if !b.handled {
+			w.handleBatch(b)
+		}
+		// Responses left: the socket's send buffer was full, or the batch
+		// was handled here. Wait until the socket takes them.
 		if b.sent < b.pending && w.sendBatch(b) != nil {
 			return true
 		}
 	}
 }
 
-// serveReady reads, handles and answers batches from fd until the socket
-// is empty (false: wait for the poller), a read fails (true, with b.errno
-// set) or the send buffer is full (true, with responses left from b.sent
-// to b.pending).
-func (w *worker) serveReady(b *batch, fd uintptr) bool {
-	for {
-		if !b.recv(fd) {
-			return false
-		}
-		if b.errno != 0 {
-			return true
-		}
-		drained := b.n < len(b.in)
-		w.handleBatch(b)
-		if !w.sendReady(b, fd) {
-			return true
-		}
-		if drained {
-			return false
-		}
+// serveReady reads a batch from fd. Unless inline, it returns true to
+// have the caller handle and answer it. Inline, it handles the batch and
+// answers what the socket takes without waiting; then it returns false
+// (wait for the poller, and read again) when the read emptied the socket,
+// true otherwise (a full batch, so that the caller reads again at once, or
+// responses left for the caller to send). A read error returns true with
+// b.rerr set.
+func (w *worker) serveReady(b *batch, fd uintptr, inline bool) bool {
+	if !b.recv(fd) {
+		return false
 	}
+	if b.rerr != 0 || !inline {
+		return true
+	}
+	drained := b.n < len(b.in)
+	w.handleBatch(b)
+	b.handled = true
+	if !w.sendReady(b, fd) {
+		return true
+	}
+	return !drained
 }
 
 // sendReady sends the queued responses without waiting, skipping any the
@@ -199,11 +209,12 @@ func (w *worker) sendReady(b *batch, fd uintptr) bool {
 }
 
 // sent accounts for one sendmmsg: b.n responses went out, or, on an
-// error, the response at b.sent is skipped.
+// error (b.serr), the response at b.sent is skipped.
 func (w *worker) sent(b *batch) {
-	if b.errno != 0 {
+	if b.serr != 0 {
 		to, _ := w.destination(b, b.sent)
-		w.sendFailed(to, b.errno)
+		w.sendFailed(to, b.serr)
+		b.serr = 0
 		b.sent++
 		return
 	}

@@ -220,6 +220,9 @@ func TestBatchSendSkipsRefusedResponse(t *testing.T) {
 	if got := s.Stats.Responses.Load(); got != 2 {
 		t.Errorf("sent %d responses, want 2", got)
 	}
+	if b.serr != 0 {
+		t.Errorf("send error %v left behind after the batch went out", b.serr)
+	}
 	buf := make([]byte, 8)
 	for _, want := range []string{"b", "d"} {
 		if err := peer.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
@@ -232,5 +235,100 @@ func TestBatchSendSkipsRefusedResponse(t *testing.T) {
 		if string(buf[:n]) != want {
 			t.Errorf("peer got %q, want %q", buf[:n], want)
 		}
+	}
+}
+
+// TestBatchCloseUnderFlood: a worker that always finds a full batch must
+// still let its socket close; Serve returns soon after Close.
+func TestBatchCloseUnderFlood(t *testing.T) {
+	mux := NewMux()
+	mux.Handle("/p", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
+		time.Sleep(time.Millisecond) // slower than the sender
+		return Changed, dst
+	}))
+	s := &Server{Handler: mux, Workers: 1, Batch: 8}
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(conn) }()
+	c := dial(t, conn.LocalAddr().String())
+	stop := make(chan struct{})
+	flooding := make(chan struct{})
+	go func() {
+		defer close(flooding)
+		for mid := uint16(0); ; mid++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c.Write(post(t, mid, "/p", nil))
+		}
+	}()
+	defer func() { close(stop); <-flooding }()
+	eventually(t, "the worker reads full batches", func() bool { return s.Stats.batchedReads.Load() > 10 })
+	closed := make(chan struct{})
+	go func() { conn.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still blocked 10 s into a flood: the worker never let go of the socket")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve returned %v after Close", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+}
+
+// TestBatchWorkersShareSocket: several batching workers on one socket
+// handle requests at the same time (none holds the socket while its
+// handler runs).
+func TestBatchWorkersShareSocket(t *testing.T) {
+	const workers = 4
+	var inside, most atomic.Int64
+	all := make(chan struct{})
+	var once sync.Once
+	mux := NewMux()
+	mux.Handle("/p", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
+		n := inside.Add(1)
+		defer inside.Add(-1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		if n == workers {
+			once.Do(func() { close(all) })
+		}
+		select { // wait until every worker is in a handler, or give up
+		case <-all:
+		case <-time.After(5 * time.Second):
+		}
+		return Changed, dst
+	}))
+	s := &Server{Handler: mux, Workers: workers, Batch: 8}
+	addr := serve(t, s)
+	peers := make([]*net.UDPConn, workers)
+	for i := range peers {
+		peers[i] = dial(t, addr)
+		// Spread the requests over time so that each worker's read
+		// takes one of them.
+		if _, err := peers[i].Write(post(t, uint16(i), "/p", nil)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the request reaches a handler", func() bool { return inside.Load() == int64(i+1) || most.Load() == workers })
+	}
+	for _, p := range peers {
+		read(t, p)
+	}
+	if got := most.Load(); got != workers {
+		t.Fatalf("at most %d handlers ran at once, want %d", got, workers)
 	}
 }
