@@ -6,9 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc64"
 	"io"
-
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -25,12 +24,12 @@ var ErrFenced = fmt.Errorf("replay cache restarted without its predecessor's ent
 
 // Snapshot format, version 2:
 //
-//	magic || secret (64 bytes) || records || count (8) || check (8)
+//	magic || secret (16 bytes) || records || count (8) || check (8)
 //
 // A record is expires (8) || digest (lo 8, hi 8); integers are big-endian.
 // The digests are only good with the secret that made them, so the
 // snapshot carries it and Restore adopts it. count is the number of
-// records and check the xxhash64 of every byte before check: a snapshot cut
+// records and check the CRC-64 (ECMA) of every byte before check: a snapshot cut
 // short, even at a record boundary, or garbled is refused as a whole.
 // Version 1 held the keys themselves; Restore refuses it too.
 const (
@@ -55,7 +54,7 @@ func (c *Cache) Fence(until uint64) {
 // holds the cache's digest secret: keep it as private as the cache.
 func (c *Cache) Save(w io.Writer, now uint64) error {
 	bw := bufio.NewWriter(w)
-	h := xxhash.New()
+	h := crc64.New(crcTable)
 	put := func(b []byte) {
 		bw.Write(b)
 		h.Write(b)
@@ -87,6 +86,12 @@ func (c *Cache) Save(w io.Writer, now uint64) error {
 	return bw.Flush()
 }
 
+var crcTable = crc64.MakeTable(crc64.ECMA)
+
+func checksum(b []byte) uint64 {
+	return crc64.Checksum(b, crcTable)
+}
+
 // Restore restores entries written by Save, dropping those expired at
 // now. It must run on a cache that no Insert or Restore has used yet, and
 // before the cache is shared: it adopts the snapshot's digest secret,
@@ -113,7 +118,7 @@ func (c *Cache) Restore(r io.Reader, now uint64) error {
 	trailer := data[len(data)-trailerSize:]
 	count := binary.BigEndian.Uint64(trailer[0:])
 	if len(body)%recordSize != 0 || uint64(len(body)/recordSize) != count ||
-		binary.BigEndian.Uint64(trailer[8:]) != xxhash.Sum64(data[:len(data)-8]) {
+		binary.BigEndian.Uint64(trailer[8:]) != checksum(data[:len(data)-8]) {
 		return errors.New("replay snapshot: truncated or garbled")
 	}
 	for rec := body; len(rec) > 0; rec = rec[recordSize:] {

@@ -6,12 +6,15 @@
 // of two concurrent Inserts of one key, exactly one reports fresh.
 //
 // Keys: the cache keeps a 128-bit keyed digest of each key, not the key
-// (98 bytes). The digest key is a secret drawn by New, so an outsider can
-// neither predict digests nor aim collisions. Two keys with one digest
-// would make the second login look like a replay and be refused: a
-// collision can refuse a fresh login (with odds of about n/2^128 per
-// insert among n entries), never accept a replayed one, since identical
-// keys always have identical digests.
+// (98 bytes): AES-128 in CBC-MAC mode under a secret drawn by New, a
+// pseudo-random function on inputs of one fixed length, which every key
+// has. An outsider who does not know the secret can neither predict
+// digests nor make keys whose digests collide or crowd one part of a
+// table (the gateway inserts keys before it authenticates the message).
+// Two keys with one digest would make the second login look like a replay
+// and be refused: a collision can refuse a fresh login (with odds of about
+// n/2^128 per insert among n entries), never accept a replayed one, since
+// identical keys always have identical digests.
 //
 // Memory: a Cache holds at most its capacity. Every entry expires at the
 // time given to Insert (T1 + dT, so at most 2 dT after it was inserted) and
@@ -25,10 +28,12 @@ package replay
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
+	"sync"
 	"sync/atomic"
-
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -39,17 +44,13 @@ const (
 	shardShift = 64 - 4
 )
 
-// secretSize is the size of the digest key: two 32-byte halves, one per
-// 64-bit half of the digest.
-const secretSize = 64
+// secretSize is the size of the digest key, an AES-128 key.
+const secretSize = 16
 
 // Cache is an in-memory protocol.ReplayCache.
 type Cache struct {
 	secret [secretSize]byte
-	// h holds two xxhash states, each fed one half of the secret (one
-	// whole 32-byte block, so the key's bytes start on a block boundary).
-	// Insert copies them: xxhash.Digest is plain data.
-	h      [2]xxhash.Digest
+	mac    cipher.Block  // AES under secret
 	used   atomic.Bool   // set by the first Insert or Restore
 	fence  atomic.Uint64 // keys expiring at or before it are refused
 	shards [shards]shard
@@ -59,8 +60,9 @@ type Cache struct {
 // (rounded up to a multiple of 16).
 func New(capacity int) *Cache {
 	c := new(Cache)
-	rand.Read(c.secret[:]) // never fails (crypto/rand)
-	c.setSecret(&c.secret)
+	var secret [secretSize]byte
+	rand.Read(secret[:]) // never fails (crypto/rand)
+	c.setSecret(&secret)
 	per := (capacity + shards - 1) / shards
 	if per < 1 {
 		per = 1
@@ -73,20 +75,32 @@ func New(capacity int) *Cache {
 
 func (c *Cache) setSecret(secret *[secretSize]byte) {
 	c.secret = *secret
-	for i := range c.h {
-		c.h[i].Reset()
-		c.h[i].Write(c.secret[i*32 : (i+1)*32])
+	b, err := aes.NewCipher(c.secret[:])
+	if err != nil {
+		panic("replay: " + err.Error()) // a 16-byte key is always valid
 	}
+	c.mac = b
 }
 
-// digest returns the keyed 128-bit digest of key, as two halves.
+// blocks is scratch for digest: a block passed to cipher.Block escapes,
+// and a pooled one costs less than an allocation per Insert.
+var blocks = sync.Pool{New: func() any { return new([aes.BlockSize]byte) }}
+
+// digest returns the CBC-MAC of key under the cache's secret, the key
+// zero-padded to whole blocks, as two halves.
 func (c *Cache) digest(key *protocol.ReplayKey) (lo, hi uint64) {
-	d := c.h[0]
-	d.Write(key[:])
-	lo = d.Sum64()
-	d = c.h[1]
-	d.Write(key[:])
-	hi = d.Sum64()
+	x := blocks.Get().(*[aes.BlockSize]byte)
+	clear(x[:])
+	for k := key[:]; len(k) > 0; {
+		n := min(len(k), aes.BlockSize)
+		for i := range n {
+			x[i] ^= k[i]
+		}
+		c.mac.Encrypt(x[:], x[:])
+		k = k[n:]
+	}
+	lo, hi = binary.LittleEndian.Uint64(x[:8]), binary.LittleEndian.Uint64(x[8:])
+	blocks.Put(x)
 	return lo, hi
 }
 

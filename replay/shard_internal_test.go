@@ -2,6 +2,9 @@ package replay
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"slices"
@@ -182,4 +185,28 @@ func TestShardGivesMemoryBack(t *testing.T) {
 		t.Fatalf("after the burst: %d entries in %d slots (%d before)", s.n, len(s.slots), big)
 	}
 	checkShard(t, &s)
+}
+
+// TestDigestIsCBCMAC: the digest is the last block of AES-CBC under the
+// secret with a zero IV over the key zero-padded to whole blocks, computed
+// here with crypto/cipher's CBC mode, not the cache's loop.
+func TestDigestIsCBCMAC(t *testing.T) {
+	c := New(16)
+	var key protocol.ReplayKey
+	for i := range key {
+		key[i] = byte(7*i + 1)
+	}
+	block, err := aes.NewCipher(c.secret[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	padded := make([]byte, (len(key)+aes.BlockSize-1)/aes.BlockSize*aes.BlockSize)
+	copy(padded, key[:])
+	out := make([]byte, len(padded))
+	cipher.NewCBCEncrypter(block, make([]byte, aes.BlockSize)).CryptBlocks(out, padded)
+	last := out[len(out)-aes.BlockSize:]
+	lo, hi := c.digest(&key)
+	if lo != binary.LittleEndian.Uint64(last[:8]) || hi != binary.LittleEndian.Uint64(last[8:]) {
+		t.Fatalf("digest %016x %016x, CBC-MAC %x", lo, hi, last)
+	}
 }
