@@ -115,6 +115,9 @@ func putAuditEncoder(e *auditEncoder) {
 // grows: the runs are sliced from it once it is complete.
 func (e *auditEncoder) encode(recs []store.AuditRecord) error {
 	e.buf, e.runs = e.buf[:0], e.runs[:0]
+	if len(recs) == 0 {
+		return nil // no run: a run holds at least one record
+	}
 	var (
 		zero      store.AuditRecord
 		prev      = &zero

@@ -383,6 +383,29 @@ func TestAuditRunSeqOverflow(t *testing.T) {
 	checkCorrupt(t, s.Path(), err)
 }
 
+// Runs whose sequence numbers overlap (a damaged count or key) are
+// corruption, not records returned twice.
+func TestAuditOverlappingRuns(t *testing.T) {
+	s := openTemp(t)
+	var e auditEncoder
+	if err := e.encode(oddRecords()[:3]); err != nil {
+		t.Fatal(err)
+	}
+	run := e.buf[e.runs[0].start:e.runs[0].end]
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		if err := b.Put(seqKey(1), run); err != nil { // records 1..3
+			return err
+		}
+		return b.Put(seqKey(3), run) // records 3..5: 3 twice
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = s.QueryAudit(ctx, store.AuditFilter{})
+	checkCorrupt(t, s.Path(), err)
+}
+
 // FuzzAuditRecord feeds stored audit values to the reader: it must never
 // panic, and what it reads must encode and read back the same.
 func FuzzAuditRecord(f *testing.F) {

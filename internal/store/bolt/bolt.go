@@ -627,6 +627,7 @@ func (s *Store) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 			}
 		}
 		n := 0
+		prevLast, started := uint64(0), false
 		for ; k != nil && len(recs) < limit; k, v = c.Next() {
 			if len(k) != 8 {
 				return corrupt(s.path, fmt.Errorf("audit key %x", k))
@@ -640,6 +641,12 @@ func (s *Store) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 			if err != nil {
 				return corrupt(s.path, fmt.Errorf("audit record %d: %v", first, err))
 			}
+			// A run whose count reaches into the next key's would
+			// return some sequence numbers twice.
+			if started && first <= prevLast {
+				return corrupt(s.path, fmt.Errorf("audit record %d: the previous run, to %d, overlaps it", first, prevLast))
+			}
+			prevLast, started = last, true
 			if last < from {
 				continue
 			}
