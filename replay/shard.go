@@ -91,6 +91,13 @@ func (s *shard) insert(lo, hi, expires, now uint64) (bool, error) {
 		}
 		i, _ = s.find(lo, hi) // the sweep may have shifted entries
 	}
+	s.put(i, lo, hi, expires)
+	return true, nil
+}
+
+// put adds an entry at free slot i (from find), first growing the table
+// if the entry would fill it past three quarters.
+func (s *shard) put(i int, lo, hi, expires uint64) {
 	if (s.n+1)*4 > len(s.slots)*3 {
 		s.resize(len(s.slots) * 2)
 		i, _ = s.find(lo, hi)
@@ -98,7 +105,6 @@ func (s *shard) insert(lo, hi, expires, now uint64) (bool, error) {
 	s.slots[i] = slot{lo: lo, hi: hi, expires: expires}
 	s.n++
 	s.note(lo, expires)
-	return true, nil
 }
 
 // restore adds an entry read from a snapshot, keeping the later expiry
@@ -115,13 +121,7 @@ func (s *shard) restore(lo, hi, expires uint64) bool {
 	if s.n >= s.max {
 		return false
 	}
-	if (s.n+1)*4 > len(s.slots)*3 {
-		s.resize(len(s.slots) * 2)
-		i, _ = s.find(lo, hi)
-	}
-	s.slots[i] = slot{lo: lo, hi: hi, expires: expires}
-	s.n++
-	s.note(lo, expires)
+	s.put(i, lo, hi, expires)
 	return true
 }
 
