@@ -199,6 +199,38 @@ func Provision(ctx context.Context, t Target, users, devices int, run string) (*
 	return f, nil
 }
 
+// offlineFleet makes, in memory and under a random master key, a fleet
+// of one user and one device named as the first of Provision's
+// ("user-0000", "dev-0000"): what a baseline needs to size its datagrams
+// like the gateway's when no gateway runs.
+func offlineFleet(p protocol.Profile) (*Fleet, error) {
+	cfg := clientConfig()
+	mk := protocol.MasterKey{Version: 1}
+	if _, err := crand.Read(mk.Key[:]); err != nil {
+		return nil, err
+	}
+	const pw = "bench password"
+	req, err := protocol.NewRegistrationRequest(p, "user-0000", pw, BenchKDF, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: offline fleet: %w", err)
+	}
+	defer req.Wipe()
+	card, err := protocol.IssueCard(&req, mk, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: offline fleet: %w", err)
+	}
+	u, err := protocol.Unlock(card, pw, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: offline fleet: %w", err)
+	}
+	dc, err := protocol.ProvisionDevice(p, "dev-0000", mk)
+	if err != nil {
+		u.Close()
+		return nil, fmt.Errorf("loadgen: offline fleet: %w", err)
+	}
+	return &Fleet{Profile: p, Users: []*protocol.User{u}, Devices: []credfile.Credential{{DeviceCredential: dc}}}, nil
+}
+
 // UnlockDefault measures one unlock of a hardened card with the default
 // Argon2id parameters (spec section 4): what a real user waits once,
 // before logging in, and what the login figures leave out.

@@ -204,15 +204,23 @@ func Run(ctx context.Context, p Plan) (*Report, error) {
 		return err
 	}
 	runEcho := func(c int, rate float64) error {
-		size := 0
-		if fleet != nil {
-			size = m2Datagram(fleet)
-		} else {
-			size = 140
+		f := fleet
+		if f == nil {
+			// No gateway (--only-baselines): a fleet of one, made here,
+			// with the names the default fleet starts with.
+			var err error
+			if f, err = offlineFleet(p.Profile); err != nil {
+				return err
+			}
+			defer f.Close()
+		}
+		size, err := m2Datagram(f)
+		if err != nil {
+			return err
 		}
 		link := new(Link)
 		res := &Result{System: BaselineUDPEcho, Mode: "echo", Concurrency: c, Rate: rate, DatagramBytes: size}
-		err := measure(ctx, res, load(fmt.Sprintf("udp-echo c=%d", c), c, rate), echoPID, "", EchoOps(echoAt, size, link), nil, linkOnly{"client<->server", link})
+		err = measure(ctx, res, load(fmt.Sprintf("udp-echo c=%d", c), c, rate), echoPID, "", EchoOps(echoAt, size, link), nil, linkOnly{"client<->server", link})
 		rep.Results = append(rep.Results, *res)
 		return err
 	}
@@ -406,28 +414,28 @@ func perOp(name string, c LinkCount, ops uint64) LinkResult {
 
 // m2Datagram is the size of a CoAP datagram carrying one of the fleet's
 // m2 to /tagauth/verify, with a 4-byte token: the UDP echo's datagram.
-func m2Datagram(f *Fleet) int {
+func m2Datagram(f *Fleet) (int, error) {
 	cfg := clientConfig()
 	d, err := protocol.NewDevice(f.Devices[0].DeviceCredential, noReplay{}, cfg)
 	if err != nil {
-		return 140
+		return 0, fmt.Errorf("loadgen: sizing the echo datagram: %w", err)
 	}
 	l, m1, err := f.Users[0].Login(d.ID())
 	if err != nil {
-		return 140
+		return 0, fmt.Errorf("loadgen: sizing the echo datagram: %w", err)
 	}
 	defer l.Close()
 	dl, m2, err := d.Start(context.Background(), m1)
 	if err != nil {
-		return 140
+		return 0, fmt.Errorf("loadgen: sizing the echo datagram: %w", err)
 	}
 	defer dl.Close()
 	m := message.Message{Token: make([]byte, 4), Options: pathOptions(pathVerify), Code: codes.POST, Payload: m2, Type: message.Confirmable}
 	n, err := coder.DefaultCoder.Size(m)
 	if err != nil {
-		return 140
+		return 0, fmt.Errorf("loadgen: sizing the echo datagram: %w", err)
 	}
-	return n
+	return n, nil
 }
 
 func randomHex(n int) string {

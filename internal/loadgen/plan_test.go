@@ -143,3 +143,32 @@ func TestPlanCheck(t *testing.T) {
 		t.Errorf("login at concurrency 100: %v, %d devices; want 4 (32 relays each)", err, p.Devices)
 	}
 }
+
+// TestOfflineFleetSizesLikeProvisioned: with no gateway (--only-baselines)
+// the echo's datagram is sized from a fleet made in memory; it must be the
+// size a provisioned fleet's m2 has, so that the echo baseline is the same
+// with or without a gateway.
+func TestOfflineFleetSizesLikeProvisioned(t *testing.T) {
+	target := startGatewayInProcess(t)
+	online, err := Provision(context.Background(), target, 1, 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer online.Close()
+	offline, err := offlineFleet(online.Profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer offline.Close()
+	want, err := m2Datagram(online)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m2Datagram(offline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want || got < 100 {
+		t.Fatalf("offline fleet's m2 datagram is %d bytes, a provisioned fleet's %d", got, want)
+	}
+}
