@@ -19,11 +19,14 @@
 // Memory: a Cache holds at most its capacity. Every entry expires at the
 // time given to Insert (T1 + dT, so at most 2 dT after it was inserted) and
 // is dropped by later Inserts once expired; at a steady login rate R the
-// cache holds at most R * 2 dT entries. An entry costs 45 to 80 bytes of
-// heap, depending on where its shard's table is between two doublings
-// (BenchmarkMemory: 64 bytes at 500 000 entries). When full of unexpired
-// entries the cache refuses new keys with protocol.ErrCacheFull rather
-// than forget early.
+// cache holds at most R * 2 dT entries. At a steady rate an entry costs
+// 45 to 80 bytes of heap, depending on where its shard's table is between
+// two doublings (BenchmarkMemory: 64 bytes at 500 000 entries); after the
+// rate falls, a table shrinks only once it is under an eighth full, so an
+// entry may cost up to about 190 bytes until then. Either way the tables
+// never outgrow what the capacity needs (about 80 bytes per entry of
+// capacity). When full of unexpired entries the cache refuses new keys
+// with protocol.ErrCacheFull rather than forget early.
 package replay
 
 import (

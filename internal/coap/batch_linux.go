@@ -137,8 +137,11 @@ func (b *batch) peer(i int) (netip.AddrPort, bool) {
 // the callback's false and its next call the poller keeps any readiness
 // that arrived meanwhile (Go's poller is edge-triggered: a datagram that
 // lands after the last recvmmsg always leaves a wake-up behind). The
-// callback handles one batch per call to RawConn.Read at most, so that
-// closing the socket waits for one batch, never for a stream of them.
+// callback handles one batch per call at most, and the poller's wait
+// between calls fails once the socket is closing, so closing the socket
+// waits for the batch in hand, never for a stream of them. Inline handling
+// needs this worker to be its socket's only reader: one Serve with one
+// worker per socket, as the gateway runs it.
 // Workers that share a socket handle outside the callback, since the
 // descriptor's read lock, held during the callback, would serialize them.
 func (w *worker) loopBatch(conn *net.UDPConn) bool {

@@ -83,8 +83,8 @@ type Server struct {
 	// A worker handles its batch in order, so a handler that blocks (on
 	// the network, a lock held long) delays the rest of its batch: leave
 	// Batch at 1 for such handlers, or give the server more workers. With
-	// one worker per socket, closing the socket waits for the batch in
-	// hand to be answered.
+	// one worker per socket, closing the socket waits until the batch in
+	// hand has been handled.
 	Batch int
 	// Stats counts what the server saw and did.
 	Stats Stats
