@@ -103,31 +103,25 @@ var colors = []color.Color{
 	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
 }
 
+// concurrencyPlot is one panel: log-log, concurrency on X.
+func concurrencyPlot(title, yLabel string) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "concurrency (requests in flight)"
+	p.Y.Label.Text = yLabel
+	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	p.X.Tick.Marker, p.Y.Tick.Marker = pow2Ticks{}, plot.LogTicks{Prec: -1}
+	p.Add(plotter.NewGrid())
+	p.Legend.Top = true
+	p.Legend.Left = true
+	return p
+}
+
 // draw2 draws throughput, p99 and server CPU per operation side by side.
 func draw2(ss []series, title, out string) error {
-	thr := plot.New()
-	thr.Title.Text = "throughput"
-	thr.X.Label.Text = "concurrency (requests in flight)"
-	thr.Y.Label.Text = "operations per second (log)"
-	thr.X.Scale, thr.Y.Scale = plot.LogScale{}, plot.LogScale{}
-	thr.X.Tick.Marker, thr.Y.Tick.Marker = pow2Ticks{}, plot.LogTicks{Prec: -1}
-	p99 := plot.New()
-	p99.Title.Text = "p99 latency"
-	p99.X.Label.Text = "concurrency (requests in flight)"
-	p99.Y.Label.Text = "milliseconds (log)"
-	p99.X.Scale, p99.Y.Scale = plot.LogScale{}, plot.LogScale{}
-	p99.X.Tick.Marker, p99.Y.Tick.Marker = pow2Ticks{}, plot.LogTicks{Prec: -1}
-	cpu := plot.New()
-	cpu.Title.Text = "server CPU per operation"
-	cpu.X.Label.Text = "concurrency (requests in flight)"
-	cpu.Y.Label.Text = "microseconds (log)"
-	cpu.X.Scale, cpu.Y.Scale = plot.LogScale{}, plot.LogScale{}
-	cpu.X.Tick.Marker, cpu.Y.Tick.Marker = pow2Ticks{}, plot.LogTicks{Prec: -1}
-	for _, p := range []*plot.Plot{thr, p99, cpu} {
-		p.Add(plotter.NewGrid())
-		p.Legend.Top = true
-		p.Legend.Left = true
-	}
+	thr := concurrencyPlot("throughput", "operations per second (log)")
+	p99 := concurrencyPlot("p99 latency", "milliseconds (log)")
+	cpu := concurrencyPlot("server CPU per operation", "microseconds (log)")
 	for i, s := range ss {
 		var a, b, u plotter.XYs
 		for _, r := range s.runs {
