@@ -46,7 +46,6 @@ type batch struct {
 	// to RawConn allocates nothing.
 	n, sent, pending int
 	rerr, serr       syscall.Errno // of the last recvmmsg, sendmmsg
-	handled          bool          // serveReady handled the batch read
 	writeFn          func(fd uintptr) bool
 }
 
@@ -154,7 +153,6 @@ func (w *worker) loopBatch(conn *net.UDPConn) bool {
 	serve := func(fd uintptr) bool { return w.serveReady(b, fd, inline) }
 	backoff := time.Duration(0)
 	for {
-		b.handled = false
 		if err := rc.Read(serve); err != nil {
 			// Read fails only when the socket is closed.
 			return true
@@ -165,7 +163,7 @@ func (w *worker) loopBatch(conn *net.UDPConn) bool {
 			continue
 		}
 		backoff = 0
-		if !b.handled {
+		if !inline { // inline, serveReady handled the batch
 			w.handleBatch(b)
 		}
 		// Responses left: the socket's send buffer was full, or the batch
@@ -192,7 +190,6 @@ func (w *worker) serveReady(b *batch, fd uintptr, inline bool) bool {
 	}
 	drained := b.n < len(b.in)
 	w.handleBatch(b)
-	b.handled = true
 	if !w.sendReady(b, fd) {
 		return true
 	}

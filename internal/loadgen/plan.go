@@ -203,24 +203,17 @@ func Run(ctx context.Context, p Plan) (*Report, error) {
 		rep.Results = append(rep.Results, *res)
 		return err
 	}
+	echoSize := 0 // sized at the first echo run
 	runEcho := func(c int, rate float64) error {
-		f := fleet
-		if f == nil {
-			// No gateway (--only-baselines): a fleet of one, made here,
-			// with the names the default fleet starts with.
+		if echoSize == 0 {
 			var err error
-			if f, err = offlineFleet(p.Profile); err != nil {
+			if echoSize, err = echoDatagram(fleet, p.Profile); err != nil {
 				return err
 			}
-			defer f.Close()
-		}
-		size, err := m2Datagram(f)
-		if err != nil {
-			return err
 		}
 		link := new(Link)
-		res := &Result{System: BaselineUDPEcho, Mode: "echo", Concurrency: c, Rate: rate, DatagramBytes: size}
-		err = measure(ctx, res, load(fmt.Sprintf("udp-echo c=%d", c), c, rate), echoPID, "", EchoOps(echoAt, size, link), nil, linkOnly{"client<->server", link})
+		res := &Result{System: BaselineUDPEcho, Mode: "echo", Concurrency: c, Rate: rate, DatagramBytes: echoSize}
+		err := measure(ctx, res, load(fmt.Sprintf("udp-echo c=%d", c), c, rate), echoPID, "", EchoOps(echoAt, echoSize, link), nil, linkOnly{"client<->server", link})
 		rep.Results = append(rep.Results, *res)
 		return err
 	}
@@ -410,6 +403,21 @@ func perOp(name string, c LinkCount, ops uint64) LinkResult {
 		return LinkResult{Name: name}
 	}
 	return LinkResult{Name: name, DatagramsPerOp: float64(c.Datagrams) / float64(ops), BytesPerOp: float64(c.Bytes) / float64(ops)}
+}
+
+// echoDatagram is the size of the echo baseline's datagrams: an m2 of
+// fleet, or with no gateway (--only-baselines, fleet nil) of a fleet of
+// one made here with the names the default fleet starts with.
+func echoDatagram(fleet *Fleet, p protocol.Profile) (int, error) {
+	if fleet == nil {
+		f, err := offlineFleet(p)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		fleet = f
+	}
+	return m2Datagram(fleet)
 }
 
 // m2Datagram is the size of a CoAP datagram carrying one of the fleet's
