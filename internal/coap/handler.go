@@ -20,7 +20,32 @@ type Request struct {
 	// From is the sender's address, with an IPv4-mapped IPv6 address
 	// unmapped so that one peer always has one spelling.
 	From netip.AddrPort
+	// Echo is the value of the request's Echo option (RFC 9175), nil when
+	// it has none. Like Payload it is valid only during the call.
+	Echo []byte
+	// Source is the value of the request's Source option (OptionSource),
+	// nil when it has none. Like Payload it is valid only during the call.
+	Source []byte
 }
+
+// Option numbers beyond RFC 7252 that tagauth reads or writes.
+const (
+	// OptionEcho is RFC 9175's Echo option: elective, safe to forward, 1
+	// to 40 bytes. A server proves that a client can receive at the
+	// address it claims by answering 4.01 with an Echo value that the
+	// client must send back.
+	OptionEcho = 252
+	// OptionSource carries, on a verify request from a device to the
+	// gateway, the address of the user's client that the device verified
+	// (return routability through Echo, or the broker's authenticated
+	// client): 4 or 16 bytes for an IP address, else an opaque name of 1
+	// to 64 bytes. It is elective (an even number from the experimental
+	// range, RFC 7252 section 12.2), so a gateway that does not know it
+	// ignores it; it is no part of the protocol's messages and is not
+	// authenticated by them: it only chooses which failure counter a
+	// refused login is charged to.
+	OptionSource = 65004
+)
 
 // Handler answers one request. It appends the response payload to dst,
 // whose memory the server reuses (append to it, as strconv.Append* do, to

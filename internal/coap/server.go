@@ -350,6 +350,7 @@ func (w *worker) dispatch(from netip.AddrPort) (Code, []byte) {
 	var (
 		hasPath, hasQuery        bool
 		host, port, accept, form int // occurrences of non-repeatable options
+		echo, source             []byte
 	)
 	for _, o := range m.Options {
 		if !lengthOK(o) {
@@ -388,6 +389,16 @@ func (w *worker) dispatch(from netip.AddrPort) (Code, []byte) {
 					return unsupportedContentFormat, nil
 				}
 			}
+		case OptionEcho:
+			// Elective: only the first counts (RFC 7252 section 5.4.5);
+			// an illegal length is ignored like an unknown elective option.
+			if echo == nil && len(o.Value) >= 1 && len(o.Value) <= 40 {
+				echo = o.Value
+			}
+		case OptionSource:
+			if source == nil && len(o.Value) >= 1 && len(o.Value) <= 64 {
+				source = o.Value
+			}
 		default:
 			if o.ID%2 == 1 {
 				// An unrecognised critical option (RFC 7252 section
@@ -410,6 +421,7 @@ func (w *worker) dispatch(from netip.AddrPort) (Code, []byte) {
 	req.Path = w.intern(w.path)
 	req.Payload = m.Payload
 	req.From = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	req.Echo, req.Source = echo, source
 	return w.serve(req)
 }
 
