@@ -91,6 +91,7 @@ func (d *Device) Start(ctx context.Context, m1 []byte) (*DeviceLogin, []byte, er
 	did := []byte(d.cred.ID)
 	m2 := M2{Profile: m.Profile, ID: m.ID, KV: m.KV, Nonce: m.Nonce, E: m.E, DID: did, KVDev: d.cred.KV, T1: m.T1, T2: now}
 	if m.Profile == Classic {
+		m2.KVDev = 0 // the classic wire has no key versions
 		m2.I = h(d.cred.Tag[:], m.E[:])
 	} else {
 		var dbuf [1 + MaxIDLen]byte
