@@ -26,6 +26,11 @@ type Request struct {
 	// Source is the value of the request's Source option (OptionSource),
 	// nil when it has none. Like Payload it is valid only during the call.
 	Source []byte
+	// Peer is set only by a binding without addresses (MQTT, package
+	// mqttbind): the name of the requester (its reply topic's client
+	// identifier) after the binding verified that the requester receives
+	// there. The CoAP server never sets it, so no datagram can forge it.
+	Peer []byte
 }
 
 // Option numbers beyond RFC 7252 that tagauth reads or writes.

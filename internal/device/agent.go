@@ -78,6 +78,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 	"github.com/tagauth/tagauth/replay"
 )
@@ -124,6 +125,12 @@ type Config struct {
 	// Client sends m2 to the gateway; nil uses RFC 7252's retransmission
 	// parameters.
 	Client *coap.Client
+	// Relay, when not nil, carries m2 to the gateway instead of CoAP to
+	// Credential.Gateway with Client: the MQTT binding (mqttbind).
+	Relay transport.Poster
+	// NoListen serves no CoAP socket: the requests come through another
+	// binding (the MQTT broker) that feeds them to Handler.
+	NoListen bool
 
 	// SessionIdle and SessionLife bound an established session; zero
 	// means 5 minutes and 1 hour (spec section 9).
@@ -147,9 +154,10 @@ type Agent struct {
 	gateway string
 	log     *slog.Logger
 	dev     *protocol.Device
-	client  *coap.Client
-	conn    *net.UDPConn
+	relay   transport.Poster
+	conn    *net.UDPConn // nil with NoListen
 	srv     *coap.Server
+	mux     *coap.Mux
 
 	// ctx is Run's context: relays and tasks end when Run is asked to
 	// stop. It is set before the server starts.
@@ -178,11 +186,13 @@ type Agent struct {
 // a port in use is reported here) and registers the built-in handlers. Call
 // Run to serve, or Close to release the socket without serving.
 func New(cfg Config) (*Agent, error) {
-	if cfg.Credential.Gateway == "" {
-		return nil, errors.New("device: the credential names no gateway address")
-	}
-	if _, _, err := net.SplitHostPort(cfg.Credential.Gateway); err != nil {
-		return nil, fmt.Errorf("device: gateway address %q must be host:port", cfg.Credential.Gateway)
+	if cfg.Relay == nil {
+		if cfg.Credential.Gateway == "" {
+			return nil, errors.New("device: the credential names no gateway address")
+		}
+		if _, _, err := net.SplitHostPort(cfg.Credential.Gateway); err != nil {
+			return nil, fmt.Errorf("device: gateway address %q must be host:port", cfg.Credential.Gateway)
+		}
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
@@ -211,6 +221,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Client == nil {
 		cfg.Client = &coap.Client{}
 	}
+	if cfg.Relay == nil {
+		cfg.Relay = transport.CoAP{Client: cfg.Client, Addr: cfg.Credential.Gateway}
+	}
 	pcfg := protocol.Config{Now: cfg.Now, Rand: cfg.Rand, Window: cfg.Window, SessionIdle: cfg.SessionIdle, SessionLife: cfg.SessionLife}
 	// The replay cache must hold every m1 accepted within 2 dT; refusing
 	// when full is safe, so size it generously against the tables.
@@ -218,20 +231,22 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device: credential: %w", err)
 	}
-	laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("device: listen address %q: %w", cfg.Listen, err)
-	}
-	conn, err := net.ListenUDP("udp", laddr)
-	if err != nil {
-		return nil, fmt.Errorf("device: cannot listen on %s: %w", cfg.Listen, err)
+	var conn *net.UDPConn
+	if !cfg.NoListen {
+		laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("device: listen address %q: %w", cfg.Listen, err)
+		}
+		if conn, err = net.ListenUDP("udp", laddr); err != nil {
+			return nil, fmt.Errorf("device: cannot listen on %s: %w", cfg.Listen, err)
+		}
 	}
 	a := &Agent{
 		cfg:      cfg,
-		gateway:  cfg.Credential.Gateway,
+		gateway:  cfg.Relay.Name(),
 		log:      cfg.Logger.With("device", cfg.Credential.ID),
 		dev:      dev,
-		client:   cfg.Client,
+		relay:    cfg.Relay,
 		conn:     conn,
 		ctx:      context.Background(),
 		relays:   make(chan struct{}, MaxRelays),
@@ -245,6 +260,7 @@ func New(cfg Config) (*Agent, error) {
 	mux.Handle(pathLogin, coap.HandlerFunc(a.serveLogin))
 	mux.Handle(pathConfirm, coap.HandlerFunc(a.serveConfirm))
 	mux.Handle(pathTask, coap.HandlerFunc(a.serveTask))
+	a.mux = mux
 	a.srv = &coap.Server{
 		Handler: mux,
 		// A handler blocks its worker (internal/coap runs it on the
@@ -269,8 +285,17 @@ const (
 	pathVerify  = "/tagauth/verify" // the gateway's
 )
 
-// Addr returns the address the agent listens on.
-func (a *Agent) Addr() net.Addr { return a.conn.LocalAddr() }
+// Addr returns the address the agent listens on, nil with NoListen.
+func (a *Agent) Addr() net.Addr {
+	if a.conn == nil {
+		return nil
+	}
+	return a.conn.LocalAddr()
+}
+
+// Handler returns the handler of the agent's endpoints, for a binding
+// other than its CoAP socket (mqttbind) to feed requests to.
+func (a *Agent) Handler() coap.Handler { return a.mux }
 
 // ID returns the device identity DID_j.
 func (a *Agent) ID() string { return a.dev.ID() }
@@ -289,9 +314,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		return errors.New("device: Run called twice")
 	}
 	a.ctx = ctx
-	a.log.Info("device agent serving", "profile", a.dev.Profile().String(), "listen", a.Addr().String(), "gateway", a.gateway)
+	listen := "none"
 	served := make(chan error, 1)
-	go func() { served <- a.srv.Serve(a.conn) }()
+	if a.conn != nil {
+		listen = a.Addr().String()
+		go func() { served <- a.srv.Serve(a.conn) }()
+	}
+	a.log.Info("device agent serving", "profile", a.dev.Profile().String(), "listen", listen, "gateway", a.gateway)
 	tick := time.NewTicker(sweepEvery)
 	defer tick.Stop()
 	for {
@@ -303,8 +332,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.closeAll()
 			return err
 		case <-ctx.Done():
-			a.conn.Close()
-			err := <-served
+			var err error
+			if a.conn != nil {
+				a.conn.Close()
+				err = <-served
+			}
 			a.closeAll()
 			a.log.Info("device agent stopped")
 			return err
@@ -315,6 +347,9 @@ func (a *Agent) Run(ctx context.Context) error {
 // Close releases the socket of an agent whose Run was never called; to
 // stop a running agent, cancel Run's context.
 func (a *Agent) Close() error {
+	if a.conn == nil {
+		return nil
+	}
 	return a.conn.Close()
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -61,7 +62,9 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 	}
 
 	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.GatewayTimeout)
-	code, m3, err := a.client.Post(ctx, a.gateway, pathVerify, m2)
+	// Over MQTT, the requester's verified name is the source the
+	// gateway charges a refusal to (req.Peer; CoAP never sets it).
+	code, m3, err := a.relay.Post(ctx, pathVerify, m2, transport.Options{Source: req.Peer})
 	cancel()
 	if err != nil {
 		dl.Close()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -46,7 +47,7 @@ func Enroll(ctx context.Context, hc *http.Client, adminURL, code, id, password s
 type Conn struct {
 	Session    *protocol.Session
 	DeviceAddr string
-	client     *coap.Client
+	device     transport.Poster
 }
 
 // Login runs the login of FIG. 5 against the device agent at addr (its
@@ -54,12 +55,19 @@ type Conn struct {
 // to /tagauth/confirm. Errors from the device are reported with their wire
 // code; a stale timestamp suggests checking clock sync.
 func Login(ctx context.Context, u *protocol.User, client *coap.Client, addr, did string) (*Conn, error) {
+	return LoginVia(ctx, u, transport.CoAP{Client: client, Addr: addr}, did)
+}
+
+// LoginVia is Login through any binding: dev carries the requests to the
+// device (CoAP, or MQTT through a broker).
+func LoginVia(ctx context.Context, u *protocol.User, dev transport.Poster, did string) (*Conn, error) {
+	addr := dev.Name()
 	l, m1, err := u.Login(did)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Close()
-	code, m4, err := client.Post(ctx, addr, "/tagauth/login", m1)
+	code, m4, err := dev.Post(ctx, "/tagauth/login", m1, transport.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +80,7 @@ func Login(ctx context.Context, u *protocol.User, client *coap.Client, addr, did
 	}
 	if m5 != nil {
 		// The confirm request names its login by sid (spec section 11).
-		code, resp, err := client.Post(ctx, addr, "/tagauth/confirm", protocol.ConfirmPayload(nil, s.SID(), m5))
+		code, resp, err := dev.Post(ctx, "/tagauth/confirm", protocol.ConfirmPayload(nil, s.SID(), m5), transport.Options{})
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -82,7 +90,7 @@ func Login(ctx context.Context, u *protocol.User, client *coap.Client, addr, did
 			return nil, wireError("confirm", addr, code, resp)
 		}
 	}
-	return &Conn{Session: s, DeviceAddr: addr, client: client}, nil
+	return &Conn{Session: s, DeviceAddr: addr, device: dev}, nil
 }
 
 // wireError turns an error reply into an error that says what happened.
@@ -121,7 +129,7 @@ func (c *Conn) Task(ctx context.Context, name, args string) (TaskResponse, error
 	if err != nil {
 		return TaskResponse{}, err
 	}
-	code, resp, err := c.client.Post(ctx, c.DeviceAddr, "/tagauth/task", rec)
+	code, resp, err := c.device.Post(ctx, "/tagauth/task", rec, transport.Options{})
 	if err != nil {
 		return TaskResponse{}, err
 	}
