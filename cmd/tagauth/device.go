@@ -29,9 +29,12 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	gateway := fset.String("gateway", "", "gateway CoAP `host:port`, overriding the one in the credential file")
 	window := fset.Duration("window", protocol.DefaultWindow, "freshness window dT: how far a timestamp may be from this device's clock")
 	jsonLogs := fset.Bool("json", false, "write logs as JSON lines instead of text")
+	var mf mqttFlags
+	mf.register(fset, "serve login, confirm and task")
+	relayVia := fset.String("relay", "", "how m2 reaches the gateway: mqtt (default with --mqtt) or coap (the credential's gateway address)")
 	metricsAddr := fset.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (plain HTTP, no authentication; PORT or :PORT binds 127.0.0.1)")
 	fset.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tagauth device --cred FILE [--listen :5683] [--gateway host:port] [--window 10s] [--metrics ADDR] [--json]")
+		fmt.Fprintln(stderr, "usage: tagauth device --cred FILE [--listen :5683] [--gateway host:port] [--mqtt URL [--relay mqtt|coap]] [--window 10s] [--metrics ADDR] [--json]")
 		fmt.Fprintln(stderr)
 		fmt.Fprintln(stderr, "Runs the device agent: users log in to this device through its gateway and send it")
 		fmt.Fprintln(stderr, "sealed tasks (built in: echo, sensor.read, control.write). Logs go to stderr.")
@@ -88,18 +91,34 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	if *jsonLogs {
 		h = slog.NewJSONHandler(stderr, nil)
 	}
-	agent, err := device.New(device.Config{
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dcfg := device.Config{
 		Credential: cred,
 		Listen:     *listen,
 		Window:     *window,
 		Logger:     slog.New(h),
-	})
+	}
+	mb, err := deviceMQTT(ctx, fset, &mf, *relayVia, &dcfg) // devicemqtt.go
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+		return 2
+	}
+	if mb != nil {
+		defer mb.close()
+	}
+	agent, err := device.New(dcfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	if mb != nil {
+		if err := mb.serve(ctx, agent, stdout); err != nil {
+			agent.Close()
+			fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+			return 1
+		}
+	}
 	if metricsAt != "" {
 		bound, err := serveMetrics(ctx, metricsAt, agent.MetricsHandler(), slog.New(h)) // devmetrics.go
 		if err != nil {
@@ -109,8 +128,10 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "metrics at http://%s/metrics\n", bound)
 	}
-	fmt.Fprintf(stdout, "device %s (%s) serving CoAP on %s, gateway %s; stop with Ctrl-C\n",
-		agent.ID(), agent.Profile(), agent.Addr(), agent.Gateway())
+	if agent.Addr() != nil {
+		fmt.Fprintf(stdout, "device %s (%s) serving CoAP on %s, gateway %s; stop with Ctrl-C\n",
+			agent.ID(), agent.Profile(), agent.Addr(), agent.Gateway())
+	}
 	if err := agent.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
 		return 1

@@ -175,6 +175,8 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 2
 	}
+	var mf mqttFlags
+	mf.register(fset, "serve verify (shared subscription, alongside CoAP)") // mqtt.go
 	ops := registerOpsFlags(fset) // gwops.go: --config, lockout, rate limits, metrics token
 	if err := applyConfigFile(fset, args); err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
@@ -266,6 +268,15 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 			}
 		}
 	}()
+	if mf.url != "" {
+		stopMQTT, err := gatewayMQTT(ctx, g, &mf, *replayURL, *window, logger, stdout) // gatewaymqtt.go
+		if err != nil {
+			g.Close()
+			fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+			return 1
+		}
+		defer stopMQTT()
+	}
 	if err := g.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 1

@@ -18,6 +18,8 @@ import (
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/card"
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/mqttbind"
+	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -191,7 +193,9 @@ func userLogin(args []string, stdout, stderr io.Writer, task bool) int {
 	var ps passwordSource
 	ps.register(fs)
 	cardPath := fs.String("card", os.Getenv("TAGAUTH_CARD"), "your card file (env TAGAUTH_CARD)")
-	device := fs.String("device", "", "device agent address host:port")
+	device := fs.String("device", "", "device agent address host:port, or its MQTT broker mqtt://host:1883 (the device is then found by --did)")
+	var mf mqttFlags
+	mf.register(fs, "reach the device")
 	did := fs.String("did", "", "the device's identity DID_j")
 	timeout := fs.Duration("timeout", 20*time.Second, "give up after this long")
 	ackTimeout := fs.Duration("ack-timeout", coap.DefaultACKTimeout, "first CoAP retransmission timeout")
@@ -230,8 +234,27 @@ func userLogin(args []string, stdout, stderr io.Writer, task bool) int {
 	defer u.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	client := &coap.Client{ACKTimeout: *ackTimeout}
-	conn, err := userclient.Login(ctx, u, client, *device, *did)
+	var dev transport.Poster = transport.CoAP{Client: &coap.Client{ACKTimeout: *ackTimeout}, Addr: *device}
+	if broker, ok := mqttDevice(*device); ok || mf.url != "" {
+		// Through the broker (spec section 12): no UDP to the device.
+		if ok {
+			mf.url = broker
+		}
+		mc, err := mf.dial(ctx, nil)
+		if err != nil {
+			return fail(err)
+		}
+		defer mc.Close()
+		rq, err := mqttbind.NewRequester(ctx, mc)
+		if err != nil {
+			return fail(err)
+		}
+		if err := mc.Ready(ctx); err != nil {
+			return fail(err)
+		}
+		dev = rq.Device(*did)
+	}
+	conn, err := userclient.LoginVia(ctx, u, dev, *did)
 	if err != nil {
 		return fail(err)
 	}

@@ -163,6 +163,7 @@ type Agent struct {
 	// stop. It is set before the server starts.
 	ctx     context.Context
 	running atomic.Bool
+	started chan struct{} // closed by Run once ctx is set
 
 	relays chan struct{} // slots for logins waiting on the gateway
 	tasks  chan struct{} // slots for running task handlers
@@ -249,6 +250,7 @@ func New(cfg Config) (*Agent, error) {
 		relay:    cfg.Relay,
 		conn:     conn,
 		ctx:      context.Background(),
+		started:  make(chan struct{}),
 		relays:   make(chan struct{}, MaxRelays),
 		tasks:    make(chan struct{}, MaxTasks),
 		pending:  make(map[netip.Addr][]*pendingLogin),
@@ -294,8 +296,18 @@ func (a *Agent) Addr() net.Addr {
 }
 
 // Handler returns the handler of the agent's endpoints, for a binding
-// other than its CoAP socket (mqttbind) to feed requests to.
-func (a *Agent) Handler() coap.Handler { return a.mux }
+// other than its CoAP socket (mqttbind) to feed requests to. A request
+// that comes before Run has started waits for it.
+func (a *Agent) Handler() coap.Handler {
+	return coap.HandlerFunc(func(ctx context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
+		select {
+		case <-a.started:
+		case <-ctx.Done():
+			return coap.ServiceUnavailable, dst
+		}
+		return a.mux.ServeCoAP(ctx, req, dst)
+	})
+}
 
 // ID returns the device identity DID_j.
 func (a *Agent) ID() string { return a.dev.ID() }
@@ -314,6 +326,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return errors.New("device: Run called twice")
 	}
 	a.ctx = ctx
+	close(a.started)
 	listen := "none"
 	served := make(chan error, 1)
 	if a.conn != nil {

@@ -476,6 +476,11 @@ func (g *Gateway) TokenPath() string { return g.tokenPath }
 // Profile is the profile the gateway serves.
 func (g *Gateway) Profile() protocol.Profile { return g.profile }
 
+// VerifyHandler returns the handler of /tagauth/verify that the CoAP
+// server runs, for another binding (MQTT, package mqttbind) to feed
+// verify requests to.
+func (g *Gateway) VerifyHandler() coap.Handler { return g.coapSrv.Handler }
+
 // CoAPStats exposes the CoAP server's counters (received, malformed...).
 func (g *Gateway) CoAPStats() *coap.Stats { return &g.coapSrv.Stats }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DefaultRoot is the topic prefix of spec section 12.
@@ -323,4 +324,26 @@ func (c *Conn) publish(ctx context.Context, p *paho.Publish) error {
 		return fmt.Errorf("mqtt: publish to %s: %w", p.Topic, err)
 	}
 	return nil
+}
+
+// Collectors are Prometheus metrics of the connection, named with prefix
+// (such as "tagauth_device"): whether the broker is connected, and the
+// failed connection attempts (the broker unreachable).
+func (c *Conn) Collectors(prefix string) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: prefix + "_mqtt_connected",
+			Help: "1 while the MQTT broker connection is up, 0 while it is down (reconnecting)."},
+			func() float64 {
+				if c.up.Load() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: prefix + "_mqtt_connect_failures_total",
+			Help: "Failed connection attempts to the MQTT broker (unreachable or refused)."},
+			func() float64 { return float64(c.failures.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: prefix + "_mqtt_connections_total",
+			Help: "Connections made to the MQTT broker, reconnections included."},
+			func() float64 { return float64(c.conns.Load()) }),
+	}
 }

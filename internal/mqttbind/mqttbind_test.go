@@ -159,9 +159,9 @@ func TestDuplicateAnsweredFromCache(t *testing.T) {
 		}
 	}
 	pub([]byte{1, 2}, corr, reply)
-	pub([]byte{1, 2}, corr, reply) // the QoS 1 duplicate, while the first is handled
-	pub([]byte{9, 9}, corr, reply) // same key, other payload: dropped
-	pub([]byte{5}, nil, reply)     // no correlation data: dropped
+	pub([]byte{1, 2}, corr, reply)                                  // the QoS 1 duplicate, while the first is handled
+	pub([]byte{9, 9}, corr, reply)                                  // same key, other payload: dropped
+	pub([]byte{5}, nil, reply)                                      // no correlation data: dropped
 	pub([]byte{6}, []byte("fedcba9876543210"), "elsewhere/reply/x") // not under reply/: dropped
 	close(h.block)
 	for range 2 {

@@ -1,0 +1,125 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tagauth/tagauth/internal/mqttbind/mqtttest"
+)
+
+// mqttUsers are the broker accounts of docs/mosquitto/tagauth.acl.
+var mqttUsers = map[string]string{"gateway": "gw-secret", "sensor-7": "dev-secret", "alice": "alice-secret", "mallory": "mallory-secret"}
+
+func mqttEnv(user string) []string { return []string{"TAGAUTH_MQTT_PASSWORD=" + mqttUsers[user]} }
+
+// mqttWorld is a broker run with the ACL file of docs/OPERATIONS.md, a
+// gateway serving verify on CoAP and on the broker, a device agent with no
+// UDP socket at all, and an enrolled user.
+type mqttWorld struct {
+	*world
+	broker *mqtttest.Broker
+}
+
+func newMQTTWorld(t *testing.T, profile string) *mqttWorld {
+	t.Helper()
+	acl, err := os.ReadFile("../docs/mosquitto/tagauth.acl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := mqtttest.Start(t, string(acl), mqttUsers)
+	dir := t.TempDir()
+	w := &world{t: t, dir: dir}
+	data := filepath.Join(dir, "gw")
+	p := start(t, mqttEnv("gateway"), "gateway", "serve", "--data", data, "--profile", profile,
+		"--coap", freeUDPPort(t), "--admin", "127.0.0.1:0", "--audit-log", data+"-audit.jsonl",
+		"--mqtt", b.URL(), "--mqtt-user", "gateway")
+	w.gw = &gateway{proc: p, data: data}
+	w.gw.coap = p.waitLine(`CoAP verify:\s+(\S+)`)[1]
+	w.gw.admin = p.waitLine(`admin API:\s+(\S+)`)[1]
+	w.gw.fingerprint = p.waitLine(`fingerprint:\s+([0-9a-f]{64})`)[1]
+	p.waitLine(`MQTT verify:\s+\S+ on \$share/tagauth-gateways/tagauth/v1/gateway/verify`)
+	must(t, nil, "gateway", "provision", "--data", data, "--id", "sensor-7", "--group", "plant-a", "--out", filepath.Join(dir, "sensor-7.json"))
+	must(t, nil, "gateway", "grant", "--data", data, "--user", "alice", "--group", "plant-a")
+	code := strings.TrimSpace(must(t, nil, "gateway", "enrol-code", "--data", data, "--user", "alice"))
+	w.card = filepath.Join(dir, "alice.card")
+	w.userPW = []string{"TAGAUTH_PASSWORD=correct horse"}
+	must(t, w.userPW, "user", "enroll", "--admin", w.gw.admin, "--fingerprint", w.gw.fingerprint,
+		"--code", code, "--id", "alice", "--card", w.card, "--profile", profile, fastKDF, "--kdf-m=1024")
+	mw := &mqttWorld{world: w, broker: b}
+	mw.startMQTTDevice()
+	return mw
+}
+
+// startMQTTDevice runs the device agent on the broker only: no --listen,
+// so no UDP socket.
+func (w *mqttWorld) startMQTTDevice() {
+	w.t.Helper()
+	w.dev = start(w.t, mqttEnv("sensor-7"), "device", "--cred", filepath.Join(w.dir, "sensor-7.json"),
+		"--mqtt", w.broker.URL(), "--mqtt-user", "sensor-7", "--metrics", "127.0.0.1:0")
+	w.dev.waitLine(`serving MQTT on tagauth/v1/device/73656e736f722d37/#`)
+	if strings.Contains(w.dev.stdout(), "serving CoAP") {
+		w.t.Fatalf("the device serves CoAP too: %s", w.dev.stdout())
+	}
+}
+
+// mqttUser runs "tagauth user SUB" through the broker as alice.
+func (w *mqttWorld) mqttUser(sub string, extra ...string) (int, string, string) {
+	w.t.Helper()
+	args := append([]string{"user", sub, "--card", w.card, "--device", "mqtt://" + w.broker.Addr(), "--did", "sensor-7",
+		"--mqtt-user", "alice", "--timeout", "10s"}, extra...)
+	return run(w.t, append(append([]string(nil), w.userPW...), mqttEnv("alice")...), args...)
+}
+
+// untilOK runs f until it exits 0, for at most 30 s (a device
+// reconnecting to a restarted broker).
+func untilOK(t *testing.T, f func() (int, string, string)) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, out, errs := f()
+		if code == 0 {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still failing after 30 s: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+		}
+	}
+}
+
+func TestMQTTLoginAndTasks(t *testing.T) {
+	for _, profile := range []string{"hardened", "classic"} {
+		t.Run(profile, func(t *testing.T) {
+			w := newMQTTWorld(t, profile)
+			code, out, errs := w.mqttUser("login")
+			if code != 0 || !strings.Contains(out, "authenticated: user alice <-> device sensor-7") {
+				t.Fatalf("login through the broker: exit %d\nstdout: %s\nstderr: %s\ndevice: %s", code, out, errs, w.dev.errText())
+			}
+			code, out, errs = w.mqttUser("task", "echo", "over", "mqtt")
+			if code != 0 || strings.TrimSpace(out) != "over mqtt" {
+				t.Fatalf("task through the broker: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+			}
+			code, out, _ = w.mqttUser("task", "sensor.read")
+			if code != 0 || !strings.Contains(out, "temperature") {
+				t.Fatalf("sensor.read through the broker: exit %d: %s", code, out)
+			}
+		})
+	}
+}
+
+func TestMQTTBrokerRestartMidSession(t *testing.T) {
+	w := newMQTTWorld(t, "hardened")
+	if code, out, errs := w.mqttUser("task", "echo", "before"); code != 0 {
+		t.Fatalf("before the restart: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	w.broker.Restart() // every connection and subscription is gone
+	out := untilOK(t, func() (int, string, string) { return w.mqttUser("task", "echo", "after") })
+	if strings.TrimSpace(out) != "after" {
+		t.Fatalf("after the restart: %q", out)
+	}
+	if !strings.Contains(w.dev.errText(), "mqtt connection lost") {
+		t.Fatalf("the device did not log the lost broker:\n%s", w.dev.errText())
+	}
+}
