@@ -177,7 +177,7 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 	}
 	var mf mqttFlags
 	mf.register(fset, "serve verify (shared subscription, alongside CoAP)") // mqtt.go
-	ops := registerOpsFlags(fset) // gwops.go: --config, lockout, rate limits, metrics token
+	ops := registerOpsFlags(fset)                                           // gwops.go: --config, lockout, rate limits, metrics token
 	if err := applyConfigFile(fset, args); err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 2
