@@ -175,9 +175,9 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 2
 	}
-	var mf mqttFlags
-	mf.register(fset, "serve verify (shared subscription, alongside CoAP)") // mqtt.go
-	ops := registerOpsFlags(fset)                                           // gwops.go: --config, lockout, rate limits, metrics token
+	var mf mqttFlags // mqtt.go
+	mf.register(fset, "serve verify (shared subscription, alongside CoAP)")
+	ops := registerOpsFlags(fset) // gwops.go: --config, lockout, rate limits, metrics token
 	if err := applyConfigFile(fset, args); err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 2
