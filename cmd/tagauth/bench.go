@@ -27,6 +27,9 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "serve" {
 		return benchServe(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "mqtt" {
+		return benchMQTT(args[1:], stdout, stderr) // benchmqtt.go
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return bench(ctx, args, stdout, stderr)
