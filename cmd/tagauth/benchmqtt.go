@@ -253,7 +253,9 @@ func benchLogin(ctx context.Context, u *protocol.User, dev transport.Poster, did
 	return nil
 }
 
-func fmtMicros(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 0, 64) + " µs" }
+func fmtMicros(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/1e3, 'f', 0, 64) + " µs"
+}
 
 // procCPU is a process's user and system CPU time, from /proc (Linux;
 // clock ticks of 10 ms).
