@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/tagauth/tagauth/internal/mqttbind"
 	"github.com/tagauth/tagauth/internal/mqttbind/mqtttest"
 )
 
@@ -24,6 +29,13 @@ type mqttWorld struct {
 }
 
 func newMQTTWorld(t *testing.T, profile string) *mqttWorld {
+	t.Helper()
+	w := newMQTTWorldNoDevice(t, profile)
+	w.startMQTTDevice()
+	return w
+}
+
+func newMQTTWorldNoDevice(t *testing.T, profile string) *mqttWorld {
 	t.Helper()
 	acl, err := os.ReadFile("../docs/mosquitto/tagauth.acl")
 	if err != nil {
@@ -48,9 +60,7 @@ func newMQTTWorld(t *testing.T, profile string) *mqttWorld {
 	w.userPW = []string{"TAGAUTH_PASSWORD=correct horse"}
 	must(t, w.userPW, "user", "enroll", "--admin", w.gw.admin, "--fingerprint", w.gw.fingerprint,
 		"--code", code, "--id", "alice", "--card", w.card, "--profile", profile, fastKDF, "--kdf-m=1024")
-	mw := &mqttWorld{world: w, broker: b}
-	mw.startMQTTDevice()
-	return mw
+	return &mqttWorld{world: w, broker: b}
 }
 
 // startMQTTDevice runs the device agent on the broker only: no --listen,
@@ -121,5 +131,55 @@ func TestMQTTBrokerRestartMidSession(t *testing.T) {
 	}
 	if !strings.Contains(w.dev.errText(), "mqtt connection lost") {
 		t.Fatalf("the device did not log the lost broker:\n%s", w.dev.errText())
+	}
+}
+
+// TestMQTTForgedAnswerRefused: whoever can publish on a user's reply topic
+// with the right Correlation Data (the broker, or here a client with the
+// device's broker account, which sees the request) and answers first gets
+// its answer taken, and the protocol refuses it: the user is not logged
+// in.
+func TestMQTTForgedAnswerRefused(t *testing.T) {
+	w := newMQTTWorld(t, "hardened")
+	forger, _, _ := mqtttest.Raw(t, w.broker, "sensor-7", mqttUsers["sensor-7"])
+	topic := mqttbind.DeviceTopic(mqttbind.DefaultRoot, "sensor-7", mqttbind.PathLogin)
+	forged := make(chan struct{}, 16)
+	forger.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) {
+		p := pr.Packet
+		if p.Topic != topic || p.Properties == nil {
+			return false, nil
+		}
+		// A well-formed hardened m4 with fresh timestamps and random
+		// values: X_ij, gamma_i, T3, T4, tau_j.
+		m4 := append([]byte{0x02, 0x04}, make([]byte, 32+32)...)
+		rand.Read(m4[2:])
+		now := uint64(time.Now().UnixMilli())
+		m4 = binary.BigEndian.AppendUint64(m4, now)
+		m4 = binary.BigEndian.AppendUint64(m4, now)
+		tau := make([]byte, 32)
+		rand.Read(tau)
+		m4 = append(m4, tau...)
+		go func() {
+			pr.Client.Publish(t.Context(), &paho.Publish{Topic: p.Properties.ResponseTopic, QoS: 1, Payload: m4,
+				Properties: &paho.PublishProperties{CorrelationData: p.Properties.CorrelationData}})
+			forged <- struct{}{}
+		}()
+		return true, nil
+	})
+	ctx := t.Context()
+	if _, err := forger.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := w.mqttUser("login")
+	if code == 0 || strings.Contains(out, "authenticated") {
+		t.Fatalf("a forged m4 logged the user in: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	if !strings.Contains(errs, "answer refused") {
+		t.Fatalf("want the card to refuse the forged answer, got: %s", errs)
+	}
+	select {
+	case <-forged:
+	default:
+		t.Fatal("the forger never answered: the test proved nothing")
 	}
 }
