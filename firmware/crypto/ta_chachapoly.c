@@ -1,6 +1,7 @@
 /* Compact portable ChaCha20-Poly1305 (RFC 8439). Poly1305 uses 26-bit limbs
- * and 32x32->64 multiplies (as poly1305-donna-32), constant time on
- * Cortex-M3, whose UMULL does not depend on its operands' values. */
+ * and 32x32->64 multiplies (as poly1305-donna-32): constant time where the
+ * multiplier is (Cortex-M4 and later, x86-64), not on Cortex-M3, whose UMULL
+ * ends early on small operands (see README.md, "Crypto backend"). */
 #include <string.h>
 
 #include "ta_chachapoly.h"

@@ -694,7 +694,7 @@ int ta_device_confirm(ta_device *d, ta_login *logins, size_t count, const uint8_
 	}
 	now = now_ms(d);
 	/* The device holds a pending login for dT after m4 (section 6). */
-	if (now > l->t4 + d->window_ms) {
+	if (now > l->t4 && now - l->t4 > d->window_ms) {
 		ta_login_wipe(l);
 		return TA_E_REJECTED;
 	}
