@@ -664,3 +664,24 @@ func FuzzCardFinish(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSplitConfirmPayload: the confirm payload (spec section 11) splits
+// into an 8-byte sid and an m5 of at least one byte, exactly as
+// ConfirmPayload joins them, and anything shorter is malformed.
+func FuzzSplitConfirmPayload(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(make([]byte, protocol.SIDSize))
+	f.Add(append(make([]byte, protocol.SIDSize), 0x02, 0x05))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sid, m5, err := protocol.SplitConfirmPayload(b)
+		if len(b) < protocol.SIDSize+1 {
+			if !errors.Is(err, protocol.ErrMalformed) || m5 != nil {
+				t.Fatalf("%d bytes: %v, m5 %x; want malformed", len(b), err, m5)
+			}
+			return
+		}
+		if err != nil || !bytes.Equal(protocol.ConfirmPayload(nil, sid, m5), b) {
+			t.Fatalf("%x: split into %x and %x, %v", b, sid, m5, err)
+		}
+	})
+}
