@@ -185,6 +185,40 @@ static int array_step(const json_span *arr, size_t *pos, cur *c)
 	return -1;
 }
 
+/* Reads one flat object at the cursor into o. */
+static int read_object(cur *c, json_obj *o)
+{
+	if (peek(c) != '{') {
+		return -1;
+	}
+	c->i++;
+	o->n = 0;
+	if (peek(c) == '}') {
+		c->i++;
+		return 0;
+	}
+	for (;;) {
+		json_field f;
+		if (str(c, &f.key) != 0 || peek(c) != ':') {
+			return -1;
+		}
+		c->i++;
+		if (value(c, &f.kind, &f.val) != 0 || o->n == JSON_MAX_FIELDS) {
+			return -1;
+		}
+		o->f[o->n++] = f;
+		if (peek(c) == ',') {
+			c->i++;
+			continue;
+		}
+		if (peek(c) == '}') {
+			c->i++;
+			return 0;
+		}
+		return -1;
+	}
+}
+
 int json_next_object(const json_span *arr, size_t *pos, json_obj *o)
 {
 	cur c;
@@ -192,37 +226,11 @@ int json_next_object(const json_span *arr, size_t *pos, json_obj *o)
 	if (rc <= 0) {
 		return rc;
 	}
-	if (peek(&c) != '{') {
+	if (read_object(&c, o) != 0) {
 		return -1;
 	}
-	c.i++;
-	o->n = 0;
-	if (peek(&c) == '}') {
-		c.i++;
-		*pos = c.i;
-		return 1;
-	}
-	for (;;) {
-		json_field f;
-		if (str(&c, &f.key) != 0 || peek(&c) != ':') {
-			return -1;
-		}
-		c.i++;
-		if (value(&c, &f.kind, &f.val) != 0 || o->n == JSON_MAX_FIELDS) {
-			return -1;
-		}
-		o->f[o->n++] = f;
-		if (peek(&c) == ',') {
-			c.i++;
-			continue;
-		}
-		if (peek(&c) == '}') {
-			c.i++;
-			*pos = c.i;
-			return 1;
-		}
-		return -1;
-	}
+	*pos = c.i;
+	return 1;
 }
 
 int json_next_string(const json_span *arr, size_t *pos, json_span *s)
@@ -237,6 +245,15 @@ int json_next_string(const json_span *arr, size_t *pos, json_span *s)
 	}
 	*pos = c.i;
 	return 1;
+}
+
+int json_object(const char *buf, size_t len, json_obj *o)
+{
+	cur c = {buf, len, 0, 0};
+	if (read_object(&c, o) != 0 || peek(&c) != -1) {
+		return -1;
+	}
+	return 0;
 }
 
 const json_field *json_get(const json_obj *o, const char *key)

@@ -33,6 +33,10 @@ int json_next_object(const json_span *arr, size_t *pos, json_obj *o);
 /* Reads the next string of an array of strings (1, 0 at end, -1 on error). */
 int json_next_string(const json_span *arr, size_t *pos, json_span *s);
 
+/* Reads buf as one flat object and nothing after it (JSON whitespace
+ * allowed); 0 on success. */
+int json_object(const char *buf, size_t len, json_obj *o);
+
 const json_field *json_get(const json_obj *o, const char *key);
 /* The field as raw string, decimal integer, or hex bytes. 0 on success. */
 int json_str(const json_obj *o, const char *key, json_span *s);
