@@ -1,8 +1,10 @@
 /*
  * libFuzzer targets, one per parser of untrusted bytes, chosen at build
  * time: FUZZ_M1 (ta_device_start), FUZZ_M3 (ta_device_respond on a pending
- * login), FUZZ_CONFIRM (ta_device_confirm on a login waiting for m5) and
- * FUZZ_RECORD (ta_device_open on an established session). The first input
+ * login), FUZZ_CONFIRM (ta_device_confirm on a login waiting for m5),
+ * FUZZ_RECORD (ta_device_open on an established session), and FUZZ_JSON
+ * (test/json.c, which tagauth-agent uses on task requests and credential
+ * files). The first input
  * byte picks the profile (bit 0: classic or hardened), the rest is the
  * message. Besides the sanitizers, each run checks the library's promise
  * that a refused message changes nothing, and that every result maps to a
@@ -70,6 +72,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc, (void)argv;
 	if (dir == NULL) {
 		return 0;
+	}
+	{
+		FILE *f;
+		char path[512];
+		snprintf(path, sizeof path, "%s/json-credential", dir);
+		f = fopen(path, "wb");
+		if (f == NULL) {
+			abort();
+		}
+		fputs("{\"profile\":\"hardened\",\"id\":\"sensor-7\",\"kv\":1,\"tag\":\"00ff\","
+		      "\"cases\":[{\"prior\":[\"0a\"],\"task\":\"echo\",\"args\":\"a\\\"b\"}]}", f);
+		fclose(f);
 	}
 	for (i = 0; i < 2; i++) {
 		const fuzz_vec *v = &fuzz_vecs[i];
@@ -139,6 +153,38 @@ static void setup(const fuzz_vec *v)
 	(void)n, (void)outn, (void)m, (void)out;
 }
 
+#ifdef FUZZ_JSON
+#include "json.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static json_obj o;
+	static uint8_t hex[512];
+	json_span arr, s;
+	size_t pos = 0, i, n;
+	uint64_t v;
+	(void)setup;
+	if (json_object((const char *)data, size, &o) == 0) {
+		for (i = 0; i < o.n; i++) {
+			if (o.f[i].kind == 's') {
+				json_hex(&o.f[i].val, hex, sizeof hex, &n);
+			}
+		}
+		json_u64(&o, "kv", &v);
+	}
+	if (json_top_array((const char *)data, size, "cases", &arr) == 0) {
+		int rc;
+		while ((rc = json_next_object(&arr, &pos, &o)) == 1) {
+			const json_field *f = json_get(&o, "prior");
+			size_t p2 = 0;
+			while (f != NULL && f->kind == 'a' && json_next_string(&f->val, &p2, &s) == 1) {
+			}
+		}
+	}
+	return 0;
+}
+#else
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -194,3 +240,4 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ta_device_wipe(&dev);
 	return 0;
 }
+#endif
