@@ -158,7 +158,8 @@ int ta_device_init(ta_device *d, const ta_crypto *c, const ta_port *port,
 void ta_device_wipe(ta_device *d);
 
 /* m1 -> m2 (step 504 / section 6): checks T1, records (ID_i, E_i) in the
- * replay cache and writes m2 for the gateway. l must be free. */
+ * replay cache and writes m2 for the gateway. l must be free. Output
+ * buffers must not overlap the message read, here and below. */
 int ta_device_start(ta_device *d, ta_login *l, const uint8_t *m1, size_t n,
                     uint8_t *m2, size_t cap, size_t *m2_len);
 
