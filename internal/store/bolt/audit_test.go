@@ -323,7 +323,7 @@ func TestAuditCorruptRun(t *testing.T) {
 		"time out of range": binary.AppendVarint([]byte{auditRun, 1}, endAuditMicro),
 		// a count past 32 bits
 		"count out of range": {auditRunCount, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 0, 0, 0},
-		"bad JSON":          []byte(`{"t":`),
+		"bad JSON":           []byte(`{"t":`),
 	}
 	for n := range len(good) {
 		if _, err := decodeAll(good[:n]); err == nil {
