@@ -290,12 +290,17 @@ func (g *Gateway) handleEnrolCode(w http.ResponseWriter, r *http.Request) {
 	expires := g.now().Add(ttl).UTC().Truncate(time.Second)
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallBudget)
 	defer cancel()
+	if g.auditBlocked(w) { // auditjournal.go
+		return
+	}
 	if err := g.store.PutEnrolCode(ctx, hashCode(code), req.User, expires); err != nil {
 		g.storeError(w, "enrolment code", err)
 		return
 	}
-	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeOK, Reason: "code issued",
-		User: req.User, Source: r.RemoteAddr, Detail: "enrolment code valid until " + expires.Format(time.RFC3339)})
+	if !g.auditDone(w, store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeOK, Reason: "code issued",
+		User: req.User, Source: r.RemoteAddr, Detail: "enrolment code valid until " + expires.Format(time.RFC3339)}, "the code was stored") {
+		return
+	}
 	writeJSON(w, http.StatusOK, adminapi.EnrolCode{Code: code, Expires: expires})
 }
 
@@ -311,7 +316,7 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		KDF: protocol.KDFParams{Time: body.KDF.T, MemoryKiB: body.KDF.MKiB, Threads: body.KDF.P}}
 	defer req.Wipe()
 	refuse := func(status int, reason, msg string) {
-		g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeRefused, Reason: reason,
+		g.audit.refused(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeRefused, Reason: reason,
 			User: SanitizeID([]byte(body.ID)), Source: r.RemoteAddr})
 		writeError(w, status, msg)
 	}
@@ -365,6 +370,9 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 	defer g.adminMu.Unlock()
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallBudget)
 	defer cancel()
+	if g.auditBlocked(w) { // before the code is used up
+		return
+	}
 	user, err := g.store.TakeEnrolCode(ctx, hashCode(body.Code), g.now())
 	if err != nil {
 		if errors.Is(err, store.ErrCodeInvalid) {
@@ -383,7 +391,7 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		kv = protocol.ClassicKeyVersion
 	}
 	if err := g.store.CreateUser(ctx, store.User{ID: body.ID, KV: kv, Created: g.now()}, g.profile); err != nil {
-		g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeRefused, Reason: "store refused",
+		g.audit.refused(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeRefused, Reason: "store refused",
 			User: body.ID, Source: r.RemoteAddr, Detail: err.Error()})
 		g.storeError(w, "registering user", err)
 		return
@@ -393,8 +401,10 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		g.log.Error("registry disagrees with the store; reloading", "err", err)
 		g.reloadRegistry(ctx)
 	}
-	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeOK, Reason: "registered",
-		User: body.ID, Source: r.RemoteAddr, KVUser: kv})
+	if !g.auditDone(w, store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeOK, Reason: "registered",
+		User: body.ID, Source: r.RemoteAddr, KVUser: kv}, "the user was registered") {
+		return
+	}
 	writeJSON(w, http.StatusOK, adminapi.CardToJSON(card))
 }
 
@@ -464,6 +474,9 @@ func (g *Gateway) handleProvision(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallBudget)
 	defer cancel()
+	if g.auditBlocked(w) {
+		return
+	}
 	if err := g.store.CreateDevice(ctx, d, g.profile); err != nil {
 		g.storeError(w, "provisioning device", err)
 		return
@@ -472,8 +485,10 @@ func (g *Gateway) handleProvision(w http.ResponseWriter, r *http.Request) {
 		g.log.Error("registry disagrees with the store; reloading", "err", err)
 		g.reloadRegistry(ctx)
 	}
-	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindProvision, Outcome: OutcomeOK, Device: d.ID,
-		Source: r.RemoteAddr, KVDevice: d.KV, Detail: groupDetail(d.Group)})
+	if !g.auditDone(w, store.AuditRecord{Time: g.now(), Kind: KindProvision, Outcome: OutcomeOK, Device: d.ID,
+		Source: r.RemoteAddr, KVDevice: d.KV, Detail: groupDetail(d.Group)}, "the device was provisioned") {
+		return
+	}
 	b, err := credfile.Marshal(credfile.Credential{DeviceCredential: cred, Gateway: g.coapPublic,
 		AdminURL: g.adminURL, Fingerprint: g.fingerprint})
 	if err != nil {
@@ -518,6 +533,9 @@ func (g *Gateway) revoke(w http.ResponseWriter, r *http.Request, device bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallBudget)
 	defer cancel()
 	at := g.now()
+	if g.auditBlocked(w) {
+		return
+	}
 	var err error
 	if device {
 		err = g.store.RevokeDevice(ctx, id, at)
@@ -547,7 +565,9 @@ func (g *Gateway) revoke(w http.ResponseWriter, r *http.Request, device bool) {
 	} else {
 		rec.User = id
 	}
-	g.audit.submit(rec)
+	if !g.auditDone(w, rec, "the "+what+" was revoked") {
+		return
+	}
 	writeJSON(w, http.StatusOK, Revoked{ID: id, RevokedAt: at.UTC()})
 }
 
@@ -569,6 +589,9 @@ func (g *Gateway) policy(w http.ResponseWriter, r *http.Request, grant bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallBudget)
 	defer cancel()
 	what := "granted"
+	if g.auditBlocked(w) {
+		return
+	}
 	var err error
 	if grant {
 		err = g.store.Grant(ctx, sg)
@@ -589,8 +612,10 @@ func (g *Gateway) policy(w http.ResponseWriter, r *http.Request, grant bool) {
 	} else {
 		g.reg.Ungrant(sg.User, sg.Group)
 	}
-	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindPolicy, Outcome: OutcomeOK, Reason: what,
-		User: sg.User, Source: r.RemoteAddr, Detail: "group " + sg.Group})
+	if !g.auditDone(w, store.AuditRecord{Time: g.now(), Kind: KindPolicy, Outcome: OutcomeOK, Reason: what,
+		User: sg.User, Source: r.RemoteAddr, Detail: "group " + sg.Group}, "the policy was changed") {
+		return
+	}
 	writeJSON(w, http.StatusOK, req)
 }
 

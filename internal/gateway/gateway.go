@@ -65,6 +65,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/lockout"
@@ -167,6 +168,19 @@ type Config struct {
 	// MetricsToken is a read-only bearer token for GET /metrics only (the
 	// admin token works there too); empty means only the admin token.
 	MetricsToken string
+
+	// Audit trail (auditjournal.go, docs/OPERATIONS.md#audit).
+
+	// AuditKeep is how long audit records are kept (older ones are
+	// pruned hourly); zero keeps them forever.
+	AuditKeep time.Duration
+	// AuditSync is the audit journal's fsync policy; the zero value is
+	// off: records survive a crash of the process, not of the machine.
+	AuditSync auditlog.Sync
+	// AuditSampleEvery is the sampling interval of refusal records;
+	// zero means DefaultAuditSampleEvery, negative writes a record for
+	// every refusal (tests; never on a gateway others can reach).
+	AuditSampleEvery time.Duration
 }
 
 // Gateway is a running (or ready to run) gateway. Open prepares it and
@@ -284,7 +298,9 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	if err := g.writeAdminInfo(); err != nil {
 		return nil, err
 	}
-	g.audit = newAuditWriter(auditStore{g.store, g.metrics}, cfg.AuditOut, g.log)
+	if err := g.openAudit(); err != nil { // auditjournal.go
+		return nil, err
+	}
 	return g, nil
 }
 
