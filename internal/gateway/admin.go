@@ -80,6 +80,9 @@ type AuditEntry struct {
 	KVDevice  uint8     `json:"kv_device,omitempty"`
 	LatencyUS int64     `json:"latency_us,omitempty"`
 	Detail    string    `json:"detail,omitempty"`
+	// Count is the number of refusals a sampled refusal record stands
+	// for (absent: one).
+	Count uint32 `json:"count,omitempty"`
 }
 
 // AuditPage is the answer of GET /v1/audit. Next is the cursor for the
@@ -719,7 +722,7 @@ func (g *Gateway) handleAudit(w http.ResponseWriter, r *http.Request) {
 	for i, rec := range recs {
 		page.Records[i] = AuditEntry{Seq: seqs[i], Time: rec.Time.UTC(), Kind: rec.Kind, Outcome: rec.Outcome, Reason: rec.Reason,
 			User: rec.User, Device: rec.Device, Source: rec.Source, KVUser: rec.KVUser, KVDevice: rec.KVDevice,
-			LatencyUS: rec.LatencyUS, Detail: rec.Detail}
+			LatencyUS: rec.LatencyUS, Detail: rec.Detail, Count: rec.Count}
 		page.Next = seqs[i]
 	}
 	writeJSON(w, http.StatusOK, page)

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -143,6 +144,9 @@ type auditWriter struct {
 	m       auditMetrics
 	now     func() time.Time
 	bg      sync.WaitGroup // the pruner
+	// fault, when set (tests: export_test.go), fails journal appends
+	// with its error, as a full disk would.
+	fault atomic.Pointer[func() error]
 }
 
 func newAuditWriter(st store.Store, out io.Writer, log *slog.Logger) *auditWriter {
@@ -246,13 +250,23 @@ func (w *auditWriter) appendJournal(b *auditlog.Batch) error {
 		w.m.refusedKeep.Add(float64(b.Len()))
 		return errAuditDown
 	}
+	if f := w.fault.Load(); f != nil {
+		if err := (*f)(); err != nil {
+			return w.journalFailed(b, err)
+		}
+	}
 	if _, _, err := w.j.Append(b); err != nil {
-		w.m.errors.WithLabelValues("journal").Inc()
-		w.health.set(downJournal, err)
-		return fmt.Errorf("%w: %v", errAuditDown, err)
+		return w.journalFailed(b, err)
 	}
 	w.health.clear(downJournal)
 	return nil
+}
+
+func (w *auditWriter) journalFailed(b *auditlog.Batch, err error) error {
+	w.m.errors.WithLabelValues("journal").Inc()
+	w.m.refusedKeep.Add(float64(b.Len()))
+	w.health.set(downJournal, err)
+	return fmt.Errorf("%w: %v", errAuditDown, err)
 }
 
 // refused takes a refusal record through the sampler: refusals are
@@ -301,6 +315,14 @@ type rawID struct {
 	n   uint8
 	cut bool
 	b   [maxSanitized]byte
+}
+
+// String is the identity sanitized, as the writer's name gives it.
+func (r *rawID) String() string {
+	if r.cut {
+		return SanitizeID(r.b[:r.n]) + "..."
+	}
+	return SanitizeID(r.b[:r.n])
 }
 
 func (r *rawID) set(b []byte) {
@@ -518,7 +540,7 @@ func (w *auditWriter) loop() {
 			recs = w.drainAll(batch, recs)
 			close(reply)
 		case <-samples.C:
-			w.sampler.due(w.now(), w.submitSample)
+			recs = w.writeSamples(recs)
 		case <-w.quit:
 			w.drainAll(batch, recs)
 			w.giveUp()
@@ -527,27 +549,32 @@ func (w *auditWriter) loop() {
 	}
 }
 
-// submitSample queues an aggregated refusal from the writer goroutine:
-// never blocking on the queue it drains (a full queue gets the record
-// through the journal, or drops it with a count: it is a sample).
+// submitSample queues an aggregated refusal from outside the writer
+// goroutine (which writes its own with writeSamples).
 func (w *auditWriter) submitSample(it auditItem) {
 	if it.raw.set {
-		it.rec.User, it.rec.Device = w.name(&it.raw.user), w.name(&it.raw.device)
-		it.rec.Source = it.raw.from.String()
-		it.raw.set = false
+		it.rec.User, it.rec.Device, it.rec.Source = it.raw.user.String(), it.raw.device.String(), it.raw.from.String()
 	}
-	if w.j != nil && !w.health.storeDown() && len(w.ch) < cap(w.ch)-auditMaxBatch {
-		var b auditlog.Batch
-		b.Add(&it.rec)
-		if w.appendJournal(&b) == nil {
-			return
-		}
+	w.submit(it.rec)
+}
+
+// writeSamples writes the refusal samples due now, from the writer
+// goroutine: not through the journal (a sample is not a record that must
+// survive a crash, and the writer must never wait on its own queue).
+func (w *auditWriter) writeSamples(recs []store.AuditRecord) []store.AuditRecord {
+	var items []auditItem
+	w.sampler.due(w.now(), func(it auditItem) { items = append(items, it) })
+	if len(items) == 0 {
+		return recs
 	}
-	select {
-	case w.ch <- it:
-	default:
-		w.m.samplesDropped.Inc()
+	if len(w.held) > 0 {
+		r, mark := w.prepare(items, recs)
+		w.held = append(w.held, r...)
+		w.heldMark = max(w.heldMark, mark)
+		clear(r)
+		return r
 	}
+	return w.write(items, recs)
 }
 
 // gather waits up to auditLinger for the batch to fill, then takes what
