@@ -62,6 +62,7 @@ func gwSubcommands() []gwSubcommand {
 		{"unlock", "ID", "lift a user's lockout (after too many failed logins)", gwUnlock},
 		{"locks", "[--json]", "list users locked out by failed logins", gwLocks},
 		{"stats", "[--json]", "verifies per minute and refusals by reason, last hour", gwStats},
+		{"compact", "--data DIR", "give the space pruned audit records left back (gateway stopped)", gwCompact},
 	}
 }
 
@@ -175,7 +176,8 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 2
 	}
-	ops := registerOpsFlags(fset) // gwops.go: --config, lockout, rate limits, metrics token
+	ops := registerOpsFlags(fset)          // gwops.go: --config, lockout, rate limits, metrics token
+	auditFlags := registerAuditFlags(fset) // gwaudit.go: retention, fsync, sampling
 	if err := applyConfigFile(fset, args); err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 2
@@ -228,6 +230,10 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		StoreURL: *storeURL, ReplayURL: *replayURL,
 	}
 	if err := ops.apply(&cfg); err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+		return 2
+	}
+	if err := auditFlags.apply(&cfg); err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 2
 	}
