@@ -168,7 +168,13 @@ type Entry struct {
 // Scan decodes the frames in b (no segment magic) and calls fn for each.
 // It returns how many bytes it consumed: all of b, or up to the first
 // frame that is torn (err wraps ErrTorn) or malformed (ErrBadRecord).
-func Scan(b []byte, fn func(Entry)) (int, error) {
+func Scan(b []byte, fn func(Entry)) (int, error) { return ScanInterned(b, nil, fn) }
+
+// ScanInterned is Scan with the strings of kind, outcome, reason, user
+// and device made by intern (which may return a string it made before for
+// the same bytes), so that a reader seeing the same few again and again
+// does not allocate them each time. A nil intern makes new strings.
+func ScanInterned(b []byte, intern func([]byte) string, fn func(Entry)) (int, error) {
 	off := 0
 	for off < len(b) {
 		if len(b)-off < frameHead {
@@ -185,7 +191,7 @@ func Scan(b []byte, fn func(Entry)) (int, error) {
 		if crc32.Checksum(p, castagnoli) != binary.LittleEndian.Uint32(b[off+4:]) {
 			return off, fmt.Errorf("%w at byte %d: CRC mismatch", ErrTorn, off)
 		}
-		e, err := decodePayload(p)
+		e, err := decodePayload(p, intern)
 		if err != nil {
 			return off, fmt.Errorf("%w at byte %d: %v", ErrBadRecord, off, err)
 		}
@@ -202,7 +208,7 @@ var (
 	endMicro = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()
 )
 
-func decodePayload(p []byte) (Entry, error) {
+func decodePayload(p []byte, intern func([]byte) string) (Entry, error) {
 	var e Entry
 	e.Seq = binary.BigEndian.Uint64(p)
 	b := p[seqLen:]
@@ -232,7 +238,7 @@ func decodePayload(p []byte) (Entry, error) {
 	}
 	b = b[n:]
 	strs := [7]*string{&r.Kind, &r.Outcome, &r.Reason, &r.User, &r.Device, &r.Source, &r.Detail}
-	for _, s := range strs {
+	for i, s := range strs {
 		l, n := binary.Uvarint(b)
 		if n <= 0 || l > uint64(len(b)-n) {
 			return e, errors.New("string past the end")
@@ -240,7 +246,11 @@ func decodePayload(p []byte) (Entry, error) {
 		if l > maxString {
 			return e, fmt.Errorf("string of %d bytes (at most %d)", l, maxString)
 		}
-		*s = string(b[n : n+int(l)])
+		if intern != nil && i < 5 {
+			*s = intern(b[n : n+int(l)])
+		} else {
+			*s = string(b[n : n+int(l)])
+		}
 		b = b[n+int(l):]
 	}
 	if len(b) != 0 {

@@ -411,6 +411,21 @@ func (w *auditWriter) name(id *rawID) string {
 	return s
 }
 
+// intern returns a string for b from the writer's cache (the same one
+// name uses: a journal's identities are already sanitized, and sanitizing
+// a printable identity leaves it as it is).
+func (w *auditWriter) intern(b []byte) string {
+	if s, ok := w.names[string(b)]; ok {
+		return s
+	}
+	if len(w.names) >= auditNames {
+		clear(w.names)
+	}
+	s := string(b)
+	w.names[s] = s
+	return s
+}
+
 // resolve turns the raw names of a batch's verify records into strings.
 // The sources of the whole batch share one allocation.
 func (w *auditWriter) resolve(batch []auditItem) {
@@ -665,7 +680,7 @@ func (w *auditWriter) prepare(batch []auditItem, recs []store.AuditRecord) (_ []
 		it := &batch[i]
 		if it.chunk != nil {
 			// Frames this process wrote a moment ago: they decode.
-			_, err := auditlog.Scan(it.chunk, func(e auditlog.Entry) { recs = append(recs, e.Rec) })
+			_, err := auditlog.ScanInterned(it.chunk, w.intern, func(e auditlog.Entry) { recs = append(recs, e.Rec) })
 			if err != nil {
 				w.log.Error("audit journal frames do not decode (a bug): some records are only in the journal", "err", err)
 			}
