@@ -773,7 +773,11 @@ func gwAudit(args []string, stdout, stderr io.Writer) int {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tOUTCOME\tREASON\tUSER\tDEVICE\tSOURCE\tDETAIL")
 	for _, r := range page.Records {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, gwTime(r.Time), gwText(r.Kind), gwText(r.Outcome),
+		outcome := gwText(r.Outcome)
+		if r.Count > 1 {
+			outcome += fmt.Sprintf(" x%d", r.Count) // a sample of that many refusals
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, gwTime(r.Time), gwText(r.Kind), outcome,
 			gwDash(r.Reason), gwDash(r.User), gwDash(r.Device), gwDash(r.Source), gwDash(r.Detail))
 	}
 	tw.Flush()

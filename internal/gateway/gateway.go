@@ -13,6 +13,7 @@
 //	admin-key.pem   its private key, 0600
 //	admin-token     the admin bearer token, 0600 (unless TAGAUTH_ADMIN_TOKEN is set)
 //	admin.json      the admin URL and certificate fingerprint, for CLI commands on this host
+//	audit-journal/  audit records written ahead of the store (internal/auditlog)
 //
 // The gateway refuses to start, with a message that says what to do, on a
 // key file or private file that others can read, a corrupt key file or
@@ -30,11 +31,14 @@
 //
 // # Audit
 //
-// Every verify, enrolment, provisioning, revocation, policy change and key
-// change becomes one store.AuditRecord, written as a JSON line to
-// Config.AuditOut and appended to the store by one batching writer. When
-// the writer falls behind, callers wait (backpressure): records are never
-// dropped to keep up. Records carry outcomes and precise reasons, never a
+// Every successful verify, enrolment, provisioning, revocation, policy
+// change, key change and lockout becomes one store.AuditRecord, appended to
+// the audit journal before it is answered (auditjournal.go), written as a
+// JSON line to Config.AuditOut and appended to the store by one batching
+// writer; refusals are counted and sampled instead. When the writer falls
+// behind, callers wait (backpressure): records are never dropped to keep
+// up, and a record that cannot be written fails its login (busy) or admin
+// action (503). Records carry outcomes and precise reasons, never a
 // secret, and identities that came off the wire are sanitized (see
 // SanitizeID).
 //
