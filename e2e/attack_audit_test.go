@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -178,6 +179,25 @@ func TestAttackForgedM2FloodAudit(t *testing.T) {
 	}
 	if refusals > 20 {
 		t.Fatalf("%d refusal records for a flood of %d: not aggregated", refusals, flood)
+	}
+
+	// /v1/register needs no token: a flood of bad registrations is
+	// aggregated too.
+	hc, err := adminapi.PinnedClient(g.fingerprint, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const regs = 300
+	for i := range regs {
+		err := adminapi.DoJSON(context.Background(), hc, http.MethodPost, g.admin+"/v1/register", "",
+			adminapi.RegisterRequest{ID: fmt.Sprint("intruder-", i), Profile: "hardened"}, nil)
+		if err == nil {
+			t.Fatal("a registration without code, w or r succeeded")
+		}
+	}
+	enrolRefused := len(auditRecords(t, rs, "&kind=enrol&outcome=refused"))
+	if enrolRefused == 0 || enrolRefused > 5 {
+		t.Fatalf("%d enrolment refusal records for %d bad registrations, want a few samples", enrolRefused, regs)
 	}
 }
 
