@@ -26,6 +26,10 @@ type Request struct {
 	// Source is the value of the request's Source option (OptionSource),
 	// nil when it has none. Like Payload it is valid only during the call.
 	Source []byte
+	// Index is the request's position among the requests the handler
+	// has seen in its worker's current batch, from 0 (see
+	// Server.Commit).
+	Index int
 }
 
 // Option numbers beyond RFC 7252 that tagauth reads or writes.
