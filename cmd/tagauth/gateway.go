@@ -62,6 +62,7 @@ func gwSubcommands() []gwSubcommand {
 		{"unlock", "ID", "lift a user's lockout (after too many failed logins)", gwUnlock},
 		{"locks", "[--json]", "list users locked out by failed logins", gwLocks},
 		{"stats", "[--json]", "verifies per minute and refusals by reason, last hour", gwStats},
+		{"compact", "--data DIR", "give the space pruned audit records left back (gateway stopped)", gwCompact},
 	}
 }
 
@@ -177,7 +178,8 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 	}
 	var mf mqttFlags // mqtt.go
 	mf.register(fset, "serve verify (shared subscription, alongside CoAP)")
-	ops := registerOpsFlags(fset) // gwops.go: --config, lockout, rate limits, metrics token
+	ops := registerOpsFlags(fset)          // gwops.go: --config, lockout, rate limits, metrics token
+	auditFlags := registerAuditFlags(fset) // gwaudit.go: retention, fsync, sampling
 	if err := applyConfigFile(fset, args); err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 2
@@ -230,6 +232,10 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		StoreURL: *storeURL, ReplayURL: *replayURL,
 	}
 	if err := ops.apply(&cfg); err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+		return 2
+	}
+	if err := auditFlags.apply(&cfg); err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 2
 	}
@@ -778,7 +784,11 @@ func gwAudit(args []string, stdout, stderr io.Writer) int {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tTIME\tKIND\tOUTCOME\tREASON\tUSER\tDEVICE\tSOURCE\tDETAIL")
 	for _, r := range page.Records {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, gwTime(r.Time), gwText(r.Kind), gwText(r.Outcome),
+		outcome := gwText(r.Outcome)
+		if r.Count > 1 {
+			outcome += fmt.Sprintf(" x%d", r.Count) // a sample of that many refusals
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, gwTime(r.Time), gwText(r.Kind), outcome,
 			gwDash(r.Reason), gwDash(r.User), gwDash(r.Device), gwDash(r.Source), gwDash(r.Detail))
 	}
 	tw.Flush()

@@ -236,10 +236,14 @@ func (w *worker) handleBatch(b *batch) {
 		// handle encodes into w.wbuf: give it this slot's buffer, and keep
 		// the buffer it leaves (it may have grown).
 		w.wbuf = b.wbufs[i]
+		held := len(w.held)
 		reply := w.handle(b.bufs[i][:b.in[i].Len], from)
 		b.wbufs[i] = w.wbuf
 		if reply == nil {
 			continue
+		}
+		if len(w.held) > held {
+			w.held[held].out = b.pending // commit.go
 		}
 		o := &b.out[b.pending]
 		o.Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
@@ -248,10 +252,17 @@ func (w *worker) handleBatch(b *batch) {
 		b.oiov[b.pending].SetLen(len(reply))
 		b.pending++
 	}
+	w.endBatch(b, nil) // commit.go: before any response leaves
 	w.s.Stats.batchReads.Add(1)
 	if b.n > 1 {
 		w.s.Stats.batchedReads.Add(1)
 	}
+}
+
+// setReply makes response k of the send queue reply.
+func (b *batch) setReply(k int, reply []byte) {
+	b.oiov[k].Base = &reply[0]
+	b.oiov[k].SetLen(len(reply))
 }
 
 // sendBatch sends the responses left from b.sent, waiting for the socket

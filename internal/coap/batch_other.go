@@ -7,3 +7,8 @@ import "net"
 // loopBatch reports that batched I/O is not available here: the worker
 // reads one datagram at a time.
 func (w *worker) loopBatch(*net.UDPConn) bool { return false }
+
+// batch is unused where batched I/O is not available.
+type batch struct{}
+
+func (b *batch) setReply(int, []byte) {}

@@ -31,6 +31,10 @@ type Request struct {
 	// identifier) after the binding verified that the requester receives
 	// there. The CoAP server never sets it, so no datagram can forge it.
 	Peer []byte
+	// Index is the request's position among the requests the handler
+	// has seen in its worker's current batch, from 0 (see
+	// Server.Commit).
+	Index int
 }
 
 // Option numbers beyond RFC 7252 that tagauth reads or writes.

@@ -88,6 +88,12 @@ type Server struct {
 	Batch int
 	// Stats counts what the server saw and did.
 	Stats Stats
+	// Commit, when set, makes every worker hold its responses back until
+	// the handler's side effects for them are committed (commit.go). It
+	// is called once per worker with the worker's context, and returns
+	// the context that worker's handler calls see (so that the handler
+	// can find its per-worker state) and the worker's Committer.
+	Commit func(ctx context.Context) (context.Context, Committer)
 
 	once sync.Once
 	rt   *state
@@ -195,6 +201,11 @@ type worker struct {
 	// lastWarn rate-limits send-failure logs: a full socket buffer
 	// fails every send at once.
 	lastWarn time.Time
+	// With Server.Commit (commit.go): the worker's committer, the
+	// handler calls of the current batch and the responses held back.
+	commit Committer
+	calls  int
+	held   []held
 }
 
 const (
@@ -211,7 +222,7 @@ var contentOctets = []byte{byte(message.AppOctets)}
 
 func (s *Server) newWorker(ctx context.Context) *worker {
 	rt := s.init()
-	return &worker{
+	w := &worker{
 		s:     s,
 		rt:    rt,
 		ctx:   ctx,
@@ -223,6 +234,8 @@ func (s *Server) newWorker(ctx context.Context) *worker {
 		path:  make([]byte, 0, 64),
 		paths: make(map[string]string, maxInternedPaths),
 	}
+	w.ctx, w.commit = s.commitContext(ctx)
+	return w
 }
 
 func (w *worker) loop(conn *net.UDPConn) {
@@ -241,7 +254,7 @@ func (w *worker) loop(conn *net.UDPConn) {
 			continue
 		}
 		backoff = 0
-		reply := w.handle(w.rbuf[:n], from)
+		reply := w.endBatch(nil, w.handle(w.rbuf[:n], from))
 		if reply == nil {
 			continue
 		}
@@ -328,8 +341,14 @@ func (w *worker) handle(d []byte, from netip.AddrPort) []byte {
 		}
 		t = tk
 	}
+	calls := w.calls
 	rcode, payload := w.dispatch(from)
 	reply := w.encodeResponse(rcode, payload)
+	if w.commit != nil && w.calls > calls && reply != nil {
+		// The handler ran: its response waits for the batch's commit.
+		w.hold(t, calls, reply)
+		return reply
+	}
 	if t.shard != nil {
 		if reply == nil {
 			w.rt.cache.forget(t)
@@ -448,6 +467,8 @@ func (w *worker) serve(req *Request) (code Code, payload []byte) {
 			code, payload = InternalServerError, nil
 		}
 	}()
+	req.Index = w.calls
+	w.calls++
 	code, payload = w.rt.handler.ServeCoAP(w.ctx, req, w.pbuf[:0])
 	if !code.isResponse() {
 		w.rt.log.Error("coap: handler returned a non-response code", "path", req.Path, "code", code.String())

@@ -49,6 +49,15 @@ type Gateway struct {
 
 	Lockout   Lockout   `toml:"lockout"`
 	RateLimit RateLimit `toml:"rate_limit"`
+	Audit     Audit     `toml:"audit"`
+}
+
+// Audit is the [audit] table: retention, journal fsync policy and the
+// sampling of refusal records (docs/OPERATIONS.md#audit).
+type Audit struct {
+	Keep   *Duration `toml:"keep" flag:"audit-keep"`
+	Fsync  *string   `toml:"fsync" flag:"audit-fsync"`
+	Sample *Duration `toml:"sample" flag:"audit-sample"`
 }
 
 // Lockout is the [lockout] table.

@@ -27,6 +27,7 @@ func TestLoadExample(t *testing.T) {
 		"log-level": "info", "audit-log": "/var/log/tagauth/audit.jsonl", "metrics-token-file": "/etc/tagauth/metrics-token",
 		"lockout-failures": "5", "lockout-window": "5m0s", "lockout-for": "15m0s",
 		"rate-source": "200", "rate-source-burst": "400", "rate-device": "50.5", "rate-device-burst": "100",
+		"audit-keep": "2160h0m0s", "audit-fsync": "10ms", "audit-sample": "10s",
 	}
 	if len(got) != len(want) {
 		t.Errorf("%d settings, want %d: %v", len(got), len(want), got)

@@ -80,6 +80,9 @@ type AuditEntry struct {
 	KVDevice  uint8     `json:"kv_device,omitempty"`
 	LatencyUS int64     `json:"latency_us,omitempty"`
 	Detail    string    `json:"detail,omitempty"`
+	// Count is the number of refusals a sampled refusal record stands
+	// for (absent: one).
+	Count uint32 `json:"count,omitempty"`
 }
 
 // AuditPage is the answer of GET /v1/audit. Next is the cursor for the
@@ -295,12 +298,17 @@ func (g *Gateway) handleEnrolCode(w http.ResponseWriter, r *http.Request) {
 	expires := g.now().Add(ttl).UTC().Truncate(time.Second)
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallBudget)
 	defer cancel()
+	if g.auditBlocked(w) { // auditjournal.go
+		return
+	}
 	if err := g.store.PutEnrolCode(ctx, hashCode(code), req.User, expires); err != nil {
 		g.storeError(w, "enrolment code", err)
 		return
 	}
-	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeOK, Reason: "code issued",
-		User: req.User, Source: r.RemoteAddr, Detail: "enrolment code valid until " + expires.Format(time.RFC3339)})
+	if !g.auditDone(w, store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeOK, Reason: "code issued",
+		User: req.User, Source: r.RemoteAddr, Detail: "enrolment code valid until " + expires.Format(time.RFC3339)}, "the code was stored") {
+		return
+	}
 	writeJSON(w, http.StatusOK, adminapi.EnrolCode{Code: code, Expires: expires})
 }
 
@@ -316,7 +324,7 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		KDF: protocol.KDFParams{Time: body.KDF.T, MemoryKiB: body.KDF.MKiB, Threads: body.KDF.P}}
 	defer req.Wipe()
 	refuse := func(status int, reason, msg string) {
-		g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeRefused, Reason: reason,
+		g.audit.refused(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeRefused, Reason: reason,
 			User: SanitizeID([]byte(body.ID)), Source: r.RemoteAddr})
 		writeError(w, status, msg)
 	}
@@ -370,6 +378,9 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 	defer g.adminMu.Unlock()
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallBudget)
 	defer cancel()
+	if g.auditBlocked(w) { // before the code is used up
+		return
+	}
 	user, err := g.store.TakeEnrolCode(ctx, hashCode(body.Code), g.now())
 	if err != nil {
 		if errors.Is(err, store.ErrCodeInvalid) {
@@ -388,7 +399,7 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		kv = protocol.ClassicKeyVersion
 	}
 	if err := g.store.CreateUser(ctx, store.User{ID: body.ID, KV: kv, Created: g.now()}, g.profile); err != nil {
-		g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeRefused, Reason: "store refused",
+		g.audit.refused(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeRefused, Reason: "store refused",
 			User: body.ID, Source: r.RemoteAddr, Detail: err.Error()})
 		g.storeError(w, "registering user", err)
 		return
@@ -398,8 +409,10 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		g.log.Error("registry disagrees with the store; reloading", "err", err)
 		g.reloadRegistry(ctx)
 	}
-	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeOK, Reason: "registered",
-		User: body.ID, Source: r.RemoteAddr, KVUser: kv})
+	if !g.auditDone(w, store.AuditRecord{Time: g.now(), Kind: KindEnrol, Outcome: OutcomeOK, Reason: "registered",
+		User: body.ID, Source: r.RemoteAddr, KVUser: kv}, "the user was registered") {
+		return
+	}
 	writeJSON(w, http.StatusOK, adminapi.CardToJSON(card))
 }
 
@@ -469,6 +482,9 @@ func (g *Gateway) handleProvision(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallBudget)
 	defer cancel()
+	if g.auditBlocked(w) {
+		return
+	}
 	if err := g.store.CreateDevice(ctx, d, g.profile); err != nil {
 		g.storeError(w, "provisioning device", err)
 		return
@@ -477,8 +493,10 @@ func (g *Gateway) handleProvision(w http.ResponseWriter, r *http.Request) {
 		g.log.Error("registry disagrees with the store; reloading", "err", err)
 		g.reloadRegistry(ctx)
 	}
-	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindProvision, Outcome: OutcomeOK, Device: d.ID,
-		Source: r.RemoteAddr, KVDevice: d.KV, Detail: groupDetail(d.Group)})
+	if !g.auditDone(w, store.AuditRecord{Time: g.now(), Kind: KindProvision, Outcome: OutcomeOK, Device: d.ID,
+		Source: r.RemoteAddr, KVDevice: d.KV, Detail: groupDetail(d.Group)}, "the device was provisioned") {
+		return
+	}
 	b, err := credfile.Marshal(credfile.Credential{DeviceCredential: cred, Gateway: g.coapPublic,
 		AdminURL: g.adminURL, Fingerprint: g.fingerprint})
 	if err != nil {
@@ -523,6 +541,9 @@ func (g *Gateway) revoke(w http.ResponseWriter, r *http.Request, device bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallBudget)
 	defer cancel()
 	at := g.now()
+	if g.auditBlocked(w) {
+		return
+	}
 	var err error
 	if device {
 		err = g.store.RevokeDevice(ctx, id, at)
@@ -552,7 +573,9 @@ func (g *Gateway) revoke(w http.ResponseWriter, r *http.Request, device bool) {
 	} else {
 		rec.User = id
 	}
-	g.audit.submit(rec)
+	if !g.auditDone(w, rec, "the "+what+" was revoked") {
+		return
+	}
 	writeJSON(w, http.StatusOK, Revoked{ID: id, RevokedAt: at.UTC()})
 }
 
@@ -574,6 +597,9 @@ func (g *Gateway) policy(w http.ResponseWriter, r *http.Request, grant bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallBudget)
 	defer cancel()
 	what := "granted"
+	if g.auditBlocked(w) {
+		return
+	}
 	var err error
 	if grant {
 		err = g.store.Grant(ctx, sg)
@@ -594,8 +620,10 @@ func (g *Gateway) policy(w http.ResponseWriter, r *http.Request, grant bool) {
 	} else {
 		g.reg.Ungrant(sg.User, sg.Group)
 	}
-	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindPolicy, Outcome: OutcomeOK, Reason: what,
-		User: sg.User, Source: r.RemoteAddr, Detail: "group " + sg.Group})
+	if !g.auditDone(w, store.AuditRecord{Time: g.now(), Kind: KindPolicy, Outcome: OutcomeOK, Reason: what,
+		User: sg.User, Source: r.RemoteAddr, Detail: "group " + sg.Group}, "the policy was changed") {
+		return
+	}
 	writeJSON(w, http.StatusOK, req)
 }
 
@@ -699,7 +727,7 @@ func (g *Gateway) handleAudit(w http.ResponseWriter, r *http.Request) {
 	for i, rec := range recs {
 		page.Records[i] = AuditEntry{Seq: seqs[i], Time: rec.Time.UTC(), Kind: rec.Kind, Outcome: rec.Outcome, Reason: rec.Reason,
 			User: rec.User, Device: rec.Device, Source: rec.Source, KVUser: rec.KVUser, KVDevice: rec.KVDevice,
-			LatencyUS: rec.LatencyUS, Detail: rec.Detail}
+			LatencyUS: rec.LatencyUS, Detail: rec.Detail, Count: rec.Count}
 		page.Next = seqs[i]
 	}
 	writeJSON(w, http.StatusOK, page)

@@ -4,15 +4,19 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/tagauth/tagauth/internal/auditlog"
+	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -102,8 +106,11 @@ func reasonOf(err error) string {
 }
 
 // auditWriter appends records to the store in batches from one goroutine
-// and writes each as a JSON line. submit blocks when the queue is full, so
-// a slow store slows callers down instead of losing records.
+// and writes each as a JSON line. With a journal (auditjournal.go), every
+// record kept is first appended to it, and reaches the writer's queue from
+// there; without one (tests, or a gateway without a data directory of its
+// own), records go straight to the queue. Enqueueing blocks when the queue
+// is full, so a slow store slows callers down instead of losing records.
 type auditWriter struct {
 	st    store.Store
 	out   io.Writer
@@ -114,18 +121,42 @@ type auditWriter struct {
 	quit  chan struct{}
 	done  chan struct{}
 
-	// Owned by the writer goroutine: the JSON lines of a batch, and the
-	// sanitized identities seen lately (see submitVerify).
-	buf   []byte
-	names map[string]string
+	// j is the journal (nil: none); jst is the store's journal marks
+	// (nil: the store keeps none, and a replay may store a record twice).
+	j   *auditlog.Journal
+	jst store.AuditJournaled
+
+	// Owned by the writer goroutine: the JSON lines of a batch, the
+	// sanitized identities seen lately (see submitVerify), and records
+	// the store refused, retried before anything newer (see retryHeld).
+	buf      []byte
+	names    map[string]string
+	held     []store.AuditRecord
+	heldMark uint64
 
 	// mu guards closed; submit holds it for reading while it sends, so
 	// close waits for every send in progress before it stops the writer.
 	mu     sync.RWMutex
 	closed bool
+
+	health  auditHealth
+	sampler refusalSampler
+	m       auditMetrics
+	now     func() time.Time
+	bg      sync.WaitGroup // the pruner
+	// fault, when set (tests: export_test.go), fails journal appends
+	// with its error, as a full disk would.
+	fault atomic.Pointer[func() error]
 }
 
 func newAuditWriter(st store.Store, out io.Writer, log *slog.Logger) *auditWriter {
+	return newAuditWriterOpts(st, out, log, auditOptions{})
+}
+
+func newAuditWriterOpts(st store.Store, out io.Writer, log *slog.Logger, o auditOptions) *auditWriter {
+	if o.now == nil {
+		o.now = time.Now
+	}
 	w := &auditWriter{
 		st:    st,
 		out:   out,
@@ -136,14 +167,33 @@ func newAuditWriter(st store.Store, out io.Writer, log *slog.Logger) *auditWrite
 		flush: make(chan chan struct{}),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
+		m:     newAuditMetrics(),
+		now:   o.now,
 	}
+	w.health.init(log, &w.m)
+	w.sampler.init(o.sampleEvery, &w.m)
 	go w.loop()
 	return w
 }
 
-// submit queues a record; it blocks while the queue is full. After close
-// it drops the record with a log line (only an admin request that outlived
-// the shutdown grace period can get there).
+// errAuditDown is what a record that must be kept gets while audit
+// records cannot be written: the login is answered busy, the admin action
+// refused.
+var errAuditDown = errors.New("audit records cannot be written now")
+
+// enqueue hands an item to the writer goroutine, blocking while the queue
+// is full.
+func (w *auditWriter) enqueue(it auditItem) {
+	w.ch <- it
+	w.notify()
+}
+
+// submit queues a record that must be kept (a success, a lockout, an
+// aggregated refusal). With a journal it is appended there first (one
+// write); if that fails, the record still goes to the store through the
+// queue. It blocks while the queue is full. After close it drops the
+// record with a log line (only an admin request that outlived the
+// shutdown grace period can get there).
 func (w *auditWriter) submit(r store.AuditRecord) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
@@ -151,8 +201,81 @@ func (w *auditWriter) submit(r store.AuditRecord) {
 		w.log.Warn("audit record after shutdown not stored", "kind", r.Kind, "outcome", r.Outcome, "reason", r.Reason)
 		return
 	}
-	w.ch <- auditItem{rec: r}
-	w.notify()
+	if w.j != nil {
+		var b auditlog.Batch
+		b.Add(&r)
+		if w.appendJournal(&b) == nil {
+			return // the journal's hook queued it
+		}
+	}
+	w.enqueue(auditItem{rec: r})
+}
+
+// record keeps the record of an admin action before the action is
+// answered: appended to the journal (and flushed, per the fsync policy),
+// or, without a journal, queued. It fails while audit records cannot be
+// written; the caller then answers 503.
+func (w *auditWriter) record(r store.AuditRecord) error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return errors.New("audit writer stopped")
+	}
+	if w.j == nil {
+		if w.health.storeDown() {
+			return errAuditDown
+		}
+		w.enqueue(auditItem{rec: r})
+		return nil
+	}
+	var b auditlog.Batch
+	b.Add(&r)
+	return w.appendJournal(&b)
+}
+
+// ready says whether records can be written now (nil), so that an admin
+// action that could not be recorded is refused before it takes effect.
+func (w *auditWriter) ready() error {
+	if w.health.down() {
+		return errAuditDown
+	}
+	return nil
+}
+
+// appendJournal appends a batch to the journal; the journal's hook queues
+// it for the store. While the store refuses records (their queue would
+// only grow) it refuses at once with errAuditDown.
+func (w *auditWriter) appendJournal(b *auditlog.Batch) error {
+	if w.health.storeDown() {
+		w.m.refusedKeep.Add(float64(b.Len()))
+		return errAuditDown
+	}
+	if f := w.fault.Load(); f != nil {
+		if err := (*f)(); err != nil {
+			return w.journalFailed(b, err)
+		}
+	}
+	if _, _, err := w.j.Append(b); err != nil {
+		return w.journalFailed(b, err)
+	}
+	w.health.clear(downJournal)
+	return nil
+}
+
+func (w *auditWriter) journalFailed(b *auditlog.Batch, err error) error {
+	w.m.errors.WithLabelValues("journal").Inc()
+	w.m.refusedKeep.Add(float64(b.Len()))
+	w.health.set(downJournal, err)
+	return fmt.Errorf("%w: %v", errAuditDown, err)
+}
+
+// refused takes a refusal record through the sampler: refusals are
+// aggregated, never stored one per request (see refusalSampler).
+func (w *auditWriter) refused(r store.AuditRecord) {
+	it := auditItem{rec: r}
+	if w.sampler.take(&it, r.Time) {
+		w.submit(it.rec)
+	}
 }
 
 // notify kicks a lingering writer once a whole batch is queued. While it
@@ -172,10 +295,13 @@ func (w *auditWriter) notify() {
 // source as raw bytes (raw.set), which the writer goroutine turns into
 // strings: the verify path then allocates nothing for its audit record,
 // and the writer, which sees the same few identities again and again,
-// sanitizes each once (see name).
+// sanitizes each once (see name). An item from the journal holds a copy
+// of appended frames instead (chunk), the last numbered last.
 type auditItem struct {
-	rec store.AuditRecord
-	raw rawNames
+	rec   store.AuditRecord
+	raw   rawNames
+	chunk []byte
+	last  uint64
 }
 
 type rawNames struct {
@@ -191,26 +317,74 @@ type rawID struct {
 	b   [maxSanitized]byte
 }
 
+// String is the identity sanitized, as the writer's name gives it.
+func (r *rawID) String() string {
+	if r.cut {
+		return SanitizeID(r.b[:r.n]) + "..."
+	}
+	return SanitizeID(r.b[:r.n])
+}
+
 func (r *rawID) set(b []byte) {
 	r.cut = len(b) > maxSanitized
 	r.n = uint8(copy(r.b[:], b))
 }
 
-// submitVerify queues a verify record whose User, Device and Source are
-// still to be filled from the claimed identities and the sender's
-// address. user and device may alias the request: they are copied.
-func (w *auditWriter) submitVerify(r store.AuditRecord, user, device []byte, from netip.AddrPort) {
+// submitVerify handles a verify's record, whose User, Device and Source
+// are still to be filled from the claimed identities and the sender's
+// address (user and device may alias the request: they are copied). A
+// refusal goes to the sampler. A success is kept: in the CoAP worker's
+// batch when ctx has one (auditBatch, committed before the batch's
+// answers leave), else appended to the journal now. It returns an error
+// when the success cannot be recorded: the login must then be answered
+// busy.
+func (w *auditWriter) submitVerify(ctx context.Context, r store.AuditRecord, user, device []byte, req *coap.Request, p protocol.Profile) error {
+	if r.Outcome != OutcomeOK {
+		it := auditItem{rec: r, raw: rawNames{set: true, from: req.From}}
+		if w.sampler.take(&it, r.Time) {
+			fillVerifyNames(&it.rec, user, device, req.From)
+			w.submit(it.rec)
+		}
+		return nil
+	}
+	if ab, ok := ctx.Value(auditBatchKey{}).(*auditBatch); ok && ab.w == w {
+		if w.health.storeDown() {
+			return errAuditDown
+		}
+		ab.add(&r, user, device, req, p)
+		return nil
+	}
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
 		w.log.Warn("audit record after shutdown not stored", "kind", r.Kind, "outcome", r.Outcome, "reason", r.Reason)
-		return
+		return errAuditDown
 	}
-	it := auditItem{rec: r, raw: rawNames{set: true, from: from}}
+	if w.j != nil {
+		var b auditlog.Batch
+		addVerify(&b, &r, user, device, req.From)
+		return w.appendJournal(&b)
+	}
+	it := auditItem{rec: r, raw: rawNames{set: true, from: req.From}}
 	it.raw.user.set(user)
 	it.raw.device.set(device)
-	w.ch <- it
-	w.notify()
+	w.enqueue(it)
+	return nil
+}
+
+// addVerify adds a verify record to a journal batch without making
+// strings for identities that need no sanitizing (every registered one).
+func addVerify(b *auditlog.Batch, r *store.AuditRecord, user, device []byte, from netip.AddrPort) {
+	b.AddRaw(r, safeID(user), safeID(device), from)
+}
+
+// safeID is id as SanitizeID would make it, without allocating when it is
+// already printable and short enough.
+func safeID(id []byte) []byte {
+	if len(id) <= maxSanitized && printable(id) {
+		return id
+	}
+	return []byte(SanitizeID(id))
 }
 
 // fillVerifyNames fills a verify record's identities and source at once,
@@ -234,6 +408,21 @@ func (w *auditWriter) name(id *rawID) string {
 	}
 	s := SanitizeID(b)
 	w.names[string(b)] = s
+	return s
+}
+
+// intern returns a string for b from the writer's cache (the same one
+// name uses: a journal's identities are already sanitized, and sanitizing
+// a printable identity leaves it as it is).
+func (w *auditWriter) intern(b []byte) string {
+	if s, ok := w.names[string(b)]; ok {
+		return s
+	}
+	if len(w.names) >= auditNames {
+		clear(w.names)
+	}
+	s := string(b)
+	w.names[s] = s
 	return s
 }
 
@@ -278,7 +467,8 @@ func (w *auditWriter) sync(ctx context.Context) error {
 	}
 }
 
-// close stores what is queued and stops the writer.
+// close stores what is queued and stops the writer, then closes the
+// journal.
 func (w *auditWriter) close() error {
 	w.mu.Lock()
 	if w.closed {
@@ -289,8 +479,16 @@ func (w *auditWriter) close() error {
 	w.mu.Unlock()
 	close(w.quit)
 	<-w.done
+	w.bg.Wait()
+	if w.j != nil {
+		return w.j.Close()
+	}
 	return nil
 }
+
+// auditRetryEvery is how often the writer retries records the store
+// refused.
+const auditRetryEvery = time.Second
 
 func (w *auditWriter) loop() {
 	defer close(w.done)
@@ -298,7 +496,43 @@ func (w *auditWriter) loop() {
 	recs := make([]store.AuditRecord, 0, auditMaxBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	retry := time.NewTicker(auditRetryEvery)
+	defer retry.Stop()
+	samples := time.NewTicker(max(w.sampler.every, time.Second))
+	defer samples.Stop()
 	for {
+		if len(w.held) > 0 {
+			// The store refused records: retry them before storing
+			// anything newer. Newer records still reach the JSON log and
+			// join them, up to auditMaxHeld; then the queue waits (and
+			// callers are refused while the store is down anyway).
+			in := w.ch
+			if len(w.held) >= auditMaxHeld {
+				in = nil
+			}
+			select {
+			case it := <-in:
+				batch = w.drain(append(batch[:0], it), auditMaxBatch)
+				recs, mark := w.prepare(batch, recs)
+				w.held = append(w.held, recs...)
+				w.heldMark = max(w.heldMark, mark)
+				clear(recs)
+			case <-retry.C:
+				w.retryHeld()
+			case reply := <-w.flush:
+				if w.retryHeld() {
+					recs = w.drainAll(batch, recs)
+				}
+				close(reply)
+			case <-w.quit:
+				if w.retryHeld() {
+					w.drainAll(batch, recs)
+				}
+				w.giveUp()
+				return
+			}
+			continue
+		}
 		select {
 		case it := <-w.ch:
 			batch = w.drain(append(batch[:0], it), auditMaxBatch)
@@ -314,16 +548,48 @@ func (w *auditWriter) loop() {
 			}
 			if quit {
 				w.drainAll(batch, recs)
+				w.giveUp()
 				return
 			}
 		case reply := <-w.flush:
 			recs = w.drainAll(batch, recs)
 			close(reply)
+		case <-samples.C:
+			recs = w.writeSamples(recs)
 		case <-w.quit:
 			w.drainAll(batch, recs)
+			w.giveUp()
 			return
 		}
 	}
+}
+
+// submitSample queues an aggregated refusal from outside the writer
+// goroutine (which writes its own with writeSamples).
+func (w *auditWriter) submitSample(it auditItem) {
+	if it.raw.set {
+		it.rec.User, it.rec.Device, it.rec.Source = it.raw.user.String(), it.raw.device.String(), it.raw.from.String()
+	}
+	w.submit(it.rec)
+}
+
+// writeSamples writes the refusal samples due now, from the writer
+// goroutine: not through the journal (a sample is not a record that must
+// survive a crash, and the writer must never wait on its own queue).
+func (w *auditWriter) writeSamples(recs []store.AuditRecord) []store.AuditRecord {
+	var items []auditItem
+	w.sampler.due(w.now(), func(it auditItem) { items = append(items, it) })
+	if len(items) == 0 {
+		return recs
+	}
+	if len(w.held) > 0 {
+		r, mark := w.prepare(items, recs)
+		w.held = append(w.held, r...)
+		w.heldMark = max(w.heldMark, mark)
+		clear(r)
+		return r
+	}
+	return w.write(items, recs)
 }
 
 // gather waits up to auditLinger for the batch to fill, then takes what
@@ -361,45 +627,34 @@ func (w *auditWriter) drain(batch []auditItem, max int) []auditItem {
 	return batch
 }
 
-// drainAll writes everything queued now.
+// drainAll writes everything queued now, unless the store refuses.
 func (w *auditWriter) drainAll(batch []auditItem, recs []store.AuditRecord) []store.AuditRecord {
-	for {
+	for len(w.held) == 0 {
 		batch = w.drain(batch[:0], auditMaxBatch)
 		if len(batch) == 0 {
 			return recs
 		}
 		recs = w.write(batch, recs)
 	}
+	return recs
 }
 
 // write logs each record and appends the batch to the store, retrying a
-// failed append a few times: the records are already in the JSON log, so
-// a store that stays down costs the queryable copy, not the record. The
-// JSON lines of a batch go out in one write.
+// failed append a few times. If the store still refuses, the records are
+// held (retryHeld) and audit is down: logins are answered busy until the
+// store takes them.
 func (w *auditWriter) write(batch []auditItem, recs []store.AuditRecord) []store.AuditRecord {
-	w.resolve(batch)
-	recs = recs[:0]
-	w.buf = w.buf[:0]
-	for i := range batch {
-		recs = append(recs, batch[i].rec)
-		w.buf = appendRecordJSON(w.buf, &batch[i].rec)
-	}
-	if _, err := w.out.Write(w.buf); err != nil {
-		w.log.Error("cannot write audit log lines (the records still go to the store)", "records", len(batch), "err", err)
-	}
-	if cap(w.buf) > 1<<20 {
-		w.buf = nil // an unusually large batch: do not keep its memory
-	}
+	recs, mark := w.prepare(batch, recs)
 	delay := 100 * time.Millisecond
 	for try := 1; ; try++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := w.st.AppendAudit(ctx, recs...)
-		cancel()
+		err := w.store(recs, mark)
 		if err == nil {
 			break
 		}
 		if try == auditRetries {
-			w.log.Error("audit records not stored (they are in the audit log output)", "records", len(recs), "err", err)
+			w.held = append(w.held[:0], recs...)
+			w.heldMark = mark
+			w.health.set(downStore, err)
 			break
 		}
 		w.log.Warn("storing audit records failed, retrying", "records", len(recs), "err", err)
@@ -408,6 +663,91 @@ func (w *auditWriter) write(batch []auditItem, recs []store.AuditRecord) []store
 	}
 	clear(recs) // drop the strings until the next batch
 	return recs
+}
+
+// auditMaxHeld bounds the records kept in memory while the store refuses
+// them (they are in the journal too).
+const auditMaxHeld = 1 << 16
+
+// prepare turns a batch into records (decoding journal frames, filling
+// raw names) and writes their JSON lines, in one write. mark is the
+// highest journal sequence number among them.
+func (w *auditWriter) prepare(batch []auditItem, recs []store.AuditRecord) (_ []store.AuditRecord, mark uint64) {
+	w.resolve(batch)
+	recs = recs[:0]
+	w.buf = w.buf[:0]
+	for i := range batch {
+		it := &batch[i]
+		if it.chunk != nil {
+			// Frames this process wrote a moment ago: they decode.
+			_, err := auditlog.ScanInterned(it.chunk, w.intern, func(e auditlog.Entry) { recs = append(recs, e.Rec) })
+			if err != nil {
+				w.log.Error("audit journal frames do not decode (a bug): some records are only in the journal", "err", err)
+			}
+			mark = max(mark, it.last)
+			it.chunk = nil
+			continue
+		}
+		recs = append(recs, it.rec)
+	}
+	for i := range recs {
+		w.buf = appendRecordJSON(w.buf, &recs[i])
+	}
+	if _, err := w.out.Write(w.buf); err != nil {
+		w.log.Error("cannot write audit log lines (the records still go to the store)", "records", len(recs), "err", err)
+	}
+	if cap(w.buf) > 1<<20 {
+		w.buf = nil // an unusually large batch: do not keep its memory
+	}
+	return recs, mark
+}
+
+// store appends recs, with the journal mark when they came from the
+// journal, and lets the journal delete what the store now holds.
+func (w *auditWriter) store(recs []store.AuditRecord, mark uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	if mark > 0 && w.jst != nil {
+		err = w.jst.AppendAuditJournaled(ctx, w.j.ID(), mark, recs...)
+	} else if len(recs) > 0 {
+		err = w.st.AppendAudit(ctx, recs...)
+	}
+	if err != nil {
+		w.m.errors.WithLabelValues("store").Inc()
+		return err
+	}
+	w.health.clear(downStore)
+	if mark > 0 {
+		if err := w.j.Ingested(mark); err != nil {
+			w.log.Warn("cannot delete audit journal segments the store holds", "err", err)
+		}
+	}
+	return nil
+}
+
+// retryHeld tries once more to store the records the store refused. It
+// reports whether they are stored.
+func (w *auditWriter) retryHeld() bool {
+	if err := w.store(w.held, w.heldMark); err != nil {
+		w.health.set(downStore, err)
+		return false
+	}
+	clear(w.held)
+	w.held, w.heldMark = w.held[:0], 0
+	return true
+}
+
+// giveUp reports, at shutdown, records the store never took.
+func (w *auditWriter) giveUp() {
+	if len(w.held) == 0 {
+		return
+	}
+	where := "they are in the audit log output only"
+	if w.heldMark > 0 {
+		where = "they are in the audit journal and go to the store at the next start"
+	}
+	w.log.Error("audit records not stored at shutdown: "+where, "records", len(w.held))
 }
 
 // appendRecordJSON appends one audit record as a JSON line, in the shape
@@ -449,6 +789,9 @@ func appendRecordJSON(b []byte, r *store.AuditRecord) []byte {
 	num("kv_device", int64(r.KVDevice))
 	num("latency_us", r.LatencyUS)
 	str("detail", r.Detail)
+	if r.Count > 1 {
+		num("count", int64(r.Count))
+	}
 	return append(b, '}', '\n')
 }
 
@@ -532,6 +875,9 @@ func logRecord(l *slog.Logger, r *store.AuditRecord) {
 	}
 	if r.Detail != "" {
 		attrs = append(attrs, slog.String("detail", r.Detail))
+	}
+	if r.Count > 1 {
+		attrs = append(attrs, slog.Int64("count", int64(r.Count)))
 	}
 	l.LogAttrs(context.Background(), slog.LevelInfo, "audit", attrs...)
 }

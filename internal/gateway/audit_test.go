@@ -5,13 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/store"
+	"github.com/tagauth/tagauth/internal/store/bolt"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -136,6 +140,108 @@ func TestReasonOf(t *testing.T) {
 	} {
 		if got := reasonOf(err); got != want {
 			t.Errorf("reasonOf(%v) = %q, want %q", err, got, want)
+		}
+	}
+}
+
+// TestRefusalSamplerBounded: refusals under many keys (reasons an attacker
+// might one day choose) fill a bounded table; the rest share one overflow
+// key. Per key and interval one record is written at once and the rest
+// later with their count, so the counts add up to the refusals.
+func TestRefusalSamplerBounded(t *testing.T) {
+	m := newAuditMetrics()
+	var s refusalSampler
+	s.init(time.Minute, &m)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	written, events := 0, uint64(0)
+	count := func(r *store.AuditRecord) {
+		written++
+		events += r.Events()
+	}
+	const keys, per = 3 * maxSampleKeys, 5
+	for i := range keys * per {
+		it := auditItem{rec: store.AuditRecord{Kind: KindVerify, Outcome: OutcomeRefused, Reason: fmt.Sprint("reason-", i%keys)}}
+		if s.take(&it, t0.Add(time.Duration(i)*time.Millisecond)) {
+			count(&it.rec)
+		}
+	}
+	if len(s.slots) != maxSampleKeys+1 {
+		t.Fatalf("%d keys in the table, want %d and the overflow key", len(s.slots), maxSampleKeys)
+	}
+	if written != maxSampleKeys+1 {
+		t.Fatalf("%d records written at once for %d keys, want one per table key", written, keys)
+	}
+	overflow := 0
+	s.due(t0.Add(2*time.Minute), func(it auditItem) {
+		count(&it.rec)
+		if it.rec.Reason == overflowReason {
+			overflow++
+		}
+	})
+	if events != keys*per || overflow != 1 {
+		t.Fatalf("records stand for %d refusals (want %d), %d overflow records (want 1)", events, keys*per, overflow)
+	}
+	// Keys quiet for ten intervals are forgotten.
+	s.due(t0.Add(30*time.Minute), func(auditItem) { t.Fatal("nothing was pending") })
+	if len(s.slots) != 0 {
+		t.Fatalf("%d keys left after ten quiet intervals", len(s.slots))
+	}
+}
+
+// TestAuditJournalReplay: records a crashed gateway left in the journal
+// but not in the store are stored at the next start, each once: those the
+// store already has (its journal mark) are skipped, and a second start
+// stores nothing again.
+func TestAuditJournalReplay(t *testing.T) {
+	ctx := context.Background()
+	data := t.TempDir()
+	st, err := bolt.Open(filepath.Join(data, bolt.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	dir := journalDir(data)
+	j, _, _, err := auditlog.Open(dir, auditlog.Sync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Resume(0); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var b auditlog.Batch
+	for i := range 3 {
+		r := store.AuditRecord{Time: at, Kind: KindVerify, Outcome: OutcomeOK, User: fmt.Sprint("u", i)}
+		b.Add(&r)
+	}
+	if _, _, err := j.Append(&b); err != nil {
+		t.Fatal(err)
+	}
+	// The crashed gateway had stored the first record (and its mark).
+	if err := st.AppendAuditJournaled(ctx, j.ID(), 1, store.AuditRecord{Time: at, Kind: KindVerify, Outcome: OutcomeOK, User: "u0"}); err != nil {
+		t.Fatal(err)
+	}
+	j.Close() // what kill -9 leaves: the file, unflushed by us
+
+	for start := range 2 {
+		var out bytes.Buffer
+		w := newAuditWriter(st, &out, slog.New(slog.DiscardHandler))
+		if err := w.openJournal(dir, auditlog.Sync{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.close(); err != nil {
+			t.Fatal(err)
+		}
+		recs, _, err := st.QueryAudit(ctx, store.AuditFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var users []string
+		for _, r := range recs {
+			users = append(users, r.User)
+		}
+		if strings.Join(users, ",") != "u0,u1,u2" {
+			t.Fatalf("start %d: stored %v, want each record once: u0,u1,u2", start, users)
 		}
 	}
 }

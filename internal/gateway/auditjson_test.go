@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -11,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/auditlog"
+	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/store"
+	"github.com/tagauth/tagauth/protocol"
 )
 
 // TestRecordJSONMatchesSlog: the audit writer's hand-made JSON lines say
@@ -23,6 +27,7 @@ func TestRecordJSONMatchesSlog(t *testing.T) {
 		{Time: at, Kind: KindVerify, Outcome: OutcomeOK, User: "alice", Device: "sensor-7", Source: "127.0.0.1:5683", KVUser: 1, KVDevice: 2, LatencyUS: 17},
 		{Time: at, Kind: KindVerify, Outcome: OutcomeRefused, Reason: "stale T1", User: `quote" back\ slash`, Detail: "off by 12000 ms\n\t\x01 \u2028\u2029 é \xff end"},
 		{Time: at, Kind: KindPolicy, Outcome: OutcomeOK, Reason: "grant <b>&</b>"},
+		{Time: at, Kind: KindVerify, Outcome: OutcomeRefused, Reason: "E_i does not verify", Count: 4711},
 	} {
 		got := appendRecordJSON(nil, &r)
 		var want bytes.Buffer
@@ -64,16 +69,28 @@ func (s *recordingStore) AppendAudit(_ context.Context, recs ...store.AuditRecor
 // for an identity that is not printable, and the caller's buffers may be
 // reused as soon as submitVerify returns.
 func TestSubmitVerifyFillsNames(t *testing.T) {
+	for _, journal := range []bool{false, true} {
+		t.Run(fmt.Sprint("journal=", journal), func(t *testing.T) { testSubmitVerifyFillsNames(t, journal) })
+	}
+}
+
+func testSubmitVerifyFillsNames(t *testing.T, journal bool) {
 	st := &recordingStore{}
 	var out syncBuf
 	w := newAuditWriter(st, &out, slog.New(slog.DiscardHandler))
+	if journal {
+		if err := w.openJournal(t.TempDir(), auditlog.Sync{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	user := []byte("alice")
 	odd := []byte("dev\x00\xffice")
 	long := bytes.Repeat([]byte("x"), maxSanitized+10)
 	from := netip.MustParseAddrPort("[2001:db8::7]:61616")
-	w.submitVerify(store.AuditRecord{Kind: KindVerify, Outcome: OutcomeOK}, user, odd, from)
+	ctx := context.Background()
+	w.submitVerify(ctx, store.AuditRecord{Kind: KindVerify, Outcome: OutcomeOK}, user, odd, &coap.Request{From: from}, protocol.Hardened)
 	copy(user, "XXXXX") // the writer must have copied it
-	w.submitVerify(store.AuditRecord{Kind: KindVerify, Outcome: OutcomeOK}, []byte("alice"), long, netip.MustParseAddrPort("127.0.0.1:9"))
+	w.submitVerify(ctx, store.AuditRecord{Kind: KindVerify, Outcome: OutcomeOK}, []byte("alice"), long, &coap.Request{From: netip.MustParseAddrPort("127.0.0.1:9")}, protocol.Hardened)
 	if err := w.sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@
 //	admin-key.pem   its private key, 0600
 //	admin-token     the admin bearer token, 0600 (unless TAGAUTH_ADMIN_TOKEN is set)
 //	admin.json      the admin URL and certificate fingerprint, for CLI commands on this host
+//	audit-journal/  audit records written ahead of the store (internal/auditlog)
 //
 // The gateway refuses to start, with a message that says what to do, on a
 // key file or private file that others can read, a corrupt key file or
@@ -30,11 +31,14 @@
 //
 // # Audit
 //
-// Every verify, enrolment, provisioning, revocation, policy change and key
-// change becomes one store.AuditRecord, written as a JSON line to
-// Config.AuditOut and appended to the store by one batching writer. When
-// the writer falls behind, callers wait (backpressure): records are never
-// dropped to keep up. Records carry outcomes and precise reasons, never a
+// Every successful verify, enrolment, provisioning, revocation, policy
+// change, key change and lockout becomes one store.AuditRecord, appended to
+// the audit journal before it is answered (auditjournal.go), written as a
+// JSON line to Config.AuditOut and appended to the store by one batching
+// writer; refusals are counted and sampled instead. When the writer falls
+// behind, callers wait (backpressure): records are never dropped to keep
+// up, and a record that cannot be written fails its login (busy) or admin
+// action (503). Records carry outcomes and precise reasons, never a
 // secret, and identities that came off the wire are sanitized (see
 // SanitizeID).
 //
@@ -65,6 +69,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/lockout"
@@ -167,6 +172,19 @@ type Config struct {
 	// MetricsToken is a read-only bearer token for GET /metrics only (the
 	// admin token works there too); empty means only the admin token.
 	MetricsToken string
+
+	// Audit trail (auditjournal.go, docs/OPERATIONS.md#audit).
+
+	// AuditKeep is how long audit records are kept (older ones are
+	// pruned hourly); zero keeps them forever.
+	AuditKeep time.Duration
+	// AuditSync is the audit journal's fsync policy; the zero value is
+	// off: records survive a crash of the process, not of the machine.
+	AuditSync auditlog.Sync
+	// AuditSampleEvery is the sampling interval of refusal records;
+	// zero means DefaultAuditSampleEvery, negative writes a record for
+	// every refusal (tests; never on a gateway others can reach).
+	AuditSampleEvery time.Duration
 }
 
 // Gateway is a running (or ready to run) gateway. Open prepares it and
@@ -284,7 +302,9 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	if err := g.writeAdminInfo(); err != nil {
 		return nil, err
 	}
-	g.audit = newAuditWriter(auditStore{g.store, g.metrics}, cfg.AuditOut, g.log)
+	if err := g.openAudit(); err != nil { // auditjournal.go
+		return nil, err
+	}
 	return g, nil
 }
 

@@ -70,6 +70,9 @@ func testConfig(dir string, p protocol.Profile) gateway.Config {
 		CoAPAddr:  "127.0.0.1:0",
 		AdminAddr: "127.0.0.1:0",
 		KeyPoll:   20 * time.Millisecond,
+		// These tests read each refusal's record; sampling has its own
+		// (audit_test.go, e2e/attack_audit_test.go).
+		AuditSampleEvery: -1,
 	}
 }
 

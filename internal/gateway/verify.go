@@ -48,8 +48,12 @@ func (g *Gateway) serveVerify(ctx context.Context, req *coap.Request, dst []byte
 		fillVerifyNames(&rec, v.User, v.Device, req.From) // audit.go
 		return g.commitVerify(&rec, code, out, dst, v.Profile)
 	}
-	// The writer fills User, Device and Source off the hot path (audit.go).
-	g.audit.submitVerify(rec, v.User, v.Device, req.From)
+	// The writer fills User, Device and Source off the hot path (audit.go);
+	// a login that cannot be recorded is answered busy.
+	if g.audit.submitVerify(ctx, rec, v.User, v.Device, req, v.Profile) != nil {
+		clear(out[len(dst):]) // an m3 must not stay in a buffer that is reused
+		return coap.ForProtocol(protocol.ErrBusy), protocol.AppendError(dst, v.Profile, protocol.ErrBusy)
+	}
 	return code, out
 }
 

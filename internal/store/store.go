@@ -121,6 +121,19 @@ type AuditRecord struct {
 	KVDevice  uint8
 	LatencyUS int64
 	Detail    string
+	// Count is the number of events the record stands for: a sample
+	// record of refusals (which the gateway aggregates, never storing one
+	// per packet) carries how many refusals it summarises. 0 and 1 both
+	// mean one event; backends read one back as 0.
+	Count uint32
+}
+
+// Events is the number of events r stands for (see Count).
+func (r *AuditRecord) Events() uint64 {
+	if r.Count == 0 {
+		return 1
+	}
+	return uint64(r.Count)
 }
 
 // Audit query limits.
@@ -217,6 +230,30 @@ type Store interface {
 	// Close releases the store. Closing twice is not an error; other
 	// methods fail after Close.
 	Close() error
+}
+
+// AuditPruner is implemented by stores that can delete old audit records
+// (both backends do): retention.
+type AuditPruner interface {
+	// PruneAudit deletes up to about limit of the oldest records whose
+	// Time is before before, and returns how many it deleted; call it
+	// again while it deletes any. It never deletes a record at or after
+	// before. A backend may keep a few older records that share their
+	// storage with newer ones (bolt's runs).
+	PruneAudit(ctx context.Context, before time.Time, limit int) (int, error)
+}
+
+// AuditJournaled is implemented by stores that keep, in the transaction
+// that appends audit records, how far into a gateway's audit journal
+// their records go, so that replaying the journal after a crash stores
+// every record once (both backends do).
+type AuditJournaled interface {
+	// AppendAuditJournaled is AppendAudit that also sets the mark of
+	// journal (an opaque id, at most 64 bytes) to upTo, in the same
+	// transaction; a mark never goes back. Marks are below 2^63.
+	AppendAuditJournaled(ctx context.Context, journal string, upTo uint64, recs ...AuditRecord) error
+	// AuditJournalMark returns journal's mark, 0 when it has none.
+	AuditJournalMark(ctx context.Context, journal string) (uint64, error)
 }
 
 // CheckID validates a user or device id as spec section 2 defines

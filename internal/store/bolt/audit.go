@@ -30,7 +30,10 @@ import (
 //	'{'   one record in JSON (auditRec), as tagauth wrote them before
 //	      runs; read, never written
 //	0x01  a run: uvarint count >= 1, then count binary records, whose
-//	      sequence numbers are the key's and those that follow it
+//	      sequence numbers are the key's and those that follow it;
+//	      written by schema version 2, read, no longer written
+//	0x02  a run as 0x01 whose records also carry an event count (the
+//	      record's Count, for aggregated refusals): schema version 3
 //
 // A binary record is
 //
@@ -40,6 +43,8 @@ import (
 //	kv_user     1 byte
 //	kv_device   1 byte
 //	latency_us  varint
+//	count       uvarint, the record's Count (0x02 runs only; absent in
+//	            0x01 runs, where it is 0)
 //	lengths     7 uvarints for kind, outcome, reason, user, device,
 //	            source, detail: 0 when the string is that of the previous
 //	            record of the run (for the first, when it is empty), else
@@ -52,8 +57,9 @@ import (
 // QueryAudit is the only reader of the bucket; whatever reads it next
 // must read runs (runReader).
 const (
-	auditJSON = '{'
-	auditRun  = 0x01
+	auditJSON     = '{'
+	auditRun      = 0x01
+	auditRunCount = 0x02
 )
 
 // maxRunBytes closes a run once its records reach this size (so a run is
@@ -144,6 +150,11 @@ func (e *auditEncoder) encode(recs []store.AuditRecord) error {
 		e.buf = binary.AppendVarint(e.buf, micro-prevMicro)
 		e.buf = append(e.buf, r.KVUser, r.KVDevice)
 		e.buf = binary.AppendVarint(e.buf, r.LatencyUS)
+		if r.Count > 1 {
+			e.buf = binary.AppendUvarint(e.buf, uint64(r.Count))
+		} else {
+			e.buf = append(e.buf, 0)
+		}
 		cur, old := strs(r), strs(prev)
 		const same, valid, invalid = 0, 1, 2
 		var how [auditStrings]uint8
@@ -180,7 +191,7 @@ func (e *auditEncoder) encode(recs []store.AuditRecord) error {
 // before its records.
 func (e *auditEncoder) closeRun(run, count int) {
 	var hdr [runGap]byte
-	h := binary.AppendUvarint(append(hdr[:0], auditRun), uint64(count))
+	h := binary.AppendUvarint(append(hdr[:0], auditRunCount), uint64(count))
 	start := run + runGap - len(h)
 	copy(e.buf[start:], h)
 	e.runs = append(e.runs, encodedRun{count: count, start: start, end: len(e.buf)})
@@ -194,6 +205,8 @@ type runReader struct {
 	json  []byte // a JSON record not yet read, or nil
 	b     []byte // the binary records not yet read
 	count uint64 // records left
+	// counted: the records carry a count (format 0x02).
+	counted bool
 
 	// The previous binary record, which the next refers to.
 	micro int64
@@ -208,7 +221,7 @@ func readRun(v []byte) (runReader, error) {
 	switch v[0] {
 	case auditJSON:
 		return runReader{json: v, count: 1}, nil
-	case auditRun:
+	case auditRun, auditRunCount:
 		n, l := binary.Uvarint(v[1:])
 		switch {
 		case l <= 0:
@@ -219,7 +232,7 @@ func readRun(v []byte) (runReader, error) {
 			// Every record takes more than a byte.
 			return runReader{}, fmt.Errorf("run of %d records in %d bytes", n, len(v))
 		}
-		return runReader{b: v[1+l:], count: n}, nil
+		return runReader{b: v[1+l:], count: n, counted: v[0] == auditRunCount}, nil
 	}
 	return runReader{}, fmt.Errorf("unknown format 0x%02x", v[0])
 }
@@ -281,6 +294,18 @@ func (rr *runReader) decode() (store.AuditRecord, error) {
 		return r, errors.New("record truncated or bad latency")
 	}
 	b = b[n:]
+	if rr.counted {
+		c, n := binary.Uvarint(b)
+		switch {
+		case n <= 0:
+			return r, errors.New("record truncated or bad count")
+		case c > math.MaxUint32:
+			return r, fmt.Errorf("record count %d out of range", c)
+		case c > 1:
+			r.Count = uint32(c)
+		}
+		b = b[n:]
+	}
 	var lens [auditStrings]int
 	total := uint64(0)
 	for j := range lens {

@@ -307,12 +307,13 @@ func TestAuditCorruptRun(t *testing.T) {
 	}
 	good := e.buf[e.runs[0].start:e.runs[0].end]
 	records := good[2:] // after the format byte and the count
+	format := good[0]
 	bad := map[string][]byte{
 		"empty":          {},
-		"unknown format": append([]byte{0x02}, good[1:]...),
-		"no records":     append([]byte{auditRun, 0}, records...),
+		"unknown format": append([]byte{0x03}, good[1:]...),
+		"no records":     append([]byte{format, 0}, records...),
 		"huge count":     {auditRun, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
-		"count too high": append([]byte{auditRun, byte(len(recs) + 1)}, records...),
+		"count too high": append([]byte{format, byte(len(recs) + 1)}, records...),
 		"trailing bytes": append(append([]byte(nil), good...), 0),
 		// time 0, key versions, latency 0, a string of 2^64-2 bytes
 		"string too long": append([]byte{auditRun, 1, 0, 0, 0, 0,
@@ -320,7 +321,9 @@ func TestAuditCorruptRun(t *testing.T) {
 		// seven strings of 2 bytes each in 3 bytes
 		"strings too long":  {auditRun, 1, 0, 0, 0, 0, 3, 3, 3, 3, 3, 3, 3, 'a', 'b', 'c'},
 		"time out of range": binary.AppendVarint([]byte{auditRun, 1}, endAuditMicro),
-		"bad JSON":          []byte(`{"t":`),
+		// a count past 32 bits
+		"count out of range": {auditRunCount, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 0, 0, 0},
+		"bad JSON":           []byte(`{"t":`),
 	}
 	for n := range len(good) {
 		if _, err := decodeAll(good[:n]); err == nil {
@@ -335,7 +338,7 @@ func TestAuditCorruptRun(t *testing.T) {
 
 	// In a store: ErrCorrupt, unless the damaged value holds one record,
 	// before the cursor.
-	oneRecord := map[string]bool{"string too long": true, "strings too long": true, "time out of range": true, "bad JSON": true}
+	oneRecord := map[string]bool{"string too long": true, "strings too long": true, "time out of range": true, "bad JSON": true, "count out of range": true}
 	s := openTemp(t)
 	if err := s.AppendAudit(ctx, recs[:2]...); err != nil {
 		t.Fatal(err)
@@ -423,6 +426,8 @@ func FuzzAuditRecord(f *testing.F) {
 	old, _ := json.Marshal(auditRec{Time: time.Unix(1, 0).UTC(), Kind: "verify", User: "alice"})
 	f.Add(old)
 	f.Add([]byte{auditRun, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{auditRunCount, 1, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0})
+	f.Add(legacyRun(oddRecords()[:4]))
 	f.Fuzz(func(t *testing.T, v []byte) {
 		recs, err := decodeAll(v)
 		if err != nil {
@@ -458,7 +463,7 @@ func FuzzAuditRecord(f *testing.F) {
 
 // A store written by a tagauth from before runs (schema 1, JSON audit
 // values) opens, reads its records as before, takes new ones after them,
-// and is marked schema 2 so that such a tagauth refuses it from then on.
+// and is marked schema 3 so that such a tagauth refuses it from then on.
 func TestAuditUpgradeFromV1(t *testing.T) {
 	s := openTemp(t)
 	path := s.Path()
@@ -476,8 +481,8 @@ func TestAuditUpgradeFromV1(t *testing.T) {
 	}
 	defer s.Close()
 	err = s.db.View(func(tx *bbolt.Tx) error {
-		if v := string(tx.Bucket(bucketMeta).Get(keySchema)); v != "2" {
-			return fmt.Errorf("schema %q after open, want 2", v)
+		if v := string(tx.Bucket(bucketMeta).Get(keySchema)); v != "3" {
+			return fmt.Errorf("schema %q after open, want 3", v)
 		}
 		return nil
 	})
@@ -499,5 +504,79 @@ func TestAuditUpgradeFromV1(t *testing.T) {
 		if seqs[i] != uint64(i+1) || !reflect.DeepEqual(recs[i], jsonForm(t, want[i])) {
 			t.Fatalf("record %d (seq %d): %#v, want %#v", i+1, seqs[i], recs[i], jsonForm(t, want[i]))
 		}
+	}
+}
+
+// legacyRun encodes recs as a schema 2 run (format 0x01, no counts), every
+// string spelled out: the form tagauth wrote before counts.
+func legacyRun(recs []store.AuditRecord) []byte {
+	v := binary.AppendUvarint([]byte{auditRun}, uint64(len(recs)))
+	prev := int64(0)
+	for i := range recs {
+		r := &recs[i]
+		micro := r.Time.UnixMicro()
+		v = binary.AppendVarint(v, micro-prev)
+		prev = micro
+		v = append(v, r.KVUser, r.KVDevice)
+		v = binary.AppendVarint(v, r.LatencyUS)
+		for _, s := range strs(r) {
+			v = binary.AppendUvarint(v, uint64(len(s))+1)
+		}
+		for _, s := range strs(r) {
+			v = append(v, s...)
+		}
+	}
+	return v
+}
+
+// A schema 2 store (runs without counts) opens, reads its records with
+// Count 0, is marked 3, and takes counted records after them.
+func TestAuditUpgradeFromV2(t *testing.T) {
+	s := openTemp(t)
+	path := s.Path()
+	var old []store.AuditRecord
+	for _, r := range benchRecords()[:10] {
+		r.Count = 0
+		old = append(old, r)
+	}
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		if err := b.SetSequence(uint64(len(old))); err != nil {
+			return err
+		}
+		if err := b.Put(seqKey(1), legacyRun(old)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte("2"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatalf("open of a schema 2 store: %v", err)
+	}
+	defer s.Close()
+	counted := old[0]
+	counted.Count = 70000
+	if err := s.AppendAudit(ctx, counted); err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := s.QueryAudit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]store.AuditRecord(nil), old...), counted)
+	if !reflect.DeepEqual(recs, want) {
+		t.Fatalf("records after the upgrade:\n%#v\nwant\n%#v", recs, want)
+	}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		if v := string(tx.Bucket(bucketMeta).Get(keySchema)); v != "3" {
+			return fmt.Errorf("schema %q after open, want 3", v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

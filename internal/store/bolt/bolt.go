@@ -58,7 +58,11 @@ const FileName = "store.db"
 // whose audit values are all JSON, reads as it is and is marked 2 when
 // opened: an older tagauth then refuses it with "upgrade tagauth" instead
 // of calling the runs it cannot read corruption.
-const SchemaVersion = 2
+//
+// Version 3 writes runs whose records carry an event count (format 0x02,
+// audit.go) and may hold journal marks in the meta bucket; it reads every
+// older form, and marks an older store 3 when opened, for the same reason.
+const SchemaVersion = 3
 
 // Errors of Open, tested with errors.Is. Their messages name the file and
 // say what to do.
@@ -564,7 +568,37 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 // AppendAudit implements store.Store. Records are encoded before the
 // write transaction starts, and stored in runs (see audit.go).
 func (s *Store) AppendAudit(ctx context.Context, recs ...store.AuditRecord) error {
-	if len(recs) == 0 {
+	return s.appendAudit(ctx, nil, 0, recs)
+}
+
+// AppendAuditJournaled implements store.AuditJournaled: the mark is a key
+// of the meta bucket ("journal:" and the id), written in the transaction
+// that appends the records.
+func (s *Store) AppendAuditJournaled(ctx context.Context, journal string, upTo uint64, recs ...store.AuditRecord) error {
+	return s.appendAudit(ctx, journalKey(journal), upTo, recs)
+}
+
+// AuditJournalMark implements store.AuditJournaled.
+func (s *Store) AuditJournalMark(ctx context.Context, journal string) (uint64, error) {
+	var mark uint64
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(journalKey(journal))
+		switch len(v) {
+		case 0:
+		case 8:
+			mark = binary.BigEndian.Uint64(v)
+		default:
+			return corrupt(s.path, fmt.Errorf("journal mark of %d bytes", len(v)))
+		}
+		return nil
+	})
+	return mark, err
+}
+
+func journalKey(id string) []byte { return append([]byte("journal:"), id...) }
+
+func (s *Store) appendAudit(ctx context.Context, markKey []byte, upTo uint64, recs []store.AuditRecord) error {
+	if len(recs) == 0 && markKey == nil {
 		return ctx.Err()
 	}
 	e := auditEncoders.Get().(*auditEncoder)
@@ -591,7 +625,14 @@ func (s *Store) AppendAudit(ctx context.Context, recs ...store.AuditRecord) erro
 			}
 			last += uint64(r.count)
 		}
-		return nil
+		if markKey == nil {
+			return nil
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(markKey); len(v) == 8 && binary.BigEndian.Uint64(v) >= upTo {
+			return nil // a mark never goes back
+		}
+		return meta.Put(markKey, binary.BigEndian.AppendUint64(nil, upTo))
 	})
 	// The transaction is over, committed or not: bbolt no longer refers
 	// to e.buf.
@@ -674,6 +715,94 @@ func (s *Store) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 		return nil, nil, err
 	}
 	return recs, seqs, nil
+}
+
+// PruneAudit implements store.AuditPruner. It deletes whole runs, oldest
+// first, whose records are all older than before: a run that straddles
+// before is kept whole (a run holds at most maxRunBytes, a few dozen
+// records). bbolt puts the freed pages on its free list, which later
+// writes reuse, so pruning bounds the file's growth but does not shrink
+// it: Compact does.
+func (s *Store) PruneAudit(ctx context.Context, before time.Time, limit int) (int, error) {
+	before = norm(before)
+	if before.IsZero() || limit <= 0 {
+		return 0, ctx.Err()
+	}
+	deleted := 0
+	err := s.update(ctx, func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		var dead [][]byte
+		c := b.Cursor()
+		for k, v := c.First(); k != nil && deleted < limit; k, v = c.Next() {
+			rr, err := readRun(v)
+			if err != nil {
+				return corrupt(s.path, fmt.Errorf("audit key %x: %v", k, err))
+			}
+			n := int(min(rr.count, uint64(math.MaxInt32)))
+			old := true
+			for rr.count > 0 {
+				rec, err := rr.next()
+				if err != nil {
+					return corrupt(s.path, fmt.Errorf("audit key %x: %v", k, err))
+				}
+				if !rec.Time.Before(before) {
+					old = false
+					break
+				}
+			}
+			if !old {
+				// Records are appended in time order, give or take a
+				// batch: the first run with a newer record ends the prune.
+				break
+			}
+			dead = append(dead, bytes.Clone(k))
+			deleted += n
+		}
+		for _, k := range dead {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return deleted, nil
+}
+
+// Compact copies the store at src into a new file dst (which must not
+// exist) with bbolt's compaction, leaving out the free pages that pruning
+// left: the way to give the space back to the file system. The source must
+// not be open elsewhere (stop the gateway first); it is opened read-only
+// and not changed. Replace src with dst once Compact has returned nil.
+func Compact(dst, src string) error {
+	if _, err := os.Stat(dst); err == nil {
+		return fmt.Errorf("compacting %s: %s exists: remove it or choose another name", src, dst)
+	}
+	from, err := bbolt.Open(src, 0o600, &bbolt.Options{ReadOnly: true, Timeout: lockTimeout})
+	if err != nil {
+		return openError(src, err)
+	}
+	defer from.Close()
+	to, err := bbolt.Open(dst, 0o600, &bbolt.Options{Timeout: lockTimeout})
+	if err != nil {
+		return fmt.Errorf("compacting %s into %s: %w", src, dst, err)
+	}
+	if err := bbolt.Compact(to, from, 1<<20); err != nil {
+		to.Close()
+		os.Remove(dst)
+		if isNoSpace(err) {
+			return fmt.Errorf("%w (compacting %s into %s: %v): free some space or compact onto another file system", store.ErrFull, src, dst, err)
+		}
+		return fmt.Errorf("compacting %s into %s: %w", src, dst, err)
+	}
+	if err := to.Sync(); err != nil {
+		to.Close()
+		os.Remove(dst)
+		return fmt.Errorf("compacting %s into %s: %w", src, dst, err)
+	}
+	return to.Close()
 }
 
 // Snapshot implements store.Store.

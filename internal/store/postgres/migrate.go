@@ -109,6 +109,13 @@ CREATE TRIGGER devices_truncate AFTER TRUNCATE ON devices FOR EACH STATEMENT EXE
 CREATE TRIGGER grants_truncate AFTER TRUNCATE ON grants FOR EACH STATEMENT EXECUTE FUNCTION tagauth_notify_reset();
 CREATE TRIGGER key_versions_truncate AFTER TRUNCATE ON key_versions FOR EACH STATEMENT EXECUTE FUNCTION tagauth_notify_reset();
 `},
+	{4, "audit counts and journal marks", `
+ALTER TABLE audit ADD COLUMN count bigint NOT NULL DEFAULT 1 CHECK (count BETWEEN 1 AND 4294967295);
+CREATE TABLE audit_journal (
+	id  text PRIMARY KEY,
+	seq bigint NOT NULL CHECK (seq >= 0)
+);
+`},
 }
 
 // SchemaVersion is the newest migration this binary knows.

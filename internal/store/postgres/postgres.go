@@ -477,12 +477,41 @@ func clean(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
-var auditColumns = []string{"at", "kind", "outcome", "reason", "user_id", "device", "source", "kv_user", "kv_device", "latency_us", "detail"}
+var auditColumns = []string{"at", "kind", "outcome", "reason", "user_id", "device", "source", "kv_user", "kv_device", "latency_us", "detail", "count"}
 
 // AppendAudit implements store.Store. The records go in with COPY, inside
 // a transaction that holds the schema's audit lock (see the package doc).
 func (s *Store) AppendAudit(ctx context.Context, recs ...store.AuditRecord) error {
-	if len(recs) == 0 {
+	return s.appendAudit(ctx, "", 0, recs)
+}
+
+// AppendAuditJournaled implements store.AuditJournaled: the mark is a row
+// of audit_journal, upserted in the transaction of the records.
+func (s *Store) AppendAuditJournaled(ctx context.Context, journal string, upTo uint64, recs ...store.AuditRecord) error {
+	if upTo > math.MaxInt64 || journal == "" {
+		return fmt.Errorf("%w: journal mark %d of %q", store.ErrInvalid, upTo, journal)
+	}
+	return s.appendAudit(ctx, journal, upTo, recs)
+}
+
+// AuditJournalMark implements store.AuditJournaled.
+func (s *Store) AuditJournalMark(ctx context.Context, journal string) (uint64, error) {
+	if s.isClosed() {
+		return 0, errClosed
+	}
+	var seq int64
+	err := s.pool.QueryRow(ctx, "SELECT seq FROM audit_journal WHERE id = $1", clean(journal)).Scan(&seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.mapErr(err)
+	}
+	return uint64(seq), nil
+}
+
+func (s *Store) appendAudit(ctx context.Context, journal string, upTo uint64, recs []store.AuditRecord) error {
+	if len(recs) == 0 && journal == "" {
 		if s.isClosed() {
 			return errClosed
 		}
@@ -492,15 +521,42 @@ func (s *Store) AppendAudit(ctx context.Context, recs ...store.AuditRecord) erro
 	for i := range recs {
 		r := &recs[i]
 		rows[i] = []any{norm(r.Time), clean(r.Kind), clean(r.Outcome), clean(r.Reason), clean(r.User), clean(r.Device),
-			clean(r.Source), int16(r.KVUser), int16(r.KVDevice), r.LatencyUS, clean(r.Detail)}
+			clean(r.Source), int16(r.KVUser), int16(r.KVDevice), r.LatencyUS, clean(r.Detail), int64(r.Events())}
 	}
 	return s.tx(ctx, func(tx pgx.Tx) error {
 		if err := advisoryLock(ctx, tx, lockAudit, lockKey(s.schema)); err != nil {
 			return err
 		}
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{"audit"}, auditColumns, pgx.CopyFromRows(rows))
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit"}, auditColumns, pgx.CopyFromRows(rows)); err != nil {
+			return err
+		}
+		if journal == "" {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO audit_journal (id, seq) VALUES ($1, $2)
+ON CONFLICT (id) DO UPDATE SET seq = GREATEST(audit_journal.seq, EXCLUDED.seq)`, clean(journal), int64(upTo))
 		return err
 	})
+}
+
+// PruneAudit implements store.AuditPruner: one DELETE of the oldest
+// records before the bound (by the audit_at index), at most limit of them,
+// so that a long prune is many short transactions instead of one that
+// holds locks and bloats the WAL. Autovacuum makes the space reusable for
+// new rows; the table file itself shrinks only with VACUUM FULL.
+func (s *Store) PruneAudit(ctx context.Context, before time.Time, limit int) (int, error) {
+	if s.isClosed() {
+		return 0, errClosed
+	}
+	if before.IsZero() || limit <= 0 {
+		return 0, ctx.Err()
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM audit WHERE seq IN (
+	SELECT seq FROM audit WHERE at < $1 ORDER BY at, seq LIMIT $2)`, norm(before), limit)
+	if err != nil {
+		return 0, s.mapErr(err)
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 // QueryAudit implements store.Store. The filter becomes one indexed query.
@@ -538,7 +594,7 @@ func (s *Store) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 		add("at < $%d", norm(f.Until))
 	}
 	args = append(args, f.PageSize())
-	q := "SELECT seq, at, kind, outcome, reason, user_id, device, source, kv_user, kv_device, latency_us, detail FROM audit WHERE " +
+	q := "SELECT seq, at, kind, outcome, reason, user_id, device, source, kv_user, kv_device, latency_us, detail, count FROM audit WHERE " +
 		strings.Join(where, " AND ") + fmt.Sprintf(" ORDER BY seq LIMIT $%d", len(args))
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
@@ -554,11 +610,15 @@ func (s *Store) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 			r      store.AuditRecord
 			seq    int64
 			kv, kd int16
+			count  int64
 		)
-		if err := rows.Scan(&seq, &r.Time, &r.Kind, &r.Outcome, &r.Reason, &r.User, &r.Device, &r.Source, &kv, &kd, &r.LatencyUS, &r.Detail); err != nil {
+		if err := rows.Scan(&seq, &r.Time, &r.Kind, &r.Outcome, &r.Reason, &r.User, &r.Device, &r.Source, &kv, &kd, &r.LatencyUS, &r.Detail, &count); err != nil {
 			return nil, nil, s.mapErr(err)
 		}
 		r.KVUser, r.KVDevice = uint8(kv), uint8(kd)
+		if count > 1 {
+			r.Count = uint32(count)
+		}
 		recs = append(recs, r)
 		seqs = append(seqs, uint64(seq))
 	}

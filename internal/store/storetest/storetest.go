@@ -69,6 +69,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 	t.Run("AuditPaging", h(testAuditPaging))
 	t.Run("AuditLimits", h(testAuditLimits))
 	t.Run("AuditConcurrentAppend", h(testAuditConcurrent))
+	t.Run("AuditCount", h(testAuditCount))
+	t.Run("AuditPrune", h(testAuditPrune))
+	t.Run("AuditJournalMark", h(testAuditJournalMark))
 	t.Run("Snapshot", h(testSnapshot))
 	t.Run("CanceledContext", h(testCanceled))
 	t.Run("Close", h(testClose))
@@ -524,7 +527,7 @@ func sampleAudit() []store.AuditRecord {
 		{Time: at(0), Kind: "enrol", Outcome: "ok", User: "alice", Source: "192.0.2.1:4000", KVUser: 1},
 		{Time: at(1), Kind: "provision", Outcome: "ok", Device: "sensor-7", Detail: "group plant-a", KVDevice: 1},
 		{Time: at(2), Kind: "verify", Outcome: "ok", User: "alice", Device: "sensor-7", Source: "[2001:db8::1]:5683", KVUser: 1, KVDevice: 1, LatencyUS: 412},
-		{Time: at(3), Kind: "verify", Outcome: "refused", Reason: "bad E_i", User: "alice", Device: "sensor-9", KVUser: 1, KVDevice: 2, LatencyUS: 380},
+		{Time: at(3), Kind: "verify", Outcome: "refused", Reason: "bad E_i", User: "alice", Device: "sensor-9", KVUser: 1, KVDevice: 2, LatencyUS: 380, Count: 37},
 		{Time: at(4), Kind: "revoke", Outcome: "ok", User: "alice", Detail: "user revoked by admin"},
 		{Time: at(5), Kind: "verify", Outcome: "refused", Reason: "revoked user", User: "alice", Device: "sensor-7", LatencyUS: 95},
 		{Time: at(6), Kind: "verify", Outcome: "ok", User: "bob", Device: "sensor-7", LatencyUS: 401},
@@ -877,5 +880,112 @@ func testPersistence(t *testing.T, s store.Store, reopen func(t *testing.T, s st
 	_, seqs3 := query(t, s, store.AuditFilter{After: seqs[len(seqs)-1]})
 	if len(seqs3) != 1 {
 		t.Fatalf("after reopen a new record got a sequence number <= an old one: %v (old %v)", seqs3, seqs)
+	}
+}
+
+// A record's Count comes back as written, one (1) as 0.
+func testAuditCount(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	in := []store.AuditRecord{
+		{Time: at(0), Kind: "verify", Outcome: "refused", Reason: "bad E_i", Count: 1},
+		{Time: at(1), Kind: "verify", Outcome: "refused", Reason: "bad E_i", Count: 2},
+		{Time: at(2), Kind: "verify", Outcome: "refused", Reason: "bad E_i", Count: 1<<32 - 1},
+		{Time: at(3), Kind: "verify", Outcome: "ok"},
+	}
+	mustOK(t, "AppendAudit", s.AppendAudit(ctx, in...))
+	recs, _ := query(t, s, store.AuditFilter{})
+	want := []uint32{0, 2, 1<<32 - 1, 0}
+	if len(recs) != len(want) {
+		t.Fatalf("%d records, want %d", len(recs), len(want))
+	}
+	for i, r := range recs {
+		if r.Count != want[i] || r.Events() != max(uint64(want[i]), 1) {
+			t.Errorf("record %d: Count %d, want %d", i, r.Count, want[i])
+		}
+	}
+}
+
+// PruneAudit deletes the oldest records before its bound, in steps of
+// about limit, never one at or after the bound, and the sequence numbers
+// of what is left do not change.
+func testAuditPrune(t *testing.T, s store.Store) {
+	p, ok := s.(store.AuditPruner)
+	if !ok {
+		t.Skip("backend does not implement store.AuditPruner")
+	}
+	ctx := context.Background()
+	var all []store.AuditRecord
+	for b := range 20 { // 20 appends of 10 records: 200 records at(0..199)
+		var batch []store.AuditRecord
+		for i := range 10 {
+			batch = append(batch, store.AuditRecord{Time: at(b*10 + i), Kind: "verify", Outcome: "ok", User: fmt.Sprint("u", b*10+i)})
+		}
+		mustOK(t, "AppendAudit", s.AppendAudit(ctx, batch...))
+		all = append(all, batch...)
+	}
+	n, err := p.PruneAudit(ctx, time.Time{}, 100)
+	mustOK(t, "PruneAudit with no bound", err)
+	if n != 0 {
+		t.Fatalf("PruneAudit with no bound deleted %d", n)
+	}
+	total := 0
+	for range 100 {
+		n, err := p.PruneAudit(ctx, at(150), 20)
+		mustOK(t, "PruneAudit", err)
+		if n == 0 {
+			break
+		}
+		if n > 20+10 {
+			t.Fatalf("PruneAudit(limit 20) deleted %d", n)
+		}
+		total += n
+	}
+	if total != 150 {
+		t.Fatalf("PruneAudit deleted %d records before at(150), want 150", total)
+	}
+	recs, seqs := query(t, s, store.AuditFilter{Limit: store.MaxAuditLimit})
+	if len(recs) != 50 {
+		t.Fatalf("%d records left, want 50", len(recs))
+	}
+	for i := range recs {
+		if !auditEq(recs[i], all[150+i]) || seqs[i] != seqs[0]+uint64(i) {
+			t.Fatalf("record %d left: %+v (seq %d), want %+v", i, recs[i], seqs[i], all[150+i])
+		}
+	}
+	mustOK(t, "AppendAudit after pruning", s.AppendAudit(ctx, store.AuditRecord{Time: at(300), Kind: "key", Outcome: "ok"}))
+	recs, seqs2 := query(t, s, store.AuditFilter{After: seqs[len(seqs)-1]})
+	if len(recs) != 1 || seqs2[0] <= seqs[len(seqs)-1] {
+		t.Fatalf("record after pruning: %+v %v", recs, seqs2)
+	}
+}
+
+// A journal mark is set with the records it covers and never goes back;
+// marks of different journals are apart.
+func testAuditJournalMark(t *testing.T, s store.Store) {
+	j, ok := s.(store.AuditJournaled)
+	if !ok {
+		t.Skip("backend does not implement store.AuditJournaled")
+	}
+	ctx := context.Background()
+	mark := func(id string, want uint64) {
+		t.Helper()
+		got, err := j.AuditJournalMark(ctx, id)
+		mustOK(t, "AuditJournalMark", err)
+		if got != want {
+			t.Fatalf("mark of %q: %d, want %d", id, got, want)
+		}
+	}
+	mark("a", 0)
+	rec := store.AuditRecord{Time: at(0), Kind: "verify", Outcome: "ok"}
+	mustOK(t, "AppendAuditJournaled", j.AppendAuditJournaled(ctx, "a", 7, rec, rec))
+	mark("a", 7)
+	mark("b", 0)
+	mustOK(t, "AppendAuditJournaled", j.AppendAuditJournaled(ctx, "a", 3, rec))
+	mark("a", 7)
+	mustOK(t, "AppendAuditJournaled", j.AppendAuditJournaled(ctx, "b", 1<<62+5, rec))
+	mark("b", 1<<62+5)
+	mark("a", 7)
+	if recs, _ := query(t, s, store.AuditFilter{}); len(recs) != 4 {
+		t.Fatalf("%d records, want 4", len(recs))
 	}
 }

@@ -1,0 +1,26 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"github.com/tagauth/tagauth/internal/store"
+)
+
+// SetAuditFault makes the gateway's audit journal appends fail with the
+// error fault returns (nil: they succeed), as a full disk does.
+func SetAuditFault(g *Gateway, fault func() error) { g.audit.fault.Store(&fault) }
+
+// PruneAuditNow applies the audit retention keep once, at the gateway's
+// clock, and returns how many records it deleted.
+func PruneAuditNow(g *Gateway, keep time.Duration) int {
+	p := baseStore(g.audit.st).(store.AuditPruner)
+	return g.audit.prune(p, keep)
+}
+
+// FlushAuditSamples writes the refusal samples due at the gateway's
+// clock, and waits until they are stored.
+func FlushAuditSamples(g *Gateway) error {
+	g.audit.sampler.due(g.now(), g.audit.submitSample)
+	return g.audit.sync(context.Background())
+}
