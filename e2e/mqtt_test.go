@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"os"
@@ -11,8 +13,10 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/tagauth/tagauth/internal/card"
 	"github.com/tagauth/tagauth/internal/mqttbind"
 	"github.com/tagauth/tagauth/internal/mqttbind/mqtttest"
+	"github.com/tagauth/tagauth/protocol"
 )
 
 // mqttUsers are the broker accounts of docs/mosquitto/tagauth.acl.
@@ -181,5 +185,79 @@ func TestMQTTForgedAnswerRefused(t *testing.T) {
 	case <-forged:
 	default:
 		t.Fatal("the forger never answered: the test proved nothing")
+	}
+}
+
+// TestMQTTDuplicateLoginAnsweredFromCache: a QoS 1 duplicate of a real m1
+// (same response topic and correlation data) gets the same m4 from the
+// device's answer cache: the login is not run again and the duplicate is
+// never answered as a replay.
+func TestMQTTDuplicateLoginAnsweredFromCache(t *testing.T) {
+	w := newMQTTWorld(t, "hardened")
+	data, err := card.Load(w.card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := card.Open(data, "correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := protocol.Unlock(c, "correct horse", protocol.Config{Now: time.Now, Rand: rand.Reader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	l, m1, err := u.Login("sensor-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cl, reply, answers := mqtttest.Raw(t, w.broker, "alice", mqttUsers["alice"])
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	topic := mqttbind.DeviceTopic(mqttbind.DefaultRoot, "sensor-7", mqttbind.PathLogin)
+	send := func(corr []byte, echo string) *paho.Publish {
+		t.Helper()
+		props := &paho.PublishProperties{ResponseTopic: reply, CorrelationData: corr}
+		if echo != "" {
+			props.User = append(props.User, paho.UserProperty{Key: mqttbind.PropEcho, Value: echo})
+		}
+		if _, err := cl.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: m1, Properties: props}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case a := <-answers:
+			if !bytes.Equal(a.Properties.CorrelationData, corr) {
+				t.Fatalf("answer for another correlation")
+			}
+			return a
+		case <-ctx.Done():
+			t.Fatal("no answer")
+		}
+		return nil
+	}
+	// A new client is first asked to prove it reads its reply topic.
+	challenge := send([]byte("first-try-corr-1"), "")
+	echo := challenge.Properties.User.Get(mqttbind.PropEcho)
+	if len(challenge.Payload) != 0 || echo == "" {
+		t.Fatalf("want an empty answer with an Echo challenge, got %x", challenge.Payload)
+	}
+	corr := []byte("the-login-corr-2")
+	first := send(corr, echo)
+	dup := send(corr, echo) // what QoS 1 may deliver again
+	if len(first.Payload) < 2 || first.Payload[1] != 0x04 {
+		t.Fatalf("first answer is not m4: %x", first.Payload)
+	}
+	if !bytes.Equal(dup.Payload, first.Payload) {
+		t.Fatalf("the duplicate got %x, not the first answer %x", dup.Payload, first.Payload)
+	}
+	if _, _, err := l.Finish(first.Payload); err != nil {
+		t.Fatalf("the card refuses the m4: %v", err)
+	}
+	// Run again, the m1 would have been a replay: check that the device
+	// says so for a new correlation, so the cache above is what answered.
+	again := send([]byte("another-corr-03"), echo)
+	if _, code, err := protocol.ParseError(again.Payload); err != nil || code != protocol.ErrReplayed {
+		t.Fatalf("a new request with the same m1: %x (%v), want replayed", again.Payload, err)
 	}
 }
