@@ -41,6 +41,7 @@ type netDemo struct {
 	stop    []func()
 	cred    credfile.Credential
 	user    *protocol.User
+	mqtt    *demoMQTT // demo_mqtt.go
 }
 
 func runNetDemo(w io.Writer, p protocol.Profile, kdf protocol.KDFParams) (err error) {
@@ -62,6 +63,8 @@ func runNetDemo(w io.Writer, p protocol.Profile, kdf protocol.KDFParams) (err er
 		{"enrol user", d.enrol},
 		{"start device agent", d.startDevice},
 		{"login", d.login},
+		{"device on MQTT", d.startMQTTDevice}, // demo_mqtt.go
+		{"login via MQTT", d.loginMQTT},
 		{"revoke user", d.revoke},
 		{"login again", d.loginRevoked},
 		{"audit log", d.audit},
