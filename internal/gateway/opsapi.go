@@ -15,6 +15,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/gateway/console"
 	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/internal/lockout"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -40,10 +41,15 @@ type Unlocked struct {
 	WasLocked bool   `json:"was_locked"`
 }
 
-// LockInfo is one locked user.
+// LockInfo is one lock: of a user's logins from one source (Scope
+// "source", Source its address, /64 or name), from every source not
+// familiar to the user (Scope "unfamiliar sources"), or, stored by an
+// older version, from everywhere ("all sources").
 type LockInfo struct {
-	User  string    `json:"user"`
-	Until time.Time `json:"until"`
+	User   string    `json:"user"`
+	Scope  string    `json:"scope"`
+	Source string    `json:"source,omitempty"`
+	Until  time.Time `json:"until"`
 }
 
 // LockList is the answer of GET /v1/locks.
@@ -179,12 +185,20 @@ func (g *Gateway) handleLocks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "locks: the lockout store failed (see the gateway log)")
 		return
 	}
-	out := LockList{Policy: g.guard.policy.String(), Locks: make([]LockInfo, len(locks))}
+	out := LockList{Policy: g.guard.policy.Describe(), Locks: make([]LockInfo, 0, len(locks))}
 	if g.guard.off {
 		out.Policy = "lockout disabled"
 	}
-	for i, l := range locks {
-		out.Locks[i] = LockInfo{User: l.Key, Until: l.Until.UTC()}
+	for _, l := range locks {
+		user, scope, src, ok := lockout.ParseKey(l.Key)
+		if !ok {
+			continue
+		}
+		li := LockInfo{User: user, Scope: scope.String(), Until: l.Until.UTC()}
+		if scope == lockout.ScopeSource {
+			li.Source = src.String()
+		}
+		out.Locks = append(out.Locks, li)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
