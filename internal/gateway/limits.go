@@ -73,11 +73,11 @@ type RateLimit struct {
 const (
 	ReasonLocked           = "user locked (source)"
 	ReasonLockedUnfamiliar = "user locked (unfamiliar sources)"
-	ReasonLimitedSource = "rate limited (source)"
-	ReasonLimitedDevice = "rate limited (device)"
-	ReasonLockoutDown   = "lockout store unavailable"
-	KindLockout         = "lockout"
-	OutcomeLocked       = "locked"
+	ReasonLimitedSource    = "rate limited (source)"
+	ReasonLimitedDevice    = "rate limited (device)"
+	ReasonLockoutDown      = "lockout store unavailable"
+	KindLockout            = "lockout"
+	OutcomeLocked          = "locked"
 )
 
 // DefaultMaxLimitKeys bounds each rate limiter's table.

@@ -71,7 +71,7 @@ func postFrom(t *testing.T, addr string, m2, source []byte) (coap.Code, []byte) 
 }
 
 var (
-	home     = []byte{198, 51, 100, 7}                    // the user's usual client
+	home     = []byte{198, 51, 100, 7}                  // the user's usual client
 	roaming  = net.ParseIP("2001:db8:5:6::1234").To16() // a new place of the user's
 	outsider = func(i int) []byte { return []byte{203, 0, 113, byte(i)} }
 )
