@@ -26,7 +26,8 @@ import (
 // process, so that the console can do nothing the CLI cannot.
 //
 //	GET  /metrics                       Prometheus text format (admin or metrics token)
-//	POST /v1/users/{id}/unlock          -> Unlocked
+//	POST /v1/users/{id}/unlock          -> Unlocked (id escaped with adminapi.PathSegment)
+//	POST /v1/users/unlock {"id": ID}    -> Unlocked (any id, "/" included)
 //	GET  /v1/locks                      -> LockList
 //	GET  /v1/keys                       -> KeyList
 //	POST /v1/keys/rotate                -> KeyChange
@@ -130,6 +131,7 @@ func (g *Gateway) openOps() error {
 func (g *Gateway) opsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /metrics", g.serveMetrics)
 	mux.Handle("POST /v1/users/{id}/unlock", g.auth(g.handleUnlock))
+	mux.Handle("POST /v1/users/unlock", g.auth(g.handleUnlock)) // {"id": ...}: every id (adminapi.IDRequest)
 	mux.Handle("GET /v1/locks", g.auth(g.handleLocks))
 	mux.Handle("GET /v1/keys", g.auth(g.handleKeys))
 	mux.Handle("POST /v1/keys/rotate", g.auth(g.handleRotate))
@@ -148,7 +150,10 @@ func (g *Gateway) checkAdminToken(tok string) bool {
 }
 
 func (g *Gateway) handleUnlock(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	id, ok := idOf(w, r)
+	if !ok {
+		return
+	}
 	if err := store.CheckID(id); err != nil {
 		writeError(w, http.StatusBadRequest, "user: "+err.Error())
 		return

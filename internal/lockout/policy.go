@@ -39,7 +39,7 @@ func (p Policy) String() string {
 // Describe is the whole policy in words, sources included.
 func (p Policy) Describe() string {
 	p = p.WithDefaults()
-	return fmt.Sprintf("%d failures from one source within %s lock that source for %s; %d from unfamiliar or unverified sources lock all of those; a successful login makes its source familiar for %s (%d per user)",
+	return fmt.Sprintf("%d failures within %s from one source lock it for %s; %d from unfamiliar or unverified sources lock all of those; a successful login makes its source familiar for %s (%d per user)",
 		p.MaxFailures, p.Window, p.LockFor, p.UnfamiliarFailures, p.FamiliarFor, p.MaxFamiliar)
 }
 
