@@ -453,6 +453,9 @@ func (o *gwAdminOpts) token() (string, error) {
 func (c *gwAdminClient) do(method, path string, in, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// A command makes a call or two: it holds no idle connection, which
+	// would count against the gateway's per-source limit.
+	defer c.hc.CloseIdleConnections()
 	return adminapi.DoJSON(ctx, c.hc, method, c.base+path, c.token, in, out)
 }
 

@@ -94,8 +94,10 @@ func (f *gwOpsFlags) apply(cfg *gateway.Config) error {
 		}
 		tok = strings.TrimSpace(string(b))
 	}
-	if tok != "" && len(tok) < 16 {
-		return errors.New("the metrics token is shorter than 16 characters: use a long random one")
+	if tok != "" {
+		if err := gateway.CheckTokenStrength(tok); err != nil {
+			return fmt.Errorf("the metrics token: %w", err)
+		}
 	}
 	cfg.MetricsToken = tok
 	return nil

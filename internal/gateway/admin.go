@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
@@ -121,13 +120,19 @@ func (g *Gateway) adminHandler() http.Handler {
 }
 
 // auth admits requests bearing the admin token. Both sides are hashed
-// first, so the comparison is constant-time whatever the lengths.
+// first, so the comparison is constant-time whatever the lengths. Wrong
+// tokens are counted per source: after a few, the source waits before its
+// next token is even checked (adminguard.go), and the log gets one line
+// per source per minute, not one per guess.
 func (g *Gateway) auth(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(tok))
-		if subtle.ConstantTimeCompare(sum[:], g.tokenHash[:]) != 1 || !ok {
-			g.log.Warn("admin request without a valid token", "source", r.RemoteAddr, "method", r.Method, "path", SanitizeID([]byte(r.URL.Path)))
+		tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		ok, wait := g.tokenCheck(r, tok, func(tok string) bool { return g.checkAdminToken(tok) && bearer })
+		if wait > 0 {
+			tooMany(w, wait) // adminguard.go: a source that guessed waits
+			return
+		}
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tagauth admin"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer TOKEN (the token is in the gateway's DATA/admin-token, or TAGAUTH_ADMIN_TOKEN)")
 			return

@@ -93,6 +93,8 @@ type guard struct {
 	store  lockout.Store
 	mem    *lockout.Memory // store, when it is the in-memory one
 	fam    lockout.Familiarity
+	tokens *tokenGuard  // admin token backoff (adminguard.go)
+	conns  *connLimiter // admin connection limits, once listening
 	source *limiter[netip.Addr]
 	device *limiter[deviceKey]
 }

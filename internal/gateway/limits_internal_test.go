@@ -103,3 +103,60 @@ func TestLimiterBound(t *testing.T) {
 		t.Fatalf("%d keys held, bound 32", total)
 	}
 }
+
+// TestConnLimiterTotal: beyond the total, connections from any source are
+// closed at once; closing one makes room.
+func TestConnLimiterTotal(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := limitConns(ln, 4, 2)
+	defer l.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func(local string) net.Conn {
+		c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}).Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	for _, src := range []string{"127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3"} {
+		dial(src)
+	}
+	var got []net.Conn
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got)+int(l.refused.Load()) < 7 && time.Now().Before(deadline) {
+		select {
+		case c := <-accepted:
+			got = append(got, c)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if len(got) != 4 || l.refused.Load() != 3 || l.opened() != 4 {
+		t.Fatalf("accepted %d, refused %d, open %d; want 4, 3, 4 (2 per source, 4 in all)", len(got), l.refused.Load(), l.opened())
+	}
+	got[0].Close()
+	got[0].Close() // twice: counted once
+	if l.opened() != 3 {
+		t.Fatalf("open %d after a close, want 3", l.opened())
+	}
+	dial("127.0.0.3")
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("no room made by a closed connection")
+	}
+}

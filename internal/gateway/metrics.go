@@ -190,6 +190,22 @@ func newMetrics(g *Gateway) *gwMetrics {
 		}
 		return float64(g.audit.depth())
 	})
+	f.counterFunc("tagauth_gateway_admin_token_failures_total", "Admin API, console and metrics requests with a missing or wrong token.",
+		func() float64 { return float64(g.guard.tokens.failures.Load()) })
+	f.counterFunc("tagauth_gateway_admin_token_throttled_total", "Admin requests refused unchecked (429) because their source had too many wrong tokens.",
+		func() float64 { return float64(g.guard.tokens.throttled.Load()) })
+	f.counterFunc("tagauth_gateway_admin_conns_refused_total", "Admin connections closed at once: over the total or the per-source limit.", func() float64 {
+		if g.guard.conns == nil {
+			return 0
+		}
+		return float64(g.guard.conns.refused.Load())
+	})
+	f.gauge("tagauth_gateway_admin_conns", "Admin connections open now.", func() float64 {
+		if g.guard.conns == nil {
+			return 0
+		}
+		return float64(g.guard.conns.opened())
+	})
 	f.gauge("tagauth_gateway_locked_users", "Locks in force now: of a user's logins from one source, or from every source unfamiliar to the user.", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -277,11 +293,18 @@ func (m *gwMetrics) storeError(op string) { m.storeErr.WithLabelValues(op).Inc()
 
 // serveMetrics is GET /metrics: the admin token or the metrics token.
 func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	sum := sha256.Sum256([]byte(tok))
-	admin := subtle.ConstantTimeCompare(sum[:], g.tokenHash[:])
-	metrics := subtle.ConstantTimeCompare(sum[:], g.metrics.metricsTokenHash[:])
-	if !ok || (admin != 1 && (metrics != 1 || !g.metrics.hasMetricsToken)) {
+	tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	ok, wait := g.tokenCheck(r, tok, func(tok string) bool { // adminguard.go: backoff on wrong tokens
+		sum := sha256.Sum256([]byte(tok))
+		admin := subtle.ConstantTimeCompare(sum[:], g.tokenHash[:])
+		metrics := subtle.ConstantTimeCompare(sum[:], g.metrics.metricsTokenHash[:])
+		return bearer && (admin == 1 || (metrics == 1 && g.metrics.hasMetricsToken))
+	})
+	if wait > 0 {
+		tooMany(w, wait)
+		return
+	}
+	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tagauth metrics"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer TOKEN with the admin token or the metrics token")
 		return

@@ -113,9 +113,10 @@ type consoleMount = *console.Console
 // calls it before binding the admin port.
 func (g *Gateway) openOps() error {
 	g.guard = newGuard(&g.cfg)
+	g.guard.tokens = newTokenGuard(g.log.With("part", "admin"))
 	g.metrics = newMetrics(g)
 	c, err := console.New(console.Config{
-		CheckToken: g.checkAdminToken,
+		CheckToken: g.checkConsoleToken,
 		Logger:     g.log.With("part", "console"),
 		Now:        g.now,
 		Profile:    g.profile.String(),
@@ -147,6 +148,29 @@ func (g *Gateway) opsRoutes(mux *http.ServeMux) {
 func (g *Gateway) checkAdminToken(tok string) bool {
 	sum := sha256.Sum256([]byte(tok))
 	return subtle.ConstantTimeCompare(sum[:], g.tokenHash[:]) == 1
+}
+
+// checkConsoleToken is checkAdminToken for the console's login, behind the
+// same per-source backoff as the API's: a positive wait means the token
+// was not checked.
+func (g *Gateway) checkConsoleToken(r *http.Request, tok string) (bool, time.Duration) {
+	return g.tokenCheck(r, tok, g.checkAdminToken)
+}
+
+// tokenCheck runs check on a request's token unless its source must wait
+// after wrong tokens; it counts the outcome for the backoff.
+func (g *Gateway) tokenCheck(r *http.Request, tok string, check func(string) bool) (bool, time.Duration) {
+	tg := g.guard.tokens
+	src, now := sourceOf(r.RemoteAddr), g.now()
+	if wait := tg.wait(src, now); wait > 0 {
+		return false, wait
+	}
+	if !check(tok) {
+		tg.failed(src, SanitizeID([]byte(r.URL.Path)), now)
+		return false, 0
+	}
+	tg.succeeded(src)
+	return true, 0
 }
 
 func (g *Gateway) handleUnlock(w http.ResponseWriter, r *http.Request) {

@@ -76,9 +76,11 @@ var staticFS embed.FS
 
 // Config configures a Console.
 type Config struct {
-	// CheckToken reports whether a string is the admin token (in constant
-	// time). Required.
-	CheckToken func(token string) bool
+	// CheckToken reports whether a login form's token is the admin token
+	// (in constant time); a positive wait means the request's source must
+	// wait that long after wrong tokens, and the token was not checked.
+	// Required.
+	CheckToken func(r *http.Request, token string) (ok bool, wait time.Duration)
 	// Logger receives login and logout events; default discards.
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -301,13 +303,17 @@ func (c *Console) dropLocked(s *session) {
 }
 
 func (c *Console) loginForm(w http.ResponseWriter, r *http.Request, msg string) {
-	nonce := randomHex(16)
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: nonce, Path: "/", Secure: true, HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, MaxAge: 600})
 	status := http.StatusOK
 	if msg != "" {
 		status = http.StatusUnauthorized
 	}
+	c.loginFormStatus(w, r, status, msg)
+}
+
+func (c *Console) loginFormStatus(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	nonce := randomHex(16)
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: nonce, Path: "/", Secure: true, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: 600})
 	data := struct {
 		Nonce, Next, Error string
 	}{nonce, safeNext(r.FormValue("next")), msg}
@@ -333,8 +339,14 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok := strings.TrimSpace(r.PostForm.Get("token"))
-	if !c.cfg.CheckToken(tok) {
-		c.log.Warn("console login with a wrong token", "source", r.RemoteAddr)
+	ok, wait := c.cfg.CheckToken(r, tok)
+	if wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
+		c.loginFormStatus(w, r, http.StatusTooManyRequests, fmt.Sprintf("Too many wrong tokens from your address: try again in %s.", (wait+time.Second).Round(time.Second)))
+		return
+	}
+	if !ok {
+		// CheckToken logs wrong tokens in aggregate.
 		c.loginForm(w, r, "That is not the admin token.")
 		return
 	}
