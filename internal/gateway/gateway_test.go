@@ -488,7 +488,7 @@ func TestRefuseToStart(t *testing.T) {
 	t.Run("short token", func(t *testing.T) {
 		cfg := testConfig(t.TempDir(), protocol.Hardened)
 		cfg.AdminToken = "short"
-		expect(t, cfg, "shorter than")
+		expect(t, cfg, "bits of entropy")
 	})
 	t.Run("port taken", func(t *testing.T) {
 		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
