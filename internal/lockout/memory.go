@@ -235,6 +235,9 @@ func (m *Memory) Succeed(_ context.Context, user, source string, now time.Time, 
 func (m *Memory) SucceedBytes(user, source []byte, now time.Time, f Familiarity) {
 	var buf [maxKey]byte
 	key := appendKey(buf[:0], user, source)
+	if m.succeedNoop(user, source, key, now, f) {
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if now.After(m.seen) {
@@ -275,6 +278,30 @@ func (m *Memory) SucceedBytes(user, source []byte, now time.Time, f Familiarity)
 	}
 	m.known[string(user)] = append(fs, familiar{src: string(source), until: until})
 }
+
+// succeedNoop tells, under the read lock only, whether a success would
+// change nothing worth a write: the source has no failures and is familiar
+// for nearly f.For still (renewals are spaced by renewEvery), so that the
+// logins of many CoAP workers do not queue for the write lock.
+func (m *Memory) succeedNoop(user, source, key []byte, now time.Time, f Familiarity) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if _, ok := m.entries[string(key)]; ok {
+		return false
+	}
+	if len(source) == 0 || source[0] == kindUnverified || f.Max <= 0 {
+		return true
+	}
+	for _, x := range m.known[string(user)] {
+		if x.src == string(source) {
+			return x.until.After(now.Add(f.For - renewEvery))
+		}
+	}
+	return false
+}
+
+// renewEvery is how often a familiar source's end moves with its logins.
+const renewEvery = time.Minute
 
 // evictKnown makes room in known: users with no source left first, else
 // one user.
