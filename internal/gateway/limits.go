@@ -231,8 +231,9 @@ func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byt
 		v := protocol.Verification{Profile: m.Profile, User: m.ID, Device: m.DID, KVUser: m.KV, KVDevice: m.KVDev}
 		d, err = gd.decide(ctx, m.ID, &src, now)
 		if err != nil {
+			// No log line per request: the shared store logs when it
+			// becomes unreachable and again when it is back.
 			g.metrics.storeError("lockout")
-			g.log.Error("lockout store failed; answering busy", "err", err)
 			return protocol.AppendError(dst, m.Profile, protocol.ErrBusy), v, ReasonLockoutDown, fmt.Errorf("%w (%v)", errLockoutDown, err)
 		}
 		if d.Locked() {
