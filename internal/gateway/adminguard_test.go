@@ -81,7 +81,8 @@ func httpStatus(t *testing.T, hc *http.Client, url, token string) (int, http.Hea
 func TestAdminTokenBackoff(t *testing.T) {
 	var offset atomic.Int64
 	cfg := testConfig(t.TempDir(), protocol.Hardened)
-	cfg.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	base := time.Now()
+	cfg.Now = func() time.Time { return base.Add(time.Duration(offset.Load())) } // still unless the test moves it
 	tg := startGateway(t, cfg)
 	users := tg.url("/v1/users")
 	guesser, other := clientFrom(tg, "127.0.0.1"), clientFrom(tg, "127.0.0.2")
