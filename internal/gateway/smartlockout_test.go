@@ -14,6 +14,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/lockout"
 	"github.com/tagauth/tagauth/protocol"
@@ -76,6 +77,7 @@ var (
 	outsider = func(i int) []byte { return []byte{203, 0, 113, byte(i)} }
 )
 
+
 // smartPolicy is the default policy with a lock long enough to outlast
 // any test.
 var smartPolicy = lockout.Policy{MaxFailures: 5, Window: time.Hour, LockFor: time.Hour, UnfamiliarFailures: 10}
@@ -91,16 +93,19 @@ func TestSmartLockoutOutsiderCannotLockOut(t *testing.T) {
 	cfg.Lockout = smartPolicy
 	tg := startGateway(t, cfg)
 	alice := tg.enrol("alice")
-	cred := tg.provision("d1", "g")
+	devices := []credfile.Credential{tg.provision("d1", "g"), tg.provision("d2", "g")}
+	cred := devices[0]
 	tg.grant("alice", "g")
 	addr := tg.g.CoAPPublic()
 	if code, _ := postFrom(t, addr, tg.m2For(alice, cred, nil), home); code != coap.Changed {
 		t.Fatalf("first login from home: %v", code)
 	}
-	// 40 sources, 3 forged logins each, then 10 without a source.
+	// 40 sources, 3 forged logins each through every device of the
+	// user's group, then 10 without a source.
 	for i := range 40 {
-		for range 3 {
-			if code, out := postFrom(t, addr, tg.m2For(badE(alice), cred, nil), outsider(i)); code != coap.Unauthorized || string(out) != string(rejectedWire) {
+		for j := range 3 {
+			d := devices[(i+j)%len(devices)]
+			if code, out := postFrom(t, addr, tg.m2For(badE(alice), d, nil), outsider(i)); code != coap.Unauthorized || string(out) != string(rejectedWire) {
 				t.Fatalf("forged login from outsider %d: %v %x", i, code, out)
 			}
 		}
@@ -108,8 +113,8 @@ func TestSmartLockoutOutsiderCannotLockOut(t *testing.T) {
 	for range 10 {
 		postFrom(t, addr, tg.m2For(badE(alice), cred, nil), nil)
 	}
-	for i := range 3 {
-		if code, out := postFrom(t, addr, tg.m2For(alice, cred, nil), home); code != coap.Changed {
+	for i, d := range append(devices, devices...) {
+		if code, out := postFrom(t, addr, tg.m2For(alice, d, nil), home); code != coap.Changed {
 			t.Fatalf("correct login %d from the familiar source during the attack: %v %x", i, code, out)
 		}
 	}
