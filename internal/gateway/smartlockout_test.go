@@ -77,7 +77,6 @@ var (
 	outsider = func(i int) []byte { return []byte{203, 0, 113, byte(i)} }
 )
 
-
 // smartPolicy is the default policy with a lock long enough to outlast
 // any test.
 var smartPolicy = lockout.Policy{MaxFailures: 5, Window: time.Hour, LockFor: time.Hour, UnfamiliarFailures: 10}
