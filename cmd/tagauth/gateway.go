@@ -459,6 +459,9 @@ func (o *gwAdminOpts) token() (string, error) {
 func (c *gwAdminClient) do(method, path string, in, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// A command makes a call or two: it holds no idle connection, which
+	// would count against the gateway's per-source limit.
+	defer c.hc.CloseIdleConnections()
 	return adminapi.DoJSON(ctx, c.hc, method, c.base+path, c.token, in, out)
 }
 
@@ -611,7 +614,7 @@ func gwRevoke(name, coll string, args []string, stdout, stderr io.Writer) int {
 		return rc
 	}
 	var rv gateway.Revoked
-	if err := c.do(http.MethodPost, "/v1/"+coll+"/"+url.PathEscape(pos[0])+"/revoke", nil, &rv); err != nil {
+	if err := c.do(http.MethodPost, "/v1/"+coll+"/revoke", adminapi.IDRequest{ID: pos[0]}, &rv); err != nil {
 		return gwFail(stderr, fset, err)
 	}
 	fmt.Fprintf(stdout, "revoked %s %s at %s\n", strings.TrimSuffix(coll, "s"), gwText(rv.ID), rv.RevokedAt.Local().Format(time.RFC3339))

@@ -416,6 +416,7 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	if err != nil {
 		return fmt.Errorf("gateway: cannot listen for the admin API on %s: %w (choose another with --admin)", g.cfg.AdminAddr, err)
 	}
+	g.adminLn = g.limitAdmin(g.adminLn) // adminguard.go: connection limits
 	g.coapPublic = g.public(g.coapConn.LocalAddr())
 	g.adminURL = "https://" + g.public(g.adminLn.Addr())
 
@@ -427,10 +428,10 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	g.httpSrv = &http.Server{
 		Handler:           g.adminHandler(),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: adminReadHeaderTimeout, // adminguard.go
+		ReadTimeout:       adminReadTimeout,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       adminIdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.With("part", "admin").Handler(), slog.LevelDebug),
 	}
