@@ -29,7 +29,7 @@ func TestStaleClock(t *testing.T) {
 	skew := 30 * time.Second
 	g, err := gwd.Open(gwd.Config{
 		DataDir: filepath.Join(t.TempDir(), "gw"), CoAPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		AdminToken: strings.Repeat("ab", 32), AuditOut: io.Discard, AllowAll: true,
+		AdminToken: strings.Repeat("ab", 32), AuditOut: io.Discard, AllowAll: true, InsecureTestKDF: true,
 		Now: func() time.Time { return time.Now().Add(skew) },
 	})
 	if err != nil {

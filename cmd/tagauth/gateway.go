@@ -25,6 +25,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/config"
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/keyfile"
@@ -163,12 +164,15 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 	advertise := fset.String("advertise", "", "`host` clients dial when an address binds every interface (default 127.0.0.1)")
 	cert := fset.String("cert", "", "operator TLS certificate `file` (PEM) for the admin API, instead of the self-signed one")
 	key := fset.String("key", "", "private key `file` (PEM, mode 0600) of --cert")
-	window := fset.Duration("window", protocol.DefaultWindow, "freshness window dT")
+	window := durationFlag(fset, "window", protocol.DefaultWindow, "freshness window dT, from 1s to 1h")
 	replaySize := fset.Int("replay-size", gateway.DefaultReplaySize, "most logins the replay cache holds (memory bound; when full, logins answer busy)")
 	allowAll := fset.Bool("allow-all", false, "let every user log in to every device, without grants")
 	logLevel := fset.String("log-level", "info", "log `level`: debug, info, warn or error")
 	auditLog := fset.String("audit-log", "", "append audit records (JSON lines) to `file` instead of stderr")
 	storeURL := fset.String("store", "", "shared store `URL` of gateway replicas, postgres://user@host/db[?schema=S] (default: the embedded store in --data; see docs/OPERATIONS.md#replicas)")
+	kdfMinT := fset.Int("kdf-min-t", int(protocol.DefaultKDF.Time), "enrolment floor: least Argon2id time cost `t` of a hardened card")
+	kdfMinM := fset.Int("kdf-min-m", int(protocol.DefaultKDF.MemoryKiB), "enrolment floor: least Argon2id memory of a hardened card, in `KiB`")
+	insecureKDF := fset.Bool("insecure-test-kdf", false, "TESTS ONLY, INSECURE: accept any valid Argon2id parameters at enrolment, below the floor (cheap cards for load tests)")
 	replayURL := fset.String("replay", "", "shared replay cache `URL` of replicas, redis://host:6379/0[?prefix=P] (default: in memory; needs --store)")
 	args, benchFlags, err := takeBenchFlags(args) // hidden --cpuprofile and --debug-addr (bench.go)
 	if err != nil {
@@ -197,13 +201,14 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		fmt.Fprintf(stderr, "tagauth gateway: --profile: %v\n", err)
 		return 2
 	}
-	if *window <= 0 || *window > time.Hour {
-		fmt.Fprintf(stderr, "tagauth gateway: --window %s is out of range (want more than 0 and at most 1h)\n", *window)
-		return 2
-	}
-	if *replaySize < 1 {
-		fmt.Fprintln(stderr, "tagauth gateway: --replay-size must be at least 1")
-		return 2
+	// The same bounds as the configuration file's, named as flags.
+	for _, name := range config.Bounded() {
+		if fl := fset.Lookup(name); fl != nil {
+			if err := config.Check(name, fl.Value.String()); err != nil {
+				fmt.Fprintf(stderr, "tagauth gateway: --%s: %v\n", name, err)
+				return 2
+			}
+		}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -226,6 +231,11 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		AdminToken: os.Getenv(envAdminToken), TLSCert: *cert, TLSKey: *key, Window: *window,
 		ReplaySize: *replaySize, AllowAll: *allowAll, Logger: logger, AuditOut: auditOut,
 		StoreURL: *storeURL, ReplayURL: *replayURL,
+		KDFFloor:        protocol.KDFParams{Time: uint32(*kdfMinT), MemoryKiB: uint32(*kdfMinM), Threads: 1},
+		InsecureTestKDF: *insecureKDF,
+	}
+	if *insecureKDF {
+		logger.Warn("--insecure-test-kdf: enrolment accepts Argon2id parameters below the floor; never use it outside tests")
 	}
 	if err := ops.apply(&cfg); err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
@@ -271,6 +281,27 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		return 1
 	}
 	return 0
+}
+
+// durationFlag is a duration flag that, like the configuration file,
+// wants a unit: "--window 10" says so instead of "parse error".
+func durationFlag(fset *flag.FlagSet, name string, value time.Duration, usage string) *time.Duration {
+	d := (*unitDuration)(&value)
+	fset.Var(d, name, usage)
+	return &value
+}
+
+type unitDuration time.Duration
+
+func (d *unitDuration) String() string { return time.Duration(*d).String() }
+
+func (d *unitDuration) Set(s string) error {
+	v, err := config.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = unitDuration(v)
+	return nil
 }
 
 // gwKeys is "tagauth gateway keys": it edits the key file, which a

@@ -167,6 +167,15 @@ type Config struct {
 	// MetricsToken is a read-only bearer token for GET /metrics only (the
 	// admin token works there too); empty means only the admin token.
 	MetricsToken string
+
+	// KDFFloor is the least Argon2id time cost and memory a hardened card
+	// may be enrolled with (admin.go); zero fields mean the spec's
+	// defaults (protocol.DefaultKDF). It must lie in the spec's range.
+	KDFFloor protocol.KDFParams
+	// InsecureTestKDF lets enrolment go below KDFFloor (down to the
+	// spec's range): for tests and load generators that need cheap
+	// cards, never for a deployment.
+	InsecureTestKDF bool
 }
 
 // Gateway is a running (or ready to run) gateway. Open prepares it and
@@ -236,6 +245,9 @@ func Open(cfg Config) (_ *Gateway, err error) {
 		return nil, errors.New("gateway: give both --cert and --key, or neither")
 	}
 	setDefaults(&cfg)
+	if !cfg.KDFFloor.Valid() {
+		return nil, fmt.Errorf("gateway: the KDF floor t=%d m=%d KiB is outside the spec's range of Argon2id parameters (1<=t<=64, 8<=m_kib<=1048576)", cfg.KDFFloor.Time, cfg.KDFFloor.MemoryKiB)
+	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, profile: cfg.Profile, now: cfg.Now}
 	defer func() {
 		if err != nil {
@@ -312,6 +324,15 @@ func setDefaults(cfg *Config) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.KDFFloor.Time == 0 {
+		cfg.KDFFloor.Time = protocol.DefaultKDF.Time
+	}
+	if cfg.KDFFloor.MemoryKiB == 0 {
+		cfg.KDFFloor.MemoryKiB = protocol.DefaultKDF.MemoryKiB
+	}
+	if cfg.KDFFloor.Threads == 0 {
+		cfg.KDFFloor.Threads = 1
 	}
 }
 

@@ -19,6 +19,7 @@ func startGatewayInProcess(t *testing.T) Target {
 	g, err := gateway.Open(gateway.Config{
 		DataDir: t.TempDir(), CoAPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		AdminToken: token, AuditOut: io.Discard,
+		InsecureTestKDF: true, // the fleet's cards use BenchKDF
 	})
 	if err != nil {
 		t.Fatal(err)
