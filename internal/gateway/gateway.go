@@ -186,6 +186,9 @@ type Gateway struct {
 	profile protocol.Profile
 	now     func() time.Time
 	keyPath string
+	// dataFinal is the data directory while a first start fills a
+	// temporary one in cfg.DataDir (datadir.go); empty otherwise.
+	dataFinal string
 
 	store store.Store
 	reg   *registry.Memory
@@ -227,7 +230,8 @@ type Gateway struct {
 }
 
 // Open prepares a gateway from cfg: it creates the data directory, key
-// file, certificate and token at first start, opens the store, loads the
+// file, certificate and token at first start (and only then: see
+// datadir.go), opens the store, loads the
 // registry and binds the CoAP and admin sockets (so CoAPAddr and AdminURL
 // are known before Run). Call Run to serve, or Close to give everything
 // back without serving.
@@ -252,10 +256,11 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	defer func() {
 		if err != nil {
 			g.release()
+			g.dropDataDir() // datadir.go: a failed first start leaves nothing
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("gateway: creating data directory: %w", err)
+	if err := g.openDataDir(); err != nil { // datadir.go: strict modes, first start
+		return nil, err
 	}
 	if err := g.openKeys(); err != nil {
 		return nil, err
@@ -291,6 +296,9 @@ func Open(cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	if err := g.listen(cert); err != nil {
+		return nil, err
+	}
+	if err := g.commitDataDir(); err != nil { // datadir.go
 		return nil, err
 	}
 	if err := g.writeAdminInfo(); err != nil {

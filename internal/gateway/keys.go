@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -62,7 +63,13 @@ func (g *Gateway) ReloadKeys() error {
 	g.keysMu.Lock()
 	defer g.keysMu.Unlock()
 	stamp, _ := stampOf(g.keyPath)
-	f, err := keyfile.Load(g.keyPath)
+	// A key file someone else could have written is not loaded, however
+	// well formed (datadir.go).
+	err := checkDataDir(filepath.Dir(g.keyPath))
+	var f *keyfile.File
+	if err == nil {
+		f, err = keyfile.Load(g.keyPath)
+	}
 	if err == nil && f.Profile != g.profile {
 		err = fmt.Errorf("key file %s is now for the %v profile, the gateway serves %v", g.keyPath, f.Profile, g.profile)
 	}
