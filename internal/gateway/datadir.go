@@ -77,10 +77,10 @@ func checkDataDir(dir string) error {
 type dataDirState int
 
 const (
-	dirMissing dataDirState = iota // no directory: first start
-	dirEmpty                       // an empty directory: first start
-	dirKeysOnly                    // only a key file: a replica seeded with keys.json
-	dirUsed                        // anything else: a later start
+	dirMissing  dataDirState = iota // no directory: first start
+	dirEmpty                        // an empty directory: first start
+	dirKeysOnly                     // only a key file: a replica seeded with keys.json
+	dirUsed                         // anything else: a later start
 )
 
 func inspectDataDir(dir string) (dataDirState, error) {

@@ -82,7 +82,9 @@ func TestStrictModes(t *testing.T) {
 			func(d string) error { return os.Chmod(filepath.Join(d, gateway.KeyFileName), 0o600) },
 			"run chmod go-w " + filepath.Join(dir, gateway.KeyFileName), false},
 		{"key file of another user", func(d string) error { return os.Chown(filepath.Join(d, gateway.KeyFileName), 65534, 65534) },
-			func(d string) error { return os.Chown(filepath.Join(d, gateway.KeyFileName), os.Geteuid(), os.Getegid()) },
+			func(d string) error {
+				return os.Chown(filepath.Join(d, gateway.KeyFileName), os.Geteuid(), os.Getegid())
+			},
 			"is owned by uid 65534, not by uid " + uid + " that runs the gateway: run chown " + uid + " " + filepath.Join(dir, gateway.KeyFileName), true},
 		{"directory of another user", func(d string) error { return os.Chown(d, 65534, 65534) },
 			func(d string) error { return os.Chown(d, os.Geteuid(), os.Getegid()) },
