@@ -29,6 +29,8 @@ import (
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/internal/store"
+	"github.com/tagauth/tagauth/internal/store/bolt"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -310,11 +312,14 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 	if gwKeysUseAPI(args) { // gwops.go
 		return gwKeysAPI(args, stdout, stderr)
 	}
-	fset := gwFlags("keys", "list|rotate|retire VERSION --data DIR",
+	fset := gwFlags("keys", "list|rotate|retire VERSION [--force] --data DIR",
 		"Lists, rotates or retires the gateway's master keys. Rotation adds a version that new cards\n"+
 			"and device credentials use; older ones keep working until their version is retired.\n"+
-			"A running gateway picks the change up within a second (or at once on SIGHUP).", stderr)
+			"Retiring a version that active users or devices still hold is refused unless --force.\n"+
+			"With the gateway running the change goes through its admin API, found through --data;\n"+
+			"otherwise the key file is edited and the next start uses it.", stderr)
 	data := fset.String("data", "", "the gateway's data `directory` (required)")
+	force := fset.Bool("force", false, "retire: even if active users or devices still hold the version (they are refused from then on)")
 	pos, err := gwParse(fset, args)
 	if err != nil {
 		return gwParseExit(err)
@@ -333,6 +338,11 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 		fset.Usage()
 		return 2
 	}
+	// A running gateway holds the store: it counts holders and edits the
+	// key file itself (gwops.go).
+	if gwRunning(*data) {
+		return gwKeysAPI(args, stdout, stderr)
+	}
 	f, err := keyfile.Load(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway keys: %v\n", err)
@@ -341,17 +351,27 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	snap, haveSnap, err := gwOfflineSnapshot(*data)
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway keys: %v\n", err)
+		return 1
+	}
 	switch pos[0] {
 	case "list":
 		newest := f.Newest().Version
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "VERSION\tCREATED\t")
+		fmt.Fprintln(tw, "VERSION\tCREATED\tUSERS\tDEVICES\t")
 		for _, k := range f.Keys {
 			mark := ""
 			if k.Version == newest {
 				mark = "newest: new cards and credentials use it"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\n", k.Version, k.Created.UTC().Format(time.RFC3339), mark)
+			users, devices := "?", "?"
+			if haveSnap {
+				h := gateway.HoldersOf(snap, k.Version)
+				users, devices = strconv.Itoa(h.Users), strconv.Itoa(h.Devices)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", k.Version, k.Created.UTC().Format(time.RFC3339), users, devices, mark)
 		}
 		tw.Flush()
 		fmt.Fprintf(stdout, "profile %v\n", f.Profile)
@@ -374,7 +394,16 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tagauth gateway keys retire: VERSION must be a number from 1 to 255, not %q\n", pos[1])
 			return 2
 		}
-		err = f.Retire(uint8(v))
+		var held gateway.KeyHolders
+		if haveSnap {
+			held = gateway.HoldersOf(snap, uint8(v))
+			err = gateway.RetireCheck(held, *force)
+		} else if !*force {
+			err = fmt.Errorf("cannot tell who holds version %d: the gateway is not running and its store is not in %s (replicas share theirs): retire it with a gateway running, or with --force", v, *data)
+		}
+		if err == nil {
+			err = f.Retire(uint8(v))
+		}
 		if err == nil {
 			err = f.Save(path)
 		}
@@ -383,8 +412,48 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stdout, "retired master key version %d: cards and device credentials under it are refused from now on (re-enrol or re-provision them)\n", v)
+		if held.Any() {
+			fmt.Fprintf(stdout, "refused from now on: %s\n", gwText(held.String()))
+		}
 		return 0
 	}
+}
+
+// gwRunning tells whether a gateway serves the data directory: its
+// admin.json names an admin API that answers.
+func gwRunning(data string) bool {
+	if _, err := os.Stat(filepath.Join(data, gateway.AdminInfoName)); err != nil {
+		return false
+	}
+	o := gwAdminOpts{data: data, timeout: 5 * time.Second}
+	c, err := o.connect(false)
+	if err != nil {
+		return false
+	}
+	var info adminapi.Info
+	return c.do(http.MethodGet, "/v1/info", nil, &info) == nil
+}
+
+// gwOfflineSnapshot reads the registry from the embedded store of a data
+// directory no gateway is serving; ok is false when the store is not
+// there (a replica's is shared).
+func gwOfflineSnapshot(data string) (snap store.Snapshot, ok bool, err error) {
+	path := filepath.Join(data, gateway.StoreFileName)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return snap, false, nil
+	}
+	st, err := bolt.Open(path)
+	if err != nil {
+		return snap, false, fmt.Errorf("counting who holds each key version: %w", err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	snap, err = st.Snapshot(ctx)
+	if err != nil {
+		return snap, false, fmt.Errorf("counting who holds each key version: %w", err)
+	}
+	return snap, true, nil
 }
 
 // gwAdminOpts are the flags every admin client command takes.
