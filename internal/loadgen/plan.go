@@ -391,7 +391,7 @@ type linkOnly struct {
 }
 
 func (s linkOnly) read() TrafficCounts {
-	return TrafficCounts{CardDevice: LinkCount{s.l.Datagrams.Load(), s.l.Bytes.Load()}}
+	return TrafficCounts{CardDevice: s.l.read()}
 }
 
 func (s linkOnly) per(c TrafficCounts, ops uint64) []LinkResult {
@@ -402,7 +402,8 @@ func perOp(name string, c LinkCount, ops uint64) LinkResult {
 	if ops == 0 {
 		return LinkResult{Name: name}
 	}
-	return LinkResult{Name: name, DatagramsPerOp: float64(c.Datagrams) / float64(ops), BytesPerOp: float64(c.Bytes) / float64(ops)}
+	return LinkResult{Name: name, DatagramsPerOp: float64(c.Datagrams) / float64(ops), BytesPerOp: float64(c.Bytes) / float64(ops),
+		Datagrams: c.Datagrams, Repeats: c.Repeats}
 }
 
 // echoDatagram is the size of the echo baseline's datagrams: an m2 of
