@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -42,5 +44,28 @@ func TestServeBounds(t *testing.T) {
 		if _, err := os.Stat(data); !os.IsNotExist(err) {
 			t.Errorf("%v: the data directory was made (%v)", c.args, err)
 		}
+	}
+}
+
+// TestEnrolBelowKDFFloor: the user CLI shows the gateway's refusal of a
+// card cheaper than its floor, and writes no card.
+func TestEnrolBelowKDFFloor(t *testing.T) {
+	dir, banner := gwServeTest(t)
+	m := regexp.MustCompile(`admin API:\s+(\S+)\n\s+fingerprint:\s+([0-9a-f]{64})`).FindStringSubmatch(banner)
+	if m == nil {
+		t.Fatalf("banner:\n%s", banner)
+	}
+	code := strings.TrimSpace(gwMustRun(t, "enrol-code", "--user", "alice", "--data", dir))
+	t.Setenv("TAGAUTH_PASSWORD", "correct horse battery staple")
+	card := filepath.Join(t.TempDir(), "alice.card")
+	var stdout, stderr bytes.Buffer
+	rc := runUser([]string{"enroll", "--admin", m[1], "--fingerprint", m[2], "--code", code, "--id", "alice",
+		"--card", card, "--kdf-t", "1", "--kdf-m", "8"}, &stdout, &stderr)
+	want := "kdf: Argon2id t=1 m=8 KiB is below this gateway's floor (t>=2, m>=19456 KiB): enrol with at least --kdf-t 2 --kdf-m 19456"
+	if rc == 0 || !strings.Contains(stderr.String(), want) {
+		t.Fatalf("enroll below the floor: exit %d, stderr %q", rc, stderr.String())
+	}
+	if _, err := os.Stat(card); !os.IsNotExist(err) {
+		t.Fatalf("a card was written: %v", err)
 	}
 }
