@@ -50,7 +50,7 @@ type gwSubcommand struct {
 func gwSubcommands() []gwSubcommand {
 	return []gwSubcommand{
 		{"serve", "--data DIR [flags]", "run the gateway (the default subcommand)", gwServeCmd},
-		{"keys", "list|rotate|retire VERSION --data DIR | --admin URL", "manage master keys; a running gateway picks changes up", gwKeys},
+		{"keys", "list|rotate|retire VERSION [--force] --data DIR | --admin URL", "manage master keys (retire refuses a version still in use unless --force)", gwKeys},
 		{"info", "[admin flags]", "show the gateway's profile, key versions and addresses (no token needed)", gwInfo},
 		{"enrol-code", "--user ID [--ttl 15m]", "make a one-time enrolment code for a user id", gwEnrolCode},
 		{"provision", "--id DID [--group G] --out FILE", "provision a device and write its credential file", gwProvision},

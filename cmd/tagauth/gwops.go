@@ -201,7 +201,7 @@ func gwKeysUseAPI(args []string) bool {
 // gwKeysAPI is "tagauth gateway keys" through the admin API, for an
 // operator who is not on the gateway's host.
 func gwKeysAPI(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("keys", "list|rotate|retire VERSION --admin URL [admin flags]",
+	fset := gwFlags("keys", "list|rotate|retire VERSION [--force] --admin URL [admin flags]",
 		"Lists, rotates or retires the gateway's master keys through the admin API.", stderr)
 	var opts gwAdminOpts
 	opts.register(fset)
