@@ -223,11 +223,12 @@ func gwKeysUseAPI(args []string) bool {
 // gwKeysAPI is "tagauth gateway keys" through the admin API, for an
 // operator who is not on the gateway's host.
 func gwKeysAPI(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("keys", "list|rotate|retire VERSION --admin URL [admin flags]",
+	fset := gwFlags("keys", "list|rotate|retire VERSION [--force] --admin URL [admin flags]",
 		"Lists, rotates or retires the gateway's master keys through the admin API.", stderr)
 	var opts gwAdminOpts
 	opts.register(fset)
 	asJSON := fset.Bool("json", false, "print JSON (list)")
+	force := fset.Bool("force", false, "retire: even if active users or devices still hold the version (they are refused from then on)")
 	pos, err := gwParse(fset, args)
 	if err != nil {
 		return gwParseExit(err)
@@ -276,10 +277,18 @@ func gwKeysAPI(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tagauth gateway keys retire: VERSION must be a number from 1 to 255, not %q\n", pos[1])
 			return 2
 		}
-		if err := c.do(http.MethodPost, "/v1/keys/"+strconv.FormatUint(v, 10)+"/retire", nil, nil); err != nil {
+		path := "/v1/keys/" + strconv.FormatUint(v, 10) + "/retire"
+		if *force {
+			path += "?force=1"
+		}
+		var kc gateway.KeyChange
+		if err := c.do(http.MethodPost, path, nil, &kc); err != nil {
 			return gwFail(stderr, fset, err)
 		}
 		fmt.Fprintf(stdout, "retired master key version %d: cards and device credentials under it are refused from now on (re-enrol or re-provision them)\n", v)
+		if kc.HeldBy != nil {
+			fmt.Fprintf(stdout, "refused from now on: %s\n", gwText(kc.HeldBy.String()))
+		}
 		return 0
 	}
 }

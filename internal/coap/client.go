@@ -78,6 +78,16 @@ const (
 type Traffic struct {
 	SentDatagrams, SentBytes         atomic.Uint64
 	ReceivedDatagrams, ReceivedBytes atomic.Uint64
+	// Repeats counts, among those datagrams, the ones a lossless exchange
+	// would not have had: retransmitted requests, and datagrams received
+	// that answer no request in flight (late duplicates, noise).
+	Repeats atomic.Uint64
+}
+
+func (t *Traffic) repeat() {
+	if t != nil {
+		t.Repeats.Add(1)
+	}
 }
 
 func (t *Traffic) sent(n int) {
@@ -190,6 +200,9 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 				return 0, nil, fmt.Errorf("coap: cannot send to %s: %w", addr, err)
 			}
 			traffic.sent(len(req))
+			if tries > 0 {
+				traffic.repeat()
+			}
 			tries++
 			next = now.Add(timeout)
 			timeout *= 2
@@ -228,6 +241,8 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 			continue // cannot happen over UDP; never parse a cut datagram
 		}
 		switch classify(buf[:n], &resp, mid, token) {
+		case gotNoise:
+			traffic.repeat()
 		case gotEmptyACK:
 			if !acked {
 				acked = true

@@ -371,6 +371,10 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "bad request", "kdf: Argon2id parameters out of range (1<=t<=64, 1<=p<=16, 8p<=m_kib<=1048576)")
 		return
 	}
+	if p == protocol.Hardened && !g.cfg.InsecureTestKDF && belowFloor(req.KDF, g.cfg.KDFFloor) { // kdffloor.go
+		refuse(http.StatusBadRequest, "kdf below floor", kdfFloorMessage(req.KDF, g.cfg.KDFFloor))
+		return
+	}
 	if body.Code == "" {
 		refuse(http.StatusUnauthorized, "no enrolment code", "code: an enrolment code from the operator is required")
 		return

@@ -595,12 +595,13 @@ func (fullStore) CreateDevice(context.Context, store.Device, protocol.Profile) e
 // TestDiskFull: a store that reports a full disk gives 507 and a message
 // that says what to do; nothing changes in the registry.
 func TestDiskFull(t *testing.T) {
-	dir := t.TempDir()
-	st, err := bolt.Open(filepath.Join(dir, bolt.FileName))
+	// The store lives outside the data directory: a data directory with a
+	// store and no key file is refused (datadir.go).
+	st, err := bolt.Open(filepath.Join(t.TempDir(), bolt.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(dir, protocol.Hardened)
+	cfg := testConfig(t.TempDir(), protocol.Hardened)
 	cfg.Store = fullStore{st}
 	tg := startGateway(t, cfg)
 	e := tg.callErr(http.MethodPost, "/v1/devices", tg.token, adminapi.DeviceRequest{ID: "d1"}, http.StatusInsufficientStorage)

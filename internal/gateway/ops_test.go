@@ -407,7 +407,7 @@ func TestKeysAPI(t *testing.T) {
 	tg.callErr(http.MethodPost, "/v1/keys/2/retire", tg.token, nil, http.StatusConflict)
 	tg.callErr(http.MethodPost, "/v1/keys/9/retire", tg.token, nil, http.StatusNotFound)
 	tg.callErr(http.MethodPost, "/v1/keys/0/retire", tg.token, nil, http.StatusBadRequest)
-	tg.call(http.MethodPost, "/v1/keys/1/retire", nil, &kc)
+	tg.call(http.MethodPost, "/v1/keys/1/retire?force=1", nil, &kc) // alice still holds it
 	tg.mustRefuse(alice, cred, protocol.ErrUnknownKeyVersion.Name())
 	if rec := tg.lastAudit(gateway.KindKey); rec.Reason != "retired" {
 		t.Fatalf("key audit %+v", rec)

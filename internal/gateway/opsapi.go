@@ -79,6 +79,8 @@ type KeyList struct {
 type KeyChange struct {
 	Version uint8 `json:"version"`
 	Newest  uint8 `json:"newest"`
+	// HeldBy, in a forced retire, is who was still under the version.
+	HeldBy *KeyHolders `json:"held_by,omitempty"`
 }
 
 // StatsMinute is one minute of verifies.
@@ -310,10 +312,23 @@ func (g *Gateway) handleRetire(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no live master key version %d", v))
 		return
 	}
+	// Who still holds the version (keys.go): refused unless ?force=1.
+	snap, ok := g.snapshot(w, r)
+	if !ok {
+		return
+	}
+	held := HoldersOf(snap, uint8(v))
+	if err := RetireCheck(held, r.URL.Query().Get("force") == "1"); err != nil {
+		writeError(w, http.StatusConflict, "retire: "+err.Error())
+		return
+	}
 	kc, err := g.changeKeys(func(f *keyfile.File) (uint8, error) { return uint8(v), f.Retire(uint8(v)) })
 	if err != nil {
 		writeError(w, http.StatusConflict, "retire: "+err.Error())
 		return
+	}
+	if held.Any() {
+		kc.HeldBy = &held
 	}
 	writeJSON(w, http.StatusOK, kc)
 }
