@@ -49,6 +49,10 @@ type Client struct {
 	// and payload) that Post sends and receives, so that a caller can
 	// measure what a protocol step costs on the wire.
 	Traffic *Traffic
+	// LocalAddr, when not nil, is the address requests are sent from
+	// (its port normally zero); nil lets the system choose. A device
+	// or a test with several addresses picks one.
+	LocalAddr *net.UDPAddr
 
 	// idle keeps the sockets of finished exchanges for the next Post to
 	// the same address (see Post).
@@ -165,6 +169,9 @@ func (c *Client) exchange(ctx context.Context, addr, path string, payload []byte
 	sock := c.take(addr)
 	if sock == nil {
 		var d net.Dialer
+		if c != nil && c.LocalAddr != nil {
+			d.LocalAddr = c.LocalAddr
+		}
 		nc, err := d.DialContext(ctx, "udp", addr)
 		if err != nil {
 			return 0, nil, nil, fmt.Errorf("coap: %s: %w", addr, err)

@@ -87,6 +87,11 @@ const (
 	DefaultGatewayTimeout = 5 * time.Second
 	DefaultMaxSessions    = 10000
 	DefaultTaskTimeout    = 5 * time.Second
+	// DefaultMaxSessionsPerUser and DefaultMaxPendingPerUser bound one
+	// user's share of the tables: enough for a user's scripts and
+	// devices, far below MaxSessions.
+	DefaultMaxSessionsPerUser = 64
+	DefaultMaxPendingPerUser  = 16
 )
 
 // Concurrency bounds (see the package doc, "Blocking").
@@ -102,6 +107,13 @@ const (
 
 // sweepEvery is how often the janitor drops expired logins and sessions.
 const sweepEvery = time.Second
+
+// Refusal log lines: at most refusalLogLines per refusalLogEvery, the rest
+// counted (see logSampler).
+const (
+	refusalLogLines = 10
+	refusalLogEvery = 10 * time.Second
+)
 
 // Config configures an Agent. Only Credential is required.
 type Config struct {
@@ -134,6 +146,29 @@ type Config struct {
 	// NoBuiltins leaves out the echo, sensor.read and control.write
 	// handlers.
 	NoBuiltins bool
+
+	// NoSourceVerification turns off the return-routability check of
+	// the sender of an m1 (CoAP Echo, see source.go) for clients that
+	// cannot answer an Echo challenge. The relayed m2 then carries no
+	// Source option, and the gateway can only count failed logins per
+	// user: anyone who knows a user's ID can then lock that user out
+	// through this device. Leave it off.
+	NoSourceVerification bool
+	// VerifiedSources bounds the table of verified client addresses;
+	// default DefaultVerifiedSources.
+	VerifiedSources int
+	// SourceRate (logins per second) and SourceBurst are the token
+	// bucket of logins per client address; defaults DefaultSourceRate
+	// and DefaultSourceBurst.
+	SourceRate  float64
+	SourceBurst int
+	// MaxSessionsPerUser and MaxPendingPerUser bound what one user
+	// (authenticated by the gateway) holds on this device: established
+	// sessions, and logins waiting for m5. A new one beyond the bound
+	// closes that user's oldest; defaults DefaultMaxSessionsPerUser and
+	// DefaultMaxPendingPerUser.
+	MaxSessionsPerUser int
+	MaxPendingPerUser  int
 	// Now and Rand replace the clock and the randomness (K_j); defaults
 	// time.Now and crypto/rand. Tests move the clock.
 	Now  func() time.Time
@@ -162,6 +197,16 @@ type Agent struct {
 	pending  map[netip.Addr][]*pendingLogin
 	nPending int
 	sessions map[[protocol.SIDSize]byte]*session
+	// userSess and userWait are each user's sessions and logins waiting
+	// for m5, oldest first (item 7 of the limits: MaxSessionsPerUser,
+	// MaxPendingPerUser).
+	userSess map[string][]*session
+	userWait map[string][]*pendingLogin
+
+	echo     *echoer        // source.go
+	verified *verifiedTable // addresses that answered an Echo
+	limits   *sourceLimits  // per-address token buckets and relay shares
+	logs     *logSampler    // bounds the lines of refusals
 
 	hmu      sync.RWMutex
 	handlers map[string]TaskFunc
@@ -209,6 +254,25 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Client == nil {
 		cfg.Client = &coap.Client{}
 	}
+	if cfg.VerifiedSources <= 0 {
+		cfg.VerifiedSources = DefaultVerifiedSources
+	}
+	if cfg.SourceRate <= 0 {
+		cfg.SourceRate = DefaultSourceRate
+	}
+	if cfg.SourceBurst <= 0 {
+		cfg.SourceBurst = DefaultSourceBurst
+	}
+	if cfg.MaxSessionsPerUser <= 0 {
+		cfg.MaxSessionsPerUser = DefaultMaxSessionsPerUser
+	}
+	if cfg.MaxPendingPerUser <= 0 {
+		cfg.MaxPendingPerUser = DefaultMaxPendingPerUser
+	}
+	echo, err := newEchoer()
+	if err != nil {
+		return nil, err
+	}
 	pcfg := protocol.Config{Now: cfg.Now, Rand: cfg.Rand, Window: cfg.Window, SessionIdle: cfg.SessionIdle, SessionLife: cfg.SessionLife}
 	// The replay cache must hold every m1 accepted within 2 dT; refusing
 	// when full is safe, so size it generously against the tables.
@@ -237,9 +301,16 @@ func New(cfg Config) (*Agent, error) {
 		pending:  make(map[netip.Addr][]*pendingLogin),
 		sessions: make(map[[protocol.SIDSize]byte]*session),
 		handlers: make(map[string]TaskFunc),
+		userSess: make(map[string][]*session),
+		userWait: make(map[string][]*pendingLogin),
+		echo:     echo,
+		verified: newVerifiedTable(cfg.VerifiedSources, VerifiedFor),
+		limits:   newSourceLimits(cfg.SourceRate, cfg.SourceBurst),
+		logs:     &logSampler{limit: refusalLogLines, interval: refusalLogEvery},
 	}
 	mux := coap.NewMux()
 	mux.Handle(pathLogin, coap.HandlerFunc(a.serveLogin))
+	mux.Handle(pathInfo, coap.HandlerFunc(a.serveInfo))
 	mux.Handle(pathConfirm, coap.HandlerFunc(a.serveConfirm))
 	mux.Handle(pathTask, coap.HandlerFunc(a.serveTask))
 	a.srv = &coap.Server{
@@ -263,6 +334,7 @@ const (
 	pathLogin   = "/tagauth/login"
 	pathConfirm = "/tagauth/confirm"
 	pathTask    = "/tagauth/task"
+	pathInfo    = "/tagauth/info"   // binding extension: which device this is
 	pathVerify  = "/tagauth/verify" // the gateway's
 )
 
@@ -295,6 +367,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-tick.C:
 			a.sweep()
+			a.flushRefusalLog()
 		case err := <-served:
 			// The socket failed under us (Close from another goroutine).
 			a.closeAll()
