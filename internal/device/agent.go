@@ -1,8 +1,12 @@
 // Package device is the tagauth device agent: the program that runs on a
 // terminal device D_j, holds its credential (DID_j, Tag_j, kv_j) and serves
-// three CoAP endpoints (spec section 11):
+// three CoAP endpoints (spec section 11), and /tagauth/info, a binding
+// extension that says which profile and DID_j it serves (info.go):
 //
-//   - /tagauth/login: m1 from a user's card. The agent checks it, relays m2
+//   - /tagauth/login: m1 from a user's card. An m1 from an address not
+//     verified lately is first answered 4.01 with an Echo option (RFC 9175,
+//     see source.go); the client repeats it with that value. The agent
+//     checks the m1, relays m2 with the verified address in the Source option
 //     to the gateway's /tagauth/verify with retransmission and a deadline,
 //     checks the gateway's m3 and answers m4. A refusal from the gateway is
 //     relayed with the same wire code; an unreachable gateway is answered
@@ -31,7 +35,12 @@
 // expiring dT after the device answered m4; at most MaxSessions established
 // sessions, closed after their idle time or maximum life by a janitor; a
 // replay cache of (ID_i, E_i). When a table is full the agent answers busy
-// rather than forget live state.
+// rather than forget live state. One user (authenticated by the gateway)
+// holds at most MaxSessionsPerUser sessions and MaxPendingPerUser logins
+// awaiting m5: beyond that its own oldest is closed, so that one user
+// cannot fill a table for everyone. Per client address, a token bucket
+// bounds the logins started and MaxRelaysPerSource the relay slots held;
+// refusal log lines are sampled (source.go).
 //
 // # Matching m5 to its login
 //
