@@ -168,8 +168,7 @@ func (v *verifiedTable) len() int {
 }
 
 // sourceLimits is the per-address token bucket of logins and the count of
-// relays each address holds. Buckets that are full again and hold no relay
-// are the same as no bucket, so they are dropped when the table fills.
+// relays each address holds, for at most maxSourceBuckets addresses.
 type sourceLimits struct {
 	mu      sync.Mutex
 	rate    float64 // tokens per second
@@ -235,28 +234,35 @@ func (l *sourceLimits) release(addr netip.Addr) {
 	}
 }
 
-// evictLocked makes room: it drops every idle full bucket, or, when none
-// is, the idle bucket with the most tokens (the least recent spender). At
-// most MaxRelays buckets hold a relay, far fewer than the table's size.
+// evictLocked makes room. Buckets that hold no relay and have a token
+// again are dropped first: forgetting them costs at most a burst. If that
+// frees nothing (every bucket is an address being limited right now),
+// an eighth of the idle ones go, in map order, so that a stream of new
+// addresses costs amortised constant time, not a scan each. At most
+// MaxRelays buckets hold a relay, far fewer than the table's size.
 func (l *sourceLimits) evictLocked(now time.Time) {
-	var best netip.Addr
-	bestTokens := -1.0
 	for a, b := range l.buckets {
 		if b.relays > 0 {
 			continue
 		}
-		l.refill(b, now)
-		if b.tokens >= l.burst {
+		if l.refill(b, now); b.tokens >= 1 {
 			delete(l.buckets, a)
-			continue
-		}
-		if b.tokens > bestTokens {
-			best, bestTokens = a, b.tokens
 		}
 	}
-	if len(l.buckets) >= maxSourceBuckets && bestTokens >= 0 {
-		delete(l.buckets, best)
+	for a, b := range l.buckets {
+		if len(l.buckets) < maxSourceBuckets*7/8 {
+			return
+		}
+		if b.relays == 0 {
+			delete(l.buckets, a)
+		}
 	}
+}
+
+func (l *sourceLimits) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
 }
 
 // sourceOption is the Source option naming addr: 4 bytes for IPv4, 16

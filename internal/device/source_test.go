@@ -409,3 +409,41 @@ func TestPerUserPendingCap(t *testing.T) {
 	}
 	wantSample(t, scrapeAgent(t, r.agent), `tagauth_device_user_evictions_total{table="pending"} 3`)
 }
+
+// TestSourceLimitsBounded: a stream of new addresses, each limited, never
+// grows the table past its bound, and an address that is forgotten
+// starts with a full bucket, no more.
+func TestSourceLimitsBounded(t *testing.T) {
+	l := newSourceLimits(0.001, 1)
+	t0 := time.Unix(1_800_000_000, 0)
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+	for i := range 3 * maxSourceBuckets {
+		if why := l.acquire(addr(i), t0); why != "" {
+			t.Fatalf("a new address refused: %s", why)
+		}
+		l.release(addr(i))
+		if n := l.len(); n > maxSourceBuckets {
+			t.Fatalf("%d buckets after %d addresses, bound %d", n, i+1, maxSourceBuckets)
+		}
+	}
+	last := addr(3*maxSourceBuckets - 1)
+	if why := l.acquire(last, t0); why != reasonSourceRate {
+		t.Errorf("the newest address, which spent its burst, got %q, want %q", why, reasonSourceRate)
+	}
+	// A bucket that holds a relay is never dropped.
+	busy := netip.MustParseAddr("192.0.2.1")
+	if l.acquire(busy, t0) != "" {
+		t.Fatal("first acquire refused")
+	}
+	for i := range 2 * maxSourceBuckets {
+		if l.acquire(addr(5*maxSourceBuckets+i), t0) == "" {
+			l.release(addr(5*maxSourceBuckets + i))
+		}
+	}
+	l.mu.Lock()
+	b := l.buckets[busy]
+	l.mu.Unlock()
+	if b == nil || b.relays != 1 {
+		t.Error("a bucket holding a relay was dropped")
+	}
+}
