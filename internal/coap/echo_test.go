@@ -3,6 +3,7 @@ package coap
 import (
 	"bytes"
 	"context"
+	"net/netip"
 	"sync"
 	"testing"
 
@@ -140,5 +141,40 @@ func TestEchoChallengeSmallerThanRequest(t *testing.T) {
 	reply := exchange(t, c, req)
 	if len(reply) >= len(req) {
 		t.Errorf("challenge of %d bytes answers a request of %d", len(reply), len(req))
+	}
+}
+
+// TestEchoResponseAllocs: answering with an Echo option, or without one
+// after a response that had it, allocates nothing in the steady state
+// (NON requests, so that the response cache is not involved).
+func TestEchoResponseAllocs(t *testing.T) {
+	echo := []byte("123456789")
+	mux := NewMux()
+	mux.Handle("/challenge", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
+		req.SetResponseEcho(echo)
+		return Unauthorized, dst
+	}))
+	mux.Handle("/plain", verifyLike)
+	s := &Server{Handler: mux}
+	w := s.newWorker(context.Background())
+	from := netip.MustParseAddrPort("192.0.2.1:5683")
+	ch := datagram(t, message.NonConfirmable, codes.POST, 1, []byte{1}, "/challenge", make([]byte, 40))
+	pl := datagram(t, message.NonConfirmable, codes.POST, 2, []byte{2}, "/plain", make([]byte, 40))
+	round := func() {
+		if r := decode(t, w.handle(ch, from)); Code(r.Code) != Unauthorized {
+			t.Fatal("challenge not answered 4.01")
+		}
+		r := w.handle(pl, from)
+		if r == nil || bytes.Contains(r, echo) {
+			t.Fatal("plain response missing or carrying the Echo value")
+		}
+	}
+	round()
+	allocs := testing.AllocsPerRun(100, func() {
+		w.handle(ch, from)
+		w.handle(pl, from)
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per challenge and plain response, want 0", allocs)
 	}
 }
