@@ -102,9 +102,8 @@ func (a *Agent) dropLocked(p *pendingLogin) {
 	}
 }
 
-// removeFrom removes x from m[key] and returns what is left, deleting the
-// key when nothing is.
-func removeFrom[T comparable](m map[string][]T, key string, x T) []T {
+// removeFrom removes x from m[key], deleting the key when nothing is left.
+func removeFrom[T comparable](m map[string][]T, key string, x T) {
 	list := m[key]
 	if i := slices.Index(list, x); i >= 0 {
 		list = slices.Delete(list, i, i+1)
@@ -114,7 +113,6 @@ func removeFrom[T comparable](m map[string][]T, key string, x T) []T {
 	} else {
 		m[key] = list
 	}
-	return list
 }
 
 // awaiting returns the logins from addr that wait for m5.
