@@ -605,7 +605,7 @@ func gwRevoke(name, coll string, args []string, stdout, stderr io.Writer) int {
 		return rc
 	}
 	var rv gateway.Revoked
-	if err := c.do(http.MethodPost, "/v1/"+coll+"/"+url.PathEscape(pos[0])+"/revoke", nil, &rv); err != nil {
+	if err := c.do(http.MethodPost, "/v1/"+coll+"/revoke", adminapi.IDRequest{ID: pos[0]}, &rv); err != nil {
 		return gwFail(stderr, fset, err)
 	}
 	fmt.Fprintf(stdout, "revoked %s %s at %s\n", strings.TrimSuffix(coll, "s"), gwText(rv.ID), rv.RevokedAt.Local().Format(time.RFC3339))

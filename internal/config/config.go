@@ -57,6 +57,10 @@ type Lockout struct {
 	MaxFailures *int      `toml:"max_failures" flag:"lockout-failures"`
 	Window      *Duration `toml:"window" flag:"lockout-window"`
 	LockFor     *Duration `toml:"lock_for" flag:"lockout-for"`
+	// Sources (smart lockout): see docs/OPERATIONS.md.
+	UnfamiliarFailures *int      `toml:"unfamiliar_failures" flag:"lockout-unfamiliar-failures"`
+	FamiliarFor        *Duration `toml:"familiar_for" flag:"lockout-familiar-for"`
+	MaxFamiliar        *int      `toml:"max_familiar" flag:"lockout-max-familiar"`
 }
 
 // RateLimit is the [rate_limit] table.

@@ -104,6 +104,8 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.Handle("POST /v1/devices", g.auth(g.handleProvision))
 	mux.Handle("POST /v1/users/{id}/revoke", g.auth(g.handleRevokeUser))
 	mux.Handle("POST /v1/devices/{id}/revoke", g.auth(g.handleRevokeDevice))
+	mux.Handle("POST /v1/users/revoke", g.auth(g.handleRevokeUser)) // {"id": ...}: every id (adminapi.IDRequest)
+	mux.Handle("POST /v1/devices/revoke", g.auth(g.handleRevokeDevice))
 	mux.Handle("POST /v1/grants", g.auth(g.handleGrant))
 	mux.Handle("DELETE /v1/grants", g.auth(g.handleUngrant))
 	mux.Handle("GET /v1/users", g.auth(g.handleUsers))
@@ -132,6 +134,20 @@ func (g *Gateway) auth(h http.HandlerFunc) http.Handler {
 		}
 		h(w, r)
 	})
+}
+
+// idOf is the identity a request names: the {id} of its path, or the
+// adminapi.IDRequest of its body on the routes without one. On false it
+// has answered.
+func idOf(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if strings.Contains(r.Pattern, "{id}") {
+		return r.PathValue("id"), true
+	}
+	var req adminapi.IDRequest
+	if !decode(w, r, &req) {
+		return "", false
+	}
+	return req.ID, true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -504,10 +520,13 @@ func (g *Gateway) handleRevokeDevice(w http.ResponseWriter, r *http.Request) {
 // revoke marks a user or device revoked in the store and then in the
 // registry, before answering: the next verify refuses it.
 func (g *Gateway) revoke(w http.ResponseWriter, r *http.Request, device bool) {
-	id := r.PathValue("id")
 	what := "user"
 	if device {
 		what = "device"
+	}
+	id, ok := idOf(w, r)
+	if !ok {
+		return
 	}
 	if err := store.CheckID(id); err != nil {
 		writeError(w, http.StatusBadRequest, what+": "+err.Error())

@@ -49,6 +49,7 @@ var (
 	}
 	extraReasons = []verifyKind{
 		{OutcomeRefused, protocol.ErrRejected.String(), ReasonLocked},
+		{OutcomeRefused, protocol.ErrRejected.String(), ReasonLockedUnfamiliar},
 		{OutcomeRefused, protocol.ErrBusy.String(), ReasonLimitedSource},
 		{OutcomeRefused, protocol.ErrBusy.String(), ReasonLimitedDevice},
 		{OutcomeRefused, protocol.ErrBusy.String(), ReasonLockoutDown},
@@ -168,7 +169,7 @@ func newMetrics(g *Gateway) *gwMetrics {
 	for _, op := range []string{"admin", "audit", "lockout"} {
 		m.storeErr.WithLabelValues(op)
 	}
-	m.lockouts = f.counter("tagauth_gateway_lockouts_total", "Users locked out by too many failed logins.")
+	m.lockouts = f.counter("tagauth_gateway_lockouts_total", "Locks set by too many failed logins (of one source, or of a user's unfamiliar sources).")
 	m.unlocks = f.counter("tagauth_gateway_unlocks_total", "Users unlocked by an operator.")
 
 	f.gauge("tagauth_gateway_replay_cache_entries", "Entries in the in-memory replay cache, expired ones not yet dropped included (absent with a shared cache: see its own metrics).", func() float64 {
@@ -189,7 +190,7 @@ func newMetrics(g *Gateway) *gwMetrics {
 		}
 		return float64(g.audit.depth())
 	})
-	f.gauge("tagauth_gateway_locked_users", "Users locked out now.", func() float64 {
+	f.gauge("tagauth_gateway_locked_users", "Locks in force now: of a user's logins from one source, or from every source unfamiliar to the user.", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		l, err := g.guard.store.Locked(ctx, g.now())

@@ -113,14 +113,14 @@ func TestLockout(t *testing.T) {
 		t.Fatalf("locked user with the right password: %v %x, want 4.01 %x", code, out, rejectedWire)
 	}
 	last := tg.lastAudit(gateway.KindVerify)
-	if last.Reason != gateway.ReasonLocked || last.Outcome != gateway.OutcomeRefused || !strings.Contains(last.Detail, "the login itself verified") {
+	if last.Reason != gateway.ReasonLocked || last.Outcome != gateway.OutcomeRefused || !strings.Contains(last.Detail, "source unverified") || !strings.Contains(last.Detail, "not verified") {
 		t.Fatalf("locked attempt audited as %+v", last)
 	}
 	// A wrong password while locked: refused, not counted again.
 	if code, out := tg.post(tg.m2For(badE(alice), cred, nil)); code != coap.Unauthorized || !bytes.Equal(out, rejectedWire) {
 		t.Fatalf("locked user, bad E: %v %x", code, out)
 	}
-	if last := tg.lastAudit(gateway.KindVerify); last.Reason != gateway.ReasonLocked || !strings.Contains(last.Detail, "E_i does not verify") {
+	if last := tg.lastAudit(gateway.KindVerify); last.Reason != gateway.ReasonLocked || !strings.Contains(last.Detail, "not verified") {
 		t.Fatalf("locked bad attempt audited as %+v", last)
 	}
 	// Bob is not affected.

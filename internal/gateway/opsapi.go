@@ -15,6 +15,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/gateway/console"
 	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/internal/lockout"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -25,7 +26,8 @@ import (
 // process, so that the console can do nothing the CLI cannot.
 //
 //	GET  /metrics                       Prometheus text format (admin or metrics token)
-//	POST /v1/users/{id}/unlock          -> Unlocked
+//	POST /v1/users/{id}/unlock          -> Unlocked (id escaped with adminapi.PathSegment)
+//	POST /v1/users/unlock {"id": ID}    -> Unlocked (any id, "/" included)
 //	GET  /v1/locks                      -> LockList
 //	GET  /v1/keys                       -> KeyList
 //	POST /v1/keys/rotate                -> KeyChange
@@ -40,10 +42,15 @@ type Unlocked struct {
 	WasLocked bool   `json:"was_locked"`
 }
 
-// LockInfo is one locked user.
+// LockInfo is one lock: of a user's logins from one source (Scope
+// "source", Source its address, /64 or name), from every source not
+// familiar to the user (Scope "unfamiliar sources"), or, stored by an
+// older version, from everywhere ("all sources").
 type LockInfo struct {
-	User  string    `json:"user"`
-	Until time.Time `json:"until"`
+	User   string    `json:"user"`
+	Scope  string    `json:"scope"`
+	Source string    `json:"source,omitempty"`
+	Until  time.Time `json:"until"`
 }
 
 // LockList is the answer of GET /v1/locks.
@@ -124,6 +131,7 @@ func (g *Gateway) openOps() error {
 func (g *Gateway) opsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /metrics", g.serveMetrics)
 	mux.Handle("POST /v1/users/{id}/unlock", g.auth(g.handleUnlock))
+	mux.Handle("POST /v1/users/unlock", g.auth(g.handleUnlock)) // {"id": ...}: every id (adminapi.IDRequest)
 	mux.Handle("GET /v1/locks", g.auth(g.handleLocks))
 	mux.Handle("GET /v1/keys", g.auth(g.handleKeys))
 	mux.Handle("POST /v1/keys/rotate", g.auth(g.handleRotate))
@@ -142,7 +150,10 @@ func (g *Gateway) checkAdminToken(tok string) bool {
 }
 
 func (g *Gateway) handleUnlock(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	id, ok := idOf(w, r)
+	if !ok {
+		return
+	}
 	if err := store.CheckID(id); err != nil {
 		writeError(w, http.StatusBadRequest, "user: "+err.Error())
 		return
@@ -179,12 +190,20 @@ func (g *Gateway) handleLocks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "locks: the lockout store failed (see the gateway log)")
 		return
 	}
-	out := LockList{Policy: g.guard.policy.String(), Locks: make([]LockInfo, len(locks))}
+	out := LockList{Policy: g.guard.policy.Describe(), Locks: make([]LockInfo, 0, len(locks))}
 	if g.guard.off {
 		out.Policy = "lockout disabled"
 	}
-	for i, l := range locks {
-		out.Locks[i] = LockInfo{User: l.Key, Until: l.Until.UTC()}
+	for _, l := range locks {
+		user, scope, src, ok := lockout.ParseKey(l.Key)
+		if !ok {
+			continue
+		}
+		li := LockInfo{User: user, Scope: scope.String(), Until: l.Until.UTC()}
+		if scope == lockout.ScopeSource {
+			li.Source = src.String()
+		}
+		out.Locks = append(out.Locks, li)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -45,9 +45,12 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Session limits.
@@ -501,8 +504,10 @@ var funcs = template.FuncMap{
 		if s == "" {
 			return "-"
 		}
-		return s
+		return showID(s)
 	},
+	"show":  showID,
+	"shell": shellWord,
 	"sortedKeys": func(m map[string]int) []string {
 		ks := make([]string, 0, len(m))
 		for k := range m {
@@ -511,4 +516,35 @@ var funcs = template.FuncMap{
 		sort.Strings(ks)
 		return ks
 	},
+}
+
+// showID is an identity (or any attacker-chosen text) as the console shows
+// it: as is when every character is printable, otherwise quoted with
+// escapes (strconv.QuoteToASCII), so that control characters and bidi
+// overrides (U+202E) cannot make a page say something else than it does.
+// HTML escaping is the templates' job; this is the text's.
+func showID(s string) string {
+	if !utf8.ValidString(s) {
+		return strconv.QuoteToASCII(s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.QuoteToASCII(s)
+		}
+	}
+	return s
+}
+
+// shellWord quotes s for a POSIX shell command line shown to copy.
+func shellWord(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r < utf8.RuneSelf && (r == '-' || r == '_' || r == '.' || r == '@' || r == '+' || r == ':' || r == '/' ||
+			('0' <= r && r <= '9') || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z')))
+	}) < 0 {
+		return s
+	}
+	if showID(s) != s {
+		return showID(s) // not printable: no shell word can be copied faithfully from a page
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
