@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -94,6 +95,23 @@ func TestAttackForgedLoginsDoNotLockOutUser(t *testing.T) {
 	sources := []int{2, 3, 4, 5, 6, 7, 8, 9}
 	if n := flood(t, "alice", devices, sources, 40, nil); n == 0 {
 		t.Fatal("no forged m1 was answered: the flood did not reach the devices")
+	}
+	// The forgeries reached the gateway as failed proofs (else this test
+	// would prove nothing), charged to the attacker's addresses.
+	var audit struct {
+		Records []struct{ Kind, Outcome string }
+	}
+	if err := json.Unmarshal([]byte(must(t, nil, "gateway", "audit", "--data", w.gw.data, "--user", "alice", "--json")), &audit); err != nil {
+		t.Fatal(err)
+	}
+	refused := 0
+	for _, r := range audit.Records {
+		if r.Kind == "verify" && r.Outcome == "refused" {
+			refused++
+		}
+	}
+	if refused < 5 {
+		t.Fatalf("only %d forged logins reached the gateway, fewer than a lockout takes", refused)
 	}
 	// And while the flood goes on.
 	stop := make(chan struct{})
