@@ -76,9 +76,16 @@ func DeriveChannelKeys(sk, e *[Size]byte) (ChannelKeys, error) {
 	copy(k.DeviceToUser[:], du)
 	clear(ud)
 	clear(du)
-	s := h(lbl(labelSID), e[:])
-	copy(k.SID[:], s[:SIDSize])
+	k.SID = sessionID(e)
 	return k, nil
+}
+
+// sessionID is sid = h(lbl("tagauth/sid") || E_i)[0:8] (spec section 9).
+func sessionID(e *[Size]byte) [SIDSize]byte {
+	var sid [SIDSize]byte
+	s := h(lbl(labelSID), e[:])
+	copy(sid[:], s[:SIDSize])
+	return sid
 }
 
 func newSession(p Profile, r role, sk, e *[Size]byte, cfg Config) (*Session, error) {
@@ -119,10 +126,18 @@ func (s *Session) Profile() Profile { return s.profile }
 // people; never show the key.
 func (s *Session) Fingerprint() [Size]byte { return s.fp }
 
-// SessionID reads the sid of a record without opening it, so that a server
-// can find the session a record belongs to.
-func SessionID(record []byte) ([SIDSize]byte, error) {
+// SessionID reads the sid of a record without opening it, so that a
+// receiver of profile p can find the session a record belongs to. It makes
+// the first checks of spec sections 7 and 9 in their order: empty ->
+// ErrBadMessage; a first byte other than p -> ErrWrongProfile, whatever
+// follows; shorter than RecordOverhead (34 bytes) or not a record ->
+// ErrBadMessage. A sid that names no session is the caller's to refuse,
+// as ErrRejected, before [Session.Open] makes the remaining checks.
+func SessionID(p Profile, record []byte) ([SIDSize]byte, error) {
 	var sid [SIDSize]byte
+	if err := CheckProfile(p, record); err != nil {
+		return sid, err
+	}
 	if len(record) < RecordOverhead || MsgType(record[1]) != TypeRecord {
 		return sid, ErrBadMessage
 	}
@@ -155,38 +170,36 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 }
 
 // Open authenticates and decrypts a record from the other side and appends
-// the plaintext to dst. A record that fails leaves the session unchanged.
+// the plaintext to dst. It checks in the order of spec sections 7 and 9:
+// the first checks of [SessionID]; then a closed or expired session
+// (ErrSessionExpired) or another sid (ErrBadRecord), both rejected; a tag
+// that fails (ErrBadRecord, also for a record shortened or extended by a
+// byte); and last a seq not greater than the last accepted
+// (ErrRecordReplay, replayed), so that only a record that authenticates
+// is ever called a replay. A record that fails leaves the session
+// unchanged.
 func (s *Session) Open(dst, record []byte) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, err := SessionID(s.profile, record); err != nil {
+		return nil, err
+	}
 	now := s.cfg.Now()
 	if s.closed || s.expired(now) {
 		return nil, ErrSessionExpired
-	}
-	if len(record) < RecordOverhead {
-		return nil, ErrBadMessage
-	}
-	p := Profile(record[0])
-	if !p.Valid() {
-		return nil, ErrWrongProfile
-	}
-	if p != s.profile {
-		return nil, ErrWrongProfile
-	}
-	if MsgType(record[1]) != TypeRecord {
-		return nil, ErrBadMessage
 	}
 	if !equal(record[2:2+SIDSize], s.sid[:]) {
 		return nil, ErrBadRecord
 	}
 	seq := binary.BigEndian.Uint64(record[2+SIDSize : recordHeader])
-	if seq <= s.recvSeq {
-		return nil, ErrRecordReplay
-	}
 	binary.BigEndian.PutUint64(s.nonce[4:], seq)
 	out, err := s.recv.Open(dst, s.nonce[:], record[recordHeader:], record[:recordHeader])
 	if err != nil {
 		return nil, ErrBadRecord
+	}
+	if seq <= s.recvSeq {
+		clear(out[len(dst):])
+		return nil, ErrRecordReplay
 	}
 	s.recvSeq = seq
 	s.lastUsed = now

@@ -47,6 +47,7 @@ type DeviceLogin struct {
 	dev    *Device
 	id     []byte
 	e      [Size]byte
+	sid    [SIDSize]byte
 	theta  [Size]byte
 	t1     uint64
 	sk     [Size]byte // hardened: between m4 and m5
@@ -68,12 +69,12 @@ const (
 // Start handles m1 (step 504): it checks T1, records (ID_i, E_i) in the
 // replay cache and returns m2 for the gateway.
 func (d *Device) Start(ctx context.Context, m1 []byte) (*DeviceLogin, []byte, error) {
+	if err := CheckProfile(d.cred.Profile, m1); err != nil {
+		return nil, nil, err
+	}
 	m, err := ParseM1(m1)
 	if err != nil {
 		return nil, nil, err
-	}
-	if m.Profile != d.cred.Profile {
-		return nil, nil, ErrWrongProfile
 	}
 	now := d.cfg.nowMs()
 	w := d.cfg.window()
@@ -90,13 +91,14 @@ func (d *Device) Start(ctx context.Context, m1 []byte) (*DeviceLogin, []byte, er
 	did := []byte(d.cred.ID)
 	m2 := M2{Profile: m.Profile, ID: m.ID, KV: m.KV, Nonce: m.Nonce, E: m.E, DID: did, KVDev: d.cred.KV, T1: m.T1, T2: now}
 	if m.Profile == Classic {
+		m2.KVDev = 0 // the classic wire has no key versions
 		m2.I = h(d.cred.Tag[:], m.E[:])
 	} else {
 		var dbuf [1 + MaxIDLen]byte
 		t2 := ts(now)
 		m2.I = mac(d.cred.Tag[:], labelI, m.E[:], id8(dbuf[:0], did), t2[:])
 	}
-	l := &DeviceLogin{dev: d, id: append([]byte(nil), m.ID...), e: m.E, theta: m.Theta, t1: m.T1, userID: string(m.ID)}
+	l := &DeviceLogin{dev: d, id: append([]byte(nil), m.ID...), e: m.E, sid: sessionID(&m.E), theta: m.Theta, t1: m.T1, userID: string(m.ID)}
 	return l, m2.Append(nil), nil
 }
 
@@ -104,24 +106,35 @@ func (d *Device) Start(ctx context.Context, m1 []byte) (*DeviceLogin, []byte, er
 // session is established.
 func (l *DeviceLogin) UserID() string { return l.userID }
 
+// SID returns the sid of the session this login will establish (spec
+// section 9), known from m1 on: the confirm request names its login by it
+// (section 11), so a device finds the pending login from the sid in front
+// of m5, whatever address m5 comes from.
+func (l *DeviceLogin) SID() [SIDSize]byte { return l.sid }
+
 // Respond handles the gateway's m3 (step 508): it checks T3 and that the
 // unmasked beta_i reproduces E_i, which is what authenticates m3, draws K_j
 // and returns m4 for the card. Under classic the session is established
 // and returned; under hardened it is pending until Confirm. A message that
-// fails a check leaves the login as it was.
+// fails a check leaves the login as it was. A second m3, once one has been
+// accepted, is ErrStepReplay (replayed).
 func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.state != devWaitM3 {
-		return nil, nil, ErrState
-	}
 	d := l.dev
+	if err := CheckProfile(d.cred.Profile, m3); err != nil {
+		return nil, nil, err
+	}
 	m, err := ParseM3(m3)
 	if err != nil {
 		return nil, nil, err
 	}
-	if m.Profile != d.cred.Profile {
-		return nil, nil, ErrWrongProfile
+	switch l.state {
+	case devWaitM3:
+	case devWaitM5, devDone:
+		return nil, nil, ErrStepReplay
+	default:
+		return nil, nil, ErrState
 	}
 	now := d.cfg.nowMs()
 	if !fresh(m.T3, now, d.cfg.window()) {
@@ -186,22 +199,34 @@ func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 }
 
 // Confirm handles m5 under hardened: it checks tau_i and only then returns
-// the established session. A pending login lives at most dT after m4.
+// the established session. A pending login lives at most dT after m4: an
+// m5 after that, or after Close, is ErrSessionExpired (rejected); a second
+// m5 once one has been accepted is ErrStepReplay (replayed). A wrong tau_i
+// (ErrBadM5) leaves the login pending.
 func (l *DeviceLogin) Confirm(m5 []byte) (*Session, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.state != devWaitM5 {
-		return nil, ErrState
-	}
 	d := l.dev
-	now := d.cfg.nowMs()
-	if now > l.t4+d.cfg.window() {
-		l.closeLocked()
-		return nil, ErrSessionExpired
+	if err := CheckProfile(d.cred.Profile, m5); err != nil {
+		return nil, err
 	}
 	m, err := ParseM5(m5)
 	if err != nil {
 		return nil, err
+	}
+	switch l.state {
+	case devWaitM5:
+	case devDone:
+		return nil, ErrStepReplay
+	case devDead:
+		return nil, ErrSessionExpired
+	default:
+		return nil, ErrState
+	}
+	now := d.cfg.nowMs()
+	if now > l.t4+d.cfg.window() {
+		l.closeLocked()
+		return nil, ErrSessionExpired
 	}
 	tau := mac(l.sk[:], labelConfirmUser, l.e[:], l.x[:])
 	if !equal(tau[:], m.Tau[:]) {

@@ -5,7 +5,7 @@
 // channel for collaboration tasks. The package computes and checks
 // messages; it never opens a socket, reads a clock or draws randomness of
 // its own. The normative contract is the specification, PROTOCOL.md
-// ("the spec" below); this comment is a guide for people who integrate the
+// ("the spec" below), version [SpecVersion]; this comment is a guide for people who integrate the
 // package into a device, a gateway or a user client.
 //
 // # Profiles
@@ -47,6 +47,11 @@
 //	device:  m4, sess := dl.Respond(m3)               m4  device -> card (classic: device session ready)
 //	card:    sess, m5 := login.Finish(m4)             m5  card -> device (hardened only; nil under classic)
 //	device:  sess := dl.Confirm(m5)                   hardened: device session ready only now
+//
+// Transports carry m5 in the confirm request as sid || m5
+// ([ConfirmPayload], [SplitConfirmPayload]; spec section 11): the sid names
+// the login, so a device finds it by [DeviceLogin.SID] whatever address m5
+// comes from.
 //
 // [NewDevice] and [NewGateway] build the long-lived device and gateway
 // roles; [Unlock] builds the card's. The card verifies the device through
@@ -91,9 +96,16 @@
 // [CodeOf] gives the code to send (ErrInternal for anything that is not a
 // protocol outcome) and [ReasonOf] the reason, or nil. [Gateway.Verify]
 // already appends the error message (type 0x7f) in place of m3; devices
-// answer a card the same way with [AppendError]. [ErrState] (a step called
-// out of order or twice) and [ErrConfig] are programming errors, not
-// protocol outcomes.
+// answer a card the same way with [AppendError], its profile byte from
+// [ErrorProfile]. Every role, and [SessionID] for records, first makes the
+// checks of spec section 7 that come before all others ([CheckProfile]: an
+// empty message is malformed, a first byte other than the receiver's
+// profile unsupported_profile, whatever follows); transports that look
+// into a message before handing it to a role call it first too. A second
+// m3, m4 or m5 of a login that has already passed that step is
+// [ErrStepReplay] (replayed). [ErrState] (a step called before its turn or
+// after Close) and [ErrConfig] are programming errors, not protocol
+// outcomes.
 //
 // A message that fails a check leaves the login state as it was (for
 // [Login.Finish] and [DeviceLogin.Respond]): a forged m4 or m3 cannot cancel

@@ -72,8 +72,11 @@ var (
 	ErrStaleT4      = &Reason{"stale T4", ErrStaleTimestamp}
 	ErrStaleReg     = &Reason{"stale registration timestamp", ErrStaleTimestamp}
 	ErrReplay       = &Reason{"login replayed", ErrReplayed}
-	ErrCacheFull    = &Reason{"replay cache full or unavailable", ErrBusy}
-	ErrBusyStore    = &Reason{"registry unavailable", ErrBusy}
+	// ErrStepReplay is a second m3, m4 or m5 of a login that has already
+	// passed that step (spec section 7).
+	ErrStepReplay = &Reason{"message for a step the login has already passed", ErrReplayed}
+	ErrCacheFull  = &Reason{"replay cache full or unavailable", ErrBusy}
+	ErrBusyStore  = &Reason{"registry unavailable", ErrBusy}
 
 	// Gateway.
 	ErrUnknownUser       = &Reason{"unknown user", ErrRejected}

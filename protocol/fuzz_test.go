@@ -566,8 +566,12 @@ func FuzzDeviceStart(f *testing.F) {
 		if perr != nil || perr2 != nil {
 			t.Fatalf("Start accepted %x or produced %x unparseable: %v %v", m1, out, perr, perr2)
 		}
+		wantKVDev := r.cred.KV
+		if r.p == protocol.Classic {
+			wantKVDev = 0 // the classic wire carries no key version
+		}
 		if m2.Profile != r.p || !bytes.Equal(m2.ID, in.ID) || m2.KV != in.KV || m2.Nonce != in.Nonce ||
-			m2.E != in.E || string(m2.DID) != rigDevice || m2.KVDev != r.cred.KV ||
+			m2.E != in.E || string(m2.DID) != rigDevice || m2.KVDev != wantKVDev ||
 			m2.T1 != in.T1 || m2.T2 != r.nowMs() || m2.I != r.refI(in.E, m2.T2) {
 			t.Fatalf("m2 %+v does not relay m1 %+v", m2, in)
 		}
@@ -661,6 +665,27 @@ func FuzzCardFinish(f *testing.F) {
 		}
 		if pt, ok := fzOpen(r.p, &keys, rec); !ok || string(pt) != "probe" {
 			t.Fatalf("card's key for m4 %x is not the reference SK", m4)
+		}
+	})
+}
+
+// FuzzSplitConfirmPayload: the confirm payload (spec section 11) splits
+// into an 8-byte sid and an m5 of at least one byte, exactly as
+// ConfirmPayload joins them, and anything shorter is malformed.
+func FuzzSplitConfirmPayload(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(make([]byte, protocol.SIDSize))
+	f.Add(append(make([]byte, protocol.SIDSize), 0x02, 0x05))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sid, m5, err := protocol.SplitConfirmPayload(b)
+		if len(b) < protocol.SIDSize+1 {
+			if !errors.Is(err, protocol.ErrMalformed) || m5 != nil {
+				t.Fatalf("%d bytes: %v, m5 %x; want malformed", len(b), err, m5)
+			}
+			return
+		}
+		if err != nil || !bytes.Equal(protocol.ConfirmPayload(nil, sid, m5), b) {
+			t.Fatalf("%x: split into %x and %x, %v", b, sid, m5, err)
 		}
 	})
 }

@@ -54,25 +54,21 @@ type Verification struct {
 func (g *Gateway) Verify(ctx context.Context, dst, m2 []byte) ([]byte, Verification, error) {
 	v, m3, err := g.verify(ctx, m2)
 	if err != nil {
-		p := Profile(0)
-		if len(m2) > 0 && Profile(m2[0]).Valid() {
-			p = Profile(m2[0])
-		}
-		return AppendError(dst, p, CodeOf(err)), v, err
+		return AppendError(dst, ErrorProfile(m2), CodeOf(err)), v, err
 	}
 	return m3.Append(dst), v, nil
 }
 
 func (g *Gateway) verify(ctx context.Context, b []byte) (Verification, M3, error) {
 	var v Verification
+	if err := CheckProfile(g.profile, b); err != nil {
+		return v, M3{}, err
+	}
 	m, err := ParseM2(b)
 	if err != nil {
 		return v, M3{}, err
 	}
 	v = Verification{Profile: m.Profile, User: m.ID, Device: m.DID, KVUser: m.KV, KVDevice: m.KVDev, T1: m.T1, T2: m.T2}
-	if m.Profile != g.profile {
-		return v, M3{}, ErrWrongProfile
-	}
 	now := g.cfg.nowMs()
 	v.T3 = now
 	w := g.cfg.window()

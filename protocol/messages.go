@@ -139,9 +139,60 @@ func (m *M5) Append(dst []byte) []byte {
 }
 
 // AppendError appends an error message answering a message of profile p
-// (0 when the profile byte could not be read) with wire code c.
+// (0 when the profile byte could not be read) with wire code c. Use
+// [ErrorProfile] to get p from the request.
 func AppendError(dst []byte, p Profile, c Code) []byte {
 	return append(dst, byte(p), byte(TypeError), byte(c))
+}
+
+// ErrorProfile is the profile byte of the error message that answers req
+// (spec section 7): req's first byte when it names a profile (0x01 or
+// 0x02), and 0x00 when req is empty or its first byte names none.
+func ErrorProfile(req []byte) Profile {
+	if len(req) > 0 && Profile(req[0]).Valid() {
+		return Profile(req[0])
+	}
+	return 0
+}
+
+// CheckProfile makes the first two checks of spec section 7, which a
+// receiver of profile p makes on every message at every endpoint, records
+// included, before it reads anything else: an empty message is malformed
+// ([ErrBadMessage]), and a first byte other than p is unsupported_profile
+// ([ErrWrongProfile]) whatever follows, so that a truncated message of the
+// other profile gets the same answer as a whole one. Every role of this
+// package makes these checks itself; transports call CheckProfile before
+// they look into a message of their own (to read an identity for a log,
+// or a sid).
+func CheckProfile(p Profile, msg []byte) error {
+	if len(msg) == 0 {
+		return ErrBadMessage
+	}
+	if Profile(msg[0]) != p {
+		return ErrWrongProfile
+	}
+	return nil
+}
+
+// ConfirmPayload appends the payload of the confirm request of spec
+// section 11 to dst: sid || m5, where sid is the sid of the login's session
+// (section 9; [Session.SID] on the card, [DeviceLogin.SID] on the device),
+// which names the pending login whatever address m5 comes from.
+func ConfirmPayload(dst []byte, sid [SIDSize]byte, m5 []byte) []byte {
+	return append(append(dst, sid[:]...), m5...)
+}
+
+// SplitConfirmPayload splits a confirm request's payload into the sid and
+// m5 (which aliases payload). A payload shorter than 9 bytes is malformed
+// (spec section 11: answered with profile byte 0x00); m5 itself is
+// checked by [DeviceLogin.Confirm].
+func SplitConfirmPayload(payload []byte) ([SIDSize]byte, []byte, error) {
+	var sid [SIDSize]byte
+	if len(payload) < SIDSize+1 {
+		return sid, nil, ErrBadMessage
+	}
+	copy(sid[:], payload)
+	return sid, payload[SIDSize:], nil
 }
 
 // Header reads the profile and type bytes of a message without parsing the

@@ -6,6 +6,12 @@ import (
 	"time"
 )
 
+// SpecVersion is the version of the specification (PROTOCOL.md) that this
+// package implements, for programs to show. Version 1.1 changes no formula
+// and no message of version 1: it fixes the order of the first checks, adds
+// rejection vectors and makes the CoAP confirm request name its login.
+const SpecVersion = "1.1"
+
 // Profile selects the protocol variant. It is the first byte of every message.
 type Profile uint8
 

@@ -5,7 +5,9 @@ package protocol_test
 // string by hand and calls only the standard library and x/crypto, never
 // the protocol package. TestReferenceMatchesVectors recomputes every output
 // of testdata/vectors from its inputs, which is what shows the vectors (and
-// so the package that generated them) follow the spec.
+// so the package that generated them) follow the spec. refJudge, a naive
+// receiver of sections 7, 9 and 10.1, judges the rejection vectors the same
+// way (TestReferenceJudgesRejectVectors).
 
 import (
 	"bytes"
@@ -15,8 +17,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"unicode/utf8"
 
@@ -368,6 +372,442 @@ func TestReferenceMatchesVectors(t *testing.T) {
 			}
 			if profile == "hardened" && !rotated {
 				t.Error("coverage: no hardened case with kv_i != kv_j and a different k_gtw_j")
+			}
+		})
+	}
+}
+
+// refJudge is a receiver written from sections 5, 6, 7, 9 and 10.1 alone:
+// it is set up from a success case (base) the way section 10.1 says, takes
+// messages at a clock, and answers "" (accepted) or the code's name.
+type refJudge struct {
+	t       *testing.T
+	profile string
+	pbyte   byte
+	out     map[string][]byte // the base's outputs, recomputed by refOutputs
+	c       refCase
+	party   string
+	step    string
+	now     uint64
+
+	seen    map[string]bool // replay caches (gateway, device m1)
+	done    bool            // the login has passed the step (m3, m4, m5)
+	lastSeq uint64          // records
+}
+
+const refDT = 10000
+
+func newRefJudge(t *testing.T, profile string, c refCase, party, step string) *refJudge {
+	j := &refJudge{t: t, profile: profile, pbyte: 0x01, c: c, party: party, step: step, seen: map[string]bool{}}
+	if profile == "hardened" {
+		j.pbyte = 0x02
+	}
+	j.out = refOutputs(t, profile, c)
+	return j
+}
+
+// refReader reads fields off a message; ok turns false at the first
+// missing byte.
+type refReader struct {
+	b  []byte
+	ok bool
+}
+
+func (r *refReader) take(n int) []byte {
+	if !r.ok || len(r.b) < n {
+		r.ok = false
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *refReader) id() []byte {
+	n := r.take(1)
+	if n == nil {
+		return nil
+	}
+	v := r.take(int(n[0]))
+	if !r.ok || len(v) < 1 || len(v) > 64 || !utf8.Valid(v) || bytes.IndexByte(v, 0) >= 0 {
+		r.ok = false
+	}
+	return v
+}
+
+func (r *refReader) kv() byte {
+	v := r.take(1)
+	if v == nil || v[0] == 0 {
+		r.ok = false
+		return 0
+	}
+	return v[0]
+}
+
+func (r *refReader) ts() uint64 {
+	v := r.take(8)
+	if v == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func (r *refReader) end() bool { return r.ok && len(r.b) == 0 }
+
+func refFreshDT(t, now uint64) bool {
+	if t > now {
+		return t-now <= refDT
+	}
+	return now-t <= refDT
+}
+
+// receive judges one message at j.now.
+func (j *refJudge) receive(m []byte) string {
+	// Section 7: the first checks, at every endpoint.
+	if len(m) == 0 {
+		return "malformed"
+	}
+	if m[0] != j.pbyte {
+		return "unsupported_profile"
+	}
+	hard := j.profile == "hardened"
+	c := j.c
+	id, did := []byte(c.str("id_i")), []byte(c.str("did_j"))
+	if j.step == "record" {
+		// Section 9's order.
+		if len(m) < 34 || m[1] != 0x10 {
+			return "malformed"
+		}
+		key := j.out["k_ud"] // the device receives the card's records
+		if j.party == "card" {
+			key = j.out["k_du"]
+		}
+		if !bytes.Equal(m[2:10], j.out["sid"]) {
+			return "rejected"
+		}
+		aead, err := chacha20poly1305.New(key)
+		if err != nil {
+			j.t.Fatal(err)
+		}
+		seq := binary.BigEndian.Uint64(m[10:18])
+		if _, err := aead.Open(nil, cat([]byte{0, 0, 0, 0}, m[10:18]), m[18:], m[:18]); err != nil {
+			return "rejected"
+		}
+		if seq <= j.lastSeq {
+			return "replayed"
+		}
+		j.lastSeq = seq
+		return ""
+	}
+	types := map[string]byte{"m1": 1, "m2": 2, "m3": 3, "m4": 4, "m5": 5}
+	if len(m) < 2 || m[1] != types[j.step] {
+		return "malformed"
+	}
+	r := &refReader{b: m[2:], ok: true}
+	m1 := j.out["m1"]
+	e := m1[len(m1)-8-64 : len(m1)-8-32] // m1 ends E_i || theta_i || T1
+	switch j.party + "/" + j.step {
+	case "gateway/m2":
+		mid := r.id()
+		var kvi, kvj byte = 1, 1
+		var ni []byte
+		if hard {
+			kvi, ni = r.kv(), r.take(16)
+		}
+		me := r.take(32)
+		mdid := r.id()
+		if hard {
+			kvj = r.kv()
+		}
+		mi := r.take(32)
+		t1, t2 := r.ts(), r.ts()
+		if !r.end() {
+			return "malformed"
+		}
+		if !refFreshDT(t2, j.now) || !refFreshDT(t1, j.now) {
+			return "stale_timestamp"
+		}
+		disc := refTS(t1)
+		if hard {
+			disc = ni
+		}
+		rk := string(cat(refID8(string(mid)), disc))
+		if j.seen[rk] {
+			return "replayed"
+		}
+		j.seen[rk] = true
+		if !bytes.Equal(mid, id) || !bytes.Equal(mdid, did) {
+			return "rejected" // unknown identity: the registry holds the base's two
+		}
+		keys := map[byte][]byte{1: c.bytes("k_gtw", 32)}
+		if hard {
+			keys = map[byte][]byte{byte(c.num("kv_i")): c.bytes("k_gtw", 32), byte(c.num("kv_j")): c.bytes("k_gtw_j", 32)}
+		}
+		ki, kj := keys[kvi], keys[kvj]
+		if ki == nil || kj == nil {
+			return "rejected"
+		}
+		if !hard {
+			tagI, tagJ := refH(refID8(string(mid)), ki), refH(refID8(string(mdid)), kj)
+			if !bytes.Equal(refH(tagJ, me), mi) || !bytes.Equal(refH(refH(tagI, refTS(t1)), refID8(string(mid)), refID8(string(mdid))), me) {
+				return "rejected"
+			}
+			return ""
+		}
+		tagI := refM(ki, "tagauth/user-tag", refID8(string(mid)))
+		tagJ := refM(kj, "tagauth/device-tag", refID8(string(mdid)))
+		beta := refM(tagI, "tagauth/beta", refID8(string(mdid)), ni, refTS(t1))
+		if !bytes.Equal(refM(tagJ, "tagauth/I", me, refID8(string(mdid)), refTS(t2)), mi) ||
+			!bytes.Equal(refM(beta, "tagauth/E", refID8(string(mid)), refID8(string(mdid))), me) {
+			return "rejected"
+		}
+		return ""
+
+	case "device/m1":
+		mid := r.id()
+		if hard {
+			r.kv()
+			r.take(16)
+		}
+		me := r.take(32)
+		r.take(32)
+		t1 := r.ts()
+		if !r.end() {
+			return "malformed"
+		}
+		if !refFreshDT(t1, j.now) {
+			return "stale_timestamp"
+		}
+		rk := string(cat(refID8(string(mid)), me))
+		if j.seen[rk] {
+			return "replayed"
+		}
+		j.seen[rk] = true
+		return ""
+
+	case "device/m3":
+		f := r.take(32)
+		r.take(32)
+		t3 := r.ts()
+		if !r.end() {
+			return "malformed"
+		}
+		if j.done {
+			return "replayed"
+		}
+		if !refFreshDT(t3, j.now) {
+			return "stale_timestamp"
+		}
+		tagJ := j.out["tag_j"]
+		var beta []byte
+		if hard {
+			beta = refXOR(f, refM(tagJ, "tagauth/F", e, refTS(t3)))
+			if !bytes.Equal(refM(beta, "tagauth/E", refID8(string(id)), refID8(string(did))), e) {
+				return "rejected"
+			}
+		} else {
+			beta = refXOR(f, refH(tagJ, refTS(t3)))
+			if !bytes.Equal(refH(beta, refID8(string(id)), refID8(string(did))), e) {
+				return "rejected"
+			}
+		}
+		j.done = true
+		return ""
+
+	case "device/m5":
+		tau := r.take(32)
+		if !hard || !r.end() {
+			return "malformed"
+		}
+		if j.done {
+			return "replayed"
+		}
+		if j.now > c.num("t4")+refDT {
+			return "rejected" // the pending login was dropped dT after m4
+		}
+		x := j.out["m4"][2:34]
+		if !bytes.Equal(refM(j.out["sk"], "tagauth/confirm-user", e, x), tau) {
+			return "rejected"
+		}
+		j.done = true
+		return ""
+
+	case "card/m4":
+		x, gamma := r.take(32), r.take(32)
+		var t3 uint64
+		if hard {
+			t3 = r.ts()
+		}
+		t4 := r.ts()
+		var tau []byte
+		if hard {
+			tau = r.take(32)
+		}
+		if !r.end() {
+			return "malformed"
+		}
+		if j.done {
+			return "replayed"
+		}
+		if !refFreshDT(t4, j.now) || (hard && !refFreshDT(t3, t4)) {
+			return "stale_timestamp"
+		}
+		tagI, ki := j.out["tag_i"], c.bytes("k_i", 32)
+		if !hard {
+			if !bytes.Equal(refH(tagI, refID8(string(did))), gamma) {
+				return "rejected"
+			}
+			j.done = true
+			return ""
+		}
+		if !bytes.Equal(refM(tagI, "tagauth/gamma", refID8(string(did)), e, refTS(t3)), gamma) {
+			return "rejected"
+		}
+		kj := refXOR(refM(ki, "tagauth/X", e, refTS(t4)), x)
+		sk := refM(cat(ki, kj), "tagauth/SK", e, x)
+		if !bytes.Equal(refM(sk, "tagauth/confirm-device", e, x, refTS(t3), refTS(t4)), tau) {
+			return "rejected"
+		}
+		j.done = true
+		return ""
+	}
+	j.t.Fatalf("no party %s receives %s", j.party, j.step)
+	return ""
+}
+
+// refRejectKeys are the keys of a rejection case, in the order of section
+// 10.1.
+var refRejectKeys = []string{"name", "base", "party", "step", "prior", "message", "now", "expect"}
+
+// TestReferenceJudgesRejectVectors judges every rejection case with
+// refJudge: the priors must be accepted and the message refused with the
+// expected code. It also checks the file format of section 10.1 and that
+// the cases cover what it lists.
+func TestReferenceJudgesRejectVectors(t *testing.T) {
+	codes := map[string]bool{"malformed": true, "unsupported_profile": true, "stale_timestamp": true,
+		"replayed": true, "rejected": true, "busy": true, "internal": true}
+	for _, profile := range []string{"classic", "hardened"} {
+		t.Run(profile, func(t *testing.T) {
+			var succ struct {
+				Cases []map[string]json.RawMessage `json:"cases"`
+			}
+			b, err := os.ReadFile(filepath.Join("..", "testdata", "vectors", profile+".json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(b, &succ); err != nil {
+				t.Fatal(err)
+			}
+			b, err = os.ReadFile(filepath.Join("..", "testdata", "vectors", profile+"-reject.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var file struct {
+				Profile string                       `json:"profile"`
+				Cases   []map[string]json.RawMessage `json:"cases"`
+			}
+			dec := json.NewDecoder(bytes.NewReader(b))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&file); err != nil {
+				t.Fatal(err)
+			}
+			if file.Profile != profile {
+				t.Fatalf("profile %q, want %q", file.Profile, profile)
+			}
+			// cover[party/step] collects what section 10.1 asks each
+			// receiver's cases to include.
+			cover := map[string]map[string]bool{}
+			for n, raw := range file.Cases {
+				if len(raw) != len(refRejectKeys) {
+					t.Fatalf("case %d: %d keys, want exactly %v", n, len(raw), refRejectKeys)
+				}
+				rc := refCase{t: t, name: fmt.Sprint(n), raw: raw}
+				for _, k := range refRejectKeys {
+					if !rc.has(k) {
+						t.Fatalf("case %d: key %s missing", n, k)
+					}
+				}
+				rc.name = rc.str("name")
+				var prior []string
+				if err := json.Unmarshal(raw["prior"], &prior); err != nil || prior == nil {
+					t.Fatalf("case %s: prior must be an array of hex strings", rc.name)
+				}
+				base := int(rc.num("base"))
+				if base >= len(succ.Cases) {
+					t.Fatalf("case %s: base %d out of range", rc.name, base)
+				}
+				party, step, expect := rc.str("party"), rc.str("step"), rc.str("expect")
+				if !codes[expect] {
+					t.Fatalf("case %s: expect %q is no code of section 7", rc.name, expect)
+				}
+				if profile == "classic" && step == "m5" {
+					t.Fatalf("case %s: classic has no m5", rc.name)
+				}
+				bc := refCase{t: t, name: fmt.Sprint("base ", base), raw: succ.Cases[base]}
+				j := newRefJudge(t, profile, bc, party, step)
+				j.now = rc.num("now")
+				for i, p := range prior {
+					pc := refCase{t: t, name: rc.name, raw: map[string]json.RawMessage{"p": json.RawMessage(strconv.Quote(p))}}
+					if got := j.receive(pc.bytes("p", -1)); got != "" {
+						t.Errorf("case %s: prior %d refused by the reference: %s", rc.name, i, got)
+					}
+				}
+				msg := rc.bytes("message", -1)
+				if got := j.receive(msg); got != expect {
+					t.Errorf("case %s: reference says %q, file says %s", rc.name, got, expect)
+				}
+
+				key := party + "/" + step
+				if cover[key] == nil {
+					cover[key] = map[string]bool{}
+				}
+				cv := cover[key]
+				var genuine []byte
+				switch key {
+				case "gateway/m2", "device/m1", "device/m3", "device/m5":
+					genuine = j.out[step]
+				case "card/m4":
+					genuine = j.out["m4"]
+				case "device/record":
+					genuine = j.out["record"]
+				}
+				other := byte(0x03) ^ j.pbyte
+				switch {
+				case len(msg) == 0:
+					cv["empty"] = true
+				case len(prior) > 0 && expect == "replayed":
+					cv["replay"] = true
+				case msg[0] == other && genuine != nil && bytes.Equal(msg[1:], genuine[1:]):
+					cv["other profile"] = true
+				case msg[0] == other && genuine != nil && len(msg) < len(genuine):
+					cv["other profile, truncated"] = true
+				case genuine != nil && len(msg) < len(genuine) && bytes.HasPrefix(genuine, msg):
+					cv["truncated"] = true
+				case genuine != nil && len(msg) > len(genuine) && bytes.HasPrefix(msg, genuine):
+					cv["extended"] = true
+				case genuine != nil && bytes.Equal(msg, genuine) && (expect == "stale_timestamp" || step == "m5"):
+					cv["dT + 1"] = true
+				case genuine != nil && len(msg) == len(genuine) && expect != "malformed" && expect != "unsupported_profile":
+					cv["flipped byte"] = true
+				}
+			}
+			want := map[string][]string{
+				"gateway/m2":    {"empty", "truncated", "extended", "other profile", "other profile, truncated", "dT + 1", "replay", "flipped byte"},
+				"device/m1":     {"empty", "truncated", "extended", "other profile", "other profile, truncated", "dT + 1", "replay"},
+				"device/m3":     {"empty", "truncated", "extended", "other profile", "other profile, truncated", "dT + 1", "replay", "flipped byte"},
+				"card/m4":       {"empty", "truncated", "extended", "other profile", "other profile, truncated", "dT + 1", "replay", "flipped byte"},
+				"device/record": {"empty", "truncated", "extended", "other profile", "other profile, truncated", "replay", "flipped byte"},
+				"card/record":   {"empty", "replay"},
+			}
+			if profile == "hardened" {
+				want["device/m5"] = []string{"empty", "truncated", "extended", "other profile", "other profile, truncated", "dT + 1", "replay", "flipped byte"}
+			}
+			for key, kinds := range want {
+				for _, k := range kinds {
+					if !cover[key][k] {
+						t.Errorf("coverage: no %s case for %s", k, key)
+					}
+				}
 			}
 		})
 	}

@@ -31,13 +31,17 @@ func deviceTag(p Profile, k *[Size]byte, did []byte) [Size]byte {
 	return mac(k[:], labelDeviceTag, enc)
 }
 
-// DeviceCredential is what a provisioned device holds: DID_j, Tag_j and,
-// hardened, kv_j. Tag is a secret shared only with the gateway.
+// DeviceCredential is what a provisioned device holds: DID_j, Tag_j and
+// kv_j. Tag is a secret shared only with the gateway.
 type DeviceCredential struct {
 	Profile Profile
 	ID      string
-	KV      uint8 // hardened; 0 under classic
-	Tag     [Size]byte
+	// KV is kv_j, the version of the master key Tag_j was made under. A
+	// classic credential's is ClassicKeyVersion, the one key a classic
+	// gateway has; the classic wire does not carry it, so a classic device
+	// also accepts 0, which credentials made before spec 1.1 hold.
+	KV  uint8
+	Tag [Size]byte
 }
 
 // ProvisionDevice computes the credential of device did under master key mk
@@ -49,9 +53,9 @@ func ProvisionDevice(p Profile, did string, mk MasterKey) (DeviceCredential, err
 	if !ValidIdentity([]byte(did)) || mk.Version == 0 {
 		return DeviceCredential{}, fmt.Errorf("%w: device identity must be 1-64 bytes of UTF-8 without NUL and key version 1-255", ErrBadMessage)
 	}
-	c := DeviceCredential{Profile: p, ID: did, Tag: deviceTag(p, &mk.Key, []byte(did))}
-	if p == Hardened {
-		c.KV = mk.Version
+	c := DeviceCredential{Profile: p, ID: did, KV: mk.Version, Tag: deviceTag(p, &mk.Key, []byte(did))}
+	if p == Classic {
+		c.KV = ClassicKeyVersion
 	}
 	return c, nil
 }

@@ -557,8 +557,14 @@ func TestTamperM5(t *testing.T) {
 	if a.m5 != nil {
 		t.Fatal("classic card produced an m5")
 	}
-	if _, err := a.dl.Confirm(m5); !errors.Is(err, protocol.ErrState) {
-		t.Fatalf("classic device took an m5: %v", err)
+	// The first checks of spec section 7: the hardened m5 has the other
+	// profile's byte, and a classic one is malformed (classic has no m5).
+	if _, err := a.dl.Confirm(m5); !errors.Is(err, protocol.ErrUnsupportedProfile) {
+		t.Fatalf("classic device took a hardened m5: %v", err)
+	}
+	classic5 := append([]byte{byte(protocol.Classic)}, m5[1:]...)
+	if _, err := a.dl.Confirm(classic5); !errors.Is(err, protocol.ErrMalformed) {
+		t.Fatalf("classic device took a classic m5: %v", err)
 	}
 }
 
@@ -1057,37 +1063,40 @@ func TestWrongProfile(t *testing.T) {
 	}
 }
 
-// TestOutOfOrder: every step refuses to run twice or before its turn.
+// TestOutOfOrder: every step refuses to run before its turn, and a second
+// message for a step its login has passed is replayed (spec section 7).
 func TestOutOfOrder(t *testing.T) {
 	for _, p := range twoProfiles {
 		t.Run(p.String(), func(t *testing.T) {
 			c := newCast(t, p)
 			a := c.run(t, 3)
-			if _, err := a.dl.Confirm(make([]byte, 34)); !errors.Is(err, protocol.ErrState) {
-				t.Errorf("Confirm before Respond: %v", err)
+			early := append([]byte{byte(p), byte(protocol.TypeM5)}, make([]byte, protocol.Size)...)
+			_, err := a.dl.Confirm(early)
+			if want := map[protocol.Profile]error{protocol.Hardened: protocol.ErrState, protocol.Classic: protocol.ErrMalformed}[p]; !errors.Is(err, want) {
+				t.Errorf("Confirm before Respond: %v, want %v", err, want)
 			}
 			m4, ds, err := a.dl.Respond(a.m3)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := a.dl.Respond(a.m3); !errors.Is(err, protocol.ErrState) {
+			if _, _, err := a.dl.Respond(a.m3); !errors.Is(err, protocol.ErrStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
 				t.Errorf("Respond twice: %v", err)
 			}
 			us, m5, err := a.login.Finish(m4)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := a.login.Finish(m4); !errors.Is(err, protocol.ErrState) {
+			if _, _, err := a.login.Finish(m4); !errors.Is(err, protocol.ErrStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
 				t.Errorf("Finish twice: %v", err)
 			}
 			if p == protocol.Hardened {
 				if ds, err = a.dl.Confirm(m5); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := a.dl.Confirm(m5); !errors.Is(err, protocol.ErrState) {
+				if _, err := a.dl.Confirm(m5); !errors.Is(err, protocol.ErrStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
 					t.Errorf("Confirm twice: %v", err)
 				}
-			} else if _, err := a.dl.Confirm(nil); !errors.Is(err, protocol.ErrState) {
+			} else if _, err := a.dl.Confirm(nil); !errors.Is(err, protocol.ErrMalformed) {
 				t.Errorf("classic Confirm after Respond: %v", err)
 			}
 			if party, err := channelCheck(t, us, ds); party != "" {
@@ -1138,7 +1147,7 @@ func TestPendingLoginExpires(t *testing.T) {
 		if !errors.Is(err, protocol.ErrSessionExpired) {
 			t.Fatalf("Confirm at T4 + dT + 1 ms: %v", err)
 		}
-		if _, err := a.dl.Confirm(m5); !errors.Is(err, protocol.ErrState) {
+		if _, err := a.dl.Confirm(m5); !errors.Is(err, protocol.ErrSessionExpired) {
 			t.Fatalf("Confirm after expiry: %v", err)
 		}
 	}

@@ -117,17 +117,22 @@ func (u *User) Login(did string) (*Login, []byte, error) {
 // Finish checks m4 (step 510 classic, section 6 card) and derives the
 // session. Under hardened it also returns m5 for the device; under classic
 // m5 is nil. A message that fails a check leaves the login waiting, so that
-// a forged m4 cannot cancel a genuine one still in flight.
+// a forged m4 cannot cancel a genuine one still in flight. A second m4,
+// once one has been accepted, is ErrStepReplay (replayed).
 func (l *Login) Finish(m4 []byte) (*Session, []byte, error) {
-	if l.state != loginSent {
-		return nil, nil, ErrState
+	if err := CheckProfile(l.profile, m4); err != nil {
+		return nil, nil, err
 	}
 	m, err := ParseM4(m4)
 	if err != nil {
 		return nil, nil, err
 	}
-	if m.Profile != l.profile {
-		return nil, nil, ErrWrongProfile
+	switch l.state {
+	case loginSent:
+	case loginDone:
+		return nil, nil, ErrStepReplay
+	default:
+		return nil, nil, ErrState
 	}
 	now := l.cfg.nowMs()
 	w := l.cfg.window()

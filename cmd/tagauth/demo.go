@@ -335,7 +335,9 @@ func demoProfile(out io.Writer, p protocol.Profile, opts demoOptions) error {
 		return fmt.Errorf("card finishing with m4: %w", err)
 	}
 	if hardened {
-		fmt.Fprintf(tw, "m5\tcard -> device\t%d\t%s\tcard verified gamma_i and tau_j, derived SK_ij, sent tau_i\n", len(m5), fmtDur(d))
+		// Over CoAP the confirm request puts the sid in front of m5, to
+		// name its login (spec section 11); the size shown is m5's own.
+		fmt.Fprintf(tw, "m5\tcard -> device\t%d\t%s\tcard verified gamma_i and tau_j, derived SK_ij, sent tau_i (CoAP: sid || m5, naming the login)\n", len(m5), fmtDur(d))
 		d, err = timed(func() error {
 			var err error
 			devSess, err = dl.Confirm(m5)

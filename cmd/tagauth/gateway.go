@@ -513,8 +513,8 @@ func gwInfo(args []string, stdout, stderr io.Writer) int {
 	for i, v := range info.KeyVersions {
 		vs[i] = strconv.Itoa(int(v))
 	}
-	fmt.Fprintf(stdout, "profile:      %s\nkey versions: %s\nCoAP verify:  %s\nadmin API:    %s\nfingerprint:  %s\n",
-		gwText(info.Profile), strings.Join(vs, ", "), gwText(info.CoAP), c.base, gwText(info.Fingerprint))
+	fmt.Fprintf(stdout, "profile:      %s\nspec version: %s\nkey versions: %s\nCoAP verify:  %s\nadmin API:    %s\nfingerprint:  %s\n",
+		gwText(info.Profile), gwText(info.SpecVersion), strings.Join(vs, ", "), gwText(info.CoAP), c.base, gwText(info.Fingerprint))
 	return 0
 }
 

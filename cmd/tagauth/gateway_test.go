@@ -183,6 +183,9 @@ func TestGatewayKeysCLI(t *testing.T) {
 		t.Fatalf("rotate: %q", out)
 	}
 	gwWaitVersions(t, dir, "key versions: 1, 2")
+	if out := gwMustRun(t, "info", "--data", dir); !strings.Contains(out, "spec version: 1.1\n") {
+		t.Fatalf("gateway info does not name the spec version:\n%s", out)
+	}
 	rc, _, errOut := gwRun("keys", "retire", "2", "--data", dir)
 	if rc != 1 || !strings.Contains(errOut, "newest") {
 		t.Fatalf("retire newest: %d %q", rc, errOut)

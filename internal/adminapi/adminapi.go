@@ -199,10 +199,15 @@ type Grant struct {
 
 // Info is the unauthenticated /v1/info answer.
 type Info struct {
-	Profile     string  `json:"profile"`
-	KeyVersions []uint8 `json:"key_versions"`
-	Fingerprint string  `json:"fingerprint"`
-	CoAP        string  `json:"coap"`
+	Profile string `json:"profile"`
+	// SpecVersion is the version of the protocol specification
+	// (docs/spec/PROTOCOL.md) the gateway implements, protocol.SpecVersion.
+	SpecVersion string `json:"spec_version"`
+	// KeyVersions are the live master-key versions, oldest first: a JSON
+	// array of integers (a Go []uint8 would be marshalled as base64).
+	KeyVersions []int  `json:"key_versions"`
+	Fingerprint string `json:"fingerprint"`
+	CoAP        string `json:"coap"`
 }
 
 // ErrorBody is every error answer's body.

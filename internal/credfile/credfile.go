@@ -18,7 +18,9 @@
 // "admin_url" (optional) is the gateway's HTTPS admin address and
 // "fingerprint" the SHA-256 of its certificate (DER), which a client pins;
 // the two come together. "kv" is the key version, 1-255 under hardened; a
-// classic credential has none (0 or absent).
+// classic credential's is 1, the one master key of a classic gateway (its
+// wire carries no key version). Files written before spec 1.1 may hold 0 or
+// no "kv" for classic: Unmarshal reads that as 1.
 //
 // The tag is the device's long-term secret: with it anyone can act as the
 // device. Save writes the file with mode 0600 and Load refuses a file that
@@ -254,7 +256,7 @@ func stringField(fields map[string]json.RawMessage, name string, required bool) 
 }
 
 // check validates every field of c and normalises its fingerprint to
-// lowercase. Messages name the field and the rule, never the value.
+// lowercase and a classic key version to 1. Messages name the field and the rule, never the value.
 func check(c *Credential) error {
 	switch {
 	case !c.Profile.Valid():
@@ -263,8 +265,8 @@ func check(c *Credential) error {
 		return invalid(fID, "must be 1-64 bytes of UTF-8 without NUL")
 	case c.Profile == protocol.Hardened && c.KV == 0:
 		return invalid(fKV, "must be 1-255 for a hardened credential")
-	case c.Profile == protocol.Classic && c.KV != 0:
-		return invalid(fKV, "must be 0 or absent for a classic credential (classic has one master key)")
+	case c.Profile == protocol.Classic && c.KV != protocol.ClassicKeyVersion && c.KV != 0:
+		return invalid(fKV, "must be 1 for a classic credential (classic has one master key, version 1)")
 	case c.Tag == [protocol.Size]byte{}:
 		return invalid(fTag, "is all zeros (not a provisioned tag)")
 	}
@@ -286,6 +288,9 @@ func check(c *Credential) error {
 			return invalid(fFingerprint, "must be 64 hex digits (SHA-256 of the gateway certificate)")
 		}
 		c.Fingerprint = hex.EncodeToString(fp[:])
+	}
+	if c.Profile == protocol.Classic {
+		c.KV = protocol.ClassicKeyVersion // 0 in files from before spec 1.1
 	}
 	return nil
 }

@@ -71,12 +71,14 @@ func TestUnmarshalDocExample(t *testing.T) {
 }
 
 func TestOptionalFields(t *testing.T) {
-	// Classic needs no kv; admin_url and fingerprint may both be absent.
+	// A classic file from before spec 1.1 has no kv: it reads as key
+	// version 1, the one classic key. admin_url and fingerprint may both
+	// be absent.
 	c, err := Unmarshal([]byte(`{"profile":"classic","id":"d","tag":"` + tagHex + `","gateway":"gw.example:5683"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Profile != protocol.Classic || c.KV != 0 || c.AdminURL != "" || c.Fingerprint != "" || c.Gateway != "gw.example:5683" {
+	if c.Profile != protocol.Classic || c.KV != protocol.ClassicKeyVersion || c.AdminURL != "" || c.Fingerprint != "" || c.Gateway != "gw.example:5683" {
 		t.Fatalf("got %+v", c)
 	}
 	b, err := Marshal(c)
@@ -85,6 +87,9 @@ func TestOptionalFields(t *testing.T) {
 	}
 	if bytes.Contains(b, []byte("admin_url")) || bytes.Contains(b, []byte("fingerprint")) {
 		t.Errorf("empty optional fields written:\n%s", b)
+	}
+	if !bytes.Contains(b, []byte(`"kv": 1,`)) {
+		t.Errorf("a classic credential is not written with key version 1:\n%s", b)
 	}
 	// IPv6 gateway, uppercase fingerprint normalised to lowercase.
 	s := strings.Replace(goodJSON, "127.0.0.1:5683", "[::1]:5683", 1)
@@ -158,7 +163,7 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"kv exponent", repl(`"kv":1`, `"kv":1e0`), `field "kv" must be an integer`},
 		{"kv string", repl(`"kv":1`, `"kv":"1"`), `field "kv" must be an integer`},
 		{"kv null", repl(`"kv":1`, `"kv":null`), `field "kv" must be an integer`},
-		{"kv 1 under classic", repl(`"hardened"`, `"classic"`), `field "kv" must be 0 or absent`},
+		{"kv 2 under classic", strings.Replace(repl(`"hardened"`, `"classic"`), `"kv":1`, `"kv":2`, 1), `field "kv" must be 1 for a classic credential`},
 		{"tag short", repl(tagHex, tagHex[:62]), `field "tag" must be 64 hex digits`},
 		{"tag long", repl(tagHex, tagHex+"00"), `field "tag" must be 64 hex digits`},
 		{"tag not hex", repl(tagHex, "zz"+tagHex[2:]), `field "tag" must be 64 hex digits`},
@@ -206,7 +211,7 @@ func TestMarshalRejects(t *testing.T) {
 		{"profile", func(c *Credential) { c.Profile = 9 }, `"profile"`},
 		{"id", func(c *Credential) { c.ID = "" }, `"id"`},
 		{"hardened kv 0", func(c *Credential) { c.KV = 0 }, `"kv"`},
-		{"classic kv 1", func(c *Credential) { c.Profile = protocol.Classic }, `"kv"`},
+		{"classic kv 2", func(c *Credential) { c.Profile, c.KV = protocol.Classic, 2 }, `"kv"`},
 		{"zero tag", func(c *Credential) { c.Tag = [32]byte{} }, `"tag"`},
 		{"no gateway", func(c *Credential) { c.Gateway = "" }, `"gateway"`},
 		{"bad admin URL", func(c *Credential) { c.AdminURL = "ftp://x" }, `"admin_url"`},

@@ -44,13 +44,14 @@
 //
 // # Matching m5 to its login
 //
-// m5 carries no session identifier, so a pending hardened login is found by
-// the IP address m5 comes from: the agent tries tau_i against the logins
-// pending from that address (at most [MaxPendingPerAddress]; one HMAC each)
-// and the one it verifies for is established. The source port is not used:
-// a CoAP client may send each request from its own ephemeral socket, as
-// internal/coap's Client does. An m5 from another address matches nothing
-// and is refused.
+// The confirm request names its login (spec section 11): its payload is
+// sid || m5, where sid is the session's identifier (section 9), which both
+// sides compute from E_i once m1 is sent. The agent finds the pending login
+// by sid and checks one tau_i, whatever address m5 comes from (NAT
+// rebinding, a proxy, a broker). A payload under 9 bytes is malformed; an
+// unknown sid is rejected, and so is an m5 after the login was dropped (dT
+// after m4); an m5 whose sid names a session already established is
+// replayed; a wrong tau_i is rejected and leaves the login pending.
 //
 // # Blocking
 //
@@ -110,7 +111,7 @@ const (
 	// MaxTasks is how many task handlers may run at once.
 	MaxTasks = 32
 	// MaxPendingPerAddress bounds the pending logins from one IP address,
-	// which bounds the work of matching an m5.
+	// so that one address cannot take the whole pending table.
 	MaxPendingPerAddress = 64
 )
 
@@ -204,6 +205,7 @@ type Agent struct {
 
 	mu       sync.Mutex
 	pending  map[netip.Addr][]*pendingLogin
+	bySID    map[[protocol.SIDSize]byte]*pendingLogin // logins waiting for m5
 	nPending int
 	sessions map[[protocol.SIDSize]byte]*session
 	// userSess and userWait are each user's sessions and logins waiting
@@ -308,6 +310,7 @@ func New(cfg Config) (*Agent, error) {
 		relays:   make(chan struct{}, MaxRelays),
 		tasks:    make(chan struct{}, MaxTasks),
 		pending:  make(map[netip.Addr][]*pendingLogin),
+		bySID:    make(map[[protocol.SIDSize]byte]*pendingLogin),
 		sessions: make(map[[protocol.SIDSize]byte]*session),
 		handlers: make(map[string]TaskFunc),
 		userSess: make(map[string][]*session),

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"runtime"
@@ -523,49 +524,76 @@ func rawPost(t *testing.T, from, to, path string, payload []byte) (coap.Code, []
 	return coap.Code(resp.Code), resp.Payload
 }
 
-func TestConfirmMatchedBySourceAddress(t *testing.T) {
+// TestConfirmFoundBySID: the confirm request names its login by sid (spec
+// section 11); the agent checks one tau_i, whatever address m5 comes from.
+func TestConfirmFoundBySID(t *testing.T) {
 	r := newRig(t, protocol.Hardened, nil)
-	l, m4 := r.startLogin(r.enrol("alice"))
-	sess, m5, err := l.Finish(m4)
+	la, m4a := r.startLogin(r.enrol("alice"))
+	lb, m4b := r.startLogin(r.enrol("bob"))
+	sa, m5a, err := la.Finish(m4a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := r.agent.Stats(); st.Pending != 1 || st.Sessions != 0 {
-		t.Fatalf("before m5: %+v, want one pending login and no session", st)
+	sb, m5b, err := lb.Finish(m4b)
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, port, _ := net.SplitHostPort(r.addr)
-	code, resp := rawPost(t, "127.0.0.2:0", "127.0.0.1:"+port, pathConfirm, m5)
-	wantError(t, "m5 from another address", code, resp, protocol.ErrRejected)
-	if st := r.agent.Stats(); st.Pending != 1 || st.Sessions != 0 {
-		t.Fatalf("after m5 from another address: %+v, want the login still pending", st)
+	wantPending := func(what string, pending, sessions int) {
+		t.Helper()
+		if st := r.agent.Stats(); st.Pending != pending || st.Sessions != sessions {
+			t.Fatalf("%s: %+v, want %d pending and %d sessions", what, st, pending, sessions)
+		}
 	}
-	// A forged m5 from the right address is refused and does not cancel
-	// the genuine login.
-	forged := append([]byte(nil), m5...)
+	wantPending("before m5", 2, 0)
+	confirm := func(s *protocol.Session, m5 []byte) []byte { return protocol.ConfirmPayload(nil, s.SID(), m5) }
+
+	// alice's sid with bob's tau_i: refused, and both logins stay pending.
+	code, resp := r.post(pathConfirm, confirm(sa, m5b))
+	wantError(t, "a valid sid with another login's tau_i", code, resp, protocol.ErrRejected)
+	wantPending("after another login's tau_i", 2, 0)
+	// A forged tau_i does not cancel the genuine login either.
+	forged := bytes.Clone(m5a)
 	forged[len(forged)-1] ^= 1
-	code, resp = r.post(pathConfirm, forged)
+	code, resp = r.post(pathConfirm, confirm(sa, forged))
 	wantError(t, "forged m5", code, resp, protocol.ErrRejected)
-	if st := r.agent.Stats(); st.Pending != 1 {
-		t.Fatalf("after a forged m5: %+v, want the login still pending", st)
+	// An unknown sid is rejected.
+	unknown := confirm(sa, m5a)
+	unknown[0] ^= 1
+	code, resp = r.post(pathConfirm, unknown)
+	wantError(t, "unknown sid", code, resp, protocol.ErrRejected)
+	// Under 9 bytes: malformed, with profile byte 0x00.
+	for _, short := range [][]byte{nil, {0x02}, confirm(sa, m5a)[:protocol.SIDSize]} {
+		code, resp = r.post(pathConfirm, short)
+		wantError(t, fmt.Sprintf("confirm payload of %d bytes", len(short)), code, resp, protocol.ErrMalformed)
+		if p, _, _ := protocol.ParseError(resp); p != 0 {
+			t.Errorf("confirm payload of %d bytes: error carries profile %v, want 0x00", len(short), p)
+		}
 	}
-	// The same address, another port (a fresh client socket): matched.
-	if code, resp := r.post(pathConfirm, m5); code != coap.Changed || len(resp) != 0 {
-		t.Fatalf("m5: %s %x, want 2.04 and no payload", code, resp)
+	wantPending("after the refusals", 2, 0)
+
+	// alice's m5 from another address than her m1: accepted.
+	_, port, _ := net.SplitHostPort(r.addr)
+	code, resp = rawPost(t, "127.0.0.2:0", "127.0.0.1:"+port, pathConfirm, confirm(sa, m5a))
+	if code != coap.Changed || len(resp) != 0 {
+		t.Fatalf("m5 from another address: %s %x, want 2.04 and no payload", code, resp)
 	}
-	if st := r.agent.Stats(); st.Pending != 0 || st.Sessions != 1 {
-		t.Fatalf("after m5: %+v", st)
-	}
-	rec, _ := sess.Seal(nil, []byte(`{"task":"echo","args":"hi"}`))
+	wantPending("after alice's m5", 1, 1)
+	rec, _ := sa.Seal(nil, []byte(`{"task":"echo","args":"hi"}`))
 	code, sealed := r.post(pathTask, rec)
-	if pt, err := sess.Open(nil, sealed); code != coap.Changed || err != nil || !bytes.Contains(pt, []byte(`"result":"hi"`)) {
+	if pt, err := sa.Open(nil, sealed); code != coap.Changed || err != nil || !bytes.Contains(pt, []byte(`"result":"hi"`)) {
 		t.Fatalf("task after confirm: %s %q %v", code, pt, err)
 	}
-	// A second m5 (a new request, not a retransmission) confirms nothing.
-	code, resp = r.post(pathConfirm, m5)
-	wantError(t, "m5 again", code, resp, protocol.ErrRejected)
-	if st := r.agent.Stats(); st.Sessions != 1 {
-		t.Fatalf("after m5 again: %+v", st)
-	}
+	// A second m5 (a new request, not a retransmission): the login has
+	// passed that step, so it is replayed (section 7) and confirms nothing.
+	code, resp = r.post(pathConfirm, confirm(sa, m5a))
+	wantError(t, "m5 again", code, resp, protocol.ErrReplayed)
+	wantPending("after m5 again", 1, 1)
+
+	// bob's m5 after the device dropped his pending login (dT after m4).
+	r.clk.Advance(protocol.DefaultWindow + time.Millisecond)
+	code, resp = r.post(pathConfirm, confirm(sb, m5b))
+	wantError(t, "m5 after the pending login expired", code, resp, protocol.ErrRejected)
+	wantPending("after the late m5", 0, 1)
 }
 
 func TestTaskRefusals(t *testing.T) {
@@ -660,8 +688,10 @@ func TestMalformedInput(t *testing.T) {
 		{"empty m1", pathLogin, nil, protocol.ErrMalformed, 0},
 		{"unknown profile", pathLogin, []byte{0x09, 0x01}, protocol.ErrUnsupportedProfile, 0},
 		{"classic m1 to a hardened device", pathLogin, classicM1, protocol.ErrUnsupportedProfile, protocol.Classic},
-		{"garbage m5", pathConfirm, []byte{0x02, 0x05, 1}, protocol.ErrMalformed, protocol.Hardened},
-		{"garbage record", pathTask, []byte("hello"), protocol.ErrMalformed, 0},
+		{"garbage m5", pathConfirm, append(make([]byte, protocol.SIDSize), 0x02, 0x05, 1), protocol.ErrMalformed, protocol.Hardened},
+		{"confirm shorter than sid and a byte", pathConfirm, []byte{0x02, 0x05, 1}, protocol.ErrMalformed, 0},
+		{"garbage record", pathTask, []byte("hello"), protocol.ErrUnsupportedProfile, 0},
+		{"short record", pathTask, []byte{0x02, 0x10, 1}, protocol.ErrMalformed, protocol.Hardened},
 	} {
 		code, resp := r.post(c.path, c.payload)
 		wantError(t, c.name, code, resp, c.want)

@@ -37,7 +37,7 @@ func FuzzAgent(f *testing.F) {
 	a.ctx = ctx // what Run would set; the fuzz calls the handlers directly
 
 	f.Add(uint8(0), []byte{0x02, 0x01, 0x05, 'a', 'l', 'i', 'c', 'e'})
-	f.Add(uint8(1), append([]byte{0x02, 0x05}, make([]byte, 32)...))
+	f.Add(uint8(1), append(make([]byte, protocol.SIDSize), append([]byte{0x02, 0x05}, make([]byte, 32)...)...))
 	f.Add(uint8(2), append([]byte{0x02, 0x10}, make([]byte, 40)...))
 	f.Add(uint8(3), []byte(`{"task":"echo","args":"hi"}`))
 	f.Add(uint8(3), []byte(`{"task":"sensor.read"}{}`))

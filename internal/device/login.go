@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/netip"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -32,6 +31,11 @@ func refuse(dst, req []byte, c protocol.Code) (coap.Code, []byte) {
 // It blocks its worker for at most GatewayTimeout, holding a relay slot.
 func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
 	m1 := req.Payload // valid until we return, which is all Start needs
+	// The first checks of spec section 7 come before we read the user.
+	if err := protocol.CheckProfile(a.dev.Profile(), m1); err != nil {
+		a.junk(req.From, "m1", err)
+		return refuse(dst, m1, protocol.CodeOf(err))
+	}
 	parsed, err := protocol.ParseM1(m1)
 	if err != nil {
 		a.junk(req.From, "m1", err)
@@ -144,42 +148,51 @@ func respondCode(err error) protocol.Code {
 	}
 }
 
-// serveConfirm handles m5: it tries tau_i against the logins pending from
-// the sender's IP address and establishes the one it verifies for.
+// serveConfirm handles the confirm request, sid || m5 (spec section 11):
+// it finds the pending login by sid, from whatever address, and
+// establishes it once its tau_i verifies.
 func (a *Agent) serveConfirm(_ context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
-	m5 := req.Payload
-	m, err := protocol.ParseM5(m5)
+	sid, m5, err := protocol.SplitConfirmPayload(req.Payload)
 	if err != nil {
+		// Too short to hold an m5: answered with profile byte 0x00.
+		a.junk(req.From, "m5", err)
+		return refuse(dst, nil, protocol.CodeOf(err))
+	}
+	// Section 7's checks of m5 come before the sid is looked up.
+	if err := protocol.CheckProfile(a.dev.Profile(), m5); err != nil {
 		a.junk(req.From, "m5", err)
 		return refuse(dst, m5, protocol.CodeOf(err))
 	}
-	if m.Profile != a.dev.Profile() {
-		a.refused("", req.From, "m5", protocol.ErrWrongProfile)
-		return refuse(dst, m5, protocol.ErrUnsupportedProfile)
+	if _, err := protocol.ParseM5(m5); err != nil {
+		a.junk(req.From, "m5", err)
+		return refuse(dst, m5, protocol.CodeOf(err))
 	}
-	cands := a.awaiting(req.From.Addr())
-	for _, p := range cands {
-		s, err := p.login.Confirm(m5)
-		switch {
-		case err == nil:
-			if err := a.establish(p, s, p.user); err != nil {
-				a.refused(p.user, req.From, "m5", busyError(err.Error()))
-				return refuse(dst, m5, protocol.ErrBusy)
-			}
-			a.established(p.user, req.From, s)
-			return coap.Changed, dst
-		case errors.Is(err, protocol.ErrSessionExpired):
+	p := a.awaiting(sid)
+	if p == nil {
+		if a.lookup(sid) != nil {
+			// The login has passed m5 already (section 7).
+			a.refused("", req.From, "m5", protocol.ErrStepReplay)
+			return refuse(dst, m5, protocol.ErrReplayed)
+		}
+		// Anyone can make up a sid: debug level, like other junk.
+		a.junk(req.From, "m5", localReason{"no login is waiting for m5 with this sid (never started, dropped or ended)", protocol.ErrRejected})
+		return refuse(dst, m5, protocol.ErrRejected)
+	}
+	s, err := p.login.Confirm(m5)
+	if err != nil {
+		// ErrBadM5 leaves the login pending; an expired one goes.
+		if errors.Is(err, protocol.ErrSessionExpired) {
 			a.drop(p)
 		}
-		// ErrBadM5: tau_i is another login's; ErrState: that login
-		// was confirmed or dropped meanwhile.
+		a.refused(p.user, req.From, "m5", err)
+		return refuse(dst, m5, protocol.CodeOf(err))
 	}
-	why := "no login is waiting for m5 from this address (never started, expired or already confirmed)"
-	if len(cands) > 0 {
-		why = fmt.Sprintf("tau_i verifies for none of the %d logins waiting for m5 from this address", len(cands))
+	if err := a.establish(p, s, p.user); err != nil {
+		a.refused(p.user, req.From, "m5", busyError(err.Error()))
+		return refuse(dst, m5, protocol.ErrBusy)
 	}
-	a.refused("", req.From, "m5", localReason{why, protocol.ErrRejected})
-	return refuse(dst, m5, protocol.ErrRejected)
+	a.established(p.user, req.From, s)
+	return coap.Changed, dst
 }
 
 // localReason is a precise reason of the agent's own, for its log; code is

@@ -400,11 +400,11 @@ func TestPerUserPendingCap(t *testing.T) {
 	}
 	r.mustLogin(r.enrol("bob"))
 	// alice's newest is still there and confirms.
-	_, m5, err := logins[4].Finish(m4s[4])
+	s, m5, err := logins[4].Finish(m4s[4])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, resp := r.post(pathConfirm, m5); code != coap.Changed {
+	if code, resp := r.post(pathConfirm, protocol.ConfirmPayload(nil, s.SID(), m5)); code != coap.Changed {
 		t.Fatalf("confirming alice's newest login: %s %x", code, resp)
 	}
 	wantSample(t, scrapeAgent(t, r.agent), `tagauth_device_user_evictions_total{table="pending"} 3`)

@@ -52,18 +52,21 @@ func (a *Agent) reserve(addr netip.Addr, user string) (*pendingLogin, error) {
 	return p, nil
 }
 
-// await marks p as waiting for m5 until dT from now. It reports false,
-// and abandons l, when p is no longer in the table because the agent is
-// stopping.
+// await marks p as waiting for m5 until dT from now, found by its sid
+// (spec section 11). It reports false, and abandons l, when p is no longer
+// in the table because the agent is stopping, or, with odds of 2^-64, when
+// another pending login has the same sid.
 func (a *Agent) await(p *pendingLogin, l *protocol.DeviceLogin) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !slices.Contains(a.pending[p.addr], p) {
+	_, taken := a.bySID[l.SID()]
+	if taken || !slices.Contains(a.pending[p.addr], p) {
 		l.Close()
 		return false
 	}
 	p.login = l
 	p.expires = a.cfg.Now().Add(a.cfg.Window)
+	a.bySID[l.SID()] = p
 	// A user (the gateway vouched for it) who leaves more logins
 	// unconfirmed than its bound loses its own oldest, never another
 	// user's: the newest is the one the user is waiting for.
@@ -98,6 +101,9 @@ func (a *Agent) dropLocked(p *pendingLogin) {
 	a.nPending--
 	if p.login != nil {
 		removeFrom(a.userWait, p.user, p)
+		if a.bySID[p.login.SID()] == p {
+			delete(a.bySID, p.login.SID())
+		}
 		p.login.Close()
 	}
 }
@@ -115,17 +121,12 @@ func removeFrom[T comparable](m map[string][]T, key string, x T) {
 	}
 }
 
-// awaiting returns the logins from addr that wait for m5.
-func (a *Agent) awaiting(addr netip.Addr) []*pendingLogin {
+// awaiting returns the login waiting for m5 whose session will have sid,
+// or nil.
+func (a *Agent) awaiting(sid [protocol.SIDSize]byte) *pendingLogin {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var out []*pendingLogin
-	for _, p := range a.pending[addr] {
-		if p.login != nil {
-			out = append(out, p)
-		}
-	}
-	return out
+	return a.bySID[sid]
 }
 
 // establish moves a login's session into the session table (dropping p
@@ -228,6 +229,7 @@ func (a *Agent) closeAll() {
 	clear(a.pending)
 	clear(a.userWait)
 	clear(a.userSess)
+	clear(a.bySID)
 	a.nPending = 0
 	for sid, s := range a.sessions {
 		s.s.Close()

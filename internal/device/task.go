@@ -49,7 +49,7 @@ func (a *Agent) handler(name string) TaskFunc {
 // task, seal the answer.
 func (a *Agent) serveTask(_ context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
 	rec := req.Payload
-	sid, err := protocol.SessionID(rec)
+	sid, err := protocol.SessionID(a.dev.Profile(), rec)
 	if err != nil {
 		a.log.Debug("task refused", "from", req.From.String(), "reason", err.Error())
 		return refuse(dst, rec, protocol.CodeOf(err))

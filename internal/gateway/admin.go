@@ -238,8 +238,13 @@ func (g *Gateway) storeError(w http.ResponseWriter, what string, err error) {
 }
 
 func (g *Gateway) handleInfo(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, adminapi.Info{Profile: g.profile.String(), KeyVersions: g.KeyVersions(),
-		Fingerprint: g.fingerprint, CoAP: g.coapPublic})
+	vs := g.KeyVersions()
+	kvs := make([]int, len(vs))
+	for i, v := range vs {
+		kvs[i] = int(v)
+	}
+	writeJSON(w, http.StatusOK, adminapi.Info{Profile: g.profile.String(), SpecVersion: protocol.SpecVersion,
+		KeyVersions: kvs, Fingerprint: g.fingerprint, CoAP: g.coapPublic})
 }
 
 // enrolment codes: 15 random bytes, base32 in groups of four, so that

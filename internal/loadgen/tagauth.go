@@ -273,8 +273,9 @@ func (a *Agents) Stop() {
 // of m5), without the task.
 //
 // Workers send from their own loopback address (127.1.x.y) when the
-// agents listen on 127.0.0.1: an agent matches m5 to its login by the
-// sender's address, and distinct users are distinct hosts in practice.
+// agents listen on 127.0.0.1, since distinct users are distinct hosts in
+// practice (an agent finds m5's login by the sid in front of it, from any
+// address).
 func LoginOps(f *Fleet, ag *Agents, tr *Traffic, workers int, login *Hist) func(int) (Op, error) {
 	optLogin, optConfirm, optTask := pathOptions(pathLogin), pathOptions(pathConfirm), pathOptions(pathTask)
 	task := []byte(`{"task":"sensor.read","args":"temperature"}`)
@@ -306,7 +307,7 @@ type loginOp struct {
 	w, workers, n                 int
 	login                         *Hist
 	optLogin, optConfirm, optTask message.Options
-	task, rec, pt                 []byte
+	task, rec, pt, confirm        []byte
 }
 
 func (o *loginOp) Do(context.Context) error {
@@ -332,7 +333,8 @@ func (o *loginOp) Do(context.Context) error {
 	}
 	defer s.Close()
 	if m5 != nil {
-		code, resp, err := o.conn.post(o.optConfirm, m5, &o.tr.CardDevice)
+		o.confirm = protocol.ConfirmPayload(o.confirm[:0], s.SID(), m5) // spec section 11: sid || m5
+		code, resp, err := o.conn.post(o.optConfirm, o.confirm, &o.tr.CardDevice)
 		if err != nil {
 			return err
 		}

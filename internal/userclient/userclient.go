@@ -51,8 +51,8 @@ type Conn struct {
 }
 
 // Login runs the login of FIG. 5 against the device agent at addr (its
-// identity did): m1 to /tagauth/login, m4 back, and under hardened m5 to
-// /tagauth/confirm. Errors from the device are reported with their wire
+// identity did): m1 to /tagauth/login, m4 back, and under hardened sid || m5
+// to /tagauth/confirm. Errors from the device are reported with their wire
 // code; a stale timestamp suggests checking clock sync.
 func Login(ctx context.Context, u *protocol.User, client *coap.Client, addr, did string) (*Conn, error) {
 	l, m1, err := u.Login(did)
@@ -72,7 +72,8 @@ func Login(ctx context.Context, u *protocol.User, client *coap.Client, addr, did
 		return nil, fmt.Errorf("login to %s: device's answer refused: %w", addr, err)
 	}
 	if m5 != nil {
-		code, resp, err := client.Post(ctx, addr, "/tagauth/confirm", m5)
+		// The confirm request names its login by sid (spec section 11).
+		code, resp, err := client.Post(ctx, addr, "/tagauth/confirm", protocol.ConfirmPayload(nil, s.SID(), m5))
 		if err != nil {
 			s.Close()
 			return nil, err
