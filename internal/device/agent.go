@@ -65,8 +65,10 @@
 // # Logs
 //
 // Every login outcome is logged at info level with the claimed user, the
-// outcome and the precise reason; messages that do not even parse, and
-// records for unknown sessions, which anyone can send, only at debug level.
+// outcome and the precise reason; refusals, which anyone can cause, at most
+// 10 lines per 10 s and then one line with the count of the rest (every
+// one is in the metrics); messages that do not even parse, and records for
+// unknown sessions, only at debug level. Echo challenges are not logged.
 // Keys, tags, message bytes and task arguments are never logged; task names
 // are logged with the authenticated user.
 package device
