@@ -447,3 +447,19 @@ func TestSourceLimitsBounded(t *testing.T) {
 		t.Error("a bucket holding a relay was dropped")
 	}
 }
+
+// TestSourceIPv6: a client on IPv6 is verified by its full address and
+// reported to the gateway in 16 bytes.
+func TestSourceIPv6(t *testing.T) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	r := newRig(t, protocol.Hardened, func(c *Config) { c.Listen = "[::1]:0" })
+	r.mustLogin(r.enrol("alice"))
+	if s := r.gw.seenSources(); len(s) != 1 || s[0] != string(net.IPv6loopback) {
+		t.Fatalf("gateway saw Source options %q, want ::1 in 16 bytes", s)
+	}
+	wantSample(t, scrapeAgent(t, r.agent), "tagauth_device_echo_challenges_total 1")
+}
