@@ -231,6 +231,14 @@ func userLogin(args []string, stdout, stderr io.Writer, task bool) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	client := &coap.Client{ACKTimeout: *ackTimeout}
+	// A mistyped --did would reach the gateway as a failed login and
+	// count toward the lockout: ask the device first.
+	if err := userclient.CheckDevice(ctx, client, *device, *did, u.Profile()); err != nil {
+		if errors.Is(err, userclient.ErrWrongDevice) {
+			return fail(fmt.Errorf("%w; nothing was sent that could count as a failed login", err))
+		}
+		return fail(err)
+	}
 	conn, err := userclient.Login(ctx, u, client, *device, *did)
 	if err != nil {
 		return fail(err)

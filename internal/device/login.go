@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/netip"
 
+	"github.com/plgd-dev/go-coap/v3/message"
+
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -40,6 +42,29 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 		return refuse(dst, m1, protocol.CodeOf(err))
 	}
 	user := string(parsed.ID)
+	from := req.From.Addr()
+	now := a.cfg.Now()
+
+	var srcOpt []message.Option
+	if !a.cfg.NoSourceVerification {
+		if !a.verified.has(from, now) {
+			if req.Echo == nil || !a.echo.valid(req.Echo, from, now) {
+				// RFC 9175 section 2.4: prove that you receive at this
+				// address. Nothing else runs, the replay cache is not
+				// touched, and the answer is smaller than the request.
+				a.metrics.echoChallenges.Inc()
+				req.SetResponseEcho(a.echo.mint(from, now))
+				return coap.Unauthorized, dst
+			}
+			a.verified.add(from, now)
+		}
+		srcOpt = sourceOption(from)
+	}
+	if why := a.limits.acquire(from, now); why != "" {
+		a.refused(user, req.From, "m1", limitError{why})
+		return refuse(dst, m1, protocol.ErrBusy)
+	}
+	defer a.limits.release(from)
 
 	select {
 	case a.relays <- struct{}{}:
@@ -61,13 +86,15 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 	}
 
 	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.GatewayTimeout)
-	code, m3, err := a.client.Post(ctx, a.gateway, pathVerify, m2)
+	code, m3, err := a.client.PostOptions(ctx, a.gateway, pathVerify, m2, srcOpt)
 	cancel()
 	if err != nil {
 		dl.Close()
 		a.drop(p)
 		// The coap error says where and after how many tries.
-		a.log.Warn("gateway unreachable", "gateway", a.gateway, "user", user, "from", req.From.String(), "err", err.Error())
+		if a.logSampled() {
+			a.log.Warn("gateway unreachable", "gateway", a.gateway, "user", user, "from", req.From.String(), "err", err.Error())
+		}
 		a.refused(user, req.From, "m2", busyError("gateway "+a.gateway+" unreachable"))
 		return refuse(dst, m1, protocol.ErrBusy)
 	}
@@ -187,12 +214,45 @@ type gatewayRefusal struct{ code protocol.Code }
 func (e gatewayRefusal) Error() string { return "gateway refused: " + e.code.String() }
 func (e gatewayRefusal) Unwrap() error { return e.code }
 
+// limitError is a login refused busy by the per-source limits; why is
+// reasonSourceRate or reasonSourceShare.
+type limitError struct{ why string }
+
+func (e limitError) Error() string { return e.why + " reached for this address" }
+func (e limitError) Unwrap() error { return protocol.ErrBusy }
+
 // refused logs a refused login step. user is the identity claimed in m1
 // (empty when unknown); it is never trusted for anything but the log.
+// Anyone can cause refusals, so the lines are sampled (logSampled); the
+// metrics count every one.
 func (a *Agent) refused(user string, from netip.AddrPort, step string, err error) {
 	a.metrics.login("refused", step, err)
+	if !a.logSampled() {
+		return
+	}
 	a.log.Info("login", "user", user, "from", from.String(), "outcome", "refused", "step", step,
 		"code", protocol.CodeOf(err).String(), "reason", err.Error())
+}
+
+// logSampled reports whether a refusal line may be written now, and
+// writes the count of the lines the last interval suppressed.
+func (a *Agent) logSampled() bool {
+	ok, n := a.logs.allow(a.cfg.Now())
+	a.reportSuppressed(n)
+	if !ok {
+		a.metrics.logSuppressed.Inc()
+	}
+	return ok
+}
+
+// flushRefusalLog reports the lines suppressed in an interval that has
+// ended, so that a flood that stops is still summed up.
+func (a *Agent) flushRefusalLog() { a.reportSuppressed(a.logs.flush(a.cfg.Now())) }
+
+func (a *Agent) reportSuppressed(n uint64) {
+	if n > 0 {
+		a.log.Warn("login refusals not logged (counted in tagauth_device_logins_total)", "lines", n, "interval", refusalLogEvery.String())
+	}
 }
 
 // junk logs, at debug level only, a message that does not even parse:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -173,6 +174,12 @@ func (c *coapConn) post(opts message.Options, payload []byte, link *Link) (coap.
 				link.repeat()
 				continue // a late answer to an earlier request
 			}
+			if echo, err := r.Options.GetBytes(coap.OptionEcho); err == nil && coap.Code(r.Code) == coap.Unauthorized && !hasEcho(opts) {
+				// The device asks this address to prove it receives
+				// there (RFC 9175): once per address and 10 minutes,
+				// so it allocates only then.
+				return c.post(append(slices.Clip(opts), message.Option{ID: coap.OptionEcho, Value: bytes.Clone(echo)}), payload, link)
+			}
 			return coap.Code(r.Code), r.Payload, nil
 		}
 		if try == c.tries {
@@ -183,4 +190,13 @@ func (c *coapConn) post(opts message.Options, payload []byte, link *Link) (coap.
 		}
 		timeout *= 2
 	}
+}
+
+func hasEcho(opts message.Options) bool {
+	for _, o := range opts {
+		if o.ID == coap.OptionEcho {
+			return true
+		}
+	}
+	return false
 }

@@ -251,6 +251,10 @@ func StartAgents(f *Fleet, tr *Traffic) (*Agents, error) {
 			// end its session soon, or thousands of logins a second fill
 			// the agent's session table (a real session idles 5 minutes).
 			SessionIdle: agentSessionIdle, MaxSessions: agentMaxSessions,
+			// Each worker is one address logging in as fast as it can,
+			// and few users may share many workers: lift the per-source
+			// and per-user bounds, which are for the field.
+			SourceRate: 1e9, SourceBurst: 1 << 30, MaxSessionsPerUser: agentMaxSessions, MaxPendingPerUser: agentMaxSessions,
 		})
 		if err != nil {
 			a.Stop()
