@@ -29,7 +29,7 @@ func TestStaleClock(t *testing.T) {
 	skew := 30 * time.Second
 	g, err := gwd.Open(gwd.Config{
 		DataDir: filepath.Join(t.TempDir(), "gw"), CoAPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		AdminToken: strings.Repeat("ab", 32), AuditOut: io.Discard, AllowAll: true,
+		AdminToken: "5f0c9e27d4b8a6130f7e2d9c4b1a8e63d05f72c9b4e8a1d6370c5f9e2b8d4a16", AuditOut: io.Discard, AllowAll: true, InsecureTestKDF: true,
 		Now: func() time.Time { return time.Now().Add(skew) },
 	})
 	if err != nil {
@@ -45,7 +45,7 @@ func TestStaleClock(t *testing.T) {
 	}
 	api := func(method, path string, in, out any) {
 		t.Helper()
-		if err := adminapi.DoJSON(ctx, hc, method, g.AdminURL()+path, strings.Repeat("ab", 32), in, out); err != nil {
+		if err := adminapi.DoJSON(ctx, hc, method, g.AdminURL()+path, "5f0c9e27d4b8a6130f7e2d9c4b1a8e63d05f72c9b4e8a1d6370c5f9e2b8d4a16", in, out); err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
 	}

@@ -205,7 +205,7 @@ type gateway struct {
 func startGateway(t *testing.T, data, profile, coapAddr string) *gateway {
 	t.Helper()
 	p := start(t, nil, "gateway", "serve", "--data", data, "--profile", profile,
-		"--coap", coapAddr, "--admin", "127.0.0.1:0", "--audit-log", data+"-audit.jsonl")
+		"--coap", coapAddr, "--admin", "127.0.0.1:0", "--audit-log", data+"-audit.jsonl", "--insecure-test-kdf")
 	g := &gateway{proc: p, data: data}
 	g.coap = p.waitLine(`CoAP verify:\s+(\S+)`)[1]
 	g.admin = p.waitLine(`admin API:\s+(\S+)`)[1]

@@ -51,7 +51,7 @@ func newMQTTWorldNoDevice(t *testing.T, profile string) *mqttWorld {
 	data := filepath.Join(dir, "gw")
 	p := start(t, mqttEnv("gateway"), "gateway", "serve", "--data", data, "--profile", profile,
 		"--coap", freeUDPPort(t), "--admin", "127.0.0.1:0", "--audit-log", data+"-audit.jsonl",
-		"--mqtt", b.URL(), "--mqtt-user", "gateway")
+		"--mqtt", b.URL(), "--mqtt-user", "gateway", "--insecure-test-kdf")
 	w.gw = &gateway{proc: p, data: data}
 	w.gw.coap = p.waitLine(`CoAP verify:\s+(\S+)`)[1]
 	w.gw.admin = p.waitLine(`admin API:\s+(\S+)`)[1]

@@ -82,7 +82,7 @@ func (rs *replicaSet) copyKeys(data string) {
 func startReplica(t *testing.T, data, storeURL, replayURL string) *gateway {
 	t.Helper()
 	p := start(t, replicaEnv, "gateway", "serve", "--data", data, "--coap", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-		"--audit-log", data+"-audit.jsonl", "--store", storeURL, "--replay", replayURL)
+		"--audit-log", data+"-audit.jsonl", "--store", storeURL, "--replay", replayURL, "--insecure-test-kdf")
 	g := &gateway{proc: p, data: data}
 	g.coap = p.waitLine(`CoAP verify:\s+(\S+)`)[1]
 	g.admin = p.waitLine(`admin API:\s+(\S+)`)[1]

@@ -90,7 +90,7 @@ func runBenchMQTT(count int, mosq, profile string, stdout, stderr io.Writer) err
 	// The gateway, as a child process.
 	data := filepath.Join(dir, "gw")
 	gw := exec.CommandContext(ctx, self, "gateway", "serve", "--data", data, "--coap", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-		"--allow-all", "--audit-log", filepath.Join(dir, "audit.jsonl"), "--log-level", "error", "--mqtt", brokerURL)
+		"--allow-all", "--audit-log", filepath.Join(dir, "audit.jsonl"), "--log-level", "error", "--mqtt", brokerURL, "--insecure-test-kdf")
 	if profile != "" {
 		gw.Args = append(gw.Args, "--cpuprofile", profile)
 	}

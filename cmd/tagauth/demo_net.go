@@ -117,6 +117,9 @@ func (d *netDemo) startGateway() (string, error) {
 		DataDir: filepath.Join(dir, "gateway"), Profile: d.profile,
 		CoAPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", AdminToken: d.token,
 		AuditOut: io.Discard,
+		// The demo's own card parameters are its gateway's floor (the
+		// spec's defaults unless a test asks for cheaper ones).
+		KDFFloor: d.kdf,
 	})
 	if err != nil {
 		return "", err

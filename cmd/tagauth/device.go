@@ -29,12 +29,17 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	gateway := fset.String("gateway", "", "gateway CoAP `host:port`, overriding the one in the credential file")
 	window := fset.Duration("window", protocol.DefaultWindow, "freshness window dT: how far a timestamp may be from this device's clock")
 	jsonLogs := fset.Bool("json", false, "write logs as JSON lines instead of text")
-	var mf mqttFlags
+	verifySource := fset.Bool("verify-source", true, "answer an m1 from an address not verified lately with a CoAP Echo challenge (RFC 9175) and tell the gateway the verified address; false only for clients that cannot answer Echo, and then anyone who knows a user's ID can lock that user out through this device")
+	sourceRate := fset.Float64("source-rate", device.DefaultSourceRate, "logins per second one client address may start (token bucket)")
+	sourceBurst := fset.Int("source-burst", device.DefaultSourceBurst, "logins one client address may start at once (token bucket size)")
+	perUserSessions := fset.Int("max-sessions-per-user", device.DefaultMaxSessionsPerUser, "sessions one user may hold on this device; a new one closes that user's oldest")
+	perUserPending := fset.Int("max-pending-per-user", device.DefaultMaxPendingPerUser, "logins one user may leave waiting for m5; a new one drops that user's oldest")
+	var mf mqttFlags // devicemqtt.go
 	mf.register(fset, "serve login, confirm and task")
 	relayVia := fset.String("relay", "", "how m2 reaches the gateway: mqtt (default with --mqtt) or coap (the credential's gateway address)")
 	metricsAddr := fset.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (plain HTTP, no authentication; PORT or :PORT binds 127.0.0.1)")
 	fset.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tagauth device --cred FILE [--listen :5683] [--gateway host:port] [--mqtt URL [--relay mqtt|coap]] [--window 10s] [--metrics ADDR] [--json]")
+		fmt.Fprintln(stderr, "usage: tagauth device --cred FILE [--listen :5683] [--gateway host:port] [--mqtt URL [--relay mqtt|coap]] [--window 10s] [--verify-source=true] [--source-rate 5] [--source-burst 20] [--metrics ADDR] [--json]")
 		fmt.Fprintln(stderr)
 		fmt.Fprintln(stderr, "Runs the device agent: users log in to this device through its gateway and send it")
 		fmt.Fprintln(stderr, "sealed tasks (built in: echo, sensor.read, control.write). Logs go to stderr.")
@@ -58,6 +63,14 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	}
 	if *window <= 0 || *window > time.Hour {
 		fmt.Fprintf(stderr, "tagauth device: --window %s is out of range (want more than 0 and at most 1h)\n", *window)
+		return 2
+	}
+	if *sourceRate <= 0 || *sourceRate > 1e6 || *sourceBurst < 1 || *sourceBurst > 1e6 {
+		fmt.Fprintf(stderr, "tagauth device: --source-rate %g and --source-burst %d must be positive (and at most 1e6)\n", *sourceRate, *sourceBurst)
+		return 2
+	}
+	if *perUserSessions < 1 || *perUserPending < 1 {
+		fmt.Fprintln(stderr, "tagauth device: --max-sessions-per-user and --max-pending-per-user must be at least 1")
 		return 2
 	}
 	metricsAt, err := metricsListenAddr(*metricsAddr)
@@ -98,6 +111,12 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 		Listen:     *listen,
 		Window:     *window,
 		Logger:     slog.New(h),
+
+		NoSourceVerification: !*verifySource,
+		SourceRate:           *sourceRate,
+		SourceBurst:          *sourceBurst,
+		MaxSessionsPerUser:   *perUserSessions,
+		MaxPendingPerUser:    *perUserPending,
 	}
 	mb, err := deviceMQTT(ctx, fset, &mf, *relayVia, &dcfg) // devicemqtt.go
 	if err != nil {
@@ -127,6 +146,9 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stdout, "metrics at http://%s/metrics\n", bound)
+	}
+	if !*verifySource {
+		slog.New(h).Warn("source verification is off (--verify-source=false): the gateway can only count failed logins per user, so anyone who knows a user's ID can lock that user out through this device")
 	}
 	if agent.Addr() != nil {
 		fmt.Fprintf(stdout, "device %s (%s) serving CoAP on %s, gateway %s; stop with Ctrl-C\n",

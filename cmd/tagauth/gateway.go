@@ -25,9 +25,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/config"
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/internal/store"
+	"github.com/tagauth/tagauth/internal/store/bolt"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -47,7 +50,7 @@ type gwSubcommand struct {
 func gwSubcommands() []gwSubcommand {
 	return []gwSubcommand{
 		{"serve", "--data DIR [flags]", "run the gateway (the default subcommand)", gwServeCmd},
-		{"keys", "list|rotate|retire VERSION --data DIR | --admin URL", "manage master keys; a running gateway picks changes up", gwKeys},
+		{"keys", "list|rotate|retire VERSION [--force] --data DIR | --admin URL", "manage master keys (retire refuses a version still in use unless --force)", gwKeys},
 		{"info", "[admin flags]", "show the gateway's profile, key versions and addresses (no token needed)", gwInfo},
 		{"enrol-code", "--user ID [--ttl 15m]", "make a one-time enrolment code for a user id", gwEnrolCode},
 		{"provision", "--id DID [--group G] --out FILE", "provision a device and write its credential file", gwProvision},
@@ -164,12 +167,15 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 	advertise := fset.String("advertise", "", "`host` clients dial when an address binds every interface (default 127.0.0.1)")
 	cert := fset.String("cert", "", "operator TLS certificate `file` (PEM) for the admin API, instead of the self-signed one")
 	key := fset.String("key", "", "private key `file` (PEM, mode 0600) of --cert")
-	window := fset.Duration("window", protocol.DefaultWindow, "freshness window dT")
+	window := durationFlag(fset, "window", protocol.DefaultWindow, "freshness window dT, from 1s to 1h")
 	replaySize := fset.Int("replay-size", gateway.DefaultReplaySize, "most logins the replay cache holds (memory bound; when full, logins answer busy)")
 	allowAll := fset.Bool("allow-all", false, "let every user log in to every device, without grants")
 	logLevel := fset.String("log-level", "info", "log `level`: debug, info, warn or error")
 	auditLog := fset.String("audit-log", "", "append audit records (JSON lines) to `file` instead of stderr")
 	storeURL := fset.String("store", "", "shared store `URL` of gateway replicas, postgres://user@host/db[?schema=S] (default: the embedded store in --data; see docs/OPERATIONS.md#replicas)")
+	kdfMinT := fset.Int("kdf-min-t", int(protocol.DefaultKDF.Time), "enrolment floor: least Argon2id time cost `t` of a hardened card")
+	kdfMinM := fset.Int("kdf-min-m", int(protocol.DefaultKDF.MemoryKiB), "enrolment floor: least Argon2id memory of a hardened card, in `KiB`")
+	insecureKDF := fset.Bool("insecure-test-kdf", false, "TESTS ONLY, INSECURE: accept any valid Argon2id parameters at enrolment, below the floor (cheap cards for load tests)")
 	replayURL := fset.String("replay", "", "shared replay cache `URL` of replicas, redis://host:6379/0[?prefix=P] (default: in memory; needs --store)")
 	args, benchFlags, err := takeBenchFlags(args) // hidden --cpuprofile and --debug-addr (bench.go)
 	if err != nil {
@@ -201,13 +207,14 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		fmt.Fprintf(stderr, "tagauth gateway: --profile: %v\n", err)
 		return 2
 	}
-	if *window <= 0 || *window > time.Hour {
-		fmt.Fprintf(stderr, "tagauth gateway: --window %s is out of range (want more than 0 and at most 1h)\n", *window)
-		return 2
-	}
-	if *replaySize < 1 {
-		fmt.Fprintln(stderr, "tagauth gateway: --replay-size must be at least 1")
-		return 2
+	// The same bounds as the configuration file's, named as flags.
+	for _, name := range config.Bounded() {
+		if fl := fset.Lookup(name); fl != nil {
+			if err := config.Check(name, fl.Value.String()); err != nil {
+				fmt.Fprintf(stderr, "tagauth gateway: --%s: %v\n", name, err)
+				return 2
+			}
+		}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -230,6 +237,11 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		AdminToken: os.Getenv(envAdminToken), TLSCert: *cert, TLSKey: *key, Window: *window,
 		ReplaySize: *replaySize, AllowAll: *allowAll, Logger: logger, AuditOut: auditOut,
 		StoreURL: *storeURL, ReplayURL: *replayURL,
+		KDFFloor:        protocol.KDFParams{Time: uint32(*kdfMinT), MemoryKiB: uint32(*kdfMinM), Threads: 1},
+		InsecureTestKDF: *insecureKDF,
+	}
+	if *insecureKDF {
+		logger.Warn("--insecure-test-kdf: enrolment accepts Argon2id parameters below the floor; never use it outside tests")
 	}
 	if err := ops.apply(&cfg); err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
@@ -290,17 +302,41 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 	return 0
 }
 
+// durationFlag is a duration flag that, like the configuration file,
+// wants a unit: "--window 10" says so instead of "parse error".
+func durationFlag(fset *flag.FlagSet, name string, value time.Duration, usage string) *time.Duration {
+	d := (*unitDuration)(&value)
+	fset.Var(d, name, usage)
+	return &value
+}
+
+type unitDuration time.Duration
+
+func (d *unitDuration) String() string { return time.Duration(*d).String() }
+
+func (d *unitDuration) Set(s string) error {
+	v, err := config.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = unitDuration(v)
+	return nil
+}
+
 // gwKeys is "tagauth gateway keys": it edits the key file, which a
 // running gateway watches.
 func gwKeys(args []string, stdout, stderr io.Writer) int {
 	if gwKeysUseAPI(args) { // gwops.go
 		return gwKeysAPI(args, stdout, stderr)
 	}
-	fset := gwFlags("keys", "list|rotate|retire VERSION --data DIR",
+	fset := gwFlags("keys", "list|rotate|retire VERSION [--force] --data DIR",
 		"Lists, rotates or retires the gateway's master keys. Rotation adds a version that new cards\n"+
 			"and device credentials use; older ones keep working until their version is retired.\n"+
-			"A running gateway picks the change up within a second (or at once on SIGHUP).", stderr)
+			"Retiring a version that active users or devices still hold is refused unless --force.\n"+
+			"With the gateway running the change goes through its admin API, found through --data;\n"+
+			"otherwise the key file is edited and the next start uses it.", stderr)
 	data := fset.String("data", "", "the gateway's data `directory` (required)")
+	force := fset.Bool("force", false, "retire: even if active users or devices still hold the version (they are refused from then on)")
 	pos, err := gwParse(fset, args)
 	if err != nil {
 		return gwParseExit(err)
@@ -319,6 +355,11 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 		fset.Usage()
 		return 2
 	}
+	// A running gateway holds the store: it counts holders and edits the
+	// key file itself (gwops.go).
+	if gwRunning(*data) {
+		return gwKeysAPI(args, stdout, stderr)
+	}
 	f, err := keyfile.Load(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "tagauth gateway keys: %v\n", err)
@@ -327,17 +368,27 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	snap, haveSnap, err := gwOfflineSnapshot(*data)
+	if err != nil {
+		fmt.Fprintf(stderr, "tagauth gateway keys: %v\n", err)
+		return 1
+	}
 	switch pos[0] {
 	case "list":
 		newest := f.Newest().Version
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "VERSION\tCREATED\t")
+		fmt.Fprintln(tw, "VERSION\tCREATED\tUSERS\tDEVICES\t")
 		for _, k := range f.Keys {
 			mark := ""
 			if k.Version == newest {
 				mark = "newest: new cards and credentials use it"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\n", k.Version, k.Created.UTC().Format(time.RFC3339), mark)
+			users, devices := "?", "?"
+			if haveSnap {
+				h := gateway.HoldersOf(snap, k.Version)
+				users, devices = strconv.Itoa(h.Users), strconv.Itoa(h.Devices)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", k.Version, k.Created.UTC().Format(time.RFC3339), users, devices, mark)
 		}
 		tw.Flush()
 		fmt.Fprintf(stdout, "profile %v\n", f.Profile)
@@ -360,7 +411,16 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tagauth gateway keys retire: VERSION must be a number from 1 to 255, not %q\n", pos[1])
 			return 2
 		}
-		err = f.Retire(uint8(v))
+		var held gateway.KeyHolders
+		if haveSnap {
+			held = gateway.HoldersOf(snap, uint8(v))
+			err = gateway.RetireCheck(held, *force)
+		} else if !*force {
+			err = fmt.Errorf("cannot tell who holds version %d: the gateway is not running and its store is not in %s (replicas share theirs): retire it with a gateway running, or with --force", v, *data)
+		}
+		if err == nil {
+			err = f.Retire(uint8(v))
+		}
 		if err == nil {
 			err = f.Save(path)
 		}
@@ -369,8 +429,48 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stdout, "retired master key version %d: cards and device credentials under it are refused from now on (re-enrol or re-provision them)\n", v)
+		if held.Any() {
+			fmt.Fprintf(stdout, "refused from now on: %s\n", gwText(held.String()))
+		}
 		return 0
 	}
+}
+
+// gwRunning tells whether a gateway serves the data directory: its
+// admin.json names an admin API that answers.
+func gwRunning(data string) bool {
+	if _, err := os.Stat(filepath.Join(data, gateway.AdminInfoName)); err != nil {
+		return false
+	}
+	o := gwAdminOpts{data: data, timeout: 5 * time.Second}
+	c, err := o.connect(false)
+	if err != nil {
+		return false
+	}
+	var info adminapi.Info
+	return c.do(http.MethodGet, "/v1/info", nil, &info) == nil
+}
+
+// gwOfflineSnapshot reads the registry from the embedded store of a data
+// directory no gateway is serving; ok is false when the store is not
+// there (a replica's is shared).
+func gwOfflineSnapshot(data string) (snap store.Snapshot, ok bool, err error) {
+	path := filepath.Join(data, gateway.StoreFileName)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return snap, false, nil
+	}
+	st, err := bolt.Open(path)
+	if err != nil {
+		return snap, false, fmt.Errorf("counting who holds each key version: %w", err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	snap, err = st.Snapshot(ctx)
+	if err != nil {
+		return snap, false, fmt.Errorf("counting who holds each key version: %w", err)
+	}
+	return snap, true, nil
 }
 
 // gwAdminOpts are the flags every admin client command takes.
@@ -470,6 +570,9 @@ func (o *gwAdminOpts) token() (string, error) {
 func (c *gwAdminClient) do(method, path string, in, out any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// A command makes a call or two: it holds no idle connection, which
+	// would count against the gateway's per-source limit.
+	defer c.hc.CloseIdleConnections()
 	return adminapi.DoJSON(ctx, c.hc, method, c.base+path, c.token, in, out)
 }
 
@@ -622,7 +725,7 @@ func gwRevoke(name, coll string, args []string, stdout, stderr io.Writer) int {
 		return rc
 	}
 	var rv gateway.Revoked
-	if err := c.do(http.MethodPost, "/v1/"+coll+"/"+url.PathEscape(pos[0])+"/revoke", nil, &rv); err != nil {
+	if err := c.do(http.MethodPost, "/v1/"+coll+"/revoke", adminapi.IDRequest{ID: pos[0]}, &rv); err != nil {
 		return gwFail(stderr, fset, err)
 	}
 	fmt.Fprintf(stdout, "revoked %s %s at %s\n", strings.TrimSuffix(coll, "s"), gwText(rv.ID), rv.RevokedAt.Local().Format(time.RFC3339))

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/config"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/lockout"
@@ -33,6 +33,8 @@ type gwOpsFlags struct {
 	lockoutOff                       *bool
 	lockoutFailures                  *int
 	lockoutWindow, lockoutFor        *time.Duration
+	lockoutUnfamiliar, lockoutMaxFam *int
+	lockoutFamiliarFor               *time.Duration
 	rateSource, rateDevice           *float64
 	rateSourceBurst, rateDeviceBurst *int
 	metricsTokenFile                 *string
@@ -40,16 +42,20 @@ type gwOpsFlags struct {
 
 func registerOpsFlags(fset *flag.FlagSet) *gwOpsFlags {
 	return &gwOpsFlags{
-		config:           fset.String("config", "", "configuration `file` (TOML): its settings are flags' defaults, flags given here override it (see docs/OPERATIONS.md)"),
-		lockoutOff:       fset.Bool("lockout-off", false, "disable the lockout of users after failed logins"),
-		lockoutFailures:  fset.Int("lockout-failures", lockout.DefaultMaxFailures, "failed logins of a user `n`, within --lockout-window, that lock it"),
-		lockoutWindow:    fset.Duration("lockout-window", lockout.DefaultWindow, "window in which failed logins count"),
-		lockoutFor:       fset.Duration("lockout-for", lockout.DefaultLockFor, "how long a lockout lasts (tagauth gateway unlock ends it early)"),
-		rateSource:       fset.Float64("rate-source", 0, "verify requests per second allowed per source IP `address` (0: no limit); over it: busy"),
-		rateSourceBurst:  fset.Int("rate-source-burst", 0, "burst of --rate-source (0: twice the rate)"),
-		rateDevice:       fset.Float64("rate-device", 0, "verify requests per second allowed per device `id` (0: no limit); over it: busy"),
-		rateDeviceBurst:  fset.Int("rate-device-burst", 0, "burst of --rate-device (0: twice the rate)"),
-		metricsTokenFile: fset.String("metrics-token-file", "", "`file` holding a read-only token for GET /metrics (or "+envMetricsToken+"); the admin token works too"),
+		config:          fset.String("config", "", "configuration `file` (TOML): its settings are flags' defaults, flags given here override it (see docs/OPERATIONS.md)"),
+		lockoutOff:      fset.Bool("lockout-off", false, "disable the lockout of users after failed logins"),
+		lockoutFailures: fset.Int("lockout-failures", lockout.DefaultMaxFailures, "failed logins of a user from one source `n`, within --lockout-window, that lock that source"),
+		lockoutWindow:   fset.Duration("lockout-window", lockout.DefaultWindow, "window in which failed logins count"),
+		lockoutFor:      fset.Duration("lockout-for", lockout.DefaultLockFor, "how long a lockout lasts (tagauth gateway unlock ends it early)"),
+		lockoutUnfamiliar: fset.Int("lockout-unfamiliar-failures", lockout.DefaultUnfamiliarFailures,
+			"failed logins of a user `n`, within --lockout-window, from sources it has not logged in from lately (or unverified ones) that lock all of those"),
+		lockoutFamiliarFor: fset.Duration("lockout-familiar-for", lockout.DefaultFamiliarFor, "how long a successful login makes its source familiar to the user"),
+		lockoutMaxFam:      fset.Int("lockout-max-familiar", lockout.DefaultMaxFamiliar, "familiar sources kept per user `n` (the most recent)"),
+		rateSource:         fset.Float64("rate-source", 0, "verify requests per second allowed per source IP `address` (0: no limit); over it: busy"),
+		rateSourceBurst:    fset.Int("rate-source-burst", 0, "burst of --rate-source (0: twice the rate)"),
+		rateDevice:         fset.Float64("rate-device", 0, "verify requests per second allowed per device `id` (0: no limit); over it: busy"),
+		rateDeviceBurst:    fset.Int("rate-device-burst", 0, "burst of --rate-device (0: twice the rate)"),
+		metricsTokenFile:   fset.String("metrics-token-file", "", "`file` holding a read-only token for GET /metrics (or "+envMetricsToken+"); the admin token works too"),
 	}
 }
 
@@ -61,8 +67,18 @@ func (f *gwOpsFlags) apply(cfg *gateway.Config) error {
 	if *f.lockoutWindow <= 0 || *f.lockoutFor <= 0 {
 		return errors.New("--lockout-window and --lockout-for must be positive durations")
 	}
+	if *f.lockoutUnfamiliar < 1 || *f.lockoutUnfamiliar > lockout.MaxTracked {
+		return fmt.Errorf("--lockout-unfamiliar-failures must be from 1 to %d", lockout.MaxTracked)
+	}
+	if *f.lockoutMaxFam < 1 || *f.lockoutMaxFam > lockout.MaxFamiliarLimit {
+		return fmt.Errorf("--lockout-max-familiar must be from 1 to %d", lockout.MaxFamiliarLimit)
+	}
+	if *f.lockoutFamiliarFor < time.Minute {
+		return errors.New("--lockout-familiar-for must be at least 1m")
+	}
 	cfg.LockoutOff = *f.lockoutOff
-	cfg.Lockout = lockout.Policy{MaxFailures: *f.lockoutFailures, Window: *f.lockoutWindow, LockFor: *f.lockoutFor}
+	cfg.Lockout = lockout.Policy{MaxFailures: *f.lockoutFailures, Window: *f.lockoutWindow, LockFor: *f.lockoutFor,
+		UnfamiliarFailures: *f.lockoutUnfamiliar, FamiliarFor: *f.lockoutFamiliarFor, MaxFamiliar: *f.lockoutMaxFam}
 	var err error
 	if cfg.SourceLimit, err = rateLimit("rate-source", *f.rateSource, *f.rateSourceBurst); err != nil {
 		return err
@@ -78,8 +94,10 @@ func (f *gwOpsFlags) apply(cfg *gateway.Config) error {
 		}
 		tok = strings.TrimSpace(string(b))
 	}
-	if tok != "" && len(tok) < 16 {
-		return errors.New("the metrics token is shorter than 16 characters: use a long random one")
+	if tok != "" {
+		if err := gateway.CheckTokenStrength(tok); err != nil {
+			return fmt.Errorf("the metrics token: %w", err)
+		}
 	}
 	cfg.MetricsToken = tok
 	return nil
@@ -149,7 +167,7 @@ func gwUnlock(args []string, stdout, stderr io.Writer) int {
 		return rc
 	}
 	var u gateway.Unlocked
-	if err := c.do(http.MethodPost, "/v1/users/"+url.PathEscape(pos[0])+"/unlock", nil, &u); err != nil {
+	if err := c.do(http.MethodPost, "/v1/users/unlock", adminapi.IDRequest{ID: pos[0]}, &u); err != nil {
 		return gwFail(stderr, fset, err)
 	}
 	if u.WasLocked {
@@ -161,10 +179,14 @@ func gwUnlock(args []string, stdout, stderr io.Writer) int {
 }
 
 func gwLocks(args []string, stdout, stderr io.Writer) int {
-	return gwList(args, stdout, stderr, "locks", "Lists the users locked out by failed logins.", "/v1/locks",
-		"USER\tLOCKED UNTIL", func(tw io.Writer, l *gateway.LockList) {
+	return gwList(args, stdout, stderr, "locks", "Lists the locks set by failed logins: of a user's logins from one source, or from\nevery source the user has not logged in from lately (\"unfamiliar sources\").", "/v1/locks",
+		"USER\tLOCKED FOR\tUNTIL", func(tw io.Writer, l *gateway.LockList) {
 			for _, x := range l.Locks {
-				fmt.Fprintf(tw, "%s\t%s\n", gwText(x.User), gwTime(x.Until))
+				what := x.Scope
+				if x.Source != "" {
+					what = "source " + x.Source
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", gwText(x.User), gwText(what), gwTime(x.Until))
 			}
 			fmt.Fprintf(tw, "(policy: %s)\n", gwText(l.Policy))
 		})
@@ -201,11 +223,12 @@ func gwKeysUseAPI(args []string) bool {
 // gwKeysAPI is "tagauth gateway keys" through the admin API, for an
 // operator who is not on the gateway's host.
 func gwKeysAPI(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("keys", "list|rotate|retire VERSION --admin URL [admin flags]",
+	fset := gwFlags("keys", "list|rotate|retire VERSION [--force] --admin URL [admin flags]",
 		"Lists, rotates or retires the gateway's master keys through the admin API.", stderr)
 	var opts gwAdminOpts
 	opts.register(fset)
 	asJSON := fset.Bool("json", false, "print JSON (list)")
+	force := fset.Bool("force", false, "retire: even if active users or devices still hold the version (they are refused from then on)")
 	pos, err := gwParse(fset, args)
 	if err != nil {
 		return gwParseExit(err)
@@ -254,10 +277,18 @@ func gwKeysAPI(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tagauth gateway keys retire: VERSION must be a number from 1 to 255, not %q\n", pos[1])
 			return 2
 		}
-		if err := c.do(http.MethodPost, "/v1/keys/"+strconv.FormatUint(v, 10)+"/retire", nil, nil); err != nil {
+		path := "/v1/keys/" + strconv.FormatUint(v, 10) + "/retire"
+		if *force {
+			path += "?force=1"
+		}
+		var kc gateway.KeyChange
+		if err := c.do(http.MethodPost, path, nil, &kc); err != nil {
 			return gwFail(stderr, fset, err)
 		}
 		fmt.Fprintf(stdout, "retired master key version %d: cards and device credentials under it are refused from now on (re-enrol or re-provision them)\n", v)
+		if kc.HeldBy != nil {
+			fmt.Fprintf(stdout, "refused from now on: %s\n", gwText(kc.HeldBy.String()))
+		}
 		return 0
 	}
 }
@@ -270,7 +301,10 @@ func printOps(w io.Writer, g *gateway.Gateway, cfg *gateway.Config) {
 	if cfg.LockoutOff {
 		fmt.Fprintln(w, "  lockout:      off")
 	} else {
-		fmt.Fprintf(w, "  lockout:      %s\n", cfg.Lockout)
+		p := cfg.Lockout.WithDefaults()
+		fmt.Fprintf(w, "  lockout:      %s, per (user, source)\n", cfg.Lockout)
+		fmt.Fprintf(w, "                %d from unfamiliar or unverified sources lock those; sources stay familiar %s after a login (%d per user)\n",
+			p.UnfamiliarFailures, p.FamiliarFor, p.MaxFamiliar)
 	}
 	limit := func(rl gateway.RateLimit) string {
 		if rl.Rate <= 0 {

@@ -234,9 +234,11 @@ func userLogin(args []string, stdout, stderr io.Writer, task bool) int {
 	defer u.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	var dev transport.Poster = transport.CoAP{Client: &coap.Client{ACKTimeout: *ackTimeout}, Addr: *device}
+	var dev transport.Poster
 	if broker, ok := mqttDevice(*device); ok || mf.url != "" {
 		// Through the broker (spec section 12): no UDP to the device.
+		// Its topic comes from --did, so a mistyped DID reaches no
+		// device at all (a timeout), never a gateway.
 		if ok {
 			mf.url = broker
 		}
@@ -253,6 +255,17 @@ func userLogin(args []string, stdout, stderr io.Writer, task bool) int {
 			return fail(err)
 		}
 		dev = rq.Device(*did)
+	} else {
+		client := &coap.Client{ACKTimeout: *ackTimeout}
+		// A mistyped --did would reach the gateway as a failed login and
+		// count toward the lockout: ask the device first.
+		if err := userclient.CheckDevice(ctx, client, *device, *did, u.Profile()); err != nil {
+			if errors.Is(err, userclient.ErrWrongDevice) {
+				return fail(fmt.Errorf("%w; nothing was sent that could count as a failed login", err))
+			}
+			return fail(err)
+		}
+		dev = transport.CoAP{Client: client, Addr: *device}
 	}
 	conn, err := userclient.LoginVia(ctx, u, dev, *did)
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/tagauth/tagauth/protocol"
@@ -211,4 +213,26 @@ type Info struct {
 // ErrorBody is every error answer's body.
 type ErrorBody struct {
 	Error string `json:"error"`
+}
+
+// IDRequest names the identity of POST /v1/users/unlock,
+// /v1/users/revoke and /v1/devices/revoke. Carried in the body, every
+// identity of the spec arrives intact, whatever routers and proxies do to
+// paths (Go's router, for one, cannot match a segment that is an escaped
+// "/"): the CLI and the console use these routes.
+type IDRequest struct {
+	ID string `json:"id"`
+}
+
+// PathSegment escapes an identity for one segment of an admin API path,
+// such as /v1/users/{id}/revoke. Every identity the protocol allows (1 to
+// 64 bytes of UTF-8 without NUL) survives: url.PathEscape already escapes
+// "/", "%", "?", spaces and non-ASCII; this also escapes every ".", since
+// the segments "." and ".." would otherwise be cleaned away by the
+// server's router (and by browsers and proxies) before the id is read.
+// One identity still cannot travel in a path: "/" alone (Go's router takes
+// a segment that unescapes to "/" for a trailing slash); IDRequest can
+// carry it.
+func PathSegment(id string) string {
+	return strings.ReplaceAll(url.PathEscape(id), ".", "%2E")
 }

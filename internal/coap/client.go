@@ -49,6 +49,10 @@ type Client struct {
 	// and payload) that Post sends and receives, so that a caller can
 	// measure what a protocol step costs on the wire.
 	Traffic *Traffic
+	// LocalAddr, when not nil, is the address requests are sent from
+	// (its port normally zero); nil lets the system choose. A device
+	// or a test with several addresses picks one.
+	LocalAddr *net.UDPAddr
 
 	// idle keeps the sockets of finished exchanges for the next Post to
 	// the same address (see Post).
@@ -78,6 +82,16 @@ const (
 type Traffic struct {
 	SentDatagrams, SentBytes         atomic.Uint64
 	ReceivedDatagrams, ReceivedBytes atomic.Uint64
+	// Repeats counts, among those datagrams, the ones a lossless exchange
+	// would not have had: retransmitted requests, and datagrams received
+	// that answer no request in flight (late duplicates, noise).
+	Repeats atomic.Uint64
+}
+
+func (t *Traffic) repeat() {
+	if t != nil {
+		t.Repeats.Add(1)
+	}
 }
 
 func (t *Traffic) sent(n int) {
@@ -114,7 +128,37 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, maxResponse+1); ret
 // thousands of logins to its gateway then saves a socket, a connect and a
 // close per login. A response code in class 4 or 5 is returned as a Code,
 // not as an error.
+//
+// A 4.01 that carries an Echo option (RFC 9175) is the server asking the
+// client to prove that it receives at its address: Post repeats the
+// request once, as a new exchange carrying that Echo value, and returns
+// the answer to the repetition.
 func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (Code, []byte, error) {
+	return c.PostOptions(ctx, addr, path, payload, nil)
+}
+
+// PostOptions is Post with extra request options, such as OptionSource on
+// a relayed verify. opts must not include Uri-Path or Content-Format,
+// which Post sets.
+func (c *Client) PostOptions(ctx context.Context, addr, path string, payload []byte, opts []message.Option) (Code, []byte, error) {
+	code, resp, echo, err := c.exchange(ctx, addr, path, payload, opts)
+	if err != nil || echo == nil {
+		return code, resp, err
+	}
+	with := make([]message.Option, 0, len(opts)+1)
+	for _, o := range opts {
+		if o.ID != OptionEcho {
+			with = append(with, o)
+		}
+	}
+	with = append(with, message.Option{ID: OptionEcho, Value: echo})
+	code, resp, _, err = c.exchange(ctx, addr, path, payload, with)
+	return code, resp, err
+}
+
+// exchange runs one CON exchange. echo is the Echo value of a 4.01
+// answer, nil for any other answer.
+func (c *Client) exchange(ctx context.Context, addr, path string, payload []byte, opts []message.Option) (Code, []byte, []byte, error) {
 	ackTimeout, maxRe := DefaultACKTimeout, DefaultMaxRetransmit
 	var traffic *Traffic
 	if c != nil {
@@ -129,15 +173,18 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 
 	var ids [11]byte
 	if _, err := rand.Read(ids[:]); err != nil {
-		return 0, nil, fmt.Errorf("coap: %w", err)
+		return 0, nil, nil, fmt.Errorf("coap: %w", err)
 	}
 	token := ids[3 : 3+4+int(ids[2])%5] // 4 to 8 bytes: unguessable by off-path senders
 	sock := c.take(addr)
 	if sock == nil {
 		var d net.Dialer
+		if c != nil && c.LocalAddr != nil {
+			d.LocalAddr = c.LocalAddr
+		}
 		nc, err := d.DialContext(ctx, "udp", addr)
 		if err != nil {
-			return 0, nil, fmt.Errorf("coap: %s: %w", addr, err)
+			return 0, nil, nil, fmt.Errorf("coap: %s: %w", addr, err)
 		}
 		sock = &clientSocket{conn: nc.(*net.UDPConn), mid: binary.BigEndian.Uint16(ids[:2])}
 	}
@@ -151,9 +198,9 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 			conn.Close()
 		}
 	}()
-	req, err := encodeRequest(mid, token, path, payload)
+	req, err := encodeRequest(mid, token, path, payload, opts)
 	if err != nil {
-		return 0, nil, fmt.Errorf("coap: request to %s%s: %w", addr, slashed(path), err)
+		return 0, nil, nil, fmt.Errorf("coap: request to %s%s: %w", addr, slashed(path), err)
 	}
 
 	// A done ctx moves the read deadline to the past, which ends a
@@ -184,12 +231,15 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 		now := time.Now()
 		if !acked && !now.Before(next) {
 			if tries > maxRe {
-				return 0, nil, noAnswer(ErrTimeout)
+				return 0, nil, nil, noAnswer(ErrTimeout)
 			}
 			if _, err := conn.Write(req); err != nil {
-				return 0, nil, fmt.Errorf("coap: cannot send to %s: %w", addr, err)
+				return 0, nil, nil, fmt.Errorf("coap: cannot send to %s: %w", addr, err)
 			}
 			traffic.sent(len(req))
+			if tries > 0 {
+				traffic.repeat()
+			}
 			tries++
 			next = now.Add(timeout)
 			timeout *= 2
@@ -197,30 +247,30 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 		deadline := next
 		if acked {
 			if !now.Before(sepUntil) {
-				return 0, nil, fmt.Errorf("coap: %s acknowledged the request but sent no response (%w)", addr, ErrTimeout)
+				return 0, nil, nil, fmt.Errorf("coap: %s acknowledged the request but sent no response (%w)", addr, ErrTimeout)
 			}
 			deadline = sepUntil
 		}
 		if err := conn.SetReadDeadline(deadline); err != nil {
-			return 0, nil, fmt.Errorf("coap: %s: %w", addr, err)
+			return 0, nil, nil, fmt.Errorf("coap: %s: %w", addr, err)
 		}
 		// Checked after setting the deadline: a cancellation from now on
 		// resets it (see AfterFunc above), one before is seen here.
 		if err := ctx.Err(); err != nil {
-			return 0, nil, noAnswer(err)
+			return 0, nil, nil, noAnswer(err)
 		}
 		n, err := conn.Read(buf)
 		if err != nil {
 			var ne net.Error
 			switch {
 			case ctx.Err() != nil:
-				return 0, nil, noAnswer(ctx.Err())
+				return 0, nil, nil, noAnswer(ctx.Err())
 			case errors.As(err, &ne) && ne.Timeout():
 				continue
 			case errors.Is(err, syscall.ECONNREFUSED):
-				return 0, nil, noAnswer(syscall.ECONNREFUSED)
+				return 0, nil, nil, noAnswer(syscall.ECONNREFUSED)
 			default:
-				return 0, nil, fmt.Errorf("coap: reading from %s: %w", addr, err)
+				return 0, nil, nil, fmt.Errorf("coap: reading from %s: %w", addr, err)
 			}
 		}
 		traffic.received(n)
@@ -228,13 +278,15 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 			continue // cannot happen over UDP; never parse a cut datagram
 		}
 		switch classify(buf[:n], &resp, mid, token) {
+		case gotNoise:
+			traffic.repeat()
 		case gotEmptyACK:
 			if !acked {
 				acked = true
 				sepUntil = time.Now().Add(maxTransmitWait(ackTimeout, maxRe))
 			}
 		case gotReset:
-			return 0, nil, fmt.Errorf("coap: %s answered %s with a reset: %w", addr, slashed(path), ErrReset)
+			return 0, nil, nil, fmt.Errorf("coap: %s answered %s with a reset: %w", addr, slashed(path), ErrReset)
 		case gotSeparateCON:
 			// A separate response (RFC 7252 section 5.2.2), possibly
 			// before its empty ACK, which may have been lost.
@@ -244,12 +296,25 @@ func (c *Client) Post(ctx context.Context, addr, path string, payload []byte) (C
 				}
 			}
 			keep = true
-			return Code(resp.Code), bytes.Clone(resp.Payload), nil
+			return Code(resp.Code), bytes.Clone(resp.Payload), echoOf(&resp), nil
 		case gotResponse:
 			keep = true
-			return Code(resp.Code), bytes.Clone(resp.Payload), nil
+			return Code(resp.Code), bytes.Clone(resp.Payload), echoOf(&resp), nil
 		}
 	}
+}
+
+// echoOf returns a copy of the Echo value of a 4.01 response, or nil.
+func echoOf(resp *message.Message) []byte {
+	if Code(resp.Code) != Unauthorized {
+		return nil
+	}
+	for _, o := range resp.Options {
+		if o.ID == OptionEcho && len(o.Value) >= 1 && len(o.Value) <= MaxEcho {
+			return bytes.Clone(o.Value)
+		}
+	}
+	return nil
 }
 
 // replyKind is what one datagram received by Post means for its request.
@@ -352,13 +417,16 @@ func maxTransmitWait(ackTimeout time.Duration, maxRe int) time.Duration {
 	return ackTimeout * time.Duration(1<<(maxRe+1)-1) * 3 / 2
 }
 
-func encodeRequest(mid uint16, token []byte, path string, payload []byte) ([]byte, error) {
+func encodeRequest(mid uint16, token []byte, path string, payload []byte, extra []message.Option) ([]byte, error) {
 	pathBuf := make([]byte, len(path))
-	opts, _, err := make(message.Options, 0, 8).SetPath(pathBuf, path)
+	opts, _, err := make(message.Options, 0, 8+len(extra)).SetPath(pathBuf, path)
 	if err != nil {
 		return nil, fmt.Errorf("bad path: %w", err)
 	}
 	opts = opts.Add(message.Option{ID: message.ContentFormat, Value: contentOctets})
+	for _, o := range extra {
+		opts = opts.Add(o) // Add keeps the options sorted by number
+	}
 	m := message.Message{
 		Token:     token,
 		Options:   opts,

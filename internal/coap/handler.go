@@ -27,14 +27,35 @@ type Request struct {
 	// nil when it has none. Like Payload it is valid only during the call.
 	Source []byte
 	// Peer is set only by a binding without addresses (MQTT, package
-	// mqttbind): the name of the requester (its reply topic's client
-	// identifier) after the binding verified that the requester receives
-	// there. The CoAP server never sets it, so no datagram can forge it.
+	// mqttbind): a name of the requester, made from its reply topic's
+	// client identifier (mqttbind.SourceName), after the binding verified
+	// that the requester receives there. The CoAP server never sets it,
+	// so no datagram can forge it.
 	Peer []byte
 	// Index is the request's position among the requests the handler
 	// has seen in its worker's current batch, from 0 (see
 	// Server.Commit).
 	Index int
+
+	// respEcho is the Echo option of the response, set by SetResponseEcho
+	// and copied into echoBuf so that setting it allocates nothing.
+	respEcho []byte
+	echoBuf  [MaxEcho]byte
+}
+
+// MaxEcho is the longest Echo value RFC 9175 allows (section 2.2.1).
+const MaxEcho = 40
+
+// SetResponseEcho gives the response to this request an Echo option with
+// value v (1 to MaxEcho bytes; v is copied), as a server does in a 4.01
+// that asks the client to prove it can receive at its address (RFC 9175
+// section 2.4). An empty or longer v clears it.
+func (r *Request) SetResponseEcho(v []byte) {
+	if len(v) == 0 || len(v) > MaxEcho {
+		r.respEcho = nil
+		return
+	}
+	r.respEcho = r.echoBuf[:copy(r.echoBuf[:], v)]
 }
 
 // Option numbers beyond RFC 7252 that tagauth reads or writes.

@@ -362,6 +362,7 @@ func (w *worker) handle(d []byte, from netip.AddrPort) []byte {
 // dispatch validates the decoded request in w.msg and runs the handler.
 func (w *worker) dispatch(from netip.AddrPort) (Code, []byte) {
 	m := &w.msg
+	w.req.respEcho = nil
 	if Code(m.Code) != methodPOST {
 		return MethodNotAllowed, nil
 	}
@@ -411,7 +412,7 @@ func (w *worker) dispatch(from netip.AddrPort) (Code, []byte) {
 		case OptionEcho:
 			// Elective: only the first counts (RFC 7252 section 5.4.5);
 			// an illegal length is ignored like an unknown elective option.
-			if echo == nil && len(o.Value) >= 1 && len(o.Value) <= 40 {
+			if echo == nil && len(o.Value) >= 1 && len(o.Value) <= MaxEcho {
 				echo = o.Value
 			}
 		case OptionSource:
@@ -506,6 +507,10 @@ func (w *worker) encodeResponse(code Code, payload []byte) []byte {
 	}
 	if len(payload) > 0 {
 		resp.Options = append(resp.Options, message.Option{ID: message.ContentFormat, Value: contentOctets})
+	}
+	if e := w.req.respEcho; e != nil {
+		// Option numbers ascend: Echo (252) follows Content-Format (12).
+		resp.Options = append(resp.Options, message.Option{ID: OptionEcho, Value: e})
 	}
 	return w.encode(&resp)
 }

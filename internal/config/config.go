@@ -19,6 +19,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
@@ -46,6 +47,10 @@ type Gateway struct {
 	Replay *string `toml:"replay" flag:"replay"`
 	// MetricsTokenFile names a file holding the read-only metrics token.
 	MetricsTokenFile *string `toml:"metrics_token_file" flag:"metrics-token-file"`
+	// KDFMinT and KDFMinMKiB are the enrolment floor on the Argon2id
+	// parameters of hardened cards.
+	KDFMinT    *int `toml:"kdf_min_t" flag:"kdf-min-t"`
+	KDFMinMKiB *int `toml:"kdf_min_m_kib" flag:"kdf-min-m"`
 
 	Lockout   Lockout   `toml:"lockout"`
 	RateLimit RateLimit `toml:"rate_limit"`
@@ -66,6 +71,10 @@ type Lockout struct {
 	MaxFailures *int      `toml:"max_failures" flag:"lockout-failures"`
 	Window      *Duration `toml:"window" flag:"lockout-window"`
 	LockFor     *Duration `toml:"lock_for" flag:"lockout-for"`
+	// Sources (smart lockout): see docs/OPERATIONS.md.
+	UnfamiliarFailures *int      `toml:"unfamiliar_failures" flag:"lockout-unfamiliar-failures"`
+	FamiliarFor        *Duration `toml:"familiar_for" flag:"lockout-familiar-for"`
+	MaxFamiliar        *int      `toml:"max_familiar" flag:"lockout-max-familiar"`
 }
 
 // RateLimit is the [rate_limit] table.
@@ -76,17 +85,36 @@ type RateLimit struct {
 	DeviceBurst *int     `toml:"device_burst" flag:"rate-device-burst"`
 }
 
-// Duration is a duration written as Go writes one: "10s", "5m", "1h30m".
+// Duration is a duration written as Go writes one, as a string with a
+// unit: "10s", "5m", "1h30m". A bare number is refused: "window = 10"
+// would otherwise be 10 ns.
 type Duration time.Duration
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("%q is not a duration (write it like 10s, 5m or 1h30m)", b)
+		return err
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// ErrNoUnit is the error of a duration written without a unit.
+var ErrNoUnit = errors.New(`a duration needs a unit, e.g. "10s"`)
+
+// ParseDuration parses a duration as the file and the flags write it. A
+// number without a unit is ErrNoUnit, even "0", so that no setting is
+// read in an unit its writer did not mean.
+func ParseDuration(s string) (time.Duration, error) {
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		return 0, ErrNoUnit
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (write it like 10s, 5m or 1h30m)", s)
+	}
+	return v, nil
 }
 
 // String formats d as time.Duration does, which the flag parses back.
@@ -108,12 +136,60 @@ func Load(path string) (*Gateway, error) {
 // Parse reads a configuration file's content.
 func Parse(b []byte) (*Gateway, error) {
 	var g Gateway
+	if err := durationsHaveUnits(b); err != nil {
+		return nil, err
+	}
 	dec := toml.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&g); err != nil {
 		return nil, explain(err)
 	}
+	var errs []error
+	for _, s := range g.Settings() {
+		if err := Check(s.Flag, s.Value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.Key, err))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
 	return &g, nil
+}
+
+// durationsHaveUnits refuses a duration setting written as a TOML number:
+// go-toml decodes an integer straight into Duration's int64, which would
+// make "window = 10" ten nanoseconds.
+func durationsHaveUnits(b []byte) error {
+	var raw map[string]any
+	if err := toml.Unmarshal(b, &raw); err != nil {
+		return explain(err)
+	}
+	var errs []error
+	var visit func(t reflect.Type, m map[string]any, prefix string)
+	visit = func(t reflect.Type, m map[string]any, prefix string) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			key := f.Tag.Get("toml")
+			v, ok := m[key]
+			if !ok {
+				continue
+			}
+			if f.Type.Kind() == reflect.Struct {
+				if sub, ok := v.(map[string]any); ok {
+					visit(f.Type, sub, prefix+key+".")
+				}
+				continue
+			}
+			if f.Type.Elem() != reflect.TypeFor[Duration]() {
+				continue
+			}
+			if _, isString := v.(string); !isString {
+				errs = append(errs, fmt.Errorf("%s%s: %w", prefix, key, ErrNoUnit))
+			}
+		}
+	}
+	visit(reflect.TypeFor[Gateway](), raw, "")
+	return errors.Join(errs...)
 }
 
 // explain turns go-toml's errors into one line per problem with its
@@ -132,9 +208,9 @@ func explain(err error) error {
 	if errors.As(err, &de) {
 		row, col := de.Position()
 		if k := de.Key(); len(k) > 0 {
-			return fmt.Errorf("line %d column %d: %s: %s", row, col, keyName(k), de.Error())
+			return fmt.Errorf("line %d column %d: %s: %s", row, col, keyName(k), strings.TrimPrefix(de.Error(), "toml: "))
 		}
-		return fmt.Errorf("line %d column %d: %s", row, col, de.Error())
+		return fmt.Errorf("line %d column %d: %s", row, col, strings.TrimPrefix(de.Error(), "toml: "))
 	}
 	return err
 }

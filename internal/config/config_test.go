@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,5 +82,93 @@ func TestEmpty(t *testing.T) {
 	g, err := config.Parse(nil)
 	if err != nil || len(g.Settings()) != 0 {
 		t.Fatalf("empty file: %v %v", g, err)
+	}
+}
+
+// TestDurationNeedsUnit: a duration written as a number, bare or quoted,
+// is an error naming the key, never nanoseconds.
+func TestDurationNeedsUnit(t *testing.T) {
+	for _, c := range []struct{ doc, key string }{
+		{"window = 10\n", "window"},
+		{"window = 10.5\n", "window"},
+		{"window = \"10\"\n", "window"},
+		{"window = \"0\"\n", "window"},
+		{"[lockout]\nlock_for = 900\n", "lockout.lock_for"},
+		{"[lockout]\nwindow = 300\n", "lockout.window"},
+	} {
+		_, err := config.Parse([]byte(c.doc))
+		if err == nil {
+			t.Errorf("%q parsed", c.doc)
+			continue
+		}
+		want := c.key + `: a duration needs a unit, e.g. "10s"`
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %q, want it to contain %q", c.doc, err, want)
+		}
+	}
+	if _, err := config.ParseDuration("10"); !errors.Is(err, config.ErrNoUnit) {
+		t.Errorf("ParseDuration(10): %v", err)
+	}
+}
+
+// TestBounds: every bounded setting refuses a value past either end,
+// naming the key; the ends themselves pass.
+func TestBounds(t *testing.T) {
+	for _, c := range []struct {
+		doc, key string
+		ok       bool
+	}{
+		{"window = \"1ns\"\n", "window", false},
+		{"window = \"999ms\"\n", "window", false},
+		{"window = \"1s\"\n", "window", true},
+		{"window = \"1h\"\n", "window", true},
+		{"window = \"1h1s\"\n", "window", false},
+		{"window = \"-5s\"\n", "window", false},
+		{"replay_size = 0\n", "replay_size", false},
+		{"replay_size = 1\n", "replay_size", true},
+		{"replay_size = 100000000000\n", "replay_size", false},
+		{"[lockout]\nmax_failures = 0\n", "lockout.max_failures", false},
+		{"[lockout]\nmax_failures = 257\n", "lockout.max_failures", false},
+		{"[lockout]\nwindow = \"0s\"\n", "lockout.window", false},
+		{"[lockout]\nlock_for = \"8760h\"\n", "lockout.lock_for", false},
+		{"[rate_limit]\nsource_rate = -1\n", "rate_limit.source_rate", false},
+		{"[rate_limit]\nsource_rate = 0\n", "rate_limit.source_rate", true},
+		{"[rate_limit]\ndevice_rate = 1e300\n", "rate_limit.device_rate", false},
+		{"[rate_limit]\ndevice_rate = nan\n", "rate_limit.device_rate", false},
+		{"[rate_limit]\nsource_burst = -2\n", "rate_limit.source_burst", false},
+		{"[rate_limit]\ndevice_burst = 99999999\n", "rate_limit.device_burst", false},
+		{"kdf_min_t = 0\n", "kdf_min_t", false},
+		{"kdf_min_t = 2\n", "kdf_min_t", true},
+		{"kdf_min_m_kib = 7\n", "kdf_min_m_kib", false},
+		{"kdf_min_m_kib = 19456\n", "kdf_min_m_kib", true},
+		{"kdf_min_m_kib = 2000000\n", "kdf_min_m_kib", false},
+	} {
+		_, err := config.Parse([]byte(c.doc))
+		if c.ok {
+			if err != nil {
+				t.Errorf("%q: %v", c.doc, err)
+			}
+			continue
+		}
+		if err == nil || !strings.HasPrefix(err.Error(), c.key+": ") {
+			t.Errorf("%q: error %v, want one starting %q", c.doc, err, c.key+": ")
+		}
+	}
+}
+
+// TestCheckFlags: every bounded flag is a setting of the file, so the
+// file and the command line cannot drift apart.
+func TestCheckFlags(t *testing.T) {
+	flags := config.Flags()
+	for _, f := range config.Bounded() {
+		if !slices.Contains(flags, f) {
+			t.Errorf("bounded flag %s is no setting", f)
+		}
+	}
+	if err := config.Check("window", "1ns"); !errors.Is(err, config.ErrOutOfRange) {
+		t.Errorf("Check(window, 1ns) = %v", err)
+	}
+	if err := config.Check("coap", ":0"); err != nil {
+		t.Errorf("unbounded flag: %v", err)
 	}
 }

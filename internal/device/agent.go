@@ -1,8 +1,12 @@
 // Package device is the tagauth device agent: the program that runs on a
 // terminal device D_j, holds its credential (DID_j, Tag_j, kv_j) and serves
-// three CoAP endpoints (spec section 11):
+// three CoAP endpoints (spec section 11), and /tagauth/info, a binding
+// extension that says which profile and DID_j it serves (info.go):
 //
-//   - /tagauth/login: m1 from a user's card. The agent checks it, relays m2
+//   - /tagauth/login: m1 from a user's card. An m1 from an address not
+//     verified lately is first answered 4.01 with an Echo option (RFC 9175,
+//     see source.go); the client repeats it with that value. The agent
+//     checks the m1, relays m2 with the verified address in the Source option
 //     to the gateway's /tagauth/verify with retransmission and a deadline,
 //     checks the gateway's m3 and answers m4. A refusal from the gateway is
 //     relayed with the same wire code; an unreachable gateway is answered
@@ -31,7 +35,12 @@
 // expiring dT after the device answered m4; at most MaxSessions established
 // sessions, closed after their idle time or maximum life by a janitor; a
 // replay cache of (ID_i, E_i). When a table is full the agent answers busy
-// rather than forget live state.
+// rather than forget live state. One user (authenticated by the gateway)
+// holds at most MaxSessionsPerUser sessions and MaxPendingPerUser logins
+// awaiting m5: beyond that its own oldest is closed, so that one user
+// cannot fill a table for everyone. Per client address, a token bucket
+// bounds the logins started and MaxRelaysPerSource the relay slots held;
+// refusal log lines are sampled (source.go).
 //
 // # Matching m5 to its login
 //
@@ -56,8 +65,10 @@
 // # Logs
 //
 // Every login outcome is logged at info level with the claimed user, the
-// outcome and the precise reason; messages that do not even parse, and
-// records for unknown sessions, which anyone can send, only at debug level.
+// outcome and the precise reason; refusals, which anyone can cause, at most
+// 10 lines per 10 s and then one line with the count of the rest (every
+// one is in the metrics); messages that do not even parse, and records for
+// unknown sessions, only at debug level. Echo challenges are not logged.
 // Keys, tags, message bytes and task arguments are never logged; task names
 // are logged with the authenticated user.
 package device
@@ -89,6 +100,11 @@ const (
 	DefaultGatewayTimeout = 5 * time.Second
 	DefaultMaxSessions    = 10000
 	DefaultTaskTimeout    = 5 * time.Second
+	// DefaultMaxSessionsPerUser and DefaultMaxPendingPerUser bound one
+	// user's share of the tables: enough for a user's scripts and
+	// devices, far below MaxSessions.
+	DefaultMaxSessionsPerUser = 64
+	DefaultMaxPendingPerUser  = 16
 )
 
 // Concurrency bounds (see the package doc, "Blocking").
@@ -104,6 +120,13 @@ const (
 
 // sweepEvery is how often the janitor drops expired logins and sessions.
 const sweepEvery = time.Second
+
+// Refusal log lines: at most refusalLogLines per refusalLogEvery, the rest
+// counted (see logSampler).
+const (
+	refusalLogLines = 10
+	refusalLogEvery = 10 * time.Second
+)
 
 // Config configures an Agent. Only Credential is required.
 type Config struct {
@@ -142,6 +165,29 @@ type Config struct {
 	// NoBuiltins leaves out the echo, sensor.read and control.write
 	// handlers.
 	NoBuiltins bool
+
+	// NoSourceVerification turns off the return-routability check of
+	// the sender of an m1 (CoAP Echo, see source.go) for clients that
+	// cannot answer an Echo challenge. The relayed m2 then carries no
+	// Source option, and the gateway can only count failed logins per
+	// user: anyone who knows a user's ID can then lock that user out
+	// through this device. Leave it off.
+	NoSourceVerification bool
+	// VerifiedSources bounds the table of verified client addresses;
+	// default DefaultVerifiedSources.
+	VerifiedSources int
+	// SourceRate (logins per second) and SourceBurst are the token
+	// bucket of logins per client address; defaults DefaultSourceRate
+	// and DefaultSourceBurst.
+	SourceRate  float64
+	SourceBurst int
+	// MaxSessionsPerUser and MaxPendingPerUser bound what one user
+	// (authenticated by the gateway) holds on this device: established
+	// sessions, and logins waiting for m5. A new one beyond the bound
+	// closes that user's oldest; defaults DefaultMaxSessionsPerUser and
+	// DefaultMaxPendingPerUser.
+	MaxSessionsPerUser int
+	MaxPendingPerUser  int
 	// Now and Rand replace the clock and the randomness (K_j); defaults
 	// time.Now and crypto/rand. Tests move the clock.
 	Now  func() time.Time
@@ -173,6 +219,16 @@ type Agent struct {
 	bySID    map[[protocol.SIDSize]byte]*pendingLogin // logins waiting for m5
 	nPending int
 	sessions map[[protocol.SIDSize]byte]*session
+	// userSess and userWait are each user's sessions and logins waiting
+	// for m5, oldest first (item 7 of the limits: MaxSessionsPerUser,
+	// MaxPendingPerUser).
+	userSess map[string][]*session
+	userWait map[string][]*pendingLogin
+
+	echo     *echoer        // source.go
+	verified *verifiedTable // addresses that answered an Echo
+	limits   *sourceLimits  // per-address token buckets and relay shares
+	logs     *logSampler    // bounds the lines of refusals
 
 	hmu      sync.RWMutex
 	handlers map[string]TaskFunc
@@ -225,6 +281,25 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Relay == nil {
 		cfg.Relay = transport.CoAP{Client: cfg.Client, Addr: cfg.Credential.Gateway}
 	}
+	if cfg.VerifiedSources <= 0 {
+		cfg.VerifiedSources = DefaultVerifiedSources
+	}
+	if cfg.SourceRate <= 0 {
+		cfg.SourceRate = DefaultSourceRate
+	}
+	if cfg.SourceBurst <= 0 {
+		cfg.SourceBurst = DefaultSourceBurst
+	}
+	if cfg.MaxSessionsPerUser <= 0 {
+		cfg.MaxSessionsPerUser = DefaultMaxSessionsPerUser
+	}
+	if cfg.MaxPendingPerUser <= 0 {
+		cfg.MaxPendingPerUser = DefaultMaxPendingPerUser
+	}
+	echo, err := newEchoer()
+	if err != nil {
+		return nil, err
+	}
 	pcfg := protocol.Config{Now: cfg.Now, Rand: cfg.Rand, Window: cfg.Window, SessionIdle: cfg.SessionIdle, SessionLife: cfg.SessionLife}
 	// The replay cache must hold every m1 accepted within 2 dT; refusing
 	// when full is safe, so size it generously against the tables.
@@ -257,9 +332,16 @@ func New(cfg Config) (*Agent, error) {
 		bySID:    make(map[[protocol.SIDSize]byte]*pendingLogin),
 		sessions: make(map[[protocol.SIDSize]byte]*session),
 		handlers: make(map[string]TaskFunc),
+		userSess: make(map[string][]*session),
+		userWait: make(map[string][]*pendingLogin),
+		echo:     echo,
+		verified: newVerifiedTable(cfg.VerifiedSources, VerifiedFor),
+		limits:   newSourceLimits(cfg.SourceRate, cfg.SourceBurst),
+		logs:     &logSampler{limit: refusalLogLines, interval: refusalLogEvery},
 	}
 	mux := coap.NewMux()
 	mux.Handle(pathLogin, coap.HandlerFunc(a.serveLogin))
+	mux.Handle(pathInfo, coap.HandlerFunc(a.serveInfo))
 	mux.Handle(pathConfirm, coap.HandlerFunc(a.serveConfirm))
 	mux.Handle(pathTask, coap.HandlerFunc(a.serveTask))
 	a.mux = mux
@@ -284,6 +366,7 @@ const (
 	pathLogin   = "/tagauth/login"
 	pathConfirm = "/tagauth/confirm"
 	pathTask    = "/tagauth/task"
+	pathInfo    = "/tagauth/info"   // binding extension: which device this is
 	pathVerify  = "/tagauth/verify" // the gateway's
 )
 
@@ -340,6 +423,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-tick.C:
 			a.sweep()
+			a.flushRefusalLog()
 		case err := <-served:
 			// The socket failed under us (Close from another goroutine).
 			a.closeAll()

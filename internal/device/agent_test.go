@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,17 @@ type fakeGateway struct {
 	release chan struct{}
 	// answer, when set, replaces the gateway's answer to every verify.
 	answer atomic.Pointer[func() (coap.Code, []byte)]
+	// sources are the Source options of the verifies, in order ("" for
+	// none).
+	smu     sync.Mutex
+	sources []string
+}
+
+// seenSources returns the Source options the gateway has seen.
+func (fg *fakeGateway) seenSources() []string {
+	fg.smu.Lock()
+	defer fg.smu.Unlock()
+	return slices.Clone(fg.sources)
 }
 
 func startGateway(t *testing.T, p protocol.Profile, clk *clock) *fakeGateway {
@@ -101,6 +113,9 @@ func startGateway(t *testing.T, p protocol.Profile, clk *clock) *fakeGateway {
 	}
 	mux := coap.NewMux()
 	mux.Handle(pathVerify, coap.HandlerFunc(func(ctx context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
+		fg.smu.Lock()
+		fg.sources = append(fg.sources, string(req.Source))
+		fg.smu.Unlock()
 		if fg.hang.Load() {
 			fg.arrived <- struct{}{}
 			<-fg.release

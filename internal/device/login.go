@@ -41,6 +41,35 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 		return refuse(dst, m1, protocol.CodeOf(err))
 	}
 	user := string(parsed.ID)
+	from := req.From.Addr()
+	now := a.cfg.Now()
+
+	var source []byte // the verified source the gateway charges a refusal to
+	switch {
+	case a.cfg.NoSourceVerification:
+	case req.Peer != nil:
+		// A binding without addresses (MQTT) verified the requester by
+		// an Echo of its own: its name is the source.
+		source = req.Peer
+	default:
+		if !a.verified.has(from, now) {
+			if req.Echo == nil || !a.echo.valid(req.Echo, from, now) {
+				// RFC 9175 section 2.4: prove that you receive at this
+				// address. Nothing else runs, the replay cache is not
+				// touched, and the answer is smaller than the request.
+				a.metrics.echoChallenges.Inc()
+				req.SetResponseEcho(a.echo.mint(from, now))
+				return coap.Unauthorized, dst
+			}
+			a.verified.add(from, now)
+		}
+		source = sourceOption(from)[0].Value
+	}
+	if why := a.limits.acquire(from, now); why != "" {
+		a.refused(user, req.From, "m1", limitError{why})
+		return refuse(dst, m1, protocol.ErrBusy)
+	}
+	defer a.limits.release(from)
 
 	select {
 	case a.relays <- struct{}{}:
@@ -62,15 +91,17 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 	}
 
 	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.GatewayTimeout)
-	// Over MQTT, the requester's verified name is the source the
-	// gateway charges a refusal to (req.Peer; CoAP never sets it).
-	code, m3, err := a.relay.Post(ctx, pathVerify, m2, transport.Options{Source: req.Peer})
+	// A binding without addresses (MQTT) names the verified requester
+	// in req.Peer; CoAP never sets it.
+	code, m3, err := a.relay.Post(ctx, pathVerify, m2, transport.Options{Source: source})
 	cancel()
 	if err != nil {
 		dl.Close()
 		a.drop(p)
 		// The coap error says where and after how many tries.
-		a.log.Warn("gateway unreachable", "gateway", a.gateway, "user", user, "from", req.From.String(), "err", err.Error())
+		if a.logSampled() {
+			a.log.Warn("gateway unreachable", "gateway", a.gateway, "user", user, "from", req.From.String(), "err", err.Error())
+		}
 		a.refused(user, req.From, "m2", busyError("gateway "+a.gateway+" unreachable"))
 		return refuse(dst, m1, protocol.ErrBusy)
 	}
@@ -190,12 +221,45 @@ type gatewayRefusal struct{ code protocol.Code }
 func (e gatewayRefusal) Error() string { return "gateway refused: " + e.code.String() }
 func (e gatewayRefusal) Unwrap() error { return e.code }
 
+// limitError is a login refused busy by the per-source limits; why is
+// reasonSourceRate or reasonSourceShare.
+type limitError struct{ why string }
+
+func (e limitError) Error() string { return e.why + " reached for this address" }
+func (e limitError) Unwrap() error { return protocol.ErrBusy }
+
 // refused logs a refused login step. user is the identity claimed in m1
 // (empty when unknown); it is never trusted for anything but the log.
+// Anyone can cause refusals, so the lines are sampled (logSampled); the
+// metrics count every one.
 func (a *Agent) refused(user string, from netip.AddrPort, step string, err error) {
 	a.metrics.login("refused", step, err)
+	if !a.logSampled() {
+		return
+	}
 	a.log.Info("login", "user", user, "from", from.String(), "outcome", "refused", "step", step,
 		"code", protocol.CodeOf(err).String(), "reason", err.Error())
+}
+
+// logSampled reports whether a refusal line may be written now, and
+// writes the count of the lines the last interval suppressed.
+func (a *Agent) logSampled() bool {
+	ok, n := a.logs.allow(a.cfg.Now())
+	a.reportSuppressed(n)
+	if !ok {
+		a.metrics.logSuppressed.Inc()
+	}
+	return ok
+}
+
+// flushRefusalLog reports the lines suppressed in an interval that has
+// ended, so that a flood that stops is still summed up.
+func (a *Agent) flushRefusalLog() { a.reportSuppressed(a.logs.flush(a.cfg.Now())) }
+
+func (a *Agent) reportSuppressed(n uint64) {
+	if n > 0 {
+		a.log.Warn("login refusals not logged (counted in tagauth_device_logins_total)", "lines", n, "interval", refusalLogEvery.String())
+	}
 }
 
 // junk logs, at debug level only, a message that does not even parse:

@@ -41,6 +41,10 @@ type agentMetrics struct {
 	handler http.Handler
 	logins  *prometheus.CounterVec
 	tasks   *prometheus.CounterVec
+
+	echoChallenges prometheus.Counter
+	logSuppressed  prometheus.Counter
+	evicted        *prometheus.CounterVec
 }
 
 func newAgentMetrics(a *Agent) *agentMetrics {
@@ -51,13 +55,21 @@ func newAgentMetrics(a *Agent) *agentMetrics {
 	m.tasks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tagauth_device_tasks_total",
 		Help: "Tasks run for authenticated users, by task name (registered names only) and outcome (ok, failed, refused)."},
 		[]string{"task", "outcome"})
-	m.reg.MustRegister(m.logins, m.tasks)
+	m.echoChallenges = prometheus.NewCounter(prometheus.CounterOpts{Name: "tagauth_device_echo_challenges_total",
+		Help: "m1s from an address not verified lately, answered 4.01 with an Echo value (RFC 9175) instead of being relayed."})
+	m.logSuppressed = prometheus.NewCounter(prometheus.CounterOpts{Name: "tagauth_device_log_lines_suppressed_total",
+		Help: "Refusal log lines not written because the refusal log's rate was reached (the refusals are still counted in tagauth_device_logins_total)."})
+	m.evicted = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tagauth_device_user_evictions_total",
+		Help: "A user's oldest session or login waiting for m5, closed because that user reached its per-user bound, by table (session, pending)."},
+		[]string{"table"})
+	m.reg.MustRegister(m.logins, m.tasks, m.echoChallenges, m.logSuppressed, m.evicted)
 	gauge := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}
 	gauge("tagauth_device_sessions_open", "Established sessions, expired ones not yet swept included.", func() float64 { return float64(a.Stats().Sessions) })
 	gauge("tagauth_device_pending_logins", "Logins between m1 and m5 (classic: m4).", func() float64 { return float64(a.Stats().Pending) })
 	gauge("tagauth_device_relays_in_flight", "Logins waiting for the gateway now (at most MaxRelays).", func() float64 { return float64(len(a.relays)) })
+	gauge("tagauth_device_verified_sources", "Client addresses that proved return routability lately (Echo).", func() float64 { return float64(a.verified.len()) })
 	gauge("tagauth_device_tasks_in_flight", "Task handlers running now (at most MaxTasks).", func() float64 { return float64(len(a.tasks)) })
 	stat := func(name, help string, v func() uint64) {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tagauth_device_coap_" + name + "_total", Help: help},
@@ -101,6 +113,10 @@ func loginReason(err error) string {
 	var gr gatewayRefusal
 	if errors.As(err, &gr) {
 		return "gateway " + gr.code.String()
+	}
+	var le limitError
+	if errors.As(err, &le) {
+		return le.why
 	}
 	var lr localReason
 	if errors.As(err, &lr) {

@@ -67,6 +67,15 @@ func (a *Agent) await(p *pendingLogin, l *protocol.DeviceLogin) bool {
 	p.login = l
 	p.expires = a.cfg.Now().Add(a.cfg.Window)
 	a.bySID[l.SID()] = p
+	// A user (the gateway vouched for it) who leaves more logins
+	// unconfirmed than its bound loses its own oldest, never another
+	// user's: the newest is the one the user is waiting for.
+	w := append(a.userWait[p.user], p)
+	a.userWait[p.user] = w
+	if len(w) > a.cfg.MaxPendingPerUser {
+		a.dropLocked(w[0])
+		a.metrics.evicted.WithLabelValues("pending").Inc()
+	}
 	return true
 }
 
@@ -91,10 +100,24 @@ func (a *Agent) dropLocked(p *pendingLogin) {
 	}
 	a.nPending--
 	if p.login != nil {
+		removeFrom(a.userWait, p.user, p)
 		if a.bySID[p.login.SID()] == p {
 			delete(a.bySID, p.login.SID())
 		}
 		p.login.Close()
+	}
+}
+
+// removeFrom removes x from m[key], deleting the key when nothing is left.
+func removeFrom[T comparable](m map[string][]T, key string, x T) {
+	list := m[key]
+	if i := slices.Index(list, x); i >= 0 {
+		list = slices.Delete(list, i, i+1)
+	}
+	if len(list) == 0 {
+		delete(m, key)
+	} else {
+		m[key] = list
 	}
 }
 
@@ -116,6 +139,13 @@ func (a *Agent) establish(p *pendingLogin, s *protocol.Session, user string) err
 	if p != nil {
 		a.dropLocked(p)
 	}
+	// A user at its bound makes room with its own oldest session (see
+	// Config.MaxSessionsPerUser), before the table's bound is checked,
+	// so that one user can never fill the table for everyone else.
+	if own := a.userSess[user]; len(own) >= a.cfg.MaxSessionsPerUser {
+		a.closeSessionLocked(own[0])
+		a.metrics.evicted.WithLabelValues("session").Inc()
+	}
 	if len(a.sessions) >= a.cfg.MaxSessions {
 		a.sweepLocked(a.cfg.Now())
 	}
@@ -128,8 +158,19 @@ func (a *Agent) establish(p *pendingLogin, s *protocol.Session, user string) err
 		s.Close()
 		return errTableFull("session (sid collision)")
 	}
-	a.sessions[sid] = &session{s: s, user: user}
+	ns := &session{s: s, user: user}
+	a.sessions[sid] = ns
+	a.userSess[user] = append(a.userSess[user], ns)
 	return nil
+}
+
+// closeSessionLocked removes s from the tables and closes it.
+func (a *Agent) closeSessionLocked(s *session) {
+	if sid := s.s.SID(); a.sessions[sid] == s {
+		delete(a.sessions, sid)
+	}
+	removeFrom(a.userSess, s.user, s)
+	s.s.Close()
 }
 
 // lookup returns the session with sid, or nil.
@@ -146,6 +187,7 @@ func (a *Agent) end(sid [protocol.SIDSize]byte, s *session) {
 	if a.sessions[sid] == s {
 		delete(a.sessions, sid)
 	}
+	removeFrom(a.userSess, s.user, s)
 	s.s.Close()
 }
 
@@ -166,10 +208,9 @@ func (a *Agent) sweepLocked(now time.Time) {
 			}
 		}
 	}
-	for sid, s := range a.sessions {
+	for _, s := range a.sessions {
 		if s.s.Expired() {
-			delete(a.sessions, sid)
-			s.s.Close()
+			a.closeSessionLocked(s)
 		}
 	}
 }
@@ -186,6 +227,8 @@ func (a *Agent) closeAll() {
 		}
 	}
 	clear(a.pending)
+	clear(a.userWait)
+	clear(a.userSess)
 	clear(a.bySID)
 	a.nPending = 0
 	for sid, s := range a.sessions {

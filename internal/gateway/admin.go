@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
@@ -107,6 +106,8 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.Handle("POST /v1/devices", g.auth(g.handleProvision))
 	mux.Handle("POST /v1/users/{id}/revoke", g.auth(g.handleRevokeUser))
 	mux.Handle("POST /v1/devices/{id}/revoke", g.auth(g.handleRevokeDevice))
+	mux.Handle("POST /v1/users/revoke", g.auth(g.handleRevokeUser)) // {"id": ...}: every id (adminapi.IDRequest)
+	mux.Handle("POST /v1/devices/revoke", g.auth(g.handleRevokeDevice))
 	mux.Handle("POST /v1/grants", g.auth(g.handleGrant))
 	mux.Handle("DELETE /v1/grants", g.auth(g.handleUngrant))
 	mux.Handle("GET /v1/users", g.auth(g.handleUsers))
@@ -122,19 +123,39 @@ func (g *Gateway) adminHandler() http.Handler {
 }
 
 // auth admits requests bearing the admin token. Both sides are hashed
-// first, so the comparison is constant-time whatever the lengths.
+// first, so the comparison is constant-time whatever the lengths. Wrong
+// tokens are counted per source: after a few, the source waits before its
+// next token is even checked (adminguard.go), and the log gets one line
+// per source per minute, not one per guess.
 func (g *Gateway) auth(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(tok))
-		if subtle.ConstantTimeCompare(sum[:], g.tokenHash[:]) != 1 || !ok {
-			g.log.Warn("admin request without a valid token", "source", r.RemoteAddr, "method", r.Method, "path", SanitizeID([]byte(r.URL.Path)))
+		tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		ok, wait := g.tokenCheck(r, tok, func(tok string) bool { return g.checkAdminToken(tok) && bearer })
+		if wait > 0 {
+			tooMany(w, wait) // adminguard.go: a source that guessed waits
+			return
+		}
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tagauth admin"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer TOKEN (the token is in the gateway's DATA/admin-token, or TAGAUTH_ADMIN_TOKEN)")
 			return
 		}
 		h(w, r)
 	})
+}
+
+// idOf is the identity a request names: the {id} of its path, or the
+// adminapi.IDRequest of its body on the routes without one. On false it
+// has answered.
+func idOf(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if strings.Contains(r.Pattern, "{id}") {
+		return r.PathValue("id"), true
+	}
+	var req adminapi.IDRequest
+	if !decode(w, r, &req) {
+		return "", false
+	}
+	return req.ID, true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -350,6 +371,10 @@ func (g *Gateway) handleRegister(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, "bad request", "kdf: Argon2id parameters out of range (1<=t<=64, 1<=p<=16, 8p<=m_kib<=1048576)")
 		return
 	}
+	if p == protocol.Hardened && !g.cfg.InsecureTestKDF && belowFloor(req.KDF, g.cfg.KDFFloor) { // kdffloor.go
+		refuse(http.StatusBadRequest, "kdf below floor", kdfFloorMessage(req.KDF, g.cfg.KDFFloor))
+		return
+	}
 	if body.Code == "" {
 		refuse(http.StatusUnauthorized, "no enrolment code", "code: an enrolment code from the operator is required")
 		return
@@ -527,10 +552,13 @@ func (g *Gateway) handleRevokeDevice(w http.ResponseWriter, r *http.Request) {
 // revoke marks a user or device revoked in the store and then in the
 // registry, before answering: the next verify refuses it.
 func (g *Gateway) revoke(w http.ResponseWriter, r *http.Request, device bool) {
-	id := r.PathValue("id")
 	what := "user"
 	if device {
 		what = "device"
+	}
+	id, ok := idOf(w, r)
+	if !ok {
+		return
 	}
 	if err := store.CheckID(id); err != nil {
 		writeError(w, http.StatusBadRequest, what+": "+err.Error())

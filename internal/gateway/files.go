@@ -23,10 +23,6 @@ import (
 	"time"
 )
 
-// minTokenLen is the shortest admin token accepted from the configuration:
-// a generated token is 64 hex digits.
-const minTokenLen = 16
-
 // certLifetime is the validity of the self-signed admin certificate.
 // Clients pin its fingerprint, so expiry would only force a re-pin.
 const certLifetime = 10 * 365 * 24 * time.Hour
@@ -55,8 +51,8 @@ func (g *Gateway) openToken() error {
 			tok = strings.TrimSpace(string(b))
 		}
 	}
-	if len(tok) < minTokenLen {
-		return fmt.Errorf("gateway: the admin token is shorter than %d characters: use a long random one (or unset TAGAUTH_ADMIN_TOKEN to have one generated)", minTokenLen)
+	if err := CheckTokenStrength(tok); err != nil { // adminguard.go
+		return fmt.Errorf("gateway: the admin token (TAGAUTH_ADMIN_TOKEN or %s): %w; or unset TAGAUTH_ADMIN_TOKEN and remove the file to have one generated", TokenFileName, err)
 	}
 	g.tokenHash = sha256.Sum256([]byte(tok))
 	return nil

@@ -185,6 +185,15 @@ type Config struct {
 	// zero means DefaultAuditSampleEvery, negative writes a record for
 	// every refusal (tests; never on a gateway others can reach).
 	AuditSampleEvery time.Duration
+
+	// KDFFloor is the least Argon2id time cost and memory a hardened card
+	// may be enrolled with (admin.go); zero fields mean the spec's
+	// defaults (protocol.DefaultKDF). It must lie in the spec's range.
+	KDFFloor protocol.KDFParams
+	// InsecureTestKDF lets enrolment go below KDFFloor (down to the
+	// spec's range): for tests and load generators that need cheap
+	// cards, never for a deployment.
+	InsecureTestKDF bool
 }
 
 // Gateway is a running (or ready to run) gateway. Open prepares it and
@@ -195,6 +204,9 @@ type Gateway struct {
 	profile protocol.Profile
 	now     func() time.Time
 	keyPath string
+	// dataFinal is the data directory while a first start fills a
+	// temporary one in cfg.DataDir (datadir.go); empty otherwise.
+	dataFinal string
 
 	store store.Store
 	reg   *registry.Memory
@@ -236,7 +248,8 @@ type Gateway struct {
 }
 
 // Open prepares a gateway from cfg: it creates the data directory, key
-// file, certificate and token at first start, opens the store, loads the
+// file, certificate and token at first start (and only then: see
+// datadir.go), opens the store, loads the
 // registry and binds the CoAP and admin sockets (so CoAPAddr and AdminURL
 // are known before Run). Call Run to serve, or Close to give everything
 // back without serving.
@@ -254,14 +267,18 @@ func Open(cfg Config) (_ *Gateway, err error) {
 		return nil, errors.New("gateway: give both --cert and --key, or neither")
 	}
 	setDefaults(&cfg)
+	if !cfg.KDFFloor.Valid() {
+		return nil, fmt.Errorf("gateway: the KDF floor t=%d m=%d KiB is outside the spec's range of Argon2id parameters (1<=t<=64, 8<=m_kib<=1048576)", cfg.KDFFloor.Time, cfg.KDFFloor.MemoryKiB)
+	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, profile: cfg.Profile, now: cfg.Now}
 	defer func() {
 		if err != nil {
 			g.release()
+			g.dropDataDir() // datadir.go: a failed first start leaves nothing
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("gateway: creating data directory: %w", err)
+	if err := g.openDataDir(); err != nil { // datadir.go: strict modes, first start
+		return nil, err
 	}
 	if err := g.openKeys(); err != nil {
 		return nil, err
@@ -299,6 +316,9 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	if err := g.listen(cert); err != nil {
 		return nil, err
 	}
+	if err := g.commitDataDir(); err != nil { // datadir.go
+		return nil, err
+	}
 	if err := g.writeAdminInfo(); err != nil {
 		return nil, err
 	}
@@ -332,6 +352,15 @@ func setDefaults(cfg *Config) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.KDFFloor.Time == 0 {
+		cfg.KDFFloor.Time = protocol.DefaultKDF.Time
+	}
+	if cfg.KDFFloor.MemoryKiB == 0 {
+		cfg.KDFFloor.MemoryKiB = protocol.DefaultKDF.MemoryKiB
+	}
+	if cfg.KDFFloor.Threads == 0 {
+		cfg.KDFFloor.Threads = 1
 	}
 }
 
@@ -416,6 +445,7 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	if err != nil {
 		return fmt.Errorf("gateway: cannot listen for the admin API on %s: %w (choose another with --admin)", g.cfg.AdminAddr, err)
 	}
+	g.adminLn = g.limitAdmin(g.adminLn) // adminguard.go: connection limits
 	g.coapPublic = g.public(g.coapConn.LocalAddr())
 	g.adminURL = "https://" + g.public(g.adminLn.Addr())
 
@@ -427,10 +457,10 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	g.httpSrv = &http.Server{
 		Handler:           g.adminHandler(),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}},
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: adminReadHeaderTimeout, // adminguard.go
+		ReadTimeout:       adminReadTimeout,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       adminIdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.With("part", "admin").Handler(), slog.LevelDebug),
 	}

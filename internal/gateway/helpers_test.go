@@ -73,6 +73,8 @@ func testConfig(dir string, p protocol.Profile) gateway.Config {
 		// These tests read each refusal's record; sampling has its own
 		// (audit_test.go, e2e/attack_audit_test.go).
 		AuditSampleEvery: -1,
+		// Cards use fastKDF, below the enrolment floor.
+		InsecureTestKDF: true,
 	}
 }
 

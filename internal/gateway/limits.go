@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,11 +29,26 @@ import (
 // id has nothing to lock. A bad I_j is the device's failure, not the
 // user's.
 //
-// The lock is looked at after the full verify, so that a locked user's
-// refusal costs what a wrong password's does, and is answered like one:
-// rejected, 4.01. Only the audit log ("user locked"), the metrics and the
-// console tell them apart. Failures of a locked user are not counted, so
-// the attempts a lock refuses never extend it.
+// A failure is charged to (user, source), where the source is the
+// client address the relaying device verified by return routability and
+// passed in the Source option (coap.OptionSource), and, unless that source
+// is familiar to the user (a recent successful login came from it), to the
+// user's unfamiliar budget too (internal/lockout has the policy). A
+// request without the option comes from the unverified source, never
+// familiar: then the user's budget is all there is, as before sources
+// were counted. So an outsider who knows ids, relaying forged m1s through
+// genuine devices from its own addresses, spends only its own counters and
+// the unfamiliar budget, and cannot lock the user out of the sources the
+// user logs in from.
+//
+// The lock is looked at before the verify, from the user id that m2
+// carries in clear: a refused login builds no m3, inserts nothing into the
+// replay cache and is answered like a wrong password, rejected (4.01).
+// Only the audit log ("user locked (source)", "user locked (unfamiliar
+// sources)"), the metrics and the console tell them apart. Failures of a
+// locked login are not counted, so the attempts a lock refuses never
+// extend it. A successful login makes its source familiar and clears that
+// source's failures.
 //
 // # Rate limits
 //
@@ -55,12 +71,13 @@ type RateLimit struct {
 // Reasons the lockout and rate limits give in audit records and metrics,
 // beside the protocol's.
 const (
-	ReasonLocked        = "user locked"
-	ReasonLimitedSource = "rate limited (source)"
-	ReasonLimitedDevice = "rate limited (device)"
-	ReasonLockoutDown   = "lockout store unavailable"
-	KindLockout         = "lockout"
-	OutcomeLocked       = "locked"
+	ReasonLocked           = "user locked (source)"
+	ReasonLockedUnfamiliar = "user locked (unfamiliar sources)"
+	ReasonLimitedSource    = "rate limited (source)"
+	ReasonLimitedDevice    = "rate limited (device)"
+	ReasonLockoutDown      = "lockout store unavailable"
+	KindLockout            = "lockout"
+	OutcomeLocked          = "locked"
 )
 
 // DefaultMaxLimitKeys bounds each rate limiter's table.
@@ -75,12 +92,16 @@ type guard struct {
 	policy lockout.Policy
 	store  lockout.Store
 	mem    *lockout.Memory // store, when it is the in-memory one
+	fam    lockout.Familiarity
+	tokens *tokenGuard  // admin token backoff (adminguard.go)
+	conns  *connLimiter // admin connection limits, once listening
 	source *limiter[netip.Addr]
 	device *limiter[deviceKey]
 }
 
 func newGuard(cfg *Config) *guard {
 	gd := &guard{off: cfg.LockoutOff, policy: cfg.Lockout.WithDefaults(), store: cfg.LockoutStore}
+	gd.fam = gd.policy.Familiarity()
 	if gd.store == nil {
 		gd.mem = lockout.NewMemory(0)
 		gd.store = gd.mem
@@ -162,82 +183,135 @@ func (g *Gateway) limited(req *coap.Request, dst []byte, reason string, device [
 	return coap.ServiceUnavailable, protocol.AppendError(dst, p, protocol.ErrBusy), true
 }
 
-// lockedError is the refusal of a locked user's verify. On the wire it is
-// rejected, like a wrong password.
+// lockedError is the refusal of a login that a lock refuses. On the wire
+// it is rejected, like a wrong password.
 type lockedError struct {
-	until time.Time
-	inner error // what the verify itself said (nil: it verified)
+	d   lockout.Decision
+	src lockout.Source
 }
 
 func (e *lockedError) Error() string {
-	v := "verified"
-	if e.inner != nil {
-		v = "failed: " + reasonOf(e.inner)
+	what := "logins from source " + e.src.String()
+	if e.d.Scope == lockout.ScopeUnfamiliar {
+		what = "logins from sources it has not logged in from lately (this one: " + e.src.String() + ")"
 	}
-	return fmt.Sprintf("locked until %s (the login itself %s)", e.until.UTC().Format(time.RFC3339), v)
+	return fmt.Sprintf("user locked for %s until %s; the login was not verified", what, e.d.Until.UTC().Format(time.RFC3339))
 }
 
 func (e *lockedError) Unwrap() error { return protocol.ErrRejected }
 
+// reason is the audit reason of the refusal.
+func (e *lockedError) reason() string {
+	if e.d.Scope == lockout.ScopeUnfamiliar {
+		return ReasonLockedUnfamiliar
+	}
+	return ReasonLocked
+}
+
 // errLockoutDown is answered (busy) when the lockout store cannot say
-// whether a user is locked: the gateway fails closed.
+// whether a login is locked: the gateway fails closed.
 var errLockoutDown = fmt.Errorf("%w: lockout store unavailable", protocol.ErrBusy)
 
-// lockout applies the lockout policy to a verify's outcome. It returns the
-// answer to send, a reason that overrides the error's in the audit record
-// (or ""), and the error to report.
-func (g *Gateway) lockout(ctx context.Context, dst, out []byte, v protocol.Verification, err error, now time.Time) ([]byte, string, error) {
+// verifyLocked is the verify of m2 with the lockout around it. It returns
+// the answer, the verification, a reason that overrides the error's in
+// the audit record (or "") and the error to report.
+func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byte) ([]byte, protocol.Verification, string, error) {
 	gd := g.guard
-	if gd.off || (err != nil && !errors.Is(err, protocol.ErrBadE)) {
-		return out, "", err
+	if gd.off {
+		out, v, err := g.proto.Verify(ctx, dst, req.Payload)
+		return out, v, "", err
 	}
-	until, locked, lerr := gd.lockedUntil(ctx, v.User, now)
-	if lerr != nil {
-		g.metrics.storeError("lockout")
-		g.log.Error("lockout store failed; answering busy", "err", lerr)
-		clear(out[len(dst):])
-		return protocol.AppendError(dst, v.Profile, protocol.ErrBusy), ReasonLockoutDown, fmt.Errorf("%w (%v)", errLockoutDown, lerr)
+	src := lockout.SourceOf(req.Source)
+	now := g.now()
+	var d lockout.Decision
+	// A message that does not parse goes on to Verify, which refuses it
+	// as malformed. An id with a NUL cannot be registered: Verify refuses
+	// it as unknown, and it could not be told apart in the store's keys.
+	if m, err := protocol.ParseM2(req.Payload); err == nil && bytes.IndexByte(m.ID, 0) < 0 {
+		v := protocol.Verification{Profile: m.Profile, User: m.ID, Device: m.DID, KVUser: m.KV, KVDevice: m.KVDev}
+		d, err = gd.decide(ctx, m.ID, &src, now)
+		if err != nil {
+			// No log line per request: the shared store logs when it
+			// becomes unreachable and again when it is back.
+			g.metrics.storeError("lockout")
+			return protocol.AppendError(dst, m.Profile, protocol.ErrBusy), v, ReasonLockoutDown, fmt.Errorf("%w (%v)", errLockoutDown, err)
+		}
+		if d.Locked() {
+			le := &lockedError{d: d, src: src}
+			return protocol.AppendError(dst, m.Profile, protocol.ErrRejected), v, le.reason(), le
+		}
 	}
-	if locked {
-		clear(out[len(dst):]) // an m3 must not stay in a buffer that is reused
-		return protocol.AppendError(dst, v.Profile, protocol.ErrRejected), ReasonLocked, &lockedError{until: until, inner: err}
+	out, v, err := g.proto.Verify(ctx, dst, req.Payload)
+	switch {
+	case err == nil:
+		if serr := gd.succeed(ctx, v.User, &src, now); serr != nil {
+			// Availability only: the login stands, the source is not
+			// remembered this time.
+			g.metrics.storeError("lockout")
+			g.log.Error("lockout store failed to remember a source", "err", serr)
+		}
+	case errors.Is(err, protocol.ErrBadE):
+		g.countFailure(ctx, v, src, d, now)
 	}
-	if err == nil {
-		return out, "", nil
-	}
+	return out, v, "", err
+}
+
+// countFailure charges a wrong password to the user's counters and locks
+// what reached its limit.
+func (g *Gateway) countFailure(ctx context.Context, v protocol.Verification, src lockout.Source, d lockout.Decision, now time.Time) {
+	gd := g.guard
 	user := SanitizeID(v.User)
-	o, rerr := lockout.Record(ctx, gd.store, gd.policy, user, now)
-	if rerr != nil {
-		g.metrics.storeError("lockout")
-		g.log.Error("lockout store failed to count a failure", "user", user, "err", rerr)
-		return out, "", err
-	}
-	if o.Locked {
-		g.metrics.lockouts.Inc()
-		g.log.Warn("user locked out", "user", user, "failures", o.Failures, "until", o.Until.UTC().Format(time.RFC3339))
-		g.audit.submit(store.AuditRecord{Time: now, Kind: KindLockout, Outcome: OutcomeLocked, Reason: "too many failed logins",
-			User: user, Device: SanitizeID(v.Device),
-			Detail: fmt.Sprintf("%d failures within %s; locked until %s", o.Failures, gd.policy.Window, o.Until.UTC().Format(time.RFC3339))})
-	}
-	return out, "", err
-}
-
-// lockedUntil asks the store whether user is locked. For the in-memory
-// store of a printable id (every registered id is) it allocates nothing.
-func (gd *guard) lockedUntil(ctx context.Context, user []byte, now time.Time) (time.Time, bool, error) {
-	if gd.mem != nil && printable(user) {
-		return gd.mem.LockedUntilBytes(user, now)
-	}
-	return gd.store.LockedUntil(ctx, SanitizeID(user), now)
-}
-
-// unlock removes a user's lock and failures.
-func (gd *guard) unlock(ctx context.Context, user string, now time.Time) (wasLocked bool, err error) {
-	_, wasLocked, err = gd.store.LockedUntil(ctx, user, now)
+	f, err := lockout.RecordFailure(ctx, gd.store, gd.policy, string(v.User), src, d, now)
 	if err != nil {
-		return false, err
+		g.metrics.storeError("lockout")
+		g.log.Error("lockout store failed to count a failure", "user", user, "source", src.String(), "err", err)
 	}
-	return wasLocked, gd.store.Unlock(ctx, user)
+	lock := func(scope lockout.Scope, o lockout.Outcome, limit int) {
+		if !o.Locked {
+			return
+		}
+		g.metrics.lockouts.Inc()
+		what := "source " + src.String()
+		if scope == lockout.ScopeUnfamiliar {
+			what = "unfamiliar sources (the last: " + src.String() + ")"
+		}
+		g.log.Warn("user locked out", "user", user, "scope", scope.String(), "source", src.String(), "failures", o.Failures,
+			"until", o.Until.UTC().Format(time.RFC3339))
+		g.audit.submit(store.AuditRecord{Time: now, Kind: KindLockout, Outcome: OutcomeLocked, Reason: "too many failed logins (" + scope.String() + ")",
+			User: user, Device: SanitizeID(v.Device),
+			Detail: fmt.Sprintf("%d failures within %s (limit %d) from %s; locked until %s", o.Failures, gd.policy.Window, limit, what, o.Until.UTC().Format(time.RFC3339))})
+	}
+	lock(lockout.ScopeSource, f.Source, gd.policy.MaxFailures)
+	lock(lockout.ScopeUnfamiliar, f.Unfamiliar, gd.policy.UnfamiliarFailures)
+}
+
+// decide asks the store whether a login of user from src is locked. For
+// the in-memory store it allocates nothing.
+func (gd *guard) decide(ctx context.Context, user []byte, src *lockout.Source, now time.Time) (lockout.Decision, error) {
+	var buf [2 + lockout.MaxSourceName]byte
+	key := src.AppendKey(buf[:0])
+	if gd.mem != nil {
+		return lockout.Decide(gd.mem.StatusBytes(user, key, now), *src), nil
+	}
+	st, err := gd.store.Status(ctx, string(user), string(key), now)
+	return lockout.Decide(st, *src), err
+}
+
+// succeed records a successful login. For the in-memory store and a
+// source already familiar it allocates nothing.
+func (gd *guard) succeed(ctx context.Context, user []byte, src *lockout.Source, now time.Time) error {
+	var buf [2 + lockout.MaxSourceName]byte
+	key := src.AppendKey(buf[:0])
+	if gd.mem != nil {
+		gd.mem.SucceedBytes(user, key, now, gd.fam)
+		return nil
+	}
+	return gd.store.Succeed(ctx, string(user), string(key), now, gd.fam)
+}
+
+// unlock removes every lock and failure of a user.
+func (gd *guard) unlock(ctx context.Context, user string, now time.Time) (wasLocked bool, err error) {
+	return gd.store.UnlockUser(ctx, user, now)
 }
 
 // limiter is a table of token buckets, one per key, split in shards so

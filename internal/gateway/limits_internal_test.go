@@ -3,12 +3,13 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/tagauth/tagauth/internal/coap"
-	"github.com/tagauth/tagauth/protocol"
+	"github.com/tagauth/tagauth/internal/lockout"
 )
 
 // TestHotPathAllocs: what limits.go and metrics.go add to a successful
@@ -19,21 +20,26 @@ func TestHotPathAllocs(t *testing.T) {
 	g.metrics = newMetrics(g)
 	req := &coap.Request{Payload: []byte{0x02, 0x02}, From: netip.MustParseAddrPort("127.0.0.1:5683")}
 	dst := make([]byte, 0, 512)
-	out := append(dst, make([]byte, 100)...)
-	v := protocol.Verification{Profile: protocol.Hardened, User: []byte("alice"), Device: []byte("d1"), KVUser: 1, KVDevice: 1}
+	user := []byte("alice")
 	ctx := context.Background()
 	g.metrics.observe(nil, "", 1, 1, time.Microsecond, time.Now()) // resolves the kv counters once
-	n := testing.AllocsPerRun(1000, func() {
-		if _, _, limited := g.rateLimit(req, dst); limited {
-			t.Fatal("limited with no limits")
+	for _, src := range []lockout.Source{lockout.SourceOf([]byte{192, 0, 2, 1}), lockout.SourceOf(net.ParseIP("2001:db8::1")), lockout.SourceOf([]byte("mqtt-client-7")), lockout.Unverified} {
+		n := testing.AllocsPerRun(1000, func() {
+			if _, _, limited := g.rateLimit(req, dst); limited {
+				t.Fatal("limited with no limits")
+			}
+			now := time.Now()
+			if d, err := g.guard.decide(ctx, user, &src, now); err != nil || d.Locked() {
+				t.Fatal(d, err)
+			}
+			if err := g.guard.succeed(ctx, user, &src, now); err != nil {
+				t.Fatal(err)
+			}
+			g.metrics.observe(nil, "", 1, 1, 30*time.Microsecond, time.Now())
+		})
+		if n != 0 {
+			t.Errorf("source %v: %v allocations per verify in limits and metrics, want 0", src, n)
 		}
-		if _, why, err := g.lockout(ctx, dst, out, v, nil, time.Now()); err != nil || why != "" {
-			t.Fatal(why, err)
-		}
-		g.metrics.observe(nil, "", 1, 1, 30*time.Microsecond, time.Now())
-	})
-	if n != 0 {
-		t.Errorf("%v allocations per verify in limits and metrics, want 0", n)
 	}
 	// The rate limiters allocate nothing for a key they hold.
 	g.guard.source = newLimiter(RateLimit{Rate: 1e9, Burst: 1e9}, 64, func(s maphashSeed, a netip.Addr) uint64 { return hashAddr(s, a) })
@@ -95,5 +101,62 @@ func TestLimiterBound(t *testing.T) {
 	}
 	if total > 32 {
 		t.Fatalf("%d keys held, bound 32", total)
+	}
+}
+
+// TestConnLimiterTotal: beyond the total, connections from any source are
+// closed at once; closing one makes room.
+func TestConnLimiterTotal(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := limitConns(ln, 4, 2)
+	defer l.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func(local string) net.Conn {
+		c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}).Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	for _, src := range []string{"127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2", "127.0.0.2", "127.0.0.3"} {
+		dial(src)
+	}
+	var got []net.Conn
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got)+int(l.refused.Load()) < 7 && time.Now().Before(deadline) {
+		select {
+		case c := <-accepted:
+			got = append(got, c)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if len(got) != 4 || l.refused.Load() != 3 || l.opened() != 4 {
+		t.Fatalf("accepted %d, refused %d, open %d; want 4, 3, 4 (2 per source, 4 in all)", len(got), l.refused.Load(), l.opened())
+	}
+	got[0].Close()
+	got[0].Close() // twice: counted once
+	if l.opened() != 3 {
+		t.Fatalf("open %d after a close, want 3", l.opened())
+	}
+	dial("127.0.0.3")
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("no room made by a closed connection")
 	}
 }

@@ -49,6 +49,7 @@ var (
 	}
 	extraReasons = []verifyKind{
 		{OutcomeRefused, protocol.ErrRejected.String(), ReasonLocked},
+		{OutcomeRefused, protocol.ErrRejected.String(), ReasonLockedUnfamiliar},
 		{OutcomeRefused, protocol.ErrBusy.String(), ReasonLimitedSource},
 		{OutcomeRefused, protocol.ErrBusy.String(), ReasonLimitedDevice},
 		{OutcomeRefused, protocol.ErrBusy.String(), ReasonLockoutDown},
@@ -168,7 +169,7 @@ func newMetrics(g *Gateway) *gwMetrics {
 	for _, op := range []string{"admin", "audit", "lockout"} {
 		m.storeErr.WithLabelValues(op)
 	}
-	m.lockouts = f.counter("tagauth_gateway_lockouts_total", "Users locked out by too many failed logins.")
+	m.lockouts = f.counter("tagauth_gateway_lockouts_total", "Locks set by too many failed logins (of one source, or of a user's unfamiliar sources).")
 	m.unlocks = f.counter("tagauth_gateway_unlocks_total", "Users unlocked by an operator.")
 
 	f.gauge("tagauth_gateway_replay_cache_entries", "Entries in the in-memory replay cache, expired ones not yet dropped included (absent with a shared cache: see its own metrics).", func() float64 {
@@ -189,7 +190,23 @@ func newMetrics(g *Gateway) *gwMetrics {
 		}
 		return float64(g.audit.depth())
 	})
-	f.gauge("tagauth_gateway_locked_users", "Users locked out now.", func() float64 {
+	f.counterFunc("tagauth_gateway_admin_token_failures_total", "Admin API, console and metrics requests with a missing or wrong token.",
+		func() float64 { return float64(g.guard.tokens.failures.Load()) })
+	f.counterFunc("tagauth_gateway_admin_token_throttled_total", "Admin requests refused unchecked (429) because their source had too many wrong tokens.",
+		func() float64 { return float64(g.guard.tokens.throttled.Load()) })
+	f.counterFunc("tagauth_gateway_admin_conns_refused_total", "Admin connections closed at once: over the total or the per-source limit.", func() float64 {
+		if g.guard.conns == nil {
+			return 0
+		}
+		return float64(g.guard.conns.refused.Load())
+	})
+	f.gauge("tagauth_gateway_admin_conns", "Admin connections open now.", func() float64 {
+		if g.guard.conns == nil {
+			return 0
+		}
+		return float64(g.guard.conns.opened())
+	})
+	f.gauge("tagauth_gateway_locked_users", "Locks in force now: of a user's logins from one source, or from every source unfamiliar to the user.", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		l, err := g.guard.store.Locked(ctx, g.now())
@@ -276,11 +293,18 @@ func (m *gwMetrics) storeError(op string) { m.storeErr.WithLabelValues(op).Inc()
 
 // serveMetrics is GET /metrics: the admin token or the metrics token.
 func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	sum := sha256.Sum256([]byte(tok))
-	admin := subtle.ConstantTimeCompare(sum[:], g.tokenHash[:])
-	metrics := subtle.ConstantTimeCompare(sum[:], g.metrics.metricsTokenHash[:])
-	if !ok || (admin != 1 && (metrics != 1 || !g.metrics.hasMetricsToken)) {
+	tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	ok, wait := g.tokenCheck(r, tok, func(tok string) bool { // adminguard.go: backoff on wrong tokens
+		sum := sha256.Sum256([]byte(tok))
+		admin := subtle.ConstantTimeCompare(sum[:], g.tokenHash[:])
+		metrics := subtle.ConstantTimeCompare(sum[:], g.metrics.metricsTokenHash[:])
+		return bearer && (admin == 1 || (metrics == 1 && g.metrics.hasMetricsToken))
+	})
+	if wait > 0 {
+		tooMany(w, wait)
+		return
+	}
+	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tagauth metrics"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer TOKEN with the admin token or the metrics token")
 		return

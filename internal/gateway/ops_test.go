@@ -113,14 +113,14 @@ func TestLockout(t *testing.T) {
 		t.Fatalf("locked user with the right password: %v %x, want 4.01 %x", code, out, rejectedWire)
 	}
 	last := tg.lastAudit(gateway.KindVerify)
-	if last.Reason != gateway.ReasonLocked || last.Outcome != gateway.OutcomeRefused || !strings.Contains(last.Detail, "the login itself verified") {
+	if last.Reason != gateway.ReasonLocked || last.Outcome != gateway.OutcomeRefused || !strings.Contains(last.Detail, "source unverified") || !strings.Contains(last.Detail, "not verified") {
 		t.Fatalf("locked attempt audited as %+v", last)
 	}
 	// A wrong password while locked: refused, not counted again.
 	if code, out := tg.post(tg.m2For(badE(alice), cred, nil)); code != coap.Unauthorized || !bytes.Equal(out, rejectedWire) {
 		t.Fatalf("locked user, bad E: %v %x", code, out)
 	}
-	if last := tg.lastAudit(gateway.KindVerify); last.Reason != gateway.ReasonLocked || !strings.Contains(last.Detail, "E_i does not verify") {
+	if last := tg.lastAudit(gateway.KindVerify); last.Reason != gateway.ReasonLocked || !strings.Contains(last.Detail, "not verified") {
 		t.Fatalf("locked bad attempt audited as %+v", last)
 	}
 	// Bob is not affected.
@@ -407,7 +407,7 @@ func TestKeysAPI(t *testing.T) {
 	tg.callErr(http.MethodPost, "/v1/keys/2/retire", tg.token, nil, http.StatusConflict)
 	tg.callErr(http.MethodPost, "/v1/keys/9/retire", tg.token, nil, http.StatusNotFound)
 	tg.callErr(http.MethodPost, "/v1/keys/0/retire", tg.token, nil, http.StatusBadRequest)
-	tg.call(http.MethodPost, "/v1/keys/1/retire", nil, &kc)
+	tg.call(http.MethodPost, "/v1/keys/1/retire?force=1", nil, &kc) // alice still holds it
 	tg.mustRefuse(alice, cred, protocol.ErrUnknownKeyVersion.Name())
 	if rec := tg.lastAudit(gateway.KindKey); rec.Reason != "retired" {
 		t.Fatalf("key audit %+v", rec)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/gateway/console"
 	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/internal/lockout"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -25,7 +26,8 @@ import (
 // process, so that the console can do nothing the CLI cannot.
 //
 //	GET  /metrics                       Prometheus text format (admin or metrics token)
-//	POST /v1/users/{id}/unlock          -> Unlocked
+//	POST /v1/users/{id}/unlock          -> Unlocked (id escaped with adminapi.PathSegment)
+//	POST /v1/users/unlock {"id": ID}    -> Unlocked (any id, "/" included)
 //	GET  /v1/locks                      -> LockList
 //	GET  /v1/keys                       -> KeyList
 //	POST /v1/keys/rotate                -> KeyChange
@@ -40,10 +42,15 @@ type Unlocked struct {
 	WasLocked bool   `json:"was_locked"`
 }
 
-// LockInfo is one locked user.
+// LockInfo is one lock: of a user's logins from one source (Scope
+// "source", Source its address, /64 or name), from every source not
+// familiar to the user (Scope "unfamiliar sources"), or, stored by an
+// older version, from everywhere ("all sources").
 type LockInfo struct {
-	User  string    `json:"user"`
-	Until time.Time `json:"until"`
+	User   string    `json:"user"`
+	Scope  string    `json:"scope"`
+	Source string    `json:"source,omitempty"`
+	Until  time.Time `json:"until"`
 }
 
 // LockList is the answer of GET /v1/locks.
@@ -72,6 +79,8 @@ type KeyList struct {
 type KeyChange struct {
 	Version uint8 `json:"version"`
 	Newest  uint8 `json:"newest"`
+	// HeldBy, in a forced retire, is who was still under the version.
+	HeldBy *KeyHolders `json:"held_by,omitempty"`
 }
 
 // StatsMinute is one minute of verifies.
@@ -106,9 +115,10 @@ type consoleMount = *console.Console
 // calls it before binding the admin port.
 func (g *Gateway) openOps() error {
 	g.guard = newGuard(&g.cfg)
+	g.guard.tokens = newTokenGuard(g.log.With("part", "admin"))
 	g.metrics = newMetrics(g)
 	c, err := console.New(console.Config{
-		CheckToken: g.checkAdminToken,
+		CheckToken: g.checkConsoleToken,
 		Logger:     g.log.With("part", "console"),
 		Now:        g.now,
 		Profile:    g.profile.String(),
@@ -124,6 +134,7 @@ func (g *Gateway) openOps() error {
 func (g *Gateway) opsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /metrics", g.serveMetrics)
 	mux.Handle("POST /v1/users/{id}/unlock", g.auth(g.handleUnlock))
+	mux.Handle("POST /v1/users/unlock", g.auth(g.handleUnlock)) // {"id": ...}: every id (adminapi.IDRequest)
 	mux.Handle("GET /v1/locks", g.auth(g.handleLocks))
 	mux.Handle("GET /v1/keys", g.auth(g.handleKeys))
 	mux.Handle("POST /v1/keys/rotate", g.auth(g.handleRotate))
@@ -141,8 +152,34 @@ func (g *Gateway) checkAdminToken(tok string) bool {
 	return subtle.ConstantTimeCompare(sum[:], g.tokenHash[:]) == 1
 }
 
+// checkConsoleToken is checkAdminToken for the console's login, behind the
+// same per-source backoff as the API's: a positive wait means the token
+// was not checked.
+func (g *Gateway) checkConsoleToken(r *http.Request, tok string) (bool, time.Duration) {
+	return g.tokenCheck(r, tok, g.checkAdminToken)
+}
+
+// tokenCheck runs check on a request's token unless its source must wait
+// after wrong tokens; it counts the outcome for the backoff.
+func (g *Gateway) tokenCheck(r *http.Request, tok string, check func(string) bool) (bool, time.Duration) {
+	tg := g.guard.tokens
+	src, now := sourceOf(r.RemoteAddr), g.now()
+	if wait := tg.wait(src, now); wait > 0 {
+		return false, wait
+	}
+	if !check(tok) {
+		tg.failed(src, SanitizeID([]byte(r.URL.Path)), now)
+		return false, 0
+	}
+	tg.succeeded(src)
+	return true, 0
+}
+
 func (g *Gateway) handleUnlock(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	id, ok := idOf(w, r)
+	if !ok {
+		return
+	}
 	if err := store.CheckID(id); err != nil {
 		writeError(w, http.StatusBadRequest, "user: "+err.Error())
 		return
@@ -179,12 +216,20 @@ func (g *Gateway) handleLocks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "locks: the lockout store failed (see the gateway log)")
 		return
 	}
-	out := LockList{Policy: g.guard.policy.String(), Locks: make([]LockInfo, len(locks))}
+	out := LockList{Policy: g.guard.policy.Describe(), Locks: make([]LockInfo, 0, len(locks))}
 	if g.guard.off {
 		out.Policy = "lockout disabled"
 	}
-	for i, l := range locks {
-		out.Locks[i] = LockInfo{User: l.Key, Until: l.Until.UTC()}
+	for _, l := range locks {
+		user, scope, src, ok := lockout.ParseKey(l.Key)
+		if !ok {
+			continue
+		}
+		li := LockInfo{User: user, Scope: scope.String(), Until: l.Until.UTC()}
+		if scope == lockout.ScopeSource {
+			li.Source = src.String()
+		}
+		out.Locks = append(out.Locks, li)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -267,10 +312,23 @@ func (g *Gateway) handleRetire(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no live master key version %d", v))
 		return
 	}
+	// Who still holds the version (keys.go): refused unless ?force=1.
+	snap, ok := g.snapshot(w, r)
+	if !ok {
+		return
+	}
+	held := HoldersOf(snap, uint8(v))
+	if err := RetireCheck(held, r.URL.Query().Get("force") == "1"); err != nil {
+		writeError(w, http.StatusConflict, "retire: "+err.Error())
+		return
+	}
 	kc, err := g.changeKeys(func(f *keyfile.File) (uint8, error) { return uint8(v), f.Retire(uint8(v)) })
 	if err != nil {
 		writeError(w, http.StatusConflict, "retire: "+err.Error())
 		return
+	}
+	if held.Any() {
+		kc.HeldBy = &held
 	}
 	writeJSON(w, http.StatusOK, kc)
 }

@@ -19,9 +19,8 @@ func (g *Gateway) serveVerify(ctx context.Context, req *coap.Request, dst []byte
 	if code, out, limited := g.rateLimit(req, dst); limited { // limits.go
 		return code, out
 	}
-	out, v, err := g.proto.Verify(ctx, dst, req.Payload)
+	out, v, why, err := g.verifyLocked(ctx, req, dst) // limits.go: the lockout around the verify
 	now := g.now()
-	out, why, err := g.lockout(ctx, dst, out, v, err, now) // limits.go
 	code := coap.Changed
 	rec := store.AuditRecord{
 		Time:     now,

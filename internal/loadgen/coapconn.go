@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -21,14 +22,24 @@ import (
 
 // Link counts the datagrams and bytes (CoAP header, options and payload:
 // the UDP payload) that cross one link, both directions together.
+// Repeats counts, among the datagrams, those a lossless exchange would not
+// have had: retransmitted requests and answers to no request in flight
+// (late duplicates). A run's datagrams less its repeats are a fixed
+// number per operation, whatever the losses.
 type Link struct {
-	Datagrams, Bytes atomic.Uint64
+	Datagrams, Bytes, Repeats atomic.Uint64
 }
 
 func (l *Link) add(n int) {
 	if l != nil {
 		l.Datagrams.Add(1)
 		l.Bytes.Add(uint64(n))
+	}
+}
+
+func (l *Link) repeat() {
+	if l != nil {
+		l.Repeats.Add(1)
 	}
 }
 
@@ -138,6 +149,9 @@ func (c *coapConn) post(opts message.Options, payload []byte, link *Link) (coap.
 			return 0, nil, withKind(KindNetwork, err)
 		}
 		link.add(len(req))
+		if try > 1 {
+			link.repeat()
+		}
 		deadline := time.Now().Add(timeout)
 		if err := c.conn.SetReadDeadline(deadline); err != nil {
 			return 0, nil, withKind(KindNetwork, err)
@@ -152,11 +166,19 @@ func (c *coapConn) post(opts message.Options, payload []byte, link *Link) (coap.
 			}
 			link.add(n)
 			if _, err := coder.DefaultCoder.Decode(c.rbuf[:n], &c.resp); err != nil {
+				link.repeat()
 				continue
 			}
 			r := &c.resp
 			if r.Type != message.Acknowledgement || r.MessageID != int32(c.mid) || !bytes.Equal(r.Token, c.token[:]) {
+				link.repeat()
 				continue // a late answer to an earlier request
+			}
+			if echo, err := r.Options.GetBytes(coap.OptionEcho); err == nil && coap.Code(r.Code) == coap.Unauthorized && !hasEcho(opts) {
+				// The device asks this address to prove it receives
+				// there (RFC 9175): once per address and 10 minutes,
+				// so it allocates only then.
+				return c.post(append(slices.Clip(opts), message.Option{ID: coap.OptionEcho, Value: bytes.Clone(echo)}), payload, link)
 			}
 			return coap.Code(r.Code), r.Payload, nil
 		}
@@ -168,4 +190,13 @@ func (c *coapConn) post(opts message.Options, payload []byte, link *Link) (coap.
 		}
 		timeout *= 2
 	}
+}
+
+func hasEcho(opts message.Options) bool {
+	for _, o := range opts {
+		if o.ID == coap.OptionEcho {
+			return true
+		}
+	}
+	return false
 }

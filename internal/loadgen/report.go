@@ -43,6 +43,11 @@ type LinkResult struct {
 	Name           string  `json:"name"`
 	DatagramsPerOp float64 `json:"datagrams_per_op"`
 	BytesPerOp     float64 `json:"bytes_per_op"`
+	// Datagrams is the window's total; Repeats of them are retransmitted
+	// requests and answers to no request in flight, which losses and
+	// timeouts add to the protocol's own.
+	Datagrams uint64 `json:"datagrams"`
+	Repeats   uint64 `json:"repeats,omitempty"`
 }
 
 // Result is one measured run: one system, one load.

@@ -127,16 +127,21 @@ type TrafficCounts struct {
 }
 
 // LinkCount is a reading of a Link.
-type LinkCount struct{ Datagrams, Bytes uint64 }
+type LinkCount struct{ Datagrams, Bytes, Repeats uint64 }
+
+func (l *Link) read() LinkCount {
+	return LinkCount{l.Datagrams.Load(), l.Bytes.Load(), l.Repeats.Load()}
+}
 
 // Read reads every counter.
 func (t *Traffic) Read() TrafficCounts {
 	return TrafficCounts{
-		CardDevice: LinkCount{t.CardDevice.Datagrams.Load(), t.CardDevice.Bytes.Load()},
-		Task:       LinkCount{t.Task.Datagrams.Load(), t.Task.Bytes.Load()},
+		CardDevice: t.CardDevice.read(),
+		Task:       t.Task.read(),
 		DeviceGateway: LinkCount{
 			t.DeviceGateway.Datagrams.Load() + t.Relay.SentDatagrams.Load() + t.Relay.ReceivedDatagrams.Load(),
 			t.DeviceGateway.Bytes.Load() + t.Relay.SentBytes.Load() + t.Relay.ReceivedBytes.Load(),
+			t.DeviceGateway.Repeats.Load() + t.Relay.Repeats.Load(),
 		},
 		Retransmits: t.Retransmits.Load(),
 	}
@@ -144,7 +149,9 @@ func (t *Traffic) Read() TrafficCounts {
 
 // Sub is c minus an earlier reading.
 func (c TrafficCounts) Sub(prev TrafficCounts) TrafficCounts {
-	sub := func(a, b LinkCount) LinkCount { return LinkCount{a.Datagrams - b.Datagrams, a.Bytes - b.Bytes} }
+	sub := func(a, b LinkCount) LinkCount {
+		return LinkCount{a.Datagrams - b.Datagrams, a.Bytes - b.Bytes, a.Repeats - b.Repeats}
+	}
 	return TrafficCounts{
 		CardDevice: sub(c.CardDevice, prev.CardDevice), Task: sub(c.Task, prev.Task),
 		DeviceGateway: sub(c.DeviceGateway, prev.DeviceGateway), Retransmits: c.Retransmits - prev.Retransmits,
@@ -244,6 +251,10 @@ func StartAgents(f *Fleet, tr *Traffic) (*Agents, error) {
 			// end its session soon, or thousands of logins a second fill
 			// the agent's session table (a real session idles 5 minutes).
 			SessionIdle: agentSessionIdle, MaxSessions: agentMaxSessions,
+			// Each worker is one address logging in as fast as it can,
+			// and few users may share many workers: lift the per-source
+			// and per-user bounds, which are for the field.
+			SourceRate: 1e9, SourceBurst: 1 << 30, MaxSessionsPerUser: agentMaxSessions, MaxPendingPerUser: agentMaxSessions,
 		})
 		if err != nil {
 			a.Stop()

@@ -33,9 +33,19 @@ type Memory struct {
 	mu      sync.RWMutex
 	max     int
 	entries map[string]*entry
+	// known holds each user's familiar sources, at most max users: when
+	// full, users whose sources all expired go first, then any one (who
+	// then starts as if new: familiarity is an optimisation of
+	// availability, never needed for safety).
+	known map[string][]familiar
 	// seen is the latest time a caller passed in, which Lock (given no
 	// now) uses to tell locks in force when it must make room.
 	seen time.Time
+}
+
+type familiar struct {
+	src   string // Source key
+	until time.Time
 }
 
 type entry struct {
@@ -50,7 +60,7 @@ func NewMemory(maxKeys int) *Memory {
 	if maxKeys <= 0 {
 		maxKeys = DefaultMaxKeys
 	}
-	return &Memory{max: maxKeys, entries: make(map[string]*entry)}
+	return &Memory{max: maxKeys, entries: make(map[string]*entry), known: make(map[string][]familiar)}
 }
 
 var _ Store = (*Memory)(nil)
@@ -176,4 +186,149 @@ func (m *Memory) Locked(_ context.Context, now time.Time) ([]Lock, error) {
 	}
 	slices.SortFunc(out, func(a, b Lock) int { return strings.Compare(a.Key, b.Key) })
 	return out, nil
+}
+
+// maxKey is the longest key: an id, the NUL, a source key.
+const maxKey = 64 + 1 + 2 + MaxSourceName
+
+// appendKey appends user, NUL and suffix.
+func appendKey(dst, user, suffix []byte) []byte {
+	dst = append(dst, user...)
+	dst = append(dst, 0)
+	return append(dst, suffix...)
+}
+
+// Status implements Store.
+func (m *Memory) Status(_ context.Context, user, source string, now time.Time) (Status, error) {
+	return m.StatusBytes([]byte(user), []byte(source), now), nil
+}
+
+// StatusBytes is Status for a user and source key held as bytes. It
+// allocates nothing: the gateway calls it before every verify.
+func (m *Memory) StatusBytes(user, source []byte, now time.Time) Status {
+	var buf [maxKey]byte
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var st Status
+	if e := m.entries[string(appendKey(buf[:0], user, source))]; e != nil && e.locked(now) {
+		st.SourceUntil = e.until
+	}
+	if e := m.entries[string(appendKey(buf[:0], user, []byte(unfamiliarTag)))]; e != nil && e.locked(now) {
+		st.UnfamiliarUntil = e.until
+	}
+	for _, f := range m.known[string(user)] {
+		if f.src == string(source) && now.Before(f.until) {
+			st.Familiar = true
+		}
+	}
+	return st
+}
+
+// Succeed implements Store.
+func (m *Memory) Succeed(_ context.Context, user, source string, now time.Time, f Familiarity) error {
+	m.SucceedBytes([]byte(user), []byte(source), now, f)
+	return nil
+}
+
+// SucceedBytes is Succeed for a user and source key held as bytes. Once
+// the source is familiar it allocates nothing.
+func (m *Memory) SucceedBytes(user, source []byte, now time.Time, f Familiarity) {
+	var buf [maxKey]byte
+	key := appendKey(buf[:0], user, source)
+	if m.succeedNoop(user, source, key, now, f) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if now.After(m.seen) {
+		m.seen = now
+	}
+	if e := m.entries[string(key)]; e != nil {
+		if e.locked(now) {
+			e.fails = e.fails[:0]
+		} else {
+			delete(m.entries, string(key))
+		}
+	}
+	if len(source) == 0 || source[0] == kindUnverified || f.Max <= 0 {
+		return
+	}
+	until := now.Add(f.For)
+	fs, ok := m.known[string(user)]
+	for i := range fs {
+		if fs[i].src == string(source) {
+			fs[i].until = until
+			return
+		}
+	}
+	if !ok && len(m.known) >= m.max {
+		m.evictKnown(now)
+	}
+	fs = slices.DeleteFunc(fs, func(x familiar) bool { return !now.Before(x.until) })
+	if len(fs) >= f.Max {
+		// Drop the one that ends first: the least recent.
+		i := 0
+		for j := range fs {
+			if fs[j].until.Before(fs[i].until) {
+				i = j
+			}
+		}
+		fs = slices.Delete(fs, i, i+1)
+		fs = fs[:min(len(fs), f.Max-1)]
+	}
+	m.known[string(user)] = append(fs, familiar{src: string(source), until: until})
+}
+
+// succeedNoop tells, under the read lock only, whether a success would
+// change nothing worth a write: the source has no failures and is familiar
+// for nearly f.For still (renewals are spaced by renewEvery), so that the
+// logins of many CoAP workers do not queue for the write lock.
+func (m *Memory) succeedNoop(user, source, key []byte, now time.Time, f Familiarity) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if _, ok := m.entries[string(key)]; ok {
+		return false
+	}
+	if len(source) == 0 || source[0] == kindUnverified || f.Max <= 0 {
+		return true
+	}
+	for _, x := range m.known[string(user)] {
+		if x.src == string(source) {
+			return x.until.After(now.Add(f.For - renewEvery))
+		}
+	}
+	return false
+}
+
+// renewEvery is how often a familiar source's end moves with its logins.
+const renewEvery = time.Minute
+
+// evictKnown makes room in known: users with no source left first, else
+// one user.
+func (m *Memory) evictKnown(now time.Time) {
+	for u, fs := range m.known {
+		if !slices.ContainsFunc(fs, func(x familiar) bool { return now.Before(x.until) }) {
+			delete(m.known, u)
+		}
+	}
+	if len(m.known) >= m.max {
+		for u := range m.known {
+			delete(m.known, u)
+			break
+		}
+	}
+}
+
+// UnlockUser implements Store.
+func (m *Memory) UnlockUser(_ context.Context, user string, now time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	was := false
+	for k, e := range m.entries {
+		if UserOf(k) == user {
+			was = was || e.locked(now)
+			delete(m.entries, k)
+		}
+	}
+	return was, nil
 }

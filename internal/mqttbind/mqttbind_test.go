@@ -114,7 +114,7 @@ func TestRequestThroughBrokerWithEcho(t *testing.T) {
 	if got := resp.Stats.EchoChallenges.Load(); got != 1 {
 		t.Fatalf("echo challenges = %d, want 1 (first login from a new client)", got)
 	}
-	if got := h.peer.Load(); got != uc.ClientID() {
+	if got := h.peer.Load(); got != string(mqttbind.SourceName(uc.ClientID())) {
 		t.Fatalf("handler saw peer %q, want the requester's client id %q", got, uc.ClientID())
 	}
 	// Verified now: no second challenge.

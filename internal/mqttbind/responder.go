@@ -3,6 +3,7 @@ package mqttbind
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -185,7 +186,7 @@ func (r *Responder) serve(p *paho.Publish, path, peer string) {
 	req := coap.Request{Path: path, Payload: p.Payload}
 	var echo string
 	if r.cfg.Echo != nil {
-		req.Peer = []byte(peer)
+		req.Peer = SourceName(peer)
 		req.From = PeerAddr(peer)
 		if path == PathLogin {
 			now := r.cfg.Now()
@@ -271,4 +272,18 @@ func PeerAddr(name string) netip.AddrPort {
 	h := sha256.Sum256([]byte(name))
 	h[0] = 0xfd
 	return netip.AddrPortFrom(netip.AddrFrom16([16]byte(h[:16])), 0)
+}
+
+// SourceName is the name by which a verified requester is the source of a
+// login (coap.Request.Peer, the Source of the relayed verify): "mqtt:"
+// and its client identifier, or "mqtt#" and a digest of it when that
+// would be longer than lockout.MaxSourceName (64) or exactly 16 bytes,
+// which a gateway would read as an IPv6 address. So no client identifier
+// can pose as an IP address or as another kind of source.
+func SourceName(clientID string) []byte {
+	if n := len("mqtt:") + len(clientID); n <= 64 && n != 16 && n != 4 {
+		return []byte("mqtt:" + clientID)
+	}
+	h := sha256.Sum256([]byte(clientID))
+	return []byte("mqtt#" + hex.EncodeToString(h[:20]))
 }

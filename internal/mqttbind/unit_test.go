@@ -196,3 +196,15 @@ func FuzzAnswer(f *testing.F) {
 		}
 	})
 }
+
+func TestSourceNameNeverAnAddress(t *testing.T) {
+	for _, id := range []string{"a", "abcdefghijk", "tagauth-0123456789abcdef0123456789abcdef", strings.Repeat("x", 59), strings.Repeat("x", 60)} {
+		n := SourceName(id)
+		if len(n) == 4 || len(n) == 16 || len(n) > 64 || len(n) == 0 {
+			t.Errorf("client %q: source name %q has the length of an address or is too long", id, n)
+		}
+	}
+	if string(SourceName("a")) == string(SourceName("b")) {
+		t.Error("two clients share a source name")
+	}
+}

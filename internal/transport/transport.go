@@ -9,6 +9,8 @@ package transport
 import (
 	"context"
 
+	"github.com/plgd-dev/go-coap/v3/message"
+
 	"github.com/tagauth/tagauth/internal/coap"
 )
 
@@ -37,9 +39,12 @@ type CoAP struct {
 	Addr   string
 }
 
-// Post sends a CON POST to c.Addr.
+// Post sends a CON POST to c.Addr, with the Source option when o has one.
 func (c CoAP) Post(ctx context.Context, path string, payload []byte, o Options) (coap.Code, []byte, error) {
-	return c.Client.Post(ctx, c.Addr, path, payload)
+	if o.Source == nil {
+		return c.Client.Post(ctx, c.Addr, path, payload)
+	}
+	return c.Client.PostOptions(ctx, c.Addr, path, payload, []message.Option{{ID: coap.OptionSource, Value: o.Source}})
 }
 
 // Name returns the address.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/coap"
@@ -149,3 +150,92 @@ func (c *Conn) Task(ctx context.Context, name, args string) (TaskResponse, error
 
 // Close ends the session.
 func (c *Conn) Close() { c.Session.Close() }
+
+// Device identification (a binding extension in front of spec section 11).
+//
+// POST /tagauth/info asks a device agent which profile and DID_j it serves.
+// The request's payload is InfoRequestSize bytes (zeros; a device ignores
+// them): at least as large as any answer, so that the answer cannot
+// amplify a spoofed request. The answer is 2.04 with profile byte ||
+// id8(DID_j).
+const (
+	pathInfo = "/tagauth/info"
+	// InfoRequestSize is the padding of an info request: the largest
+	// answer, a profile byte and id8 of a 64-byte identity.
+	InfoRequestSize = 1 + 1 + protocol.MaxIDLen
+)
+
+// ErrWrongDevice says that the device at an address serves another DID_j
+// or profile than the one the user asked for; nothing was sent to it that
+// could count as a failed login.
+var ErrWrongDevice = errors.New("wrong device")
+
+// ErrNoDeviceInfo says that a device answered /tagauth/info with 4.04: an
+// agent older than the extension. The caller may go on with the login.
+var ErrNoDeviceInfo = errors.New("device does not say which DID it serves")
+
+// AppendDeviceInfo appends the info answer for profile p and identity did.
+func AppendDeviceInfo(dst []byte, p protocol.Profile, did string) []byte {
+	dst = append(dst, byte(p), byte(len(did)))
+	return append(dst, did...)
+}
+
+// ParseDeviceInfo decodes an info answer, which comes from the network
+// and is untrusted: it checks the profile byte and that the identity is a
+// valid one (1 to 64 bytes of UTF-8, no NUL), with nothing after it.
+func ParseDeviceInfo(b []byte) (protocol.Profile, string, error) {
+	if len(b) < 2 {
+		return 0, "", errors.New("device info: too short")
+	}
+	p := protocol.Profile(b[0])
+	if !p.Valid() {
+		return 0, "", fmt.Errorf("device info: unknown profile byte 0x%02x", b[0])
+	}
+	n := int(b[1])
+	if len(b) != 2+n {
+		return 0, "", fmt.Errorf("device info: identity length %d, but %d bytes follow", n, len(b)-2)
+	}
+	if !protocol.ValidIdentity(b[2:]) {
+		return 0, "", errors.New("device info: not a valid identity (1 to 64 bytes of UTF-8, no NUL)")
+	}
+	return p, string(b[2:]), nil
+}
+
+// DeviceInfo asks the device agent at addr which profile and DID_j it
+// serves. A device without the extension gives ErrNoDeviceInfo.
+func DeviceInfo(ctx context.Context, client *coap.Client, addr string) (protocol.Profile, string, error) {
+	code, resp, err := client.Post(ctx, addr, pathInfo, make([]byte, InfoRequestSize))
+	if err != nil {
+		return 0, "", err
+	}
+	switch code {
+	case coap.Changed:
+	case coap.NotFound:
+		return 0, "", fmt.Errorf("%s: %w", addr, ErrNoDeviceInfo)
+	default:
+		return 0, "", fmt.Errorf("device info from %s: answered %s", addr, code)
+	}
+	p, did, err := ParseDeviceInfo(resp)
+	if err != nil {
+		return 0, "", fmt.Errorf("%s: %w", addr, err)
+	}
+	return p, did, nil
+}
+
+// CheckDevice asks the device at addr which DID_j and profile it serves
+// and fails with ErrWrongDevice, before any m1 is sent, when they are not
+// did and p. A device too old to say is let through.
+func CheckDevice(ctx context.Context, client *coap.Client, addr, did string, p protocol.Profile) error {
+	gp, gdid, err := DeviceInfo(ctx, client, addr)
+	switch {
+	case errors.Is(err, ErrNoDeviceInfo):
+		return nil
+	case err != nil:
+		return err
+	case gdid != did:
+		return fmt.Errorf("device at %s serves DID %s, not %s: %w", addr, strconv.Quote(gdid), strconv.Quote(did), ErrWrongDevice)
+	case gp != p:
+		return fmt.Errorf("device at %s (%s) serves the %s profile, your card is %s: %w", addr, strconv.Quote(did), gp, p, ErrWrongDevice)
+	}
+	return nil
+}

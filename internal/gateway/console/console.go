@@ -45,9 +45,12 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Session limits.
@@ -73,9 +76,11 @@ var staticFS embed.FS
 
 // Config configures a Console.
 type Config struct {
-	// CheckToken reports whether a string is the admin token (in constant
-	// time). Required.
-	CheckToken func(token string) bool
+	// CheckToken reports whether a login form's token is the admin token
+	// (in constant time); a positive wait means the request's source must
+	// wait that long after wrong tokens, and the token was not checked.
+	// Required.
+	CheckToken func(r *http.Request, token string) (ok bool, wait time.Duration)
 	// Logger receives login and logout events; default discards.
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -298,13 +303,17 @@ func (c *Console) dropLocked(s *session) {
 }
 
 func (c *Console) loginForm(w http.ResponseWriter, r *http.Request, msg string) {
-	nonce := randomHex(16)
-	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: nonce, Path: "/", Secure: true, HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, MaxAge: 600})
 	status := http.StatusOK
 	if msg != "" {
 		status = http.StatusUnauthorized
 	}
+	c.loginFormStatus(w, r, status, msg)
+}
+
+func (c *Console) loginFormStatus(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	nonce := randomHex(16)
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: nonce, Path: "/", Secure: true, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: 600})
 	data := struct {
 		Nonce, Next, Error string
 	}{nonce, safeNext(r.FormValue("next")), msg}
@@ -330,8 +339,14 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok := strings.TrimSpace(r.PostForm.Get("token"))
-	if !c.cfg.CheckToken(tok) {
-		c.log.Warn("console login with a wrong token", "source", r.RemoteAddr)
+	ok, wait := c.cfg.CheckToken(r, tok)
+	if wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
+		c.loginFormStatus(w, r, http.StatusTooManyRequests, fmt.Sprintf("Too many wrong tokens from your address: try again in %s.", (wait+time.Second).Round(time.Second)))
+		return
+	}
+	if !ok {
+		// CheckToken logs wrong tokens in aggregate.
 		c.loginForm(w, r, "That is not the admin token.")
 		return
 	}
@@ -501,8 +516,10 @@ var funcs = template.FuncMap{
 		if s == "" {
 			return "-"
 		}
-		return s
+		return showID(s)
 	},
+	"show":  showID,
+	"shell": shellWord,
 	"sortedKeys": func(m map[string]int) []string {
 		ks := make([]string, 0, len(m))
 		for k := range m {
@@ -511,4 +528,35 @@ var funcs = template.FuncMap{
 		sort.Strings(ks)
 		return ks
 	},
+}
+
+// showID is an identity (or any attacker-chosen text) as the console shows
+// it: as is when every character is printable, otherwise quoted with
+// escapes (strconv.QuoteToASCII), so that control characters and bidi
+// overrides (U+202E) cannot make a page say something else than it does.
+// HTML escaping is the templates' job; this is the text's.
+func showID(s string) string {
+	if !utf8.ValidString(s) {
+		return strconv.QuoteToASCII(s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.QuoteToASCII(s)
+		}
+	}
+	return s
+}
+
+// shellWord quotes s for a POSIX shell command line shown to copy.
+func shellWord(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r < utf8.RuneSelf && (r == '-' || r == '_' || r == '.' || r == '@' || r == '+' || r == ':' || r == '/' ||
+			('0' <= r && r <= '9') || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z')))
+	}) < 0 {
+		return s
+	}
+	if showID(s) != s {
+		return showID(s) // not printable: no shell word can be copied faithfully from a page
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

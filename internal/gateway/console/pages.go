@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tagauth/tagauth/internal/adminapi"
 )
 
 // JSON shapes of the admin API answers the console reads. They mirror the
@@ -53,8 +55,10 @@ type (
 		Next    uint64       `json:"next"`
 	}
 	lockInfo struct {
-		User  string    `json:"user"`
-		Until time.Time `json:"until"`
+		User   string    `json:"user"`
+		Scope  string    `json:"scope"`
+		Source string    `json:"source"`
+		Until  time.Time `json:"until"`
 	}
 	lockList struct {
 		Policy string     `json:"policy"`
@@ -185,19 +189,18 @@ func (c *Console) users(w http.ResponseWriter, r *http.Request, s *session) {
 		c.loadError(w, r, s, err)
 		return
 	}
-	until := map[string]time.Time{}
+	held := map[string][]string{}
 	for _, l := range locks.Locks {
-		until[l.User] = l.Until
+		held[l.User] = append(held[l.User], l.What()+" until "+l.Until.UTC().Format("2006-01-02 15:04:05Z"))
 	}
 	type row struct {
 		userInfo
 		Locked bool
-		Until  time.Time
+		Locks  []string
 	}
 	rows := make([]row, len(users.Users))
 	for i, u := range users.Users {
-		t, ok := until[u.ID]
-		rows[i] = row{u, ok, t}
+		rows[i] = row{u, len(held[u.ID]) > 0, held[u.ID]}
 	}
 	c.render(w, r, s, http.StatusOK, "users", "Users", struct {
 		Users  []row
@@ -243,11 +246,11 @@ func (c *Console) confirmRevokeUser(w http.ResponseWriter, r *http.Request, s *s
 
 func (c *Console) revokeUser(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PostForm.Get("id")
-	if err := c.call(r, s, http.MethodPost, "/v1/users/"+url.PathEscape(id)+"/revoke", nil, nil); err != nil {
+	if err := c.call(r, s, http.MethodPost, "/v1/users/revoke", adminapi.IDRequest{ID: id}, nil); err != nil {
 		c.fail(w, r, s, "/console/users", err)
 		return
 	}
-	c.addFlash(s, false, "Revoked user %s.", id)
+	c.addFlash(s, false, "Revoked user %s.", showID(id))
 	http.Redirect(w, r, "/console/users", http.StatusSeeOther)
 }
 
@@ -256,14 +259,14 @@ func (c *Console) unlockUser(w http.ResponseWriter, r *http.Request, s *session)
 	var out struct {
 		WasLocked bool `json:"was_locked"`
 	}
-	if err := c.call(r, s, http.MethodPost, "/v1/users/"+url.PathEscape(id)+"/unlock", nil, &out); err != nil {
+	if err := c.call(r, s, http.MethodPost, "/v1/users/unlock", adminapi.IDRequest{ID: id}, &out); err != nil {
 		c.fail(w, r, s, "/console/users", err)
 		return
 	}
 	if out.WasLocked {
-		c.addFlash(s, false, "Unlocked user %s.", id)
+		c.addFlash(s, false, "Unlocked user %s: every lock and failure count of theirs is cleared.", showID(id))
 	} else {
-		c.addFlash(s, false, "User %s was not locked; their failure count is cleared.", id)
+		c.addFlash(s, false, "User %s was not locked; their failure counts are cleared.", showID(id))
 	}
 	http.Redirect(w, r, "/console/users", http.StatusSeeOther)
 }
@@ -383,11 +386,11 @@ func (c *Console) confirmRevokeDevice(w http.ResponseWriter, r *http.Request, s 
 
 func (c *Console) revokeDevice(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PostForm.Get("id")
-	if err := c.call(r, s, http.MethodPost, "/v1/devices/"+url.PathEscape(id)+"/revoke", nil, nil); err != nil {
+	if err := c.call(r, s, http.MethodPost, "/v1/devices/revoke", adminapi.IDRequest{ID: id}, nil); err != nil {
 		c.fail(w, r, s, "/console/devices", err)
 		return
 	}
-	c.addFlash(s, false, "Revoked device %s.", id)
+	c.addFlash(s, false, "Revoked device %s.", showID(id))
 	http.Redirect(w, r, "/console/devices", http.StatusSeeOther)
 }
 
@@ -426,9 +429,9 @@ func (c *Console) changeGrant(w http.ResponseWriter, r *http.Request, s *session
 		return
 	}
 	if add {
-		c.addFlash(s, false, "User %s may now log in to the devices of group %s.", g.User, g.Group)
+		c.addFlash(s, false, "User %s may now log in to the devices of group %s.", showID(g.User), showID(g.Group))
 	} else {
-		c.addFlash(s, false, "Removed the grant of group %s to user %s.", g.Group, g.User)
+		c.addFlash(s, false, "Removed the grant of group %s to user %s.", showID(g.Group), showID(g.User))
 	}
 	http.Redirect(w, r, "/console/policy", http.StatusSeeOther)
 }
@@ -554,4 +557,15 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q is neither a time (2025-01-02T15:04:05Z, UTC) nor a duration ago (such as 1h)", s)
+}
+
+// What says which logins a lock refuses, for operators.
+func (l lockInfo) What() string {
+	switch {
+	case l.Source != "":
+		return "locked from source " + showID(l.Source)
+	case l.Scope == "unfamiliar sources":
+		return "locked from unfamiliar sources"
+	}
+	return "locked"
 }

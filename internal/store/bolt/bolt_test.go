@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -335,10 +336,7 @@ func TestForeignAndNewerFiles(t *testing.T) {
 // test must run.
 func skipOrFail(t *testing.T, why string) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true and %s", why)
-	}
-	t.Skip(why)
+	testenv.SkipOrFail(t, why)
 }
 
 func TestDiskFull(t *testing.T) {

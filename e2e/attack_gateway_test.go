@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tagauth/tagauth/internal/card"
+	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/userclient"
+	"github.com/tagauth/tagauth/protocol"
+)
+
+// Attacks on the gateway through the real binaries, bounded in time and
+// traffic, on loopback only: go test ./e2e -run Attack.
+
+// TestAttackCardThiefThroughAgent: a thief who has the card's contents
+// (the card file is sealed with the password, so this is the worst case:
+// a client's memory, not the file) guesses passwords online through the
+// genuine device agent (classic profile: no fuzzy verifier, so every
+// guess reaches the gateway). The gateway counts at most the unfamiliar
+// budget (10) of them per lock period, whatever source the agent reports
+// (or none): then even the right password is refused, until the operator
+// unlocks.
+func TestAttackCardThiefThroughAgent(t *testing.T) {
+	w := newWorld(t, "classic")
+	sealed, err := card.Load(w.card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolen, err := card.Open(sealed, "correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := protocol.Config{Now: time.Now, Rand: rand.Reader}
+	client := &coap.Client{ACKTimeout: 200 * time.Millisecond}
+	const tries = 16
+	for i := range tries {
+		u, err := protocol.Unlock(stolen, fmt.Sprint("guess number ", i), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = userclient.Login(ctx, u, client, w.devAt, "sensor-7")
+		cancel()
+		u.Close()
+		if !errors.Is(err, protocol.ErrRejected) {
+			t.Fatalf("guess %d: %v, want rejected", i, err)
+		}
+	}
+	if code, _, errs := w.user(nil, "login"); code == 0 || !strings.Contains(errs, "rejected") {
+		t.Fatalf("the right password after %d guesses: exit %d, %q; want rejected", tries, code, errs)
+	}
+	audit := must(t, nil, "gateway", "audit", "--data", w.gw.data, "--user", "alice", "--kind", "verify", "--json")
+	counted := strings.Count(audit, `"reason": "E_i does not verify"`)
+	locked := strings.Count(audit, `"reason": "user locked`)
+	if counted < 1 || counted > 10 || counted+locked != tries+1 {
+		t.Fatalf("%d guesses counted, %d refused by a lock, of %d attempts: want at most 10 counted and the rest locked\n%s", counted, locked, tries+1, audit)
+	}
+	if out := must(t, nil, "gateway", "locks", "--data", w.gw.data); !strings.Contains(out, "alice") {
+		t.Fatalf("locks:\n%s", out)
+	}
+	must(t, nil, "gateway", "unlock", "alice", "--data", w.gw.data)
+	if code, out, errs := w.user(nil, "login"); code != 0 {
+		t.Fatalf("login after unlock: exit %d %s %s", code, out, errs)
+	}
+}
+
+// TestAttackAdminPort: a source holding many connections to the admin
+// port and guessing the token gets a bounded share: the connections over
+// its limit are closed, its guesses are answered 429 after five, the log
+// has a line per source per minute, not per guess; another source still
+// gets /v1/info.
+func TestAttackAdminPort(t *testing.T) {
+	dir := t.TempDir()
+	gw := startGateway(t, filepath.Join(dir, "gw"), "hardened", freeUDPPort(t))
+	addr := strings.TrimPrefix(gw.admin, "https://")
+	for range 200 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	client := func(local string) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // a test against its own gateway, loopback only
+			DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}).DialContext,
+		}}
+	}
+	other := client("127.0.0.2")
+	resp, err := other.Get(gw.admin + "/v1/info")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/v1/info from another source while one holds 200 connections: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	guesser := client("127.0.0.3")
+	codes := map[int]int{}
+	for i := range 30 {
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, gw.admin+"/v1/users", nil)
+		req.Header.Set("Authorization", "Bearer guess-"+strings.Repeat("x", i))
+		resp, err := guesser.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		codes[resp.StatusCode]++
+	}
+	// Five free guesses, the sixth starts a 1 s wait, doubled after each
+	// further one: more than 10 checked would take the loop over 15 s.
+	if codes[http.StatusUnauthorized] > 10 || codes[http.StatusUnauthorized]+codes[http.StatusTooManyRequests] != 30 {
+		t.Fatalf("answers to 30 quick guesses: %v, want at most 10 checked, the rest 429", codes)
+	}
+	if n := strings.Count(gw.errText(), "wrong token"); n > 2 {
+		t.Fatalf("%d log lines for 30 guesses from one source, want one or two:\n%s", n, gw.errText())
+	}
+}

@@ -1,0 +1,465 @@
+package device
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/userclient"
+	"github.com/tagauth/tagauth/protocol"
+)
+
+// clientFrom is a user's CoAP client sending from the loopback address ip
+// (all of 127/8 is local on Linux).
+func clientFrom(ip string, ack time.Duration) *coap.Client {
+	return &coap.Client{ACKTimeout: ack, LocalAddr: &net.UDPAddr{IP: net.ParseIP(ip)}}
+}
+
+// forgeM1 is what an outsider who knows a user's ID can send: a real m1's
+// header, ID_i (and kv_i) and T1, with n_i, E_i and theta_i random.
+func forgeM1(t *testing.T, u *protocol.User) []byte {
+	t.Helper()
+	_, m1, err := u.Login(deviceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	random := 64 // E_i, theta_i
+	if u.Profile() == protocol.Hardened {
+		random += 16 // n_i
+	}
+	f := bytes.Clone(m1)
+	rand.Read(f[len(f)-8-random : len(f)-8])
+	return f
+}
+
+// rawExchange sends one CON POST from a socket bound to from and returns
+// the request datagram and the decoded answer.
+func rawExchange(t *testing.T, from, to, path string, payload []byte, opts ...message.Option) ([]byte, message.Message, int) {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(from)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	o, _, err := make(message.Options, 0, 8).SetPath(make([]byte, len(path)), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o = o.Add(message.Option{ID: message.ContentFormat, Value: []byte{byte(message.AppOctets)}})
+	for _, x := range opts {
+		o = o.Add(x)
+	}
+	var id [2]byte
+	rand.Read(id[:])
+	m := message.Message{Token: []byte{9, 8, 7, 6, id[0], id[1]}, Options: o, Code: codes.POST, Payload: payload,
+		MessageID: int32(id[0])<<8 | int32(id[1]), Type: message.Confirmable}
+	size, _ := coder.DefaultCoder.Size(m)
+	req := make([]byte, size)
+	if _, err := coder.DefaultCoder.Encode(m, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.WriteToUDPAddrPort(req, netip.MustParseAddrPort(to)); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 2048)
+	n, _, err := conn.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatalf("no answer to the raw POST: %v", err)
+	}
+	resp := message.Message{Options: make(message.Options, 0, 8)}
+	if _, err := coder.DefaultCoder.Decode(buf[:n], &resp); err != nil {
+		t.Fatal(err)
+	}
+	resp.Payload = bytes.Clone(resp.Payload)
+	for i := range resp.Options {
+		resp.Options[i].Value = bytes.Clone(resp.Options[i].Value)
+	}
+	return req, resp, n
+}
+
+// TestEchoChallenge: an m1 from an address the agent has not verified is
+// answered 4.01 with an Echo value, smaller than the request, and nothing
+// else happens (no relay, no replay-cache entry); the same m1 with the
+// Echo value is relayed with the Source option; a verified address is not
+// challenged again.
+func TestEchoChallenge(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.String(), func(t *testing.T) {
+			r := newRig(t, p, nil)
+			u := r.enrol("alice")
+			_, m1, err := u.Login(deviceID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, resp, n := rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1)
+			echo, err := resp.Options.GetBytes(coap.OptionEcho)
+			if coap.Code(resp.Code) != coap.Unauthorized || err != nil || len(echo) == 0 || len(resp.Payload) != 0 {
+				t.Fatalf("first m1 answered %s, Echo %x (%v), payload %x; want 4.01 with Echo and no payload", coap.Code(resp.Code), echo, err, resp.Payload)
+			}
+			if n >= len(req) {
+				t.Errorf("challenge of %d bytes for a request of %d: amplification", n, len(req))
+			}
+			if s := r.gw.seenSources(); len(s) != 0 {
+				t.Fatalf("a challenged m1 was relayed %d times", len(s))
+			}
+
+			// An Echo value is bound to its address.
+			_, resp, _ = rawExchange(t, "127.0.0.2:0", r.addr, pathLogin, m1, message.Option{ID: coap.OptionEcho, Value: echo})
+			if coap.Code(resp.Code) != coap.Unauthorized || len(resp.Payload) != 0 {
+				t.Fatalf("m1 from 127.0.0.2 with 127.0.0.1's Echo answered %s %x, want a new challenge", coap.Code(resp.Code), resp.Payload)
+			}
+			// A tampered one is no good either.
+			bad := bytes.Clone(echo)
+			bad[len(bad)-1] ^= 1
+			_, resp, _ = rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1, message.Option{ID: coap.OptionEcho, Value: bad})
+			if coap.Code(resp.Code) != coap.Unauthorized || len(resp.Payload) != 0 {
+				t.Fatalf("m1 with a tampered Echo answered %s %x, want a new challenge", coap.Code(resp.Code), resp.Payload)
+			}
+
+			// The same m1 (never seen by the replay cache) with the Echo
+			// value, from another port of the same address.
+			_, resp, _ = rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1, message.Option{ID: coap.OptionEcho, Value: echo})
+			if coap.Code(resp.Code) != coap.Changed {
+				t.Fatalf("m1 with its Echo answered %s %x, want 2.04 and m4", coap.Code(resp.Code), resp.Payload)
+			}
+			if s := r.gw.seenSources(); len(s) != 1 || s[0] != "\x7f\x00\x00\x01" {
+				t.Fatalf("gateway saw Source options %q, want one 127.0.0.1", s)
+			}
+
+			// Verified now: a full login from 127.0.0.1 takes no challenge.
+			r.mustLogin(r.enrol("bob"))
+			wantSample(t, scrapeAgent(t, r.agent), "tagauth_device_echo_challenges_total 3")
+			wantSample(t, scrapeAgent(t, r.agent), "tagauth_device_verified_sources 1")
+		})
+	}
+}
+
+// TestNoSourceVerification: with the check off, an m1 is relayed at once
+// and m2 carries no Source option.
+func TestNoSourceVerification(t *testing.T) {
+	r := newRig(t, protocol.Hardened, func(c *Config) { c.NoSourceVerification = true })
+	u := r.enrol("alice")
+	_, m1, err := u.Login(deviceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, resp, _ := rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1); coap.Code(resp.Code) != coap.Changed {
+		t.Fatalf("m1 answered %s, want 2.04", coap.Code(resp.Code))
+	}
+	if s := r.gw.seenSources(); len(s) != 1 || s[0] != "" {
+		t.Fatalf("gateway saw Source options %q, want one verify without", s)
+	}
+}
+
+func TestEchoValues(t *testing.T) {
+	e, err := newEchoer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
+	t0 := time.Unix(1_800_000_000, 0) // a minute boundary
+	v := e.mint(a1, t0)
+	for _, tc := range []struct {
+		name string
+		v    []byte
+		addr netip.Addr
+		at   time.Time
+		want bool
+	}{
+		{"same minute", v, a1, t0.Add(59 * time.Second), true},
+		{"next minute", v, a1, t0.Add(119 * time.Second), true},
+		{"two minutes on", v, a1, t0.Add(2 * time.Minute), false},
+		{"before it was minted", v, a1, t0.Add(-time.Second), false},
+		{"another address", v, a2, t0, false},
+		{"byte wrapped", v, a1, t0.Add(256 * time.Minute), false},
+		{"truncated", v[:len(v)-1], a1, t0, false},
+		{"tampered", append(bytes.Clone(v[:len(v)-1]), v[len(v)-1]^0x80), a1, t0, false},
+		{"IPv6", e.mint(a2, t0), a2, t0, true},
+	} {
+		if got := e.valid(tc.v, tc.addr, tc.at); got != tc.want {
+			t.Errorf("%s: valid = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if other, _ := newEchoer(); other.valid(v, a1, t0) {
+		t.Error("an Echo value verified under another agent's secret")
+	}
+}
+
+func TestVerifiedTableBounded(t *testing.T) {
+	v := newVerifiedTable(3, time.Minute)
+	t0 := time.Unix(1_800_000_000, 0)
+	addr := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, 0, i}) }
+	for i := range byte(4) {
+		v.add(addr(i), t0)
+	}
+	if v.len() != 3 || v.has(addr(0), t0) || !v.has(addr(1), t0) || !v.has(addr(3), t0) {
+		t.Fatalf("after 4 adds to a table of 3: len %d, want the oldest forgotten", v.len())
+	}
+	if v.has(addr(3), t0.Add(time.Minute)) {
+		t.Error("an entry outlived its lifetime")
+	}
+	v.add(addr(1), t0.Add(time.Minute)) // renewed in place
+	if !v.has(addr(1), t0.Add(90*time.Second)) || v.len() != 3 {
+		t.Error("a renewed entry was not renewed")
+	}
+}
+
+// TestSourceFloodDoesNotDenyOthers is item 8: a flood of forged m1s from
+// one address is cut by its token bucket, while a user from another
+// address logs in.
+func TestSourceFloodDoesNotDenyOthers(t *testing.T) {
+	r := newRig(t, protocol.Hardened, func(c *Config) { c.SourceBurst = 5 })
+	alice := r.enrol("alice")
+	mallory := clientFrom("127.0.0.2", 200*time.Millisecond)
+	var busy, rejected int
+	for range 30 {
+		code, resp, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, c, err := protocol.ParseError(resp)
+		switch {
+		case err != nil:
+			t.Fatalf("forged m1 answered %s %x", code, resp)
+		case c == protocol.ErrBusy:
+			busy++
+		case c == protocol.ErrRejected:
+			rejected++
+		}
+	}
+	if rejected != 5 || busy != 25 {
+		t.Errorf("30 forged m1s: %d relayed and rejected, %d busy; want 5 and 25", rejected, busy)
+	}
+	if got := len(r.gw.seenSources()); got != 5 {
+		t.Errorf("the gateway saw %d verifies, want the 5 of the burst", got)
+	}
+	r.mustLogin(alice)
+	text := scrapeAgent(t, r.agent)
+	wantSample(t, text, `tagauth_device_logins_total{outcome="refused",reason="source rate limit",step="m1"} 25`)
+	// Tokens come back with time.
+	r.clk.Advance(time.Second)
+	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice)); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(r.gw.seenSources()); got != 5+1+1 {
+		t.Errorf("after a second: the gateway saw %d verifies, want 7 (the burst, alice's, one more)", got)
+	}
+}
+
+// TestRelayShare is item 8's fair slots: one address holds at most
+// MaxRelaysPerSource relays; another still gets a slot.
+func TestRelayShare(t *testing.T) {
+	r := newRig(t, protocol.Hardened, func(c *Config) {
+		c.SourceBurst = 1000
+		c.GatewayTimeout = time.Minute
+		c.Client = &coap.Client{ACKTimeout: time.Second}
+	})
+	alice := r.enrol("alice")
+	mallory := clientFrom("127.0.0.2", 500*time.Millisecond)
+	// Verify 127.0.0.2 first, so that the concurrent m1s below all go
+	// straight to the limits.
+	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, []byte{0x02}); err != nil {
+		t.Fatal(err)
+	}
+	r.agent.verified.add(netip.MustParseAddr("127.0.0.2"), r.clk.Now())
+	r.gw.hang.Store(true)
+	const extra = 3
+	codes := make(chan protocol.Code, MaxRelaysPerSource+extra)
+	for range MaxRelaysPerSource + extra {
+		m1 := forgeM1(t, alice)
+		go func() {
+			_, resp, err := mallory.Post(context.Background(), r.addr, pathLogin, m1)
+			_, c, perr := protocol.ParseError(resp)
+			if err != nil || perr != nil {
+				c = 0
+			}
+			codes <- c
+		}()
+	}
+	for range MaxRelaysPerSource {
+		<-r.gw.arrived
+	}
+	for range extra {
+		if c := <-codes; c != protocol.ErrBusy {
+			t.Fatalf("an m1 beyond the address's share answered %v, want busy", c)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		conn, err := userclient.Login(context.Background(), alice, clientFrom("127.0.0.1", 500*time.Millisecond), r.addr, deviceID)
+		if err == nil {
+			conn.Close()
+		}
+		done <- err
+	}()
+	<-r.gw.arrived // alice's relay got a slot
+	r.gw.hang.Store(false)
+	for range MaxRelaysPerSource + 1 {
+		r.gw.release <- struct{}{}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("alice's login beside the flood: %v", err)
+	}
+	for range MaxRelaysPerSource {
+		if c := <-codes; c != protocol.ErrRejected {
+			t.Errorf("a held forged m1 answered %v, want rejected", c)
+		}
+	}
+	wantSample(t, scrapeAgent(t, r.agent), `tagauth_device_logins_total{outcome="refused",reason="source relay share",step="m1"} 3`)
+}
+
+// TestRefusalLogBounded: a flood of refusals writes at most
+// refusalLogLines lines per interval and one line with the count of the
+// rest; the metrics count every refusal.
+func TestRefusalLogBounded(t *testing.T) {
+	r := newRig(t, protocol.Hardened, func(c *Config) { c.SourceBurst = 1000 })
+	alice := r.enrol("alice")
+	mallory := clientFrom("127.0.0.2", 200*time.Millisecond)
+	const flood = 60
+	for range flood {
+		if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(r.logs.String(), "outcome=refused"); n != refusalLogLines {
+		t.Errorf("%d refusals wrote %d lines, want %d", flood, n, refusalLogLines)
+	}
+	wantSample(t, scrapeAgent(t, r.agent), `tagauth_device_logins_total{outcome="refused",reason="gateway rejected",step="m3"} 60`)
+	wantSample(t, scrapeAgent(t, r.agent), `tagauth_device_log_lines_suppressed_total 50`)
+	r.clk.Advance(refusalLogEvery)
+	r.agent.flushRefusalLog() // the janitor may have done it already
+	if !strings.Contains(r.logs.String(), "login refusals not logged") || !strings.Contains(r.logs.String(), "lines=50") {
+		t.Errorf("no summary of the 50 refusals not logged:\n%s", r.logs)
+	}
+	// The next interval logs again.
+	r.mustLogin(alice)
+	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice)); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(r.logs.String(), "outcome=refused"); n != refusalLogLines+1 {
+		t.Errorf("after the interval: %d refusal lines, want %d", n, refusalLogLines+1)
+	}
+}
+
+// TestPerUserSessionCap is item 7: a user who opens many sessions loses
+// its own oldest ones and never fills the table for others.
+func TestPerUserSessionCap(t *testing.T) {
+	for _, p := range profiles {
+		t.Run(p.String(), func(t *testing.T) {
+			r := newRig(t, p, func(c *Config) { c.MaxSessions = 5; c.MaxSessionsPerUser = 3 })
+			alice := r.enrol("alice")
+			var conns []*userclient.Conn
+			for range 8 {
+				r.clk.Advance(time.Millisecond) // classic refuses one user's second T1 of a millisecond
+				conns = append(conns, r.mustLogin(alice))
+			}
+			if st := r.agent.Stats(); st.Sessions != 3 {
+				t.Fatalf("after 8 logins of one user: %d sessions, want 3", st.Sessions)
+			}
+			ctx := context.Background()
+			if _, err := conns[0].Task(ctx, "echo", "x"); !errors.Is(err, protocol.ErrRejected) {
+				t.Errorf("task on alice's oldest session: %v, want rejected (closed)", err)
+			}
+			if resp, err := conns[7].Task(ctx, "echo", "x"); err != nil || !resp.OK {
+				t.Errorf("task on alice's newest session: %+v %v", resp, err)
+			}
+			bob := r.enrol("bob")
+			r.mustLogin(bob)
+			r.clk.Advance(time.Millisecond)
+			r.mustLogin(bob)
+			wantSample(t, scrapeAgent(t, r.agent), `tagauth_device_user_evictions_total{table="session"} 5`)
+		})
+	}
+}
+
+// TestPerUserPendingCap: logins a user leaves unconfirmed evict that
+// user's oldest, never another user's.
+func TestPerUserPendingCap(t *testing.T) {
+	r := newRig(t, protocol.Hardened, func(c *Config) { c.MaxSessions = 3; c.MaxPendingPerUser = 2 })
+	alice := r.enrol("alice")
+	var logins []*protocol.Login
+	var m4s [][]byte
+	for range 5 {
+		l, m4 := r.startLogin(alice)
+		logins, m4s = append(logins, l), append(m4s, m4)
+	}
+	if st := r.agent.Stats(); st.Pending != 2 {
+		t.Fatalf("after 5 unconfirmed logins of one user: %d pending, want 2", st.Pending)
+	}
+	r.mustLogin(r.enrol("bob"))
+	// alice's newest is still there and confirms.
+	s, m5, err := logins[4].Finish(m4s[4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, resp := r.post(pathConfirm, protocol.ConfirmPayload(nil, s.SID(), m5)); code != coap.Changed {
+		t.Fatalf("confirming alice's newest login: %s %x", code, resp)
+	}
+	wantSample(t, scrapeAgent(t, r.agent), `tagauth_device_user_evictions_total{table="pending"} 3`)
+}
+
+// TestSourceLimitsBounded: a stream of new addresses, each limited, never
+// grows the table past its bound, and an address that is forgotten
+// starts with a full bucket, no more.
+func TestSourceLimitsBounded(t *testing.T) {
+	l := newSourceLimits(0.001, 1)
+	t0 := time.Unix(1_800_000_000, 0)
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+	for i := range 3 * maxSourceBuckets {
+		if why := l.acquire(addr(i), t0); why != "" {
+			t.Fatalf("a new address refused: %s", why)
+		}
+		l.release(addr(i))
+		if n := l.len(); n > maxSourceBuckets {
+			t.Fatalf("%d buckets after %d addresses, bound %d", n, i+1, maxSourceBuckets)
+		}
+	}
+	last := addr(3*maxSourceBuckets - 1)
+	if why := l.acquire(last, t0); why != reasonSourceRate {
+		t.Errorf("the newest address, which spent its burst, got %q, want %q", why, reasonSourceRate)
+	}
+	// A bucket that holds a relay is never dropped.
+	busy := netip.MustParseAddr("192.0.2.1")
+	if l.acquire(busy, t0) != "" {
+		t.Fatal("first acquire refused")
+	}
+	for i := range 2 * maxSourceBuckets {
+		if l.acquire(addr(5*maxSourceBuckets+i), t0) == "" {
+			l.release(addr(5*maxSourceBuckets + i))
+		}
+	}
+	l.mu.Lock()
+	b := l.buckets[busy]
+	l.mu.Unlock()
+	if b == nil || b.relays != 1 {
+		t.Error("a bucket holding a relay was dropped")
+	}
+}
+
+// TestSourceIPv6: a client on IPv6 is verified by its full address and
+// reported to the gateway in 16 bytes.
+func TestSourceIPv6(t *testing.T) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	r := newRig(t, protocol.Hardened, func(c *Config) { c.Listen = "[::1]:0" })
+	r.mustLogin(r.enrol("alice"))
+	if s := r.gw.seenSources(); len(s) != 1 || s[0] != string(net.IPv6loopback) {
+		t.Fatalf("gateway saw Source options %q, want ::1 in 16 bytes", s)
+	}
+	wantSample(t, scrapeAgent(t, r.agent), "tagauth_device_echo_challenges_total 1")
+}
