@@ -16,6 +16,7 @@ import (
 	"github.com/tagauth/tagauth/internal/card"
 	"github.com/tagauth/tagauth/internal/mqttbind"
 	"github.com/tagauth/tagauth/internal/mqttbind/mqtttest"
+	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -259,5 +260,68 @@ func TestMQTTDuplicateLoginAnsweredFromCache(t *testing.T) {
 	again := send([]byte("another-corr-03"), echo)
 	if _, code, err := protocol.ParseError(again.Payload); err != nil || code != protocol.ErrReplayed {
 		t.Fatalf("a new request with the same m1: %x (%v), want replayed", again.Payload, err)
+	}
+}
+
+// TestMQTTOutsiderCannotLockOutUser: an outsider with a broker account
+// sends forged logins claiming alice from several MQTT clients. The
+// device verifies each client by an Echo on its reply topic and relays it
+// as the source; the gateway charges the failures to those sources and to
+// alice's unfamiliar budget, never to the client alice logged in from, so
+// alice still logs in. A client alice never used is locked (the attack
+// did take effect).
+func TestMQTTOutsiderCannotLockOutUser(t *testing.T) {
+	w := newMQTTWorld(t, "hardened")
+	if code, out, errs := w.mqttUser("login"); code != 0 {
+		t.Fatalf("alice's first login: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	forged := func() []byte {
+		m1 := []byte{0x02, 0x01, byte(len("alice"))}
+		m1 = append(m1, "alice"...)
+		m1 = append(m1, 1) // kv_i
+		r := make([]byte, 16+32+32)
+		rand.Read(r)
+		m1 = append(m1, r...) // n_i, E_i, theta_i
+		return binary.BigEndian.AppendUint64(m1, uint64(time.Now().UnixMilli()))
+	}
+	refused := 0
+	for range 3 { // three clients, more failures than the unfamiliar budget (10)
+		c, err := mqttbind.Dial(t.Context(), mqttbind.Config{URL: w.broker.URL(), Username: "mallory", Password: mqttUsers["mallory"]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rq, err := mqttbind.NewRequester(t.Context(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		if err := c.Ready(ctx); err != nil {
+			t.Fatal(err)
+		}
+		dev := rq.Device("sensor-7")
+		for range 6 {
+			_, out, err := dev.Post(ctx, mqttbind.PathLogin, forged(), transport.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, code, err := protocol.ParseError(out); err == nil && code == protocol.ErrRejected {
+				refused++
+			}
+		}
+		cancel()
+		c.Close()
+	}
+	if refused < 11 {
+		t.Fatalf("only %d forged logins were refused as rejected; the attack did not exhaust the unfamiliar budget", refused)
+	}
+	code, out, errs := w.mqttUser("task", "echo", "still in")
+	if code != 0 || strings.TrimSpace(out) != "still in" {
+		t.Fatalf("alice was locked out by an outsider's forged logins: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	// From a client identifier alice never logged in from, she is locked
+	// like every unfamiliar source.
+	code, _, errs = w.mqttUser("login", "--mqtt-client-id", "tagauth-u-never-used-before-0123456789")
+	if code == 0 || !strings.Contains(errs, "rejected") {
+		t.Fatalf("from an unfamiliar client: exit %d, stderr: %s; want the unfamiliar lock", code, errs)
 	}
 }

@@ -242,6 +242,11 @@ func userLogin(args []string, stdout, stderr io.Writer, task bool) int {
 		if ok {
 			mf.url = broker
 		}
+		if mf.clientID == "" {
+			if mf.clientID, err = userClientID(*cardPath + ".mqtt-client-id"); err != nil { // mqtt.go
+				return fail(err)
+			}
+		}
 		mc, err := mf.dial(ctx, nil)
 		if err != nil {
 			return fail(err)
