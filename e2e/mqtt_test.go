@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,6 +139,29 @@ func TestMQTTBrokerRestartMidSession(t *testing.T) {
 	if !strings.Contains(w.dev.errText(), "mqtt connection lost") {
 		t.Fatalf("the device did not log the lost broker:\n%s", w.dev.errText())
 	}
+	// And its metrics say so: connected again, on a second connection.
+	at := w.dev.waitLine(`metrics at (http://\S+)`)[1]
+	resp, err := http.Get(at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{"tagauth_device_mqtt_connected 1", "tagauth_device_mqtt_connections_total 2"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("device metrics lack %q:\n%s", want, grepLines(string(body), "mqtt"))
+		}
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // TestMQTTForgedAnswerRefused: whoever can publish on a user's reply topic
