@@ -155,7 +155,9 @@ func (r *Requester) exchange(ctx context.Context, topic string, payload []byte, 
 		r.mu.Unlock()
 	}()
 	dl, _ := ctx.Deadline()
-	expiry := uint32(min(math.Ceil(time.Until(dl).Seconds()), math.MaxUint32))
+	// Whole seconds, at least 1: an interval of 0 could read as "already
+	// expired" to one broker and "never" to another.
+	expiry := uint32(min(max(math.Ceil(time.Until(dl).Seconds()), 1), math.MaxUint32))
 	props := &paho.PublishProperties{ResponseTopic: r.reply, CorrelationData: corr, MessageExpiry: &expiry}
 	if echo != "" {
 		props.User = append(props.User, paho.UserProperty{Key: PropEcho, Value: echo})
