@@ -59,7 +59,7 @@ func binary(t testing.TB) string {
 // when the test ends.
 func Start(t testing.TB, acl string, users map[string]string) *Broker {
 	t.Helper()
-	bin := binary(t)
+	binary(t)
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "passwd")
 	if err := os.WriteFile(pw, nil, 0o600); err != nil {
@@ -75,6 +75,16 @@ func Start(t testing.TB, acl string, users map[string]string) *Broker {
 	if err := os.WriteFile(aclPath, []byte(acl), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return StartConf(t, fmt.Sprintf("allow_anonymous false\npassword_file %s\nacl_file %s\n", pw, aclPath))
+}
+
+// StartConf runs a broker on a free loopback port with TCP_NODELAY and
+// the listener options in conf (such as cafile, certfile, keyfile for
+// TLS). It is stopped when the test ends.
+func StartConf(t testing.TB, conf string) *Broker {
+	t.Helper()
+	bin := binary(t)
+	dir := t.TempDir()
 	b := &Broker{t: t, dir: dir, conf: filepath.Join(dir, "mosquitto.conf"), port: freePort(t)}
 	// Run as root, mosquitto would switch to the user "mosquitto", who
 	// cannot read the test's files: stay who we are.
@@ -82,9 +92,9 @@ func Start(t testing.TB, acl string, users map[string]string) *Broker {
 	if u, err := user.Current(); err == nil {
 		me = u.Username
 	}
-	conf := fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\nset_tcp_nodelay true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n",
-		me, b.port, pw, aclPath)
-	if err := os.WriteFile(b.conf, []byte(conf), 0o600); err != nil {
+	full := fmt.Sprintf("user %s\nper_listener_settings false\nset_tcp_nodelay true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlistener %d 127.0.0.1\n%s",
+		me, b.port, conf)
+	if err := os.WriteFile(b.conf, []byte(full), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b.start(bin)
