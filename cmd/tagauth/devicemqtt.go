@@ -66,8 +66,8 @@ func (b *deviceBroker) serve(ctx context.Context, agent *device.Agent, stdout io
 	for _, c := range b.conn.Collectors("tagauth_device") {
 		agent.MetricsRegistry().MustRegister(c)
 	}
-	fmt.Fprintf(stdout, "device %s (%s) serving MQTT on %s/device/%s/#, client %s, gateway %s; stop with Ctrl-C\n",
-		agent.ID(), agent.Profile(), b.conn.Root(), mqttbind.DeviceLevel(agent.ID()), b.conn.ClientID(), agent.Gateway())
+	fmt.Fprintf(stdout, "device %s (%s) serving MQTT on %s/device/%s/# at %s, client %s, gateway %s; stop with Ctrl-C\n",
+		agent.ID(), agent.Profile(), b.conn.Root(), mqttbind.DeviceLevel(agent.ID()), b.conn.URL(), b.conn.ClientID(), agent.Gateway())
 	return nil
 }
 

@@ -43,7 +43,7 @@ func gatewayMQTT(ctx context.Context, g *gateway.Gateway, mf *mqttFlags, replayU
 		conn.Close()
 		return nil, err
 	}
-	fmt.Fprintf(stdout, "  MQTT verify:  %s on %s (client %s)\n", mf.url, mqttbind.VerifyFilter(conn.Root()), conn.ClientID())
+	fmt.Fprintf(stdout, "  MQTT verify:  %s on %s (client %s)\n", conn.URL(), mqttbind.VerifyFilter(conn.Root()), conn.ClientID())
 	return func() {
 		conn.Close()
 		if rdb != nil {

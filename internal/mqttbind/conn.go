@@ -70,6 +70,7 @@ type Stats struct {
 type Conn struct {
 	root     string
 	clientID string
+	url      string // without user information
 	log      *slog.Logger
 	cm       *autopaho.ConnectionManager
 
@@ -91,6 +92,15 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("mqtt: broker URL %q: want tcp://host:port or mqtts://host:port", cfg.URL)
+	}
+	if u.User != nil {
+		// tcp://user:password@host: the same as Username and Password,
+		// kept out of every log line.
+		if cfg.Username == "" {
+			cfg.Username = u.User.Username()
+			cfg.Password, _ = u.User.Password()
+		}
+		u.User = nil
 	}
 	var tlsCfg *tls.Config
 	switch strings.ToLower(u.Scheme) {
@@ -126,7 +136,8 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	c := &Conn{
 		root:     cfg.Root,
 		clientID: cfg.ClientID,
-		log:      cfg.Logger.With("broker", u.Redacted()),
+		log:      cfg.Logger.With("broker", u.String()),
+		url:      u.String(),
 		routes:   make(map[string]func(*paho.Publish)),
 		ready:    make(chan struct{}),
 	}
@@ -190,6 +201,9 @@ func checkRoot(root string) error {
 	}
 	return nil
 }
+
+// URL returns the broker's URL, without user information.
+func (c *Conn) URL() string { return c.url }
 
 // ClientID returns the client identifier.
 func (c *Conn) ClientID() string { return c.clientID }

@@ -208,3 +208,26 @@ func TestSourceNameNeverAnAddress(t *testing.T) {
 		t.Error("two clients share a source name")
 	}
 }
+
+func TestDialTakesCredentialsFromTheURL(t *testing.T) {
+	c, err := Dial(t.Context(), Config{URL: "tcp://dev:s3cret@127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if strings.Contains(c.URL(), "s3cret") || strings.Contains(c.URL(), "dev@") {
+		t.Fatalf("URL keeps the credentials: %s", c.URL())
+	}
+	for _, bad := range []string{"http://x:1", "tcp://", "tcp://h:1 x", "mqtts:/nohost"} {
+		if c, err := Dial(t.Context(), Config{URL: bad}); err == nil {
+			c.Close()
+			t.Errorf("Dial accepted %q", bad)
+		}
+	}
+	if _, err := Dial(t.Context(), Config{URL: "tcp://h:1", CAFile: "ca.pem"}); err == nil {
+		t.Error("a CA file on a plain TCP URL accepted")
+	}
+	if _, err := Dial(t.Context(), Config{URL: "tcp://h:1", Root: "$SYS/x"}); err == nil {
+		t.Error("a topic prefix starting with $ accepted")
+	}
+}
