@@ -212,7 +212,15 @@ func (r *Responder) serve(p *paho.Publish, path, peer string) {
 		code, payload := r.cfg.Handler.ServeCoAP(r.ctx, &req, make([]byte, 0, 256))
 		out = toAnswer(code, payload, p.Payload)
 	}
-	if err := r.cfg.Cache.Store(r.ctx, key, sum, out, keep); err != nil {
+	cached = out
+	if echo != "" {
+		// The cache keeps payloads, not the challenge's property: a
+		// duplicate of a challenged request is dropped (its requester
+		// took the first answer), and the retry comes under new
+		// correlation data anyway.
+		cached = nil
+	}
+	if err := r.cfg.Cache.Store(r.ctx, key, sum, cached, keep); err != nil {
 		r.log.Warn("mqtt answer not cached", "err", err.Error())
 	}
 	r.answer(pr, out, echo)
