@@ -32,7 +32,7 @@ import (
 func auditGateway(t *testing.T, data string, extra ...string) *gateway {
 	t.Helper()
 	args := append([]string{"gateway", "serve", "--data", data, "--coap", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-		"--audit-log", data + "-audit.jsonl"}, extra...)
+		"--audit-log", data + "-audit.jsonl", "--insecure-test-kdf"}, extra...)
 	p := start(t, replicaEnv, args...)
 	g := &gateway{proc: p, data: data}
 	g.coap = p.waitLine(`CoAP verify:\s+(\S+)`)[1]
