@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -498,5 +500,33 @@ func TestSourceLimitsIPv6Prefix(t *testing.T) {
 	l.release(in64(100))
 	if why := l.acquire(in64(998), t0); why != "" {
 		t.Fatalf("after a release: %q", why)
+	}
+}
+
+// TestLogsSanitizeIDs: an identity claimed in a forged m1 (anyone can
+// send one) or held by a user who logs in is never written raw: a bidi
+// override or an invisible character could make a JSON log line (which
+// escapes only control characters) read as something else.
+func TestLogsSanitizeIDs(t *testing.T) {
+	logs := &logBuffer{}
+	r := newRig(t, protocol.Hardened, func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	odd := "admin\u202e\u200bnimda"
+	u := r.enrol(odd)
+	mallory := clientFrom("127.0.0.2", 200*time.Millisecond)
+	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, u)); err != nil {
+		t.Fatal(err)
+	}
+	c := r.mustLogin(u)
+	if _, err := c.Task(context.Background(), "echo", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if strings.ContainsAny(out, "\u202e\u200b") {
+		t.Errorf("an odd identity was logged raw:\n%s", out)
+	}
+	if want := "hex:" + hex.EncodeToString([]byte(odd)); strings.Count(out, want) < 3 {
+		t.Errorf("want the refusal, the login and the task logged with %s:\n%s", want, out)
 	}
 }
