@@ -229,3 +229,48 @@ func TestSmartLockoutSuccessResets(t *testing.T) {
 		}
 	}
 }
+
+// TestSmartLockoutCopiedM2NotCounted: I_j covers E_i, DID_j and T2 only
+// (spec section 6), so whoever sees one device's m2 on its way to the
+// gateway (plain UDP) could send copies with another user's ID_i, a new
+// n_i or T1 and any Source, and each would be a failed proof with a valid
+// I_j. Only the first m2 with a given I_j may count: the copies of bob's
+// genuine login, charged to alice at her familiar source, must not lock
+// her out; neither may copies of a login that failed.
+func TestSmartLockoutCopiedM2NotCounted(t *testing.T) {
+	for _, p := range []protocol.Profile{protocol.Hardened, protocol.Classic} {
+		t.Run(p.String(), func(t *testing.T) {
+			cfg := testConfig(t.TempDir(), p)
+			cfg.Lockout = smartPolicy
+			tg := startGateway(t, cfg)
+			alice, bob := tg.enrol("alice"), tg.enrol("bob")
+			cred := tg.provision("d1", "g")
+			tg.grant("alice", "g")
+			tg.grant("bob", "g")
+			addr := tg.g.CoAPPublic()
+			if code, _ := postFrom(t, addr, tg.m2For(alice, cred, nil), home); code != coap.Changed {
+				t.Fatalf("alice's first login from home: %v", code)
+			}
+			seen := [][]byte{tg.m2For(bob, cred, nil), tg.m2For(badE(bob), cred, nil)}
+			if code, _ := postFrom(t, addr, seen[0], outsider(1)); code != coap.Changed {
+				t.Fatalf("bob's login: %v", code)
+			}
+			postFrom(t, addr, seen[1], outsider(1))
+			for i := range 2 * smartPolicy.MaxFailures {
+				m, err := protocol.ParseM2(seen[i%2])
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.ID = []byte("alice")
+				rand.Read(m.Nonce[:])
+				m.T1 -= uint64(1 + i)
+				if code, _ := postFrom(t, addr, m.Append(nil), home); code != coap.Unauthorized {
+					t.Fatalf("copy %d: %v", i, code)
+				}
+			}
+			if code, out := postFrom(t, addr, tg.m2For(alice, cred, nil), home); code != coap.Changed {
+				t.Fatalf("alice from home after copies of bob's m2s were charged to her: %v %x", code, out)
+			}
+		})
+	}
+}
