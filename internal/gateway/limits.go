@@ -98,10 +98,19 @@ type guard struct {
 	conns  *connLimiter // admin connection limits, once listening
 	source *limiter[netip.Addr]
 	device *limiter[deviceKey]
+	// stripes serialise the verifies of one user (verifyLocked); users
+	// share a stripe by hash.
+	stripes [4096]sync.Mutex
+	seed    maphash.Seed
+}
+
+// userStripe is the mutex of user's stripe.
+func (gd *guard) userStripe(user []byte) *sync.Mutex {
+	return &gd.stripes[maphash.Bytes(gd.seed, user)%uint64(len(gd.stripes))]
 }
 
 func newGuard(cfg *Config) *guard {
-	gd := &guard{off: cfg.LockoutOff, policy: cfg.Lockout.WithDefaults(), store: cfg.LockoutStore}
+	gd := &guard{off: cfg.LockoutOff, policy: cfg.Lockout.WithDefaults(), store: cfg.LockoutStore, seed: maphash.MakeSeed()}
 	gd.fam = gd.policy.Familiarity()
 	if gd.store == nil {
 		gd.mem = lockout.NewMemory(0)
@@ -230,6 +239,14 @@ func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byt
 	// it as unknown, and it could not be told apart in the store's keys.
 	m, perr := protocol.ParseM2(req.Payload)
 	if perr == nil && bytes.IndexByte(m.ID, 0) < 0 {
+		// From the lock decision to the count of the failure, one
+		// verify of a user at a time (per stripe of users): else every
+		// guess in flight when the limit is reached would pass the
+		// decision and count past the limit. Replicas still overlap:
+		// at most one guess each.
+		mu := gd.userStripe(m.ID)
+		mu.Lock()
+		defer mu.Unlock()
 		v := protocol.Verification{Profile: m.Profile, User: m.ID, Device: m.DID, KVUser: m.KV, KVDevice: m.KVDev}
 		var err error
 		d, err = gd.decide(ctx, m.ID, &src, now)

@@ -1,11 +1,13 @@
 package gateway_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -273,4 +275,62 @@ func TestSmartLockoutCopiedM2NotCounted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// barrierStore is an in-memory lockout store whose Status, once it has
+// read the state, waits until want lookups have (or one has waited a
+// second), so that concurrent verifies all look at the lock before any
+// failure counts, if the gateway lets them.
+type barrierStore struct {
+	*lockout.Memory
+	mu   sync.Mutex
+	n    int
+	want int
+	open chan struct{}
+	once sync.Once
+}
+
+func (b *barrierStore) Status(ctx context.Context, user, source string, now time.Time) (lockout.Status, error) {
+	st, err := b.Memory.Status(ctx, user, source, now)
+	b.mu.Lock()
+	b.n++
+	if b.n == b.want {
+		b.once.Do(func() { close(b.open) })
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.open:
+	case <-time.After(time.Second):
+		b.once.Do(func() { close(b.open) })
+	}
+	return st, err
+}
+
+// TestSmartLockoutConcurrentGuesses: a card thief who sends its guesses
+// all at once, from as many sources, gets no more counted than the
+// unfamiliar budget: the lock decision and the count of one user's
+// verifies are not interleaved, so guesses in flight when the budget is
+// spent do not each count past it.
+func TestSmartLockoutConcurrentGuesses(t *testing.T) {
+	const guesses = 20
+	cfg := testConfig(t.TempDir(), protocol.Hardened)
+	cfg.Lockout = smartPolicy
+	cfg.CoAPWorkers = 2 * guesses
+	cfg.LockoutStore = &barrierStore{Memory: lockout.NewMemory(0), want: guesses, open: make(chan struct{})}
+	tg := startGateway(t, cfg)
+	alice := tg.enrol("alice")
+	cred := tg.provision("d1", "g")
+	tg.grant("alice", "g")
+	addr := tg.g.CoAPPublic()
+	m2s := make([][]byte, guesses)
+	for i := range m2s {
+		m2s[i] = tg.m2For(badE(alice), cred, nil)
+	}
+	var wg sync.WaitGroup
+	for i, m2 := range m2s {
+		wg.Go(func() { postFrom(t, addr, m2, outsider(i)) })
+	}
+	wg.Wait()
+	m := tg.scrape(tg.token)
+	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": protocol.ErrBadE.Name()}, float64(smartPolicy.UnfamiliarFailures))
 }
