@@ -291,23 +291,24 @@ func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byt
 const proofDomain = 0x80
 
 // firstProof reports whether m2 is the first verify request to carry its
-// I_j, and remembers it for dT past T2 in the replay cache (shared by
-// replicas). I_j covers E_i, DID_j and T2 only (spec section 6), not
-// ID_i, n_i, T1 or the Source option: whoever sees one m2 on its way from
-// a device could send copies with any user's ID_i, a new n_i or T1 and any
-// Source, each of them a failed proof with a valid I_j, and lock any
-// user's familiar sources. So only the first m2 with a given I_j may
-// count as a failure, and a successful verify marks its I_j too, so that
-// copies of a genuine login never count. A cache that cannot answer lets
-// the failure count: guesses stay bounded. Under the classic profile I_j
-// does not cover T2 either, so a copy counts again once the mark expires.
+// I_j, and remembers it for dT past T2 (in the replay cache when replicas
+// share one, else in a cache of its own). I_j covers E_i, DID_j and T2
+// only (spec section 6), not ID_i, n_i, T1 or the Source option: whoever
+// sees one m2 on its way from a device could send copies with any user's
+// ID_i, a new n_i or T1 and any Source, each of them a failed proof with a
+// valid I_j, and lock any user's familiar sources. So only the first m2
+// with a given I_j may count as a failure, and a successful verify marks
+// its I_j too, so that copies of a genuine login never count. A cache that
+// cannot answer lets the failure count: guesses stay bounded. Under the
+// classic profile I_j does not cover T2 either, so a copy counts again
+// once the mark expires.
 func (g *Gateway) firstProof(ctx context.Context, m *protocol.M2) bool {
 	var k protocol.ReplayKey
 	k[0] = proofDomain
 	k[1] = byte(copy(k[2:2+protocol.MaxIDLen], m.DID))
 	copy(k[2+protocol.MaxIDLen:], m.I[:])
 	now := uint64(g.now().UnixMilli())
-	fresh, err := g.replayCache.Insert(ctx, k, max(m.T2, now)+uint64(g.cfg.Window.Milliseconds()), now)
+	fresh, err := g.proofs.Insert(ctx, k, max(m.T2, now)+uint64(g.cfg.Window.Milliseconds()), now)
 	return fresh || err != nil
 }
 
