@@ -32,7 +32,7 @@ import (
 func auditGateway(t *testing.T, data string, extra ...string) *gateway {
 	t.Helper()
 	args := append([]string{"gateway", "serve", "--data", data, "--coap", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-		"--audit-log", data + "-audit.jsonl"}, extra...)
+		"--audit-log", data + "-audit.jsonl", "--insecure-test-kdf"}, extra...) // the cards use a cheap KDF
 	p := start(t, replicaEnv, args...)
 	g := &gateway{proc: p, data: data}
 	g.coap = p.waitLine(`CoAP verify:\s+(\S+)`)[1]
@@ -65,6 +65,9 @@ func metricSum(t *testing.T, g *gateway, name string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A poll makes a client each time: its kept-alive connection would
+	// count against the admin port's per-source limit.
+	defer hc.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodGet, g.admin+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+replicaToken)
 	resp, err := hc.Do(req)
