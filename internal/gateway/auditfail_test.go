@@ -131,6 +131,11 @@ func TestAuditRefusalsSampled(t *testing.T) {
 		case gateway.OutcomeRefused:
 			refused++
 			events += max(uint64(r.Count), 1)
+			// A sample names whom its refusals concerned, so that a
+			// query by user or device finds them.
+			if r.User != "alice" || r.Device != "d1" || r.Source == "" {
+				t.Errorf("refusal sample for user %q device %q source %q, want alice, d1 and a source", r.User, r.Device, r.Source)
+			}
 		}
 	}
 	if ok != 1 {
