@@ -65,6 +65,9 @@ func metricSum(t *testing.T, g *gateway, name string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A poll makes a client each time: its kept-alive connection would
+	// count against the admin port's per-source limit.
+	defer hc.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodGet, g.admin+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+replicaToken)
 	resp, err := hc.Do(req)

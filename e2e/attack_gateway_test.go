@@ -73,6 +73,20 @@ func TestAttackCardThiefThroughAgent(t *testing.T) {
 	if counted < 1 || counted > 10 || counted+locked != tries+1 {
 		t.Fatalf("%d guesses counted, %d refused by a lock, of %d attempts: want at most 10 counted and the rest locked\n%v", counted, locked, tries+1, reasons)
 	}
+	// The audit trail accounts for the same refusals: its samples name
+	// alice and carry the counts (written as each sample interval ends).
+	var inAudit map[string]int
+	within(t, 10*time.Second, "alice's refusals in the audit samples", func() bool {
+		inAudit = refusalCounts(t, w.gw.data, "alice")
+		n := 0
+		for _, c := range inAudit {
+			n += c
+		}
+		return n >= tries+1
+	})
+	if inAudit["E_i does not verify"] != counted {
+		t.Fatalf("audit samples count %d failed proofs of alice, the metrics %d: %v", inAudit["E_i does not verify"], counted, inAudit)
+	}
 	if out := must(t, nil, "gateway", "locks", "--data", w.gw.data); !strings.Contains(out, "alice") {
 		t.Fatalf("locks:\n%s", out)
 	}

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -205,7 +206,8 @@ type gateway struct {
 func startGateway(t *testing.T, data, profile, coapAddr string) *gateway {
 	t.Helper()
 	p := start(t, nil, "gateway", "serve", "--data", data, "--profile", profile,
-		"--coap", coapAddr, "--admin", "127.0.0.1:0", "--audit-log", data+"-audit.jsonl", "--insecure-test-kdf")
+		"--coap", coapAddr, "--admin", "127.0.0.1:0", "--audit-log", data+"-audit.jsonl", "--insecure-test-kdf",
+		"--audit-sample", "100ms") // refusal samples (with their counts) are written soon: see refusalCounts
 	g := &gateway{proc: p, data: data}
 	g.coap = p.waitLine(`CoAP verify:\s+(\S+)`)[1]
 	g.admin = p.waitLine(`admin API:\s+(\S+)`)[1]
@@ -258,4 +260,27 @@ func (w *world) user(env []string, sub string, extra ...string) (int, string, st
 	w.t.Helper()
 	args := append([]string{"user", sub, "--card", w.card, "--device", w.devAt, "--did", "sensor-7", "--ack-timeout", "200ms", "--timeout", "10s"}, extra...)
 	return run(w.t, append(append([]string(nil), w.userPW...), env...), args...)
+}
+
+// refusalCounts is the number of refused verifies of user by reason, as
+// the audit trail has them: refusals are sampled, so a record stands for
+// its count of them (1 when it has none).
+func refusalCounts(t *testing.T, data, user string) map[string]int {
+	t.Helper()
+	var audit struct {
+		Records []struct {
+			Kind, Outcome, Reason string
+			Count                 int
+		}
+	}
+	if err := json.Unmarshal([]byte(must(t, nil, "gateway", "audit", "--data", data, "--user", user, "--kind", "verify", "--json")), &audit); err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, r := range audit.Records {
+		if r.Outcome == "refused" {
+			n[r.Reason] += max(r.Count, 1)
+		}
+	}
+	return n
 }

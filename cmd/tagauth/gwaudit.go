@@ -21,11 +21,11 @@ type gwAuditFlags struct {
 
 func registerAuditFlags(fset *flag.FlagSet) *gwAuditFlags {
 	return &gwAuditFlags{
-		keep: fset.Duration("audit-keep", gateway.DefaultAuditKeep,
+		keep: durationFlag(fset, "audit-keep", gateway.DefaultAuditKeep,
 			"how long audit records are kept; older ones are pruned hourly (0: forever)"),
 		fsync: fset.String("audit-fsync", "off",
 			"audit journal `policy`: off (records survive a crash of the process), always (and of the machine: fdatasync before every answer), or a group-commit interval such as 10ms"),
-		sample: fset.Duration("audit-sample", gateway.DefaultAuditSampleEvery,
+		sample: durationFlag(fset, "audit-sample", gateway.DefaultAuditSampleEvery,
 			"refusals are recorded at most once per kind and reason per this interval, with their count"),
 	}
 }

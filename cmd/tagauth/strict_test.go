@@ -34,6 +34,17 @@ func TestServeBounds(t *testing.T) {
 		{[]string{"--kdf-min-m", "4"}, "--kdf-min-m: out of range"},
 		{[]string{"--config", conf("window = 10\n")}, `window: a duration needs a unit, e.g. "10s"`},
 		{[]string{"--config", conf("[rate_limit]\ndevice_burst = -1\n")}, "rate_limit.device_burst: out of range"},
+		{[]string{"--lockout-window", "0"}, `a duration needs a unit, e.g. "10s"`},
+		{[]string{"--lockout-familiar-for", "0"}, `a duration needs a unit, e.g. "10s"`},
+		{[]string{"--audit-keep", "0"}, `a duration needs a unit, e.g. "10s"`},
+		{[]string{"--audit-sample", "10"}, `a duration needs a unit, e.g. "10s"`},
+		{[]string{"--lockout-max-familiar", "65"}, "--lockout-max-familiar: out of range"},
+		{[]string{"--audit-keep", "5m"}, "--audit-keep: out of range"},
+		{[]string{"--config", conf("[audit]\nkeep = \"5m\"\n")}, "audit.keep: out of range"},
+		{[]string{"--config", conf("[audit]\nsample = \"1ms\"\n")}, "audit.sample: out of range"},
+		{[]string{"--config", conf("[audit]\nfsync = \"10\"\n")}, "audit.fsync: "},
+		{[]string{"--config", conf("[lockout]\nunfamiliar_failures = 0\n")}, "lockout.unfamiliar_failures: out of range"},
+		{[]string{"--config", conf("[lockout]\nfamiliar_for = \"1s\"\n")}, "lockout.familiar_for: out of range"},
 	} {
 		data := filepath.Join(t.TempDir(), "data")
 		args := append([]string{"serve", "--data", data, "--coap", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, c.args...)

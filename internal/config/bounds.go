@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/lockout"
 )
 
@@ -20,6 +21,7 @@ type bound struct {
 	dur      bool // a duration; min and max are nanoseconds
 	min, max float64
 	integer  bool
+	zero     bool // 0 is allowed too, meaning "off" or "forever"
 }
 
 // bounds are keyed by flag name, so that the file and the command line
@@ -40,6 +42,19 @@ var bounds = map[string]bound{
 	// parameters (PROTOCOL.md: 1 <= t <= 64, 8p <= m_kib <= 1048576).
 	"kdf-min-t": {integer: true, min: 1, max: 64},
 	"kdf-min-m": {integer: true, min: 8, max: 1 << 20},
+	// Smart lockout (internal/lockout).
+	"lockout-unfamiliar-failures": {integer: true, min: 1, max: lockout.MaxTracked},
+	"lockout-max-familiar":        {integer: true, min: 1, max: lockout.MaxFamiliarLimit},
+	"lockout-familiar-for":        {dur: true, min: float64(time.Minute), max: float64(365 * 24 * time.Hour)},
+	// Audit: a retention under an hour would prune records before an
+	// operator could read them; 0 keeps them forever.
+	"audit-keep":   {dur: true, zero: true, min: float64(time.Hour), max: float64(100 * 365 * 24 * time.Hour)},
+	"audit-sample": {dur: true, min: float64(100 * time.Millisecond), max: float64(time.Hour)},
+}
+
+// policies are settings checked by their own parser rather than a range.
+var policies = map[string]func(string) error{
+	"audit-fsync": func(s string) error { _, err := auditlog.ParseSync(s); return err },
 }
 
 // ErrOutOfRange is the error of a setting outside its bounds.
@@ -50,6 +65,9 @@ var ErrOutOfRange = errors.New("out of range")
 // paths, switches) always pass. The error does not name the setting: the
 // caller knows whether it is a key in the file or a flag.
 func Check(flag, value string) error {
+	if p, ok := policies[flag]; ok {
+		return p(value)
+	}
 	b, ok := bounds[flag]
 	if !ok {
 		return nil
@@ -70,14 +88,22 @@ func Check(flag, value string) error {
 			return fmt.Errorf("%q is not a number", value)
 		}
 	}
+	if b.zero && v == 0 {
+		return nil
+	}
 	if v < b.min || v > b.max {
+		if b.zero {
+			return fmt.Errorf("%w: %s is neither 0 nor from %s to %s", ErrOutOfRange, show(v), show(b.min), show(b.max))
+		}
 		return fmt.Errorf("%w: %s is not from %s to %s", ErrOutOfRange, show(v), show(b.min), show(b.max))
 	}
 	return nil
 }
 
-// Bounded lists the flags that have bounds, for the command line to check
-// each.
+// Bounded lists the flags that have bounds (or a policy syntax), for the
+// command line to check each.
 func Bounded() []string {
-	return slices.Sorted(maps.Keys(bounds))
+	out := slices.AppendSeq(slices.Collect(maps.Keys(bounds)), maps.Keys(policies))
+	slices.Sort(out)
+	return out
 }

@@ -193,3 +193,26 @@ func (tg *testGW) scrapeWith(hc *http.Client) scraped {
 	}
 	return scraped{string(b)}
 }
+
+// TestMetricsTokenKeepsBackoff: the read-only metrics token does not clear
+// a source's wrong admin tokens, so whoever holds it cannot interleave
+// scrapes with admin token guesses to escape the backoff.
+func TestMetricsTokenKeepsBackoff(t *testing.T) {
+	cfg := testConfig(t.TempDir(), protocol.Hardened)
+	cfg.Now = func() time.Time { return time.Unix(1_900_000_000, 0) } // still
+	cfg.MetricsToken = "metrics-token-for-prometheus"
+	tg := startGateway(t, cfg)
+	users, metrics := tg.url("/v1/users"), tg.url("/metrics")
+	guesser := clientFrom(tg, "127.0.0.1")
+	for i := range 6 {
+		if code, _ := httpStatus(t, guesser, metrics, cfg.MetricsToken); code != http.StatusOK {
+			t.Fatalf("scrape %d: %d", i+1, code)
+		}
+		if code, _ := httpStatus(t, guesser, users, "guess-guess-guess-"+string(rune('a'+i))); code != http.StatusUnauthorized {
+			t.Fatalf("wrong token %d: %d, want 401", i+1, code)
+		}
+	}
+	if code, _ := httpStatus(t, guesser, users, "guess-guess-guess-z"); code != http.StatusTooManyRequests {
+		t.Fatalf("seventh wrong admin token, scrapes in between: %d, want 429", code)
+	}
+}

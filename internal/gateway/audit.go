@@ -340,7 +340,11 @@ func (r *rawID) set(b []byte) {
 // busy.
 func (w *auditWriter) submitVerify(ctx context.Context, r store.AuditRecord, user, device []byte, req *coap.Request, p protocol.Profile) error {
 	if r.Outcome != OutcomeOK {
+		// The identities are copied even when the refusal is only
+		// counted: it may be the sample written when the interval ends.
 		it := auditItem{rec: r, raw: rawNames{set: true, from: req.From}}
+		it.raw.user.set(user)
+		it.raw.device.set(device)
 		if w.sampler.take(&it, r.Time) {
 			fillVerifyNames(&it.rec, user, device, req.From)
 			w.submit(it.rec)

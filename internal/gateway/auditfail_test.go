@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -130,6 +131,11 @@ func TestAuditRefusalsSampled(t *testing.T) {
 		case gateway.OutcomeRefused:
 			refused++
 			events += max(uint64(r.Count), 1)
+			// A sample names whom its refusals concerned, so that a
+			// query by user or device finds them.
+			if r.User != "alice" || r.Device != "d1" || r.Source == "" {
+				t.Errorf("refusal sample for user %q device %q source %q, want alice, d1 and a source", r.User, r.Device, r.Source)
+			}
 		}
 	}
 	if ok != 1 {
@@ -175,5 +181,36 @@ func TestAuditRetention(t *testing.T) {
 	page := tg.auditPage("")
 	if len(page.Records) != 1 || page.Records[0].Kind != gateway.KindProvision {
 		t.Fatalf("records after pruning: %+v", page.Records)
+	}
+}
+
+// TestVerifyRecordCommittedByBatch: a successful login's record is
+// written by its CoAP receive batch's commit (one write per batch, before
+// the batch's answers leave: coap.Server.Commit), not by the handler one
+// write per login.
+func TestVerifyRecordCommittedByBatch(t *testing.T) {
+	tg := startGateway(t, testConfig(t.TempDir(), protocol.Hardened))
+	alice := tg.enrol("alice")
+	cred := tg.provision("d1", "g")
+	tg.grant("alice", "g")
+
+	var byBatch, byHandler atomic.Int32
+	gateway.SetAuditFault(tg.g, func() error {
+		buf := make([]byte, 64<<10)
+		stack := string(buf[:runtime.Stack(buf, false)])
+		switch {
+		case strings.Contains(stack, "serveVerify"):
+			byHandler.Add(1)
+		case strings.Contains(stack, "coap.(*worker).endBatch"):
+			byBatch.Add(1)
+		}
+		return nil
+	})
+	for range 3 {
+		tg.mustLogin(alice, cred)
+	}
+	if byBatch.Load() == 0 || byHandler.Load() != 0 {
+		t.Fatalf("journal appends: %d by batch commits, %d in the verify handler; want every login's by its batch's commit",
+			byBatch.Load(), byHandler.Load())
 	}
 }

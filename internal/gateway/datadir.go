@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 )
 
 // The data directory's rules.
@@ -21,11 +23,17 @@ import (
 // Only a first start creates: a directory that does not exist or is empty
 // is made in a temporary sibling, filled (keys, store, token, certificate)
 // and renamed into place only once every listener is bound, so a start
-// that fails leaves nothing behind. A directory with files in it must have
+// that fails leaves nothing behind. An empty directory whose parent the
+// gateway may not write is filled through a hidden directory in it
+// instead, moved up the same way. A directory with files in it must have
 // its key file and its store: a missing key file or a missing or empty
 // store is refused with the backup to restore, never silently recreated
 // (a new master key kills every card and credential; an empty store
 // forgets every identity).
+
+// inPlacePrefix names the hidden directory a first start fills inside an
+// empty data directory whose parent it may not write.
+const inPlacePrefix = ".new-"
 
 // ErrDataDirInsecure is the error of a data directory, or a file in it,
 // that another user could change.
@@ -98,6 +106,9 @@ func inspectDataDir(dir string) (dataDirState, error) {
 	if err != nil {
 		return 0, fmt.Errorf("gateway: data directory: %w", err)
 	}
+	// What a first start that crashed left in place does not make a used
+	// directory (openDataDir removes it).
+	ents = slices.DeleteFunc(ents, leftover)
 	switch {
 	case len(ents) == 0:
 		return dirEmpty, nil
@@ -123,6 +134,11 @@ func (g *Gateway) openDataDir() error {
 	}
 	switch state {
 	case dirMissing, dirEmpty:
+		if state == dirEmpty {
+			if err := removeLeftovers(dir); err != nil {
+				return err
+			}
+		}
 		abs, err := filepath.Abs(dir)
 		if err != nil {
 			return fmt.Errorf("gateway: data directory: %w", err)
@@ -132,6 +148,13 @@ func (g *Gateway) openDataDir() error {
 			return fmt.Errorf("gateway: creating data directory: %w", err)
 		}
 		tmp, err := os.MkdirTemp(parent, "."+filepath.Base(abs)+".new-")
+		if err != nil && state == dirEmpty {
+			// A directory made for the gateway in one it may not write
+			// (/var/lib/tagauth owned by the gateway's user, or
+			// ProtectSystem=strict): fill a hidden directory in it, whose
+			// files commitDataDir moves up, the key file last.
+			tmp, err = os.MkdirTemp(dir, inPlacePrefix)
+		}
 		if err != nil {
 			return fmt.Errorf("gateway: creating data directory: %w", err)
 		}
@@ -142,6 +165,26 @@ func (g *Gateway) openDataDir() error {
 		return checkDataDirComplete(dir, g.cfg.Store == nil && (g.cfg.StoreURL == "" || g.cfg.StoreURL == "bolt"))
 	}
 	return checkDataDirComplete(dir, false) // dirKeysOnly: the store is made
+}
+
+// leftover is a first start's hidden directory, left by a crash.
+func leftover(e fs.DirEntry) bool { return e.IsDir() && strings.HasPrefix(e.Name(), inPlacePrefix) }
+
+// removeLeftovers removes from a data directory, checked and otherwise
+// empty, what a first start that crashed left in it.
+func removeLeftovers(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("gateway: data directory: %w", err)
+	}
+	for _, e := range ents {
+		if leftover(e) {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("gateway: removing what a failed first start left: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // checkDataDirComplete refuses a used data directory without its key

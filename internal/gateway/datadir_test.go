@@ -3,9 +3,11 @@ package gateway_test
 import (
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -92,7 +95,7 @@ func TestStrictModes(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.needsOwner && os.Geteuid() != 0 {
-				t.Skip("changing a file's owner needs root: run as root (or in a container) to test ownership")
+				testenv.SkipOrFail(t, "changing a file's owner needs root: run as root (or in a container) to test ownership")
 			}
 			if err := c.break_(dir); err != nil {
 				t.Fatal(err)
@@ -269,4 +272,129 @@ func listDir(t *testing.T, dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// TestFirstStartJournal: the audit journal of a first start is in the
+// data directory once it is renamed into place, made 0700 with 0600
+// segments, checked by the strict modes, and a later start of the used
+// directory replays nothing twice and records on.
+func TestFirstStartJournal(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "gw")
+	tg := startGateway(t, testConfig(dir, protocol.Hardened))
+	alice := tg.enrol("alice")
+	cred := tg.provision("d1", "g")
+	tg.grant("alice", "g")
+	tg.mustLogin(alice, cred)
+	coapAddr := tg.g.CoAPAddr().String() // in the credential
+	tg.stop()
+
+	jdir := filepath.Join(dir, gateway.JournalDirName)
+	err := filepath.WalkDir(jdir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			t.Errorf("%s has mode %04o, want no group or other bits", path, perm)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the journal is not in the data directory: %v", err)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), ".gw.new-*"))
+	if len(leftovers) > 0 {
+		t.Fatalf("first start left %v", leftovers)
+	}
+
+	cfg := testConfig(dir, protocol.Hardened)
+	cfg.CoAPAddr = coapAddr
+	tg = startGateway(t, cfg)
+	tg.mustLogin(alice, cred)
+	if page := tg.auditPage("?kind=verify&outcome=ok"); len(page.Records) != 2 {
+		t.Fatalf("%d successful logins recorded over two starts, want 2", len(page.Records))
+	}
+	tg.stop()
+
+	if err := os.Chmod(jdir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := openErr(t, testConfig(dir, protocol.Hardened)); !errors.Is(err, gateway.ErrDataDirInsecure) || !strings.Contains(err.Error(), jdir) {
+		t.Fatalf("journal directory 0777: %v, want ErrDataDirInsecure naming it", err)
+	}
+}
+
+// unwritableParent makes dir's parent refuse new entries, as /var/lib is
+// for a gateway that runs as its own user (or under ProtectSystem=strict)
+// with a data directory made for it.
+func unwritableParent(t *testing.T, dir string) {
+	t.Helper()
+	parent := filepath.Dir(dir)
+	if os.Geteuid() != 0 {
+		if err := os.Chmod(parent, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod(parent, 0o700) })
+		return
+	}
+	// Root writes any directory whatever its mode, but not an immutable
+	// one.
+	if out, err := exec.Command("chattr", "+i", parent).CombinedOutput(); err != nil {
+		testenv.SkipOrFail(t, fmt.Sprintf("chattr +i %s failed (%v: %s): as root, an unwritable directory needs chattr (e2fsprogs) on ext4, xfs or btrfs; or run the test as another user", parent, err, out))
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", parent).Run() })
+}
+
+// TestFirstStartUnwritableParent: an empty data directory made for the
+// gateway in a directory it may not write (the documented systemd unit:
+// /var/lib/tagauth owned by the tagauth user) is filled in place; a
+// failed first start leaves it empty.
+func TestFirstStartUnwritableParent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "gw")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// What a crashed first start left in place does not make it used.
+	if err := os.MkdirAll(filepath.Join(dir, ".new-crashed", "audit-journal"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	unwritableParent(t, dir)
+
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(dir, protocol.Hardened)
+	cfg.AdminAddr = tcp.Addr().String()
+	openErr(t, cfg)
+	tcp.Close()
+	if got := listDir(t, dir); len(got) != 0 {
+		t.Fatalf("a failed first start left %v", got)
+	}
+
+	tg := startGateway(t, testConfig(dir, protocol.Hardened))
+	alice := tg.enrol("alice")
+	cred := tg.provision("d1", "g")
+	tg.grant("alice", "g")
+	tg.mustLogin(alice, cred)
+	coapAddr := tg.g.CoAPAddr().String() // in the credential
+	tg.stop()
+	got := listDir(t, dir)
+	for _, want := range []string{gateway.KeyFileName, gateway.StoreFileName, gateway.TokenFileName, gateway.JournalDirName} {
+		if !slices.Contains(got, want) {
+			t.Errorf("data directory %v lacks %s", got, want)
+		}
+	}
+	for _, name := range got {
+		if strings.HasPrefix(name, ".") {
+			t.Errorf("first start left %s in the data directory", name)
+		}
+	}
+	cfg = testConfig(dir, protocol.Hardened)
+	cfg.CoAPAddr = coapAddr
+	tg = startGateway(t, cfg)
+	tg.mustLogin(alice, cred)
 }

@@ -171,7 +171,12 @@ func (g *Gateway) tokenCheck(r *http.Request, tok string, check func(string) boo
 		tg.failed(src, SanitizeID([]byte(r.URL.Path)), now)
 		return false, 0
 	}
-	tg.succeeded(src)
+	// Only the admin token clears the count: the read-only metrics token
+	// would otherwise let its holder guess the admin token between
+	// scrapes without ever waiting.
+	if g.checkAdminToken(tok) {
+		tg.succeeded(src)
+	}
 	return true, 0
 }
 
