@@ -321,7 +321,7 @@ func TestAttackReplayedM4(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, err = login.Finish(recorded.m4)
-		atkWantErr(t, err, protocol.ErrStaleT4) // hence the retiming below
+		atkWantErr(t, err, protocol.ReasonStaleT4) // hence the retiming below
 		m := mustParseM4(t, recorded.m4)
 		m.T4 = s.nowMs()
 		sess, _, err := login.Finish(m.Append(nil))
@@ -349,12 +349,12 @@ func TestAttackReplayedM4(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, err = login.Finish(recorded.m4)
-		atkWantErr(t, err, protocol.ErrStaleT4)
+		atkWantErr(t, err, protocol.ReasonStaleT4)
 		m := mustParseM4(t, recorded.m4)
 		m.T3, m.T4 = s.nowMs(), s.nowMs()
 		_, _, err = login.Finish(m.Append(nil))
 		// gamma_i covers E_i and T3: the old one does not fit the new login.
-		atkWantErr(t, err, protocol.ErrBadGamma)
+		atkWantErr(t, err, protocol.ReasonBadGamma)
 	})
 }
 
@@ -391,7 +391,7 @@ func TestAttackNoKeyConfirmation(t *testing.T) {
 			}
 			userSess, _, err := login.Finish(m4)
 			if p == protocol.Hardened {
-				atkWantErr(t, err, protocol.ErrBadM4)
+				atkWantErr(t, err, protocol.ReasonBadM4)
 				return
 			}
 			if err != nil {
@@ -691,7 +691,7 @@ func TestAttackNamespaceCollision(t *testing.T) {
 			DID: []byte(did), KVDev: s.mk.Version, T1: a.T1, T2: t2,
 			I: atkMAC(tag[:], "tagauth/I", a.E[:], atkID8(did), atkTS(t2))}
 		_, _, err = s.gw.Verify(ctx, nil, m2.Append(nil))
-		atkWantErr(t, err, protocol.ErrBadI)
+		atkWantErr(t, err, protocol.ReasonBadI)
 	})
 }
 
@@ -723,7 +723,7 @@ func TestAttackRewriteT2(t *testing.T) {
 			m2.T2 -= 7000
 			m3, v, err := s.gw.Verify(ctx, nil, m2.Append(nil))
 			if p == protocol.Hardened {
-				atkWantErr(t, err, protocol.ErrBadI)
+				atkWantErr(t, err, protocol.ReasonBadI)
 				return
 			}
 			if err != nil {
@@ -826,8 +826,8 @@ func TestAttackCapturedDevice(t *testing.T) {
 		want     error // nil: the attack succeeds
 	}{
 		{"classic/no-replay-check", protocol.Classic, atkAlwaysFresh{}, nil},
-		{"classic/replay-cache", protocol.Classic, nil, protocol.ErrReplay},
-		{"hardened/no-replay-check", protocol.Hardened, atkAlwaysFresh{}, protocol.ErrBadE},
+		{"classic/replay-cache", protocol.Classic, nil, protocol.ReasonLoginReplay},
+		{"hardened/no-replay-check", protocol.Hardened, atkAlwaysFresh{}, protocol.ReasonBadE},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -948,7 +948,7 @@ func TestAttackInsiderForgesM3(t *testing.T) {
 			m3 := protocol.M3{Profile: p, F: atkXOR(betaV, pad), Gamma: om3.Gamma, T3: om3.T3}
 			m4b, sess, err := dl.Respond(m3.Append(nil))
 			if p == protocol.Hardened {
-				atkWantErr(t, err, protocol.ErrBadM3)
+				atkWantErr(t, err, protocol.ReasonBadM3)
 				return
 			}
 			if err != nil {

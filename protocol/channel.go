@@ -129,9 +129,9 @@ func (s *Session) Fingerprint() [Size]byte { return s.fp }
 // SessionID reads the sid of a record without opening it, so that a
 // receiver of profile p can find the session a record belongs to. It makes
 // the first checks of spec sections 7 and 9 in their order: empty ->
-// ErrBadMessage; a first byte other than p -> ErrWrongProfile, whatever
+// ReasonBadMessage; a first byte other than p -> ReasonWrongProfile, whatever
 // follows; shorter than RecordOverhead (34 bytes) or not a record ->
-// ErrBadMessage. A sid that names no session is the caller's to refuse,
+// ReasonBadMessage. A sid that names no session is the caller's to refuse,
 // as ErrRejected, before [Session.Open] makes the remaining checks.
 func SessionID(p Profile, record []byte) ([SIDSize]byte, error) {
 	var sid [SIDSize]byte
@@ -139,7 +139,7 @@ func SessionID(p Profile, record []byte) ([SIDSize]byte, error) {
 		return sid, err
 	}
 	if len(record) < RecordOverhead || MsgType(record[1]) != TypeRecord {
-		return sid, ErrBadMessage
+		return sid, ReasonBadMessage
 	}
 	copy(sid[:], record[2:2+SIDSize])
 	return sid, nil
@@ -156,10 +156,10 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
 	if s.closed || s.expired(now) {
-		return nil, ErrSessionExpired
+		return nil, ReasonSessionExpired
 	}
 	if s.sendSeq == ^uint64(0) {
-		return nil, ErrSessionExpired
+		return nil, ReasonSessionExpired
 	}
 	s.sendSeq++
 	s.lastUsed = now
@@ -172,10 +172,10 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 // Open authenticates and decrypts a record from the other side and appends
 // the plaintext to dst. It checks in the order of spec sections 7 and 9:
 // the first checks of [SessionID]; then a closed or expired session
-// (ErrSessionExpired) or another sid (ErrBadRecord), both rejected; a tag
-// that fails (ErrBadRecord, also for a record shortened or extended by a
+// (ReasonSessionExpired) or another sid (ReasonBadRecord), both rejected; a tag
+// that fails (ReasonBadRecord, also for a record shortened or extended by a
 // byte); and last a seq not greater than the last accepted
-// (ErrRecordReplay, replayed), so that only a record that authenticates
+// (ReasonRecordReplay, replayed), so that only a record that authenticates
 // is ever called a replay. A record that fails leaves the session
 // unchanged.
 func (s *Session) Open(dst, record []byte) ([]byte, error) {
@@ -186,20 +186,20 @@ func (s *Session) Open(dst, record []byte) ([]byte, error) {
 	}
 	now := s.cfg.Now()
 	if s.closed || s.expired(now) {
-		return nil, ErrSessionExpired
+		return nil, ReasonSessionExpired
 	}
 	if !equal(record[2:2+SIDSize], s.sid[:]) {
-		return nil, ErrBadRecord
+		return nil, ReasonBadRecord
 	}
 	seq := binary.BigEndian.Uint64(record[2+SIDSize : recordHeader])
 	binary.BigEndian.PutUint64(s.nonce[4:], seq)
 	out, err := s.recv.Open(dst, s.nonce[:], record[recordHeader:], record[:recordHeader])
 	if err != nil {
-		return nil, ErrBadRecord
+		return nil, ReasonBadRecord
 	}
 	if seq <= s.recvSeq {
 		clear(out[len(dst):])
-		return nil, ErrRecordReplay
+		return nil, ReasonRecordReplay
 	}
 	s.recvSeq = seq
 	s.lastUsed = now

@@ -23,10 +23,10 @@ func NewDevice(cred DeviceCredential, replay ReplayCache, cfg Config) (*Device, 
 		return nil, err
 	}
 	if !cred.Profile.Valid() {
-		return nil, ErrWrongProfile
+		return nil, ReasonWrongProfile
 	}
 	if !ValidIdentity([]byte(cred.ID)) || (cred.Profile == Hardened && cred.KV == 0) {
-		return nil, fmt.Errorf("device credential: %w", ErrBadMessage)
+		return nil, fmt.Errorf("device credential: %w", ReasonBadMessage)
 	}
 	if replay == nil {
 		return nil, fmt.Errorf("tagauth: device needs a replay cache")
@@ -79,14 +79,14 @@ func (d *Device) Start(ctx context.Context, m1 []byte) (*DeviceLogin, []byte, er
 	now := d.cfg.nowMs()
 	w := d.cfg.window()
 	if !fresh(m.T1, now, w) {
-		return nil, nil, staleError(ErrStaleT1, m.T1, now)
+		return nil, nil, staleError(ReasonStaleT1, m.T1, now)
 	}
 	ok, err := d.replay.Insert(ctx, replayKey(replayDevice, m.ID, m.E[:]), m.T1+w, now)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrCacheFull, err)
+		return nil, nil, fmt.Errorf("%w: %w", ReasonCacheFull, err)
 	}
 	if !ok {
-		return nil, nil, ErrReplay
+		return nil, nil, ReasonLoginReplay
 	}
 	did := []byte(d.cred.ID)
 	m2 := M2{Profile: m.Profile, ID: m.ID, KV: m.KV, Nonce: m.Nonce, E: m.E, DID: did, KVDev: d.cred.KV, T1: m.T1, T2: now}
@@ -117,7 +117,7 @@ func (l *DeviceLogin) SID() [SIDSize]byte { return l.sid }
 // and returns m4 for the card. Under classic the session is established
 // and returned; under hardened it is pending until Confirm. A message that
 // fails a check leaves the login as it was. A second m3, once one has been
-// accepted, is ErrStepReplay (replayed).
+// accepted, is ReasonStepReplay (replayed).
 func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -132,13 +132,13 @@ func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 	switch l.state {
 	case devWaitM3:
 	case devWaitM5, devDone:
-		return nil, nil, ErrStepReplay
+		return nil, nil, ReasonStepReplay
 	default:
 		return nil, nil, ErrState
 	}
 	now := d.cfg.nowMs()
 	if !fresh(m.T3, now, d.cfg.window()) {
-		return nil, nil, staleError(ErrStaleT3, m.T3, now)
+		return nil, nil, staleError(ReasonStaleT3, m.T3, now)
 	}
 	var ids [2 * (1 + MaxIDLen)]byte
 	did := []byte(d.cred.ID)
@@ -158,7 +158,7 @@ func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 		e = mac(beta[:], labelE, pair)
 	}
 	if !equal(e[:], l.e[:]) {
-		return nil, nil, ErrBadM3
+		return nil, nil, ReasonBadM3
 	}
 	var kj [Size]byte
 	if err := d.cfg.random(kj[:]); err != nil {
@@ -200,9 +200,9 @@ func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 
 // Confirm handles m5 under hardened: it checks tau_i and only then returns
 // the established session. A pending login lives at most dT after m4: an
-// m5 after that, or after Close, is ErrSessionExpired (rejected); a second
-// m5 once one has been accepted is ErrStepReplay (replayed). A wrong tau_i
-// (ErrBadM5) leaves the login pending.
+// m5 after that, or after Close, is ReasonSessionExpired (rejected); a second
+// m5 once one has been accepted is ReasonStepReplay (replayed). A wrong tau_i
+// (ReasonBadM5) leaves the login pending.
 func (l *DeviceLogin) Confirm(m5 []byte) (*Session, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -217,20 +217,20 @@ func (l *DeviceLogin) Confirm(m5 []byte) (*Session, error) {
 	switch l.state {
 	case devWaitM5:
 	case devDone:
-		return nil, ErrStepReplay
+		return nil, ReasonStepReplay
 	case devDead:
-		return nil, ErrSessionExpired
+		return nil, ReasonSessionExpired
 	default:
 		return nil, ErrState
 	}
 	now := d.cfg.nowMs()
 	if now > l.t4+d.cfg.window() {
 		l.closeLocked()
-		return nil, ErrSessionExpired
+		return nil, ReasonSessionExpired
 	}
 	tau := mac(l.sk[:], labelConfirmUser, l.e[:], l.x[:])
 	if !equal(tau[:], m.Tau[:]) {
-		return nil, ErrBadM5
+		return nil, ReasonBadM5
 	}
 	s, err := newSession(Hardened, roleDevice, &l.sk, &l.e, d.cfg)
 	if err != nil {

@@ -85,13 +85,13 @@
 // [ErrRejected], [ErrBusy], [ErrInternal]) is what the other party may
 // learn; every failed verification, unknown or revoked identity and policy
 // denial is the single code [ErrRejected], so that an outsider cannot tell
-// which. A precise [Reason] ([ErrUnknownUser], [ErrBadE], [ErrBadGamma],
-// [ErrStaleT1], [ErrReplay], ...) says what actually failed, for the audit
+// which. A precise [Reason] ([ReasonUnknownUser], [ReasonBadE], [ReasonBadGamma],
+// [ReasonStaleT1], [ReasonLoginReplay], ...) says what actually failed, for the audit
 // log and for the local user; it never goes on the wire. Reasons wrap their
 // code, so both tests work on the same error:
 //
 //	errors.Is(err, protocol.ErrRejected)    // the wire's view
-//	errors.Is(err, protocol.ErrUnknownUser) // the audit log's view
+//	errors.Is(err, protocol.ReasonUnknownUser) // the audit log's view
 //
 // [CodeOf] gives the code to send (ErrInternal for anything that is not a
 // protocol outcome) and [ReasonOf] the reason, or nil. [Gateway.Verify]
@@ -103,7 +103,7 @@
 // profile unsupported_profile, whatever follows); transports that look
 // into a message before handing it to a role call it first too. A second
 // m3, m4 or m5 of a login that has already passed that step is
-// [ErrStepReplay] (replayed). [ErrState] (a step called before its turn or
+// [ReasonStepReplay] (replayed). [ErrState] (a step called before its turn or
 // after Close) and [ErrConfig] are programming errors, not protocol
 // outcomes.
 //

@@ -234,13 +234,13 @@ func ExampleGateway_Verify() {
 	}
 	reply, _, err = x.gw.Verify(ctx, nil, m2)
 	report(reply, err)
-	fmt.Println("errors.Is(err, protocol.ErrRevokedUser):", errors.Is(err, protocol.ErrRevokedUser))
+	fmt.Println("errors.Is(err, protocol.ReasonRevokedUser):", errors.Is(err, protocol.ReasonRevokedUser))
 
 	// Output:
 	// ok: message type 0x03 (m3)
 	// wire: replayed (code 4), audit: login replayed, is ErrRejected: false
 	// wire: rejected (code 5), audit: revoked user, is ErrRejected: true
-	// errors.Is(err, protocol.ErrRevokedUser): true
+	// errors.Is(err, protocol.ReasonRevokedUser): true
 }
 
 // After a login, the card and the device exchange tasks as sealed records.

@@ -578,7 +578,7 @@ func FuzzDeviceStart(f *testing.F) {
 		if dl.UserID() != string(in.ID) {
 			t.Fatalf("UserID %q, m1 claims %q", dl.UserID(), in.ID)
 		}
-		if _, _, err := d.Start(context.Background(), m1); !errors.Is(err, protocol.ErrReplay) {
+		if _, _, err := d.Start(context.Background(), m1); !errors.Is(err, protocol.ReasonLoginReplay) {
 			t.Fatalf("second Start of %x: %v, want replay", m1, err)
 		}
 	})

@@ -17,7 +17,7 @@ type User struct {
 
 // Unlock runs the card's password function (Argon2id under hardened, which
 // takes tens of milliseconds on purpose) and recovers Tag_i = W_i ^ alpha_i.
-// Under hardened a mistyped password is refused here with ErrWrongPassword
+// Under hardened a mistyped password is refused here with ReasonWrongPassword
 // in 255 of 256 cases; the rest are refused by the gateway.
 func Unlock(card Card, password string, cfg Config) (*User, error) {
 	if err := cfg.check(true); err != nil {
@@ -29,7 +29,7 @@ func Unlock(card Card, password string, cfg Config) (*User, error) {
 	w := passwordHash(card.Profile, password, &card.R, card.KDF)
 	defer clear(w[:])
 	if card.Profile == Hardened && fuzzyVerifier(&w) != card.Fuzzy {
-		return nil, ErrWrongPassword
+		return nil, ReasonWrongPassword
 	}
 	return &User{card: card, tag: xor32(&w, &card.Alpha), cfg: cfg}, nil
 }
@@ -75,7 +75,7 @@ const (
 // state that Finish needs.
 func (u *User) Login(did string) (*Login, []byte, error) {
 	if !ValidIdentity([]byte(did)) {
-		return nil, nil, fmt.Errorf("%w: invalid device identity", ErrBadMessage)
+		return nil, nil, fmt.Errorf("%w: invalid device identity", ReasonBadMessage)
 	}
 	u.mu.Lock()
 	if u.gone {
@@ -118,7 +118,7 @@ func (u *User) Login(did string) (*Login, []byte, error) {
 // session. Under hardened it also returns m5 for the device; under classic
 // m5 is nil. A message that fails a check leaves the login waiting, so that
 // a forged m4 cannot cancel a genuine one still in flight. A second m4,
-// once one has been accepted, is ErrStepReplay (replayed).
+// once one has been accepted, is ReasonStepReplay (replayed).
 func (l *Login) Finish(m4 []byte) (*Session, []byte, error) {
 	if err := CheckProfile(l.profile, m4); err != nil {
 		return nil, nil, err
@@ -130,14 +130,14 @@ func (l *Login) Finish(m4 []byte) (*Session, []byte, error) {
 	switch l.state {
 	case loginSent:
 	case loginDone:
-		return nil, nil, ErrStepReplay
+		return nil, nil, ReasonStepReplay
 	default:
 		return nil, nil, ErrState
 	}
 	now := l.cfg.nowMs()
 	w := l.cfg.window()
 	if !fresh(m.T4, now, w) {
-		return nil, nil, staleError(ErrStaleT4, m.T4, now)
+		return nil, nil, staleError(ReasonStaleT4, m.T4, now)
 	}
 	t4 := ts(m.T4)
 	var dbuf [1 + MaxIDLen]byte
@@ -147,7 +147,7 @@ func (l *Login) Finish(m4 []byte) (*Session, []byte, error) {
 	if l.profile == Classic {
 		gamma := h(l.tag[:], did)
 		if !equal(gamma[:], m.Gamma[:]) {
-			return nil, nil, ErrBadGamma
+			return nil, nil, ReasonBadGamma
 		}
 		pad := h(l.ki[:], t4[:])
 		kj := xor32(&pad, &m.X)
@@ -157,12 +157,12 @@ func (l *Login) Finish(m4 []byte) (*Session, []byte, error) {
 		clear(x[:])
 	} else {
 		if !fresh(m.T3, m.T4, w) {
-			return nil, nil, staleError(ErrStaleT3, m.T3, m.T4)
+			return nil, nil, staleError(ReasonStaleT3, m.T3, m.T4)
 		}
 		t3 := ts(m.T3)
 		gamma := mac(l.tag[:], labelGamma, did, l.e[:], t3[:])
 		if !equal(gamma[:], m.Gamma[:]) {
-			return nil, nil, ErrBadGamma
+			return nil, nil, ReasonBadGamma
 		}
 		pad := mac(l.ki[:], labelX, l.e[:], t4[:])
 		kj := xor32(&pad, &m.X)
@@ -171,7 +171,7 @@ func (l *Login) Finish(m4 []byte) (*Session, []byte, error) {
 		tau := mac(sk[:], labelConfirmDevice, l.e[:], m.X[:], t3[:], t4[:])
 		if !equal(tau[:], m.Tau[:]) {
 			clear(sk[:])
-			return nil, nil, ErrBadM4
+			return nil, nil, ReasonBadM4
 		}
 		ti := mac(sk[:], labelConfirmUser, l.e[:], m.X[:])
 		m5 = (&M5{Profile: Hardened, Tau: ti}).Append(nil)
