@@ -46,7 +46,6 @@ type Session struct {
 	lastUsed time.Time
 	closed   bool
 	fp       [Size]byte
-	sk       [Size]byte // kept for test vectors; wiped by Close
 	// nonce and hdr are scratch under mu: passed to the AEAD interface
 	// they would escape, and allocate, if they lived on the stack.
 	nonce [chacha20poly1305.NonceSize]byte
@@ -62,7 +61,7 @@ type ChannelKeys struct {
 }
 
 // DeriveChannelKeys computes k_ud, k_du and sid from SK_ij and E_i.
-func DeriveChannelKeys(sk, e *[Size]byte) (ChannelKeys, error) {
+func DeriveChannelKeys(sk *SessionKey, e *[Size]byte) (ChannelKeys, error) {
 	var k ChannelKeys
 	ud, err := hkdf.Key(sha256.New, sk[:], e[:], infoUserToDevice, Size)
 	if err != nil {
@@ -88,7 +87,7 @@ func sessionID(e *[Size]byte) [SIDSize]byte {
 	return sid
 }
 
-func newSession(p Profile, r role, sk, e *[Size]byte, cfg Config) (*Session, error) {
+func newSession(p Profile, r role, sk *SessionKey, e *[Size]byte, cfg Config) (*Session, error) {
 	k, err := DeriveChannelKeys(sk, e)
 	if err != nil {
 		return nil, err
@@ -106,7 +105,6 @@ func newSession(p Profile, r role, sk, e *[Size]byte, cfg Config) (*Session, err
 	now := cfg.Now()
 	s := &Session{profile: p, sid: k.SID, cfg: cfg, created: now, lastUsed: now}
 	s.fp = h(lbl("tagauth/fingerprint"), sk[:])
-	s.sk = *sk
 	if r == roleUser {
 		s.send, s.recv = ud, du
 	} else {
@@ -222,7 +220,6 @@ func (s *Session) Close() {
 	s.closed = true
 	s.send, s.recv = nil, nil
 	clear(s.fp[:])
-	clear(s.sk[:])
 }
 
 func (s *Session) header(seq uint64) [recordHeader]byte {

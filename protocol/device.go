@@ -50,21 +50,36 @@ type DeviceLogin struct {
 	sid    [SIDSize]byte
 	theta  [Size]byte
 	t1     uint64
-	sk     [Size]byte // hardened: between m4 and m5
+	sk     SessionKey // hardened: between m4 and m5
 	x      [Size]byte
 	t4     uint64
 	state  devState
 	userID string
 }
 
+// devState is where a DeviceLogin stands.
 type devState uint8
 
 const (
-	devWaitM3 devState = iota
-	devWaitM5
-	devDone
-	devDead
+	devWaitM3 devState = iota // m2 sent, waiting for the gateway's m3
+	devWaitM5                 // hardened: m4 sent, waiting for the card's m5
+	devDone                   // session established
+	devDead                   // closed, expired or failed
 )
+
+var devStateNames = [...]string{
+	devWaitM3: "wait-m3",
+	devWaitM5: "wait-m5",
+	devDone:   "done",
+	devDead:   "dead",
+}
+
+func (s devState) String() string {
+	if int(s) < len(devStateNames) {
+		return devStateNames[s]
+	}
+	return fmt.Sprintf("devState(%d)", uint8(s))
+}
 
 // Start handles m1 (step 504): it checks T1, records (ID_i, E_i) in the
 // replay cache and returns m2 for the gateway.
@@ -140,23 +155,25 @@ func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 	if !fresh(m.T3, now, d.cfg.window()) {
 		return nil, nil, staleError(ReasonStaleT3, m.T3, now)
 	}
-	var ids [2 * (1 + MaxIDLen)]byte
-	did := []byte(d.cred.ID)
-	pair := id8(id8(ids[:0], l.id), did)
-	t3 := ts(m.T3)
-	var pad, e [Size]byte
+	// One step per profile, as crypto/tls keeps one state machine per
+	// version: the checks above are the profiles' common ground.
 	if m.Profile == Classic {
-		pad = h(d.cred.Tag[:], t3[:])
-	} else {
-		pad = mac(d.cred.Tag[:], labelF, l.e[:], t3[:])
+		return l.respondClassic(&m, now)
 	}
+	return l.respondHardened(&m, now)
+}
+
+// respondClassic is step 508 under classic: beta_i = F xor h(Tag_j || T3)
+// must give E_i = h(beta_i || ID_i || DID_j); SK = h(K_i xor K_j), and the
+// session is established at m4.
+func (l *DeviceLogin) respondClassic(m *M3, now uint64) ([]byte, *Session, error) {
+	d := l.dev
+	t3, t4 := ts(m.T3), ts(now)
+	pad := h(d.cred.Tag[:], t3[:])
 	beta := xor32(&m.F, &pad)
 	defer clear(beta[:])
-	if m.Profile == Classic {
-		e = h(beta[:], pair)
-	} else {
-		e = mac(beta[:], labelE, pair)
-	}
+	var ids [2 * (1 + MaxIDLen)]byte
+	e := h(beta[:], id8(id8(ids[:0], l.id), []byte(d.cred.ID)))
 	if !equal(e[:], l.e[:]) {
 		return nil, nil, ReasonBadM3
 	}
@@ -167,31 +184,49 @@ func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 	defer clear(kj[:])
 	ki := xor32(&l.theta, &beta)
 	defer clear(ki[:])
-	out := M4{Profile: m.Profile, Gamma: m.Gamma, T3: m.T3, T4: now}
-	t4 := ts(now)
-	var sk [Size]byte
+	out := M4{Profile: Classic, Gamma: m.Gamma, T3: m.T3, T4: now}
+	xp := h(ki[:], t4[:])
+	out.X = xor32(&xp, &kj)
+	k := xor32(&ki, &kj)
+	sk := SessionKey(h(k[:]))
+	clear(k[:])
 	defer clear(sk[:])
-	if m.Profile == Classic {
-		xp := h(ki[:], t4[:])
-		out.X = xor32(&xp, &kj)
-		k := xor32(&ki, &kj)
-		sk = h(k[:])
-		clear(k[:])
-	} else {
-		xp := mac(ki[:], labelX, l.e[:], t4[:])
-		out.X = xor32(&xp, &kj)
-		sk = sessionKeyHardened(&ki, &kj, &l.e, &out.X)
-		out.Tau = mac(sk[:], labelConfirmDevice, l.e[:], out.X[:], t3[:], t4[:])
+	s, err := newSession(Classic, roleDevice, &sk, &l.e, d.cfg)
+	if err != nil {
+		return nil, nil, err
 	}
-	if m.Profile == Classic {
-		s, err := newSession(m.Profile, roleDevice, &sk, &l.e, d.cfg)
-		if err != nil {
-			return nil, nil, err
-		}
-		l.state = devDone
-		clear(l.theta[:])
-		return out.Append(nil), s, nil
+	l.state = devDone
+	clear(l.theta[:])
+	return out.Append(nil), s, nil
+}
+
+// respondHardened is step 508 under hardened: beta_i = F xor M(Tag_j, F,
+// E_i || T3) must give E_i; m4 carries the device's key confirmation tau_j
+// and the login waits for the card's tau_i in m5 (Confirm).
+func (l *DeviceLogin) respondHardened(m *M3, now uint64) ([]byte, *Session, error) {
+	d := l.dev
+	t3, t4 := ts(m.T3), ts(now)
+	pad := mac(d.cred.Tag[:], labelF, l.e[:], t3[:])
+	beta := xor32(&m.F, &pad)
+	defer clear(beta[:])
+	var ids [2 * (1 + MaxIDLen)]byte
+	e := mac(beta[:], labelE, id8(id8(ids[:0], l.id), []byte(d.cred.ID)))
+	if !equal(e[:], l.e[:]) {
+		return nil, nil, ReasonBadM3
 	}
+	var kj [Size]byte
+	if err := d.cfg.random(kj[:]); err != nil {
+		return nil, nil, err
+	}
+	defer clear(kj[:])
+	ki := xor32(&l.theta, &beta)
+	defer clear(ki[:])
+	out := M4{Profile: Hardened, Gamma: m.Gamma, T3: m.T3, T4: now}
+	xp := mac(ki[:], labelX, l.e[:], t4[:])
+	out.X = xor32(&xp, &kj)
+	sk := sessionKeyHardened(&ki, &kj, &l.e, &out.X)
+	defer clear(sk[:])
+	out.Tau = mac(sk[:], labelConfirmDevice, l.e[:], out.X[:], t3[:], t4[:])
 	l.sk, l.x, l.t4 = sk, out.X, now
 	l.state = devWaitM5
 	clear(l.theta[:])

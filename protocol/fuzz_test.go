@@ -241,7 +241,7 @@ func (r *fuzzRig) deviceSession(tb testing.TB) *protocol.Session {
 }
 
 // refSK is SK_ij for the rig's K_i, a K_j and X_ij (sections 5 and 6).
-func (r *fuzzRig) refSK(kj, x [protocol.Size]byte) [protocol.Size]byte {
+func (r *fuzzRig) refSK(kj, x [protocol.Size]byte) protocol.SessionKey {
 	if r.p == protocol.Classic {
 		k := fzXOR(r.ki, kj)
 		return fzH(k[:])

@@ -132,7 +132,7 @@ func (g *Gateway) verify(ctx context.Context, b []byte) (Verification, M3, error
 
 // answerClassic recomputes the tags, checks E_i and I_j and builds m3
 // (step 506, with the errata of spec section 5).
-func answerClassic(m *M2, ki, kj *[Size]byte, now uint64) (M3, error) {
+func answerClassic(m *M2, ki, kj *GatewayKey, now uint64) (M3, error) {
 	tagI := userTag(Classic, ki, m.ID)
 	tagJ := deviceTag(Classic, kj, m.DID)
 	defer clear(tagI[:])
@@ -161,7 +161,7 @@ func answerClassic(m *M2, ki, kj *[Size]byte, now uint64) (M3, error) {
 
 // answerHardened is the hardened gateway step of spec section 6. The tags'
 // HMAC states come from the tag cache.
-func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *[Size]byte, now uint64) (M3, error) {
+func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *GatewayKey, now uint64) (M3, error) {
 	x := getHasher()
 	defer putHasher(x)
 	tagI := g.tags.state(x, domainUser, kvi, ki, m.ID)

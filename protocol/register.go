@@ -7,11 +7,11 @@ import (
 // MasterKey is one version of the gateway's K_GTW.
 type MasterKey struct {
 	Version uint8 // 1..255; classic deployments use one version
-	Key     [Size]byte
+	Key     GatewayKey
 }
 
 // userTag is Tag_i for a profile: h(id8(ID) || K) or M(K, "user-tag", id8(ID)).
-func userTag(p Profile, k *[Size]byte, id []byte) [Size]byte {
+func userTag(p Profile, k *GatewayKey, id []byte) UserTag {
 	var buf [1 + MaxIDLen]byte
 	enc := id8(buf[:0], id)
 	if p == Classic {
@@ -22,7 +22,7 @@ func userTag(p Profile, k *[Size]byte, id []byte) [Size]byte {
 
 // deviceTag is Tag_j: identical to the user tag under classic (the namespace
 // collision of spec section 8 item 4), separately labelled under hardened.
-func deviceTag(p Profile, k *[Size]byte, did []byte) [Size]byte {
+func deviceTag(p Profile, k *GatewayKey, did []byte) DeviceTag {
 	var buf [1 + MaxIDLen]byte
 	enc := id8(buf[:0], did)
 	if p == Classic {
@@ -41,7 +41,7 @@ type DeviceCredential struct {
 	// gateway has; the classic wire does not carry it, so a classic device
 	// also accepts 0, which credentials made before spec 1.1 hold.
 	KV  uint8
-	Tag [Size]byte
+	Tag DeviceTag
 }
 
 // ProvisionDevice computes the credential of device did under master key mk
@@ -95,7 +95,7 @@ func (c *Card) Validate() error {
 type RegistrationRequest struct {
 	Profile Profile
 	ID      string
-	W       [Size]byte
+	W       PasswordHash
 	R       [Size]byte
 	T       uint64 // ms since the Unix epoch
 	KDF     KDFParams
