@@ -30,9 +30,8 @@ import (
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/protocol"
-	"github.com/tagauth/tagauth/replay"
+	"github.com/tagauth/tagauth/protocol/prototest"
 )
 
 // atkKDF is the cheapest Argon2id the spec allows, so that hardened cards
@@ -148,7 +147,7 @@ type atkScene struct {
 	now   time.Time
 	cfg   protocol.Config
 	mk    protocol.MasterKey
-	reg   *registry.Memory
+	reg   *prototest.Registry
 	gw    *protocol.Gateway
 	devs  map[string]*protocol.Device
 	creds map[string]protocol.DeviceCredential
@@ -163,10 +162,10 @@ func newAtkScene(tb testing.TB, p protocol.Profile, gwReplay protocol.ReplayCach
 	s.cfg = protocol.Config{Now: func() time.Time { return s.now }, Rand: rand.Reader}
 	s.mk = protocol.MasterKey{Version: protocol.ClassicKeyVersion}
 	rand.Read(s.mk.Key[:])
-	s.reg = registry.NewMemory(p, true)
+	s.reg = prototest.NewRegistry(p, true)
 	s.reg.AddKey(s.mk)
 	if gwReplay == nil {
-		gwReplay = replay.New(1024)
+		gwReplay = &prototest.ReplayCache{}
 	}
 	var err error
 	if s.gw, err = protocol.NewGateway(p, s.reg, gwReplay, s.cfg); err != nil {
@@ -189,7 +188,7 @@ func (s *atkScene) device(did string) *protocol.Device {
 	if err := s.reg.AddDevice(did); err != nil {
 		s.tb.Fatal(err)
 	}
-	d, err := protocol.NewDevice(cred, replay.New(1024), s.cfg)
+	d, err := protocol.NewDevice(cred, &prototest.ReplayCache{}, s.cfg)
 	if err != nil {
 		s.tb.Fatal(err)
 	}
@@ -633,7 +632,7 @@ func TestAttackNamespaceCollision(t *testing.T) {
 	t.Run("classic", func(t *testing.T) {
 		s := newAtkScene(t, protocol.Classic, nil)
 		s.device(did)
-		if err := s.reg.AddUser(did); !errors.Is(err, registry.ErrNamespace) {
+		if err := s.reg.AddUser(did); !errors.Is(err, prototest.ErrNamespace) {
 			t.Fatalf("registry let a user take a device identity: %v", err)
 		}
 		card := s.issue(did, mpw, atkKDF)

@@ -12,9 +12,8 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/protocol"
-	"github.com/tagauth/tagauth/replay"
+	"github.com/tagauth/tagauth/protocol/prototest"
 )
 
 // This file holds a fuzz target for every function that reads untrusted
@@ -105,7 +104,7 @@ func fzOpen(p protocol.Profile, k *protocol.ChannelKeys, rec []byte) ([]byte, bo
 type fuzzRig struct {
 	p       protocol.Profile
 	now     time.Time
-	reg     *registry.Memory
+	reg     *prototest.Registry
 	mk      protocol.MasterKey
 	cred    protocol.DeviceCredential
 	user    *protocol.User
@@ -137,7 +136,7 @@ func newFuzzRig(tb testing.TB, p protocol.Profile) *fuzzRig {
 	r.devCfg = protocol.Config{Now: clock, Rand: devRand}
 	r.gwCfg = protocol.Config{Now: clock}
 	r.mk = protocol.MasterKey{Version: 1, Key: fzPattern(0x40)}
-	r.reg = registry.NewMemory(p, true)
+	r.reg = prototest.NewRegistry(p, true)
 	r.reg.AddKey(r.mk)
 	must := func(err error) {
 		tb.Helper()
@@ -202,7 +201,7 @@ func newFuzzRig(tb testing.TB, p protocol.Profile) *fuzzRig {
 
 // device returns a device with an empty replay cache.
 func (r *fuzzRig) device(tb testing.TB) *protocol.Device {
-	d, err := protocol.NewDevice(r.cred, replay.New(64), r.devCfg)
+	d, err := protocol.NewDevice(r.cred, &prototest.ReplayCache{}, r.devCfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -211,7 +210,7 @@ func (r *fuzzRig) device(tb testing.TB) *protocol.Device {
 
 // gateway returns a gateway with an empty replay cache.
 func (r *fuzzRig) gateway(tb testing.TB) *protocol.Gateway {
-	g, err := protocol.NewGateway(r.p, r.reg, replay.New(64), r.gwCfg)
+	g, err := protocol.NewGateway(r.p, r.reg, &prototest.ReplayCache{}, r.gwCfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

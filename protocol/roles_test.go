@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/protocol"
-	"github.com/tagauth/tagauth/replay"
+	"github.com/tagauth/tagauth/protocol/prototest"
 )
 
 // Behaviour of each role when it is handed something wrong: a forged
@@ -87,7 +86,7 @@ func (c *cast) tick() {
 
 func (c *cast) freshDevice(t *testing.T, cred protocol.DeviceCredential) {
 	t.Helper()
-	d, err := protocol.NewDevice(cred, replay.New(1024), c.cfg(&c.devT))
+	d, err := protocol.NewDevice(cred, &prototest.ReplayCache{}, c.cfg(&c.devT))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +95,7 @@ func (c *cast) freshDevice(t *testing.T, cred protocol.DeviceCredential) {
 
 func (c *cast) freshGateway(t *testing.T) {
 	t.Helper()
-	g, err := protocol.NewGateway(c.p, c.w.reg, replay.New(1024), c.cfg(&c.gwT))
+	g, err := protocol.NewGateway(c.p, c.w.reg, &prototest.ReplayCache{}, c.cfg(&c.gwT))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -946,7 +945,7 @@ func TestGatewayRejectionReasons(t *testing.T) {
 			provision(t, c, "sensor-9", newKey(2))
 		}, protocol.ReasonUnknownKeyVersion},
 		{"policy denial", false, func(t *testing.T, c *cast) {
-			reg := registry.NewMemory(c.p, false)
+			reg := prototest.NewRegistry(c.p, false)
 			reg.AddKey(c.w.mk)
 			mustOK(t, reg.AddUser("alice"))
 			mustOK(t, reg.AddDevice("sensor-7"))
@@ -979,7 +978,7 @@ func TestGatewayRejectionReasons(t *testing.T) {
 	// The policy case's positive control: the allowed pair gets in.
 	for _, p := range twoProfiles {
 		c := newCast(t, p)
-		reg := registry.NewMemory(p, false)
+		reg := prototest.NewRegistry(p, false)
 		reg.AddKey(c.w.mk)
 		mustOK(t, reg.AddUser("alice"))
 		mustOK(t, reg.AddDevice("sensor-7"))
