@@ -670,7 +670,7 @@ func FuzzCardFinish(f *testing.F) {
 
 // FuzzSplitConfirmPayload: the confirm payload (spec section 11) splits
 // into an 8-byte sid and an m5 of at least one byte, exactly as
-// ConfirmPayload joins them, and anything shorter is malformed.
+// AppendConfirmPayload joins them, and anything shorter is malformed.
 func FuzzSplitConfirmPayload(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(make([]byte, protocol.SIDSize))
@@ -683,7 +683,7 @@ func FuzzSplitConfirmPayload(f *testing.F) {
 			}
 			return
 		}
-		if err != nil || !bytes.Equal(protocol.ConfirmPayload(nil, sid, m5), b) {
+		if err != nil || !bytes.Equal(protocol.AppendConfirmPayload(nil, sid, m5), b) {
 			t.Fatalf("%x: split into %x and %x, %v", b, sid, m5, err)
 		}
 	})

@@ -174,11 +174,11 @@ func CheckProfile(p Profile, msg []byte) error {
 	return nil
 }
 
-// ConfirmPayload appends the payload of the confirm request of spec
+// AppendConfirmPayload appends the payload of the confirm request of spec
 // section 11 to dst: sid || m5, where sid is the sid of the login's session
 // (section 9; [Session.SID] on the card, [DeviceLogin.SID] on the device),
 // which names the pending login whatever address m5 comes from.
-func ConfirmPayload(dst []byte, sid [SIDSize]byte, m5 []byte) []byte {
+func AppendConfirmPayload(dst []byte, sid [SIDSize]byte, m5 []byte) []byte {
 	return append(append(dst, sid[:]...), m5...)
 }
 

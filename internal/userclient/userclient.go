@@ -73,7 +73,7 @@ func Login(ctx context.Context, u *protocol.User, client *coap.Client, addr, did
 	}
 	if m5 != nil {
 		// The confirm request names its login by sid (spec section 11).
-		code, resp, err := client.Post(ctx, addr, "/tagauth/confirm", protocol.ConfirmPayload(nil, s.SID(), m5))
+		code, resp, err := client.Post(ctx, addr, "/tagauth/confirm", protocol.AppendConfirmPayload(nil, s.SID(), m5))
 		if err != nil {
 			s.Close()
 			return nil, err
