@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -55,10 +56,11 @@ func buildAgent(t *testing.T) string {
 }
 
 // startAgent runs the C agent on a free loopback port, as start runs the
-// tagauth binary.
-func startAgent(t *testing.T, agent, cred string) *proc {
+// tagauth binary, with extra arguments after the usual ones.
+func startAgent(t *testing.T, agent, cred string, extra ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(agent, "--cred", cred, "--listen", freeUDPPort(t)), done: make(chan struct{})}
+	args := append([]string{"--cred", cred, "--listen", freeUDPPort(t)}, extra...)
+	p := &proc{t: t, cmd: exec.Command(agent, args...), done: make(chan struct{})}
 	p.cmd.Stderr = &syncWriter{w: &p.stderr, mu: &p.mu}
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -81,8 +83,9 @@ func startAgent(t *testing.T, agent, cred string) *proc {
 	return p
 }
 
-// newFirmwareWorld is newWorld with the C agent in place of the Go one.
-func newFirmwareWorld(t *testing.T, profile, agent string) *world {
+// newFirmwareWorld is newWorld with the C agent in place of the Go one;
+// extra goes to the agent.
+func newFirmwareWorld(t *testing.T, profile, agent string, extra ...string) *world {
 	t.Helper()
 	dir := t.TempDir()
 	w := &world{t: t, dir: dir}
@@ -96,7 +99,7 @@ func newFirmwareWorld(t *testing.T, profile, agent string) *world {
 	w.userPW = []string{"TAGAUTH_PASSWORD=correct horse"}
 	must(t, w.userPW, "user", "enroll", "--admin", w.gw.admin, "--fingerprint", w.gw.fingerprint,
 		"--code", code, "--id", "alice", "--card", w.card, "--profile", profile, fastKDF, "--kdf-m=1024")
-	w.dev = startAgent(t, agent, cred)
+	w.dev = startAgent(t, agent, cred, extra...)
 	w.devAt = w.dev.waitLine(`serving CoAP on (\S+),`)[1]
 	return w
 }
@@ -191,4 +194,43 @@ func staleM1() []byte {
 	m := []byte{0x02, 0x01, 5, 'a', 'l', 'i', 'c', 'e', 1}
 	m = append(m, make([]byte, 16+32+32)...)
 	return append(m, 0, 0, 0, 0, 0, 0, 0, 1)
+}
+
+// TestFirmwareAgentConfirmChecksBeforeRoom: with every session slot taken,
+// the C agent still answers a confirm request by the checks of spec
+// sections 7 and 11 (a short payload, another profile, an unknown sid), not
+// busy: room for a session matters only once an m5 has verified, as in the
+// Go agent.
+func TestFirmwareAgentConfirmChecksBeforeRoom(t *testing.T) {
+	agent := buildAgent(t)
+	w := newFirmwareWorld(t, "hardened", agent, "--sessions", "1")
+	if code, _, errs := w.user(nil, "login"); code != 0 {
+		t.Fatalf("login: %s\nagent: %s", errs, w.dev.errText())
+	}
+	// The one session slot is now taken by alice's session.
+	sid := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	m5 := append([]byte{0x02, 0x05}, make([]byte, 32)...)
+	classicM5 := append([]byte{0x01, 0x05}, make([]byte, 32)...)
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+		code    coap.Code
+		want    string
+	}{
+		{"sid only", sid, coap.BadRequest, "007f01"},
+		{"classic m5", append(slices.Clone(sid), classicM5...), coap.BadRequest, "017f02"},
+		{"truncated m5", append(slices.Clone(sid), m5[:20]...), coap.BadRequest, "027f01"},
+		{"unknown sid", append(slices.Clone(sid), m5...), coap.Unauthorized, "027f05"},
+	} {
+		client := &coap.Client{ACKTimeout: 200 * time.Millisecond}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		code, resp, err := client.Post(ctx, w.devAt, "/tagauth/confirm", tc.payload)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := hex.EncodeToString(resp); got != tc.want || code != tc.code {
+			t.Errorf("%s: answer %s %s, want %s %s", tc.name, code, got, tc.code, tc.want)
+		}
+	}
 }

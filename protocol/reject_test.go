@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -433,6 +435,20 @@ func (b *rejectBuilder) fromCase(bi int, c vectorCase) error {
 			add(tn+"-dt-plus-1-late", nil, m, t+rejectWindow+1, ErrStaleTimestamp)
 			add(tn+"-dt-plus-1-early", nil, m, t-rejectWindow-1, ErrStaleTimestamp)
 		}
+		if p == Hardened && key == "card/m4" {
+			// Section 6: the card requires T3 within dT of T4 (not of its
+			// clock). gamma_i and tau_j are made anew for each T3, so that
+			// only that window refuses the message.
+			m4, err := ParseM4(m)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(m4WithT3(c, m4, m4.T3), m) {
+				return errors.New("m4 rebuilt with its own T3 differs from the success vector's")
+			}
+			add("t3-dt-plus-1-before-t4", nil, m4WithT3(c, m4, m4.T4-rejectWindow-1), s.now, ErrStaleTimestamp)
+			add("t3-dt-plus-1-after-t4", nil, m4WithT3(c, m4, m4.T4+rejectWindow+1), s.now, ErrStaleTimestamp)
+		}
 		if key == "device/m5" {
 			// The device holds the pending login dT after m4 (T4).
 			add("after-pending-login-dropped", nil, m, c.T4+rejectWindow+1, ErrRejected)
@@ -495,6 +511,23 @@ func (b *rejectBuilder) fromCase(bi int, c vectorCase) error {
 		}
 	}
 	return nil
+}
+
+// m4WithT3 is the hardened m4 of case c with T3 replaced by t3 and gamma_i
+// and tau_j computed for it, as a gateway and device whose clocks gave
+// that T3 would have made them (section 6).
+func m4WithT3(c vectorCase, m M4, t3 uint64) []byte {
+	m1, err := ParseM1(unhex(c.M1))
+	if err != nil {
+		panic(err)
+	}
+	var dbuf [1 + MaxIDLen]byte
+	did := id8(dbuf[:0], []byte(c.DIDj))
+	t3b, t4b := ts(t3), ts(m.T4)
+	m.T3 = t3
+	m.Gamma = mac(unhex(c.TagI), labelGamma, did, m1.E[:], t3b[:])
+	m.Tau = mac(unhex(c.SK), labelConfirmDevice, m1.E[:], m.X[:], t3b[:], t4b[:])
+	return m.Append(nil)
 }
 
 // tsOf reads timestamp tn of a message.
@@ -652,5 +685,66 @@ func TestRejectVectors(t *testing.T) {
 				t.Errorf("%s differs from what the generator writes; run go test ./protocol -run TestRejectVectors -update", rejectFiles[p])
 			}
 		})
+	}
+}
+
+// TestRejectVectorsCoverSection101 reads the rejection files and requires,
+// for every party and step, the kinds of case that spec section 10.1
+// lists, written out here from the spec rather than taken from the
+// generator's tables: a file that lost a kind fails here even when every
+// case it still holds is answered right.
+func TestRejectVectorsCoverSection101(t *testing.T) {
+	common := []string{"empty", "truncated", "extended", "other-profile", "other-profile-truncated", "replay"}
+	records := []string{"replay-older-seq", "flip-sid", "flip-seq", "flip-ciphertext", "flip-tag"}
+	want := map[Profile]map[string][]string{
+		Classic: {
+			"gateway/m2": {"t1-dt-plus-1-late", "t1-dt-plus-1-early", "t2-dt-plus-1-late", "t2-dt-plus-1-early",
+				"flip-id_i", "flip-e_i", "flip-did_j", "flip-i_j", "flip-t1", "flip-t1-out-of-window",
+				"flip-t2-out-of-window", "unknown-user", "unknown-device"},
+			"device/m1":     {"t1-dt-plus-1-late", "t1-dt-plus-1-early", "flip-t1-out-of-window"},
+			"device/m3":     {"t3-dt-plus-1-late", "t3-dt-plus-1-early", "flip-f_ij", "flip-t3", "flip-t3-out-of-window"},
+			"card/m4":       {"t4-dt-plus-1-late", "t4-dt-plus-1-early", "flip-gamma_i", "flip-t4-out-of-window"},
+			"device/record": records,
+			"card/record":   records,
+		},
+		Hardened: {
+			"gateway/m2": {"t1-dt-plus-1-late", "t1-dt-plus-1-early", "t2-dt-plus-1-late", "t2-dt-plus-1-early",
+				"flip-id_i", "flip-kv_i", "flip-n_i", "flip-e_i", "flip-did_j", "flip-kv_j", "flip-i_j",
+				"flip-t1", "flip-t2", "flip-t1-out-of-window", "flip-t2-out-of-window",
+				"unknown-user", "unknown-device", "unknown-key-version"},
+			"device/m1": {"t1-dt-plus-1-late", "t1-dt-plus-1-early", "flip-t1-out-of-window"},
+			"device/m3": {"t3-dt-plus-1-late", "t3-dt-plus-1-early", "flip-f_ij", "flip-t3", "flip-t3-out-of-window"},
+			// Section 6: the card requires T4 fresh and T3 within dT of
+			// T4, so T3 has its dT + 1 cases too, against T4.
+			"card/m4": {"t4-dt-plus-1-late", "t4-dt-plus-1-early", "t3-dt-plus-1-before-t4", "t3-dt-plus-1-after-t4",
+				"flip-x_ij", "flip-gamma_i", "flip-t3", "flip-t4", "flip-tau_j",
+				"flip-t3-out-of-window", "flip-t4-out-of-window"},
+			"device/m5":     {"flip-tau_i", "after-pending-login-dropped"},
+			"device/record": records,
+			"card/record":   records,
+		},
+	}
+	for _, p := range []Profile{Classic, Hardened} {
+		f := readRejects(t, p)
+		have := map[string]map[string]bool{}
+		for _, c := range f.Cases {
+			key := c.Party + "/" + c.Step
+			parts := strings.SplitN(c.Name, "/", 4)
+			if len(parts) != 4 || parts[1]+"/"+parts[2] != key {
+				t.Errorf("%s: case %q is not named base/party/step/kind", p, c.Name)
+				continue
+			}
+			if have[key] == nil {
+				have[key] = map[string]bool{}
+			}
+			have[key][parts[3]] = true
+		}
+		for key, kinds := range want[p] {
+			for _, k := range append(slices.Clone(common), kinds...) {
+				if !have[key][k] {
+					t.Errorf("%s %s: no %q case (spec section 10.1)", p, key, k)
+				}
+			}
+		}
 	}
 }

@@ -40,6 +40,7 @@ static ta_replay replay;
 static ta_device dev;
 static ta_login logins[LOGINS];
 static ta_session sessions[SESSIONS];
+static size_t max_sessions = SESSIONS; /* --sessions: fewer, for tests */
 static char gateway[256];
 static volatile sig_atomic_t stop;
 
@@ -395,7 +396,7 @@ static ta_session *free_session(void)
 {
 	uint64_t now = now_ms(NULL);
 	size_t i;
-	for (i = 0; i < SESSIONS; i++) {
+	for (i = 0; i < max_sessions; i++) {
 		ta_session *s = &sessions[i];
 		if (s->open && ((now > s->last_used && now - s->last_used > dev.session_idle_ms) ||
 		                (now > s->created && now - s->created > dev.session_life_ms))) {
@@ -473,9 +474,10 @@ static void on_login(coap_resource_t *r, coap_session_t *s, const coap_pdu_t *re
 static void on_confirm(coap_resource_t *r, coap_session_t *s, const coap_pdu_t *req,
                        const coap_string_t *q, coap_pdu_t *resp)
 {
+	static ta_session spare;
 	uint8_t err[TA_ERROR_SIZE];
 	const uint8_t *p;
-	size_t n;
+	size_t n, which = 0;
 	ta_session *sess;
 	int rc;
 	(void)r, (void)q;
@@ -483,8 +485,16 @@ static void on_confirm(coap_resource_t *r, coap_session_t *s, const coap_pdu_t *
 		return;
 	}
 	get_payload(req, &p, &n);
+	/* With no free slot the checks of sections 7 and 11 still come
+	 * first: only an m5 that verifies needs room, and then it is busy and
+	 * its login dropped, as the Go agent does. */
 	sess = free_session();
-	rc = sess == NULL ? TA_E_BUSY : ta_device_confirm(&dev, logins, LOGINS, p, n, sess, NULL);
+	rc = ta_device_confirm(&dev, logins, LOGINS, p, n, sess != NULL ? sess : &spare, &which);
+	if (rc == TA_OK && sess == NULL) {
+		ta_session_wipe(&spare);
+		ta_login_wipe(&logins[which]);
+		rc = TA_E_BUSY;
+	}
 	if (rc == TA_OK) {
 		fprintf(stderr, "tagauth-agent: login established\n");
 		answer(s, req, resp, COAP_RESPONSE_CODE_CHANGED, NULL, 0);
@@ -569,7 +579,8 @@ static void on_signal(int sig)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: tagauth-agent --cred FILE --listen HOST:PORT [--gateway HOST:PORT]\n");
+	fprintf(stderr, "usage: tagauth-agent --cred FILE --listen HOST:PORT [--gateway HOST:PORT] "
+	                "[--sessions 1..64]\n");
 	return 2;
 }
 
@@ -592,6 +603,9 @@ int main(int argc, char **argv)
 			listen = argv[i + 1];
 		} else if (strcmp(argv[i], "--gateway") == 0 && strlen(argv[i + 1]) < sizeof gateway) {
 			strcpy(gateway, argv[i + 1]);
+		} else if (strcmp(argv[i], "--sessions") == 0 && atoi(argv[i + 1]) >= 1 &&
+		           atoi(argv[i + 1]) <= SESSIONS) {
+			max_sessions = (size_t)atoi(argv[i + 1]);
 		} else {
 			return usage();
 		}

@@ -41,7 +41,9 @@ import (
 // the unfamiliar budget, and cannot lock the user out of the sources the
 // user logs in from.
 //
-// The lock is looked at before the verify, from the user id that m2
+// The lock is looked at before the verify (after section 7's first checks
+// and the freshness of T1 and T2, whose answers must not depend on a
+// lock), from the user id that m2
 // carries in clear: a refused login builds no m3, inserts nothing into the
 // replay cache and is answered like a wrong password, rejected (4.01).
 // Only the audit log ("user locked (source)", "user locked (unfamiliar
@@ -227,7 +229,11 @@ func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byt
 	// A message that does not parse goes on to Verify, which refuses it
 	// as malformed. An id with a NUL cannot be registered: Verify refuses
 	// it as unknown, and it could not be told apart in the store's keys.
-	if m, err := protocol.ParseM2(req.Payload); err == nil && bytes.IndexByte(m.ID, 0) < 0 {
+	// So do a message of the other profile and a stale one: section 7's
+	// first checks and freshness come before any registry or policy
+	// check, and their answers must not tell anyone who is locked.
+	if m, err := protocol.ParseM2(req.Payload); err == nil && bytes.IndexByte(m.ID, 0) < 0 &&
+		m.Profile == g.profile && g.inWindow(&m, now) {
 		v := protocol.Verification{Profile: m.Profile, User: m.ID, Device: m.DID, KVUser: m.KV, KVDevice: m.KVDev}
 		d, err = gd.decide(ctx, m.ID, &src, now)
 		if err != nil {
@@ -254,6 +260,19 @@ func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byt
 		g.countFailure(ctx, v, src, d, now)
 	}
 	return out, v, "", err
+}
+
+// inWindow reports whether m2's T1 and T2 are within dT of now, the
+// freshness that Verify checks first (spec section 6).
+func (g *Gateway) inWindow(m *protocol.M2, now time.Time) bool {
+	ms, w := uint64(max(now.UnixMilli(), 0)), uint64(g.cfg.Window.Milliseconds())
+	in := func(t uint64) bool {
+		if t >= ms {
+			return t-ms <= w
+		}
+		return ms-t <= w
+	}
+	return in(m.T1) && in(m.T2)
 }
 
 // countFailure charges a wrong password to the user's counters and locks
