@@ -113,6 +113,12 @@ func TestAttackForgedLoginsDoNotLockOutUser(t *testing.T) {
 	if refused < 5 {
 		t.Fatalf("only %.0f forged logins were refused by the gateway, fewer than a lockout takes", refused)
 	}
+	// The forgeries reached the gateway as failed proofs (else this test
+	// would prove nothing), charged to the attacker's addresses. The
+	// audit log keeps samples of refusals: the metrics count every one.
+	if n := verifyReasons(t, w.gw)["E_i does not verify"]; n < 5 {
+		t.Fatalf("only %v forged logins reached the gateway as failed proofs, fewer than a lockout takes", n)
+	}
 	// And while the flood goes on.
 	stop := make(chan struct{})
 	done := make(chan struct{})

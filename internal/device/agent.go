@@ -69,7 +69,8 @@
 // 10 lines per 10 s and then one line with the count of the rest (every
 // one is in the metrics); messages that do not even parse, and records for
 // unknown sessions, only at debug level. Echo challenges are not logged.
-// Keys, tags, message bytes and task arguments are never logged; task names
+// Keys, tags, message bytes and task arguments are never logged; identities
+// with a rune that is not printable are logged in hex (logID); task names
 // are logged with the authenticated user.
 package device
 

@@ -93,7 +93,7 @@ func (a *Agent) controlWrite(_ context.Context, user string, args []byte) ([]byt
 	a.controls = append(a.controls, c)
 	a.cmu.Unlock()
 	// The instruction is task data: logged only by its size.
-	a.log.Info("control.write recorded", "user", user, "bytes", len(args))
+	a.log.Info("control.write recorded", "user", logID(user), "bytes", len(args))
 	return []byte("ok"), nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/netip"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 
@@ -93,7 +95,7 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 		a.drop(p)
 		// The coap error says where and after how many tries.
 		if a.logSampled() {
-			a.log.Warn("gateway unreachable", "gateway", a.gateway, "user", user, "from", req.From.String(), "err", err.Error())
+			a.log.Warn("gateway unreachable", "gateway", a.gateway, "user", logID(user), "from", req.From.String(), "err", err.Error())
 		}
 		a.refused(user, req.From, "m2", busyError("gateway "+a.gateway+" unreachable"))
 		return refuse(dst, m1, protocol.ErrBusy)
@@ -132,7 +134,7 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 		a.refused(user, req.From, "m4", busyError("agent stopping"))
 		return refuse(dst, m1, protocol.ErrBusy)
 	}
-	a.log.Debug("login awaiting confirmation", "user", user, "from", req.From.String())
+	a.log.Debug("login awaiting confirmation", "user", logID(user), "from", req.From.String())
 	return coap.Changed, append(dst, m4...)
 }
 
@@ -230,7 +232,7 @@ func (a *Agent) refused(user string, from netip.AddrPort, step string, err error
 	if !a.logSampled() {
 		return
 	}
-	a.log.Info("login", "user", user, "from", from.String(), "outcome", "refused", "step", step,
+	a.log.Info("login", "user", logID(user), "from", from.String(), "outcome", "refused", "step", step,
 		"code", protocol.CodeOf(err).String(), "reason", err.Error())
 }
 
@@ -255,6 +257,20 @@ func (a *Agent) reportSuppressed(n uint64) {
 	}
 }
 
+// logID is an identity as the agent logs it: as it is when every rune is
+// printable, else "hex:" and its bytes, as gateway.SanitizeID writes it.
+// An identity claimed in m1 is anyone's choice, and even a registered one
+// may hold a bidi override or an invisible space, which a JSON log
+// handler (it escapes control characters only) would write raw.
+func logID(id string) string {
+	for _, r := range id {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return "hex:" + hex.EncodeToString([]byte(id))
+		}
+	}
+	return id
+}
+
 // junk logs, at debug level only, a message that does not even parse:
 // anyone can send those, and the CoAP server's counters already show them.
 func (a *Agent) junk(from netip.AddrPort, step string, err error) {
@@ -268,6 +284,6 @@ func (a *Agent) junk(from netip.AddrPort, step string, err error) {
 func (a *Agent) established(user string, from netip.AddrPort, s *protocol.Session) {
 	a.metrics.login("established", finalStep(s.Profile()), nil)
 	fp := s.Fingerprint()
-	a.log.Info("login", "user", user, "from", from.String(), "outcome", "established",
+	a.log.Info("login", "user", logID(user), "from", from.String(), "outcome", "established",
 		"profile", s.Profile().String(), "fingerprint", hex.EncodeToString(fp[:8]))
 }

@@ -167,8 +167,9 @@ func (v *verifiedTable) len() int {
 	return len(v.at)
 }
 
-// sourceLimits is the per-address token bucket of logins and the count of
-// relays each address holds, for at most maxSourceBuckets addresses.
+// sourceLimits is the per-source token bucket of logins and the count of
+// relays each source holds, for at most maxSourceBuckets sources. A
+// source is an IPv4 address or an IPv6 /64 (limitKey).
 type sourceLimits struct {
 	mu      sync.Mutex
 	rate    float64 // tokens per second
@@ -203,6 +204,7 @@ func (l *sourceLimits) refill(b *bucket, now time.Time) {
 // success, else the reason (reasonSourceRate or reasonSourceShare); a
 // success must be followed by release.
 func (l *sourceLimits) acquire(addr netip.Addr, now time.Time) string {
+	addr = limitKey(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.buckets[addr]
@@ -227,11 +229,27 @@ func (l *sourceLimits) acquire(addr netip.Addr, now time.Time) string {
 
 // release gives back addr's relay share.
 func (l *sourceLimits) release(addr netip.Addr) {
+	addr = limitKey(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if b := l.buckets[addr]; b != nil && b.relays > 0 {
 		b.relays--
 	}
+}
+
+// limitKey is the key of addr's bucket: the address itself for IPv4, its
+// /64 for IPv6, as the gateway counts sources (internal/lockout). One
+// subscriber usually holds a whole /64, and a client proves only that it
+// receives at the address it sends from, so per-address buckets would give
+// a flooder 2^64 fresh bursts and every relay slot.
+func limitKey(addr netip.Addr) netip.Addr {
+	addr = addr.Unmap()
+	if addr.Is6() {
+		if p, err := addr.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return addr
 }
 
 // evictLocked makes room. Buckets that hold no relay and have a token

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -462,4 +464,69 @@ func TestSourceIPv6(t *testing.T) {
 		t.Fatalf("gateway saw Source options %q, want ::1 in 16 bytes", s)
 	}
 	wantSample(t, scrapeAgent(t, r.agent), "tagauth_device_echo_challenges_total 1")
+}
+
+// TestSourceLimitsIPv6Prefix: the per-source bucket and relay share of an
+// IPv6 client are its /64's, as the gateway counts sources: one
+// subscriber holds a whole /64, so per-address limits would give a
+// flooder 2^64 fresh buckets and every relay slot.
+func TestSourceLimitsIPv6Prefix(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	in64 := func(i int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2, 8: byte(i >> 8), 15: byte(i)})
+	}
+	l := newSourceLimits(0.001, 1)
+	if why := l.acquire(in64(1), t0); why != "" {
+		t.Fatalf("first address of the /64: %q", why)
+	}
+	l.release(in64(1))
+	if why := l.acquire(in64(2), t0); why != reasonSourceRate {
+		t.Fatalf("another address of the same /64 after its burst: %q, want %q", why, reasonSourceRate)
+	}
+	other := netip.MustParseAddr("2001:db8:1:3::1")
+	if why := l.acquire(other, t0); why != "" {
+		t.Fatalf("an address of another /64: %q", why)
+	}
+
+	l = newSourceLimits(1000, 1000)
+	for i := range MaxRelaysPerSource {
+		if why := l.acquire(in64(100+i), t0); why != "" {
+			t.Fatalf("relay %d of the /64: %q", i, why)
+		}
+	}
+	if why := l.acquire(in64(999), t0); why != reasonSourceShare {
+		t.Fatalf("one relay more than the share from a fresh address of the /64: %q, want %q", why, reasonSourceShare)
+	}
+	l.release(in64(100))
+	if why := l.acquire(in64(998), t0); why != "" {
+		t.Fatalf("after a release: %q", why)
+	}
+}
+
+// TestLogsSanitizeIDs: an identity claimed in a forged m1 (anyone can
+// send one) or held by a user who logs in is never written raw: a bidi
+// override or an invisible character could make a JSON log line (which
+// escapes only control characters) read as something else.
+func TestLogsSanitizeIDs(t *testing.T) {
+	logs := &logBuffer{}
+	r := newRig(t, protocol.Hardened, func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	odd := "admin\u202e\u200bnimda"
+	u := r.enrol(odd)
+	mallory := clientFrom("127.0.0.2", 200*time.Millisecond)
+	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, u)); err != nil {
+		t.Fatal(err)
+	}
+	c := r.mustLogin(u)
+	if _, err := c.Task(context.Background(), "echo", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if strings.ContainsAny(out, "\u202e\u200b") {
+		t.Errorf("an odd identity was logged raw:\n%s", out)
+	}
+	if want := "hex:" + hex.EncodeToString([]byte(odd)); strings.Count(out, want) < 3 {
+		t.Errorf("want the refusal, the login and the task logged with %s:\n%s", want, out)
+	}
 }

@@ -64,7 +64,7 @@ func (a *Agent) serveTask(_ context.Context, req *coap.Request, dst []byte) (coa
 	case a.tasks <- struct{}{}:
 		defer func() { <-a.tasks }()
 	default:
-		a.log.Warn("task refused", "user", s.user, "from", req.From.String(), "reason", "every task slot is busy")
+		a.log.Warn("task refused", "user", logID(s.user), "from", req.From.String(), "reason", "every task slot is busy")
 		return refuse(dst, rec, protocol.ErrBusy)
 	}
 	pt, err := s.s.Open(nil, rec)
@@ -72,7 +72,7 @@ func (a *Agent) serveTask(_ context.Context, req *coap.Request, dst []byte) (coa
 		if errors.Is(err, protocol.ReasonSessionExpired) {
 			a.end(sid, s)
 		}
-		a.log.Info("task refused", "user", s.user, "from", req.From.String(), "code", protocol.CodeOf(err).String(), "reason", err.Error())
+		a.log.Info("task refused", "user", logID(s.user), "from", req.From.String(), "code", protocol.CodeOf(err).String(), "reason", err.Error())
 		return refuse(dst, rec, protocol.CodeOf(err))
 	}
 	resp := a.runTask(s.user, pt)
@@ -82,14 +82,14 @@ func (a *Agent) serveTask(_ context.Context, req *coap.Request, dst []byte) (coa
 		out, err = json.Marshal(userclient.TaskResponse{Error: fmt.Sprintf("result too large (%d bytes of JSON, limit %d)", len(out), MaxResult)})
 	}
 	if err != nil {
-		a.log.Error("task answer cannot be encoded", "user", s.user, "err", err.Error())
+		a.log.Error("task answer cannot be encoded", "user", logID(s.user), "err", err.Error())
 		return refuse(dst, rec, protocol.ErrInternal)
 	}
 	sealed, err := s.s.Seal(dst, out)
 	clear(out)
 	if err != nil { // the session expired while the task ran
 		a.end(sid, s)
-		a.log.Info("task answer dropped", "user", s.user, "reason", err.Error())
+		a.log.Info("task answer dropped", "user", logID(s.user), "reason", err.Error())
 		return refuse(dst, rec, protocol.CodeOf(err))
 	}
 	return coap.Changed, sealed
@@ -103,13 +103,13 @@ func (a *Agent) runTask(user string, pt []byte) userclient.TaskResponse {
 	dec := json.NewDecoder(bytes.NewReader(pt))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&tr); err != nil || dec.More() || tr.Task == "" {
-		a.log.Info("task", "user", user, "outcome", "refused", "reason", "request is not a JSON task object")
+		a.log.Info("task", "user", logID(user), "outcome", "refused", "reason", "request is not a JSON task object")
 		a.metrics.task(taskInvalid, "refused")
 		return userclient.TaskResponse{Error: `task request must be one JSON object {"task":NAME,"args":STRING}`}
 	}
 	f := a.handler(tr.Task)
 	if f == nil {
-		a.log.Info("task", "user", user, "task", logName(tr.Task), "outcome", "refused", "reason", "unknown task")
+		a.log.Info("task", "user", logID(user), "task", logName(tr.Task), "outcome", "refused", "reason", "unknown task")
 		a.metrics.task(taskUnknown, "refused")
 		return userclient.TaskResponse{Error: fmt.Sprintf("unknown task %q", logName(tr.Task))}
 	}
@@ -117,11 +117,11 @@ func (a *Agent) runTask(user string, pt []byte) userclient.TaskResponse {
 	defer cancel()
 	res, err := call(ctx, f, user, []byte(tr.Args))
 	if err != nil {
-		a.log.Info("task", "user", user, "task", tr.Task, "outcome", "failed", "reason", err.Error())
+		a.log.Info("task", "user", logID(user), "task", tr.Task, "outcome", "failed", "reason", err.Error())
 		a.metrics.task(tr.Task, "failed")
 		return userclient.TaskResponse{Error: err.Error()}
 	}
-	a.log.Info("task", "user", user, "task", tr.Task, "outcome", "ok")
+	a.log.Info("task", "user", logID(user), "task", tr.Task, "outcome", "ok")
 	a.metrics.task(tr.Task, "ok")
 	return userclient.TaskResponse{OK: true, Result: string(res)}
 }
@@ -137,12 +137,12 @@ func call(ctx context.Context, f TaskFunc, user string, args []byte) (res []byte
 	return f(ctx, user, args)
 }
 
-// logName shortens a task name chosen by the user before it is logged or
-// echoed.
+// logName shortens a task name chosen by the user, and writes an odd one
+// in hex (logID), before it is logged or echoed.
 func logName(s string) string {
 	const limit = 64
 	if len(s) > limit {
-		return s[:limit] + "..."
+		return logID(s[:limit]) + "..."
 	}
-	return s
+	return logID(s)
 }

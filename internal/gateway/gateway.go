@@ -234,6 +234,8 @@ type Gateway struct {
 	metrics     *gwMetrics    // metrics.go
 	console     consoleMount  // opsapi.go
 
+	proofs protocol.ReplayCache // I_j values seen (limits.go, firstProof)
+
 	keysMu   sync.Mutex
 	keys     *keyfile.File
 	keyStamp fileStamp
@@ -303,6 +305,13 @@ func Open(cfg Config) (_ *Gateway, err error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.replayCache = rc
+	// The marks of I_j values seen (limits.go, firstProof) share a shared
+	// cache; in memory they get their own, so that they never take the
+	// room of the logins' entries.
+	g.proofs = rc
+	if g.cfg.Replay == nil {
+		g.proofs = replay.New(cfg.ReplaySize)
+	}
 	if err := g.openToken(); err != nil {
 		return nil, err
 	}

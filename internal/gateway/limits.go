@@ -27,7 +27,8 @@ import (
 // not a guess), replays and stale timestamps do not count: a replayed or
 // delayed m2 of a genuine login must not lock its user out, and an unknown
 // id has nothing to lock. A bad I_j is the device's failure, not the
-// user's.
+// user's; an m2 whose I_j an earlier verify carried is a copy, which
+// does not count either (firstProof).
 //
 // A failure is charged to (user, source), where the source is the
 // client address the relaying device verified by return routability and
@@ -99,10 +100,19 @@ type guard struct {
 	conns  *connLimiter // admin connection limits, once listening
 	source *limiter[netip.Addr]
 	device *limiter[deviceKey]
+	// stripes serialise the verifies of one user (verifyLocked); users
+	// share a stripe by hash.
+	stripes [4096]sync.Mutex
+	seed    maphash.Seed
+}
+
+// userStripe is the mutex of user's stripe.
+func (gd *guard) userStripe(user []byte) *sync.Mutex {
+	return &gd.stripes[maphash.Bytes(gd.seed, user)%uint64(len(gd.stripes))]
 }
 
 func newGuard(cfg *Config) *guard {
-	gd := &guard{off: cfg.LockoutOff, policy: cfg.Lockout.WithDefaults(), store: cfg.LockoutStore}
+	gd := &guard{off: cfg.LockoutOff, policy: cfg.Lockout.WithDefaults(), store: cfg.LockoutStore, seed: maphash.MakeSeed()}
 	gd.fam = gd.policy.Familiarity()
 	if gd.store == nil {
 		gd.mem = lockout.NewMemory(0)
@@ -232,9 +242,23 @@ func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byt
 	// So do a message of the other profile and a stale one: section 7's
 	// first checks and freshness come before any registry or policy
 	// check, and their answers must not tell anyone who is locked.
-	if m, err := protocol.ParseM2(req.Payload); err == nil && bytes.IndexByte(m.ID, 0) < 0 &&
-		m.Profile == g.profile && g.inWindow(&m, now) {
+	m, perr := protocol.ParseM2(req.Payload)
+	if perr == nil && bytes.IndexByte(m.ID, 0) < 0 && m.Profile == g.profile && g.inWindow(&m, now) {
+		// From the lock decision to the count of the failure, one
+		// verify of a user at a time (per stripe of users): else every
+		// guess in flight when the limit is reached would pass the
+		// decision and count past the limit. Not for replicas: there
+		// this span holds network round trips, and a flood of one
+		// user's logins would keep every worker waiting on its stripe;
+		// the bound grows by the user's verifies in flight instead
+		// (docs/THREAT-MODEL.md).
+		if g.bk == nil {
+			mu := gd.userStripe(m.ID)
+			mu.Lock()
+			defer mu.Unlock()
+		}
 		v := protocol.Verification{Profile: m.Profile, User: m.ID, Device: m.DID, KVUser: m.KV, KVDevice: m.KVDev}
+		var err error
 		d, err = gd.decide(ctx, m.ID, &src, now)
 		if err != nil {
 			// No log line per request: the shared store logs when it
@@ -250,6 +274,9 @@ func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byt
 	out, v, err := g.proto.Verify(ctx, dst, req.Payload)
 	switch {
 	case err == nil:
+		// Copies of this m2 must never count (firstProof); a cache
+		// that cannot say only costs that protection, not the login.
+		g.firstProof(ctx, &m)
 		if serr := gd.succeed(ctx, v.User, &src, now); serr != nil {
 			// Availability only: the login stands, the source is not
 			// remembered this time.
@@ -257,7 +284,9 @@ func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byt
 			g.log.Error("lockout store failed to remember a source", "err", serr)
 		}
 	case errors.Is(err, protocol.ReasonBadE):
-		g.countFailure(ctx, v, src, d, now)
+		if g.firstProof(ctx, &m) {
+			g.countFailure(ctx, v, src, d, now)
+		}
 	}
 	return out, v, "", err
 }
@@ -273,6 +302,32 @@ func (g *Gateway) inWindow(m *protocol.M2, now time.Time) bool {
 		return ms-t <= w
 	}
 	return in(m.T1) && in(m.T2)
+}
+
+// proofDomain is the first byte of the replay-cache keys of firstProof,
+// beside the protocol's own domains (0x01 to 0x03).
+const proofDomain = 0x80
+
+// firstProof reports whether m2 is the first verify request to carry its
+// I_j, and remembers it for dT past T2 (in the replay cache when replicas
+// share one, else in a cache of its own). I_j covers E_i, DID_j and T2
+// only (spec section 6), not ID_i, n_i, T1 or the Source option: whoever
+// sees one m2 on its way from a device could send copies with any user's
+// ID_i, a new n_i or T1 and any Source, each of them a failed proof with a
+// valid I_j, and lock any user's familiar sources. So only the first m2
+// with a given I_j may count as a failure, and a successful verify marks
+// its I_j too, so that copies of a genuine login never count. A cache that
+// cannot answer lets the failure count: guesses stay bounded. Under the
+// classic profile I_j does not cover T2 either, so a copy counts again
+// once the mark expires.
+func (g *Gateway) firstProof(ctx context.Context, m *protocol.M2) bool {
+	var k protocol.ReplayKey
+	k[0] = proofDomain
+	k[1] = byte(copy(k[2:2+protocol.MaxIDLen], m.DID))
+	copy(k[2+protocol.MaxIDLen:], m.I[:])
+	now := uint64(g.now().UnixMilli())
+	fresh, err := g.proofs.Insert(ctx, k, max(m.T2, now)+uint64(g.cfg.Window.Milliseconds()), now)
+	return fresh || err != nil
 }
 
 // countFailure charges a wrong password to the user's counters and locks

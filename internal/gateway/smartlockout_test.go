@@ -1,11 +1,13 @@
 package gateway_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -228,4 +230,107 @@ func TestSmartLockoutSuccessResets(t *testing.T) {
 			t.Fatalf("round %d: login after %d typos: %v", round, smartPolicy.MaxFailures-1, code)
 		}
 	}
+}
+
+// TestSmartLockoutCopiedM2NotCounted: I_j covers E_i, DID_j and T2 only
+// (spec section 6), so whoever sees one device's m2 on its way to the
+// gateway (plain UDP) could send copies with another user's ID_i, a new
+// n_i or T1 and any Source, and each would be a failed proof with a valid
+// I_j. Only the first m2 with a given I_j may count: the copies of bob's
+// genuine login, charged to alice at her familiar source, must not lock
+// her out; neither may copies of a login that failed.
+func TestSmartLockoutCopiedM2NotCounted(t *testing.T) {
+	for _, p := range []protocol.Profile{protocol.Hardened, protocol.Classic} {
+		t.Run(p.String(), func(t *testing.T) {
+			cfg := testConfig(t.TempDir(), p)
+			cfg.Lockout = smartPolicy
+			tg := startGateway(t, cfg)
+			alice, bob := tg.enrol("alice"), tg.enrol("bob")
+			cred := tg.provision("d1", "g")
+			tg.grant("alice", "g")
+			tg.grant("bob", "g")
+			addr := tg.g.CoAPPublic()
+			if code, _ := postFrom(t, addr, tg.m2For(alice, cred, nil), home); code != coap.Changed {
+				t.Fatalf("alice's first login from home: %v", code)
+			}
+			seen := [][]byte{tg.m2For(bob, cred, nil), tg.m2For(badE(bob), cred, nil)}
+			if code, _ := postFrom(t, addr, seen[0], outsider(1)); code != coap.Changed {
+				t.Fatalf("bob's login: %v", code)
+			}
+			postFrom(t, addr, seen[1], outsider(1))
+			for i := range 2 * smartPolicy.MaxFailures {
+				m, err := protocol.ParseM2(seen[i%2])
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.ID = []byte("alice")
+				rand.Read(m.Nonce[:])
+				m.T1 -= uint64(1 + i)
+				if code, _ := postFrom(t, addr, m.Append(nil), home); code != coap.Unauthorized {
+					t.Fatalf("copy %d: %v", i, code)
+				}
+			}
+			if code, out := postFrom(t, addr, tg.m2For(alice, cred, nil), home); code != coap.Changed {
+				t.Fatalf("alice from home after copies of bob's m2s were charged to her: %v %x", code, out)
+			}
+		})
+	}
+}
+
+// barrierStore is an in-memory lockout store whose Status, once it has
+// read the state, waits until want lookups have (or one has waited a
+// second), so that concurrent verifies all look at the lock before any
+// failure counts, if the gateway lets them.
+type barrierStore struct {
+	*lockout.Memory
+	mu   sync.Mutex
+	n    int
+	want int
+	open chan struct{}
+	once sync.Once
+}
+
+func (b *barrierStore) Status(ctx context.Context, user, source string, now time.Time) (lockout.Status, error) {
+	st, err := b.Memory.Status(ctx, user, source, now)
+	b.mu.Lock()
+	b.n++
+	if b.n == b.want {
+		b.once.Do(func() { close(b.open) })
+	}
+	b.mu.Unlock()
+	select {
+	case <-b.open:
+	case <-time.After(time.Second):
+		b.once.Do(func() { close(b.open) })
+	}
+	return st, err
+}
+
+// TestSmartLockoutConcurrentGuesses: a card thief who sends its guesses
+// all at once, from as many sources, gets no more counted than the
+// unfamiliar budget: the lock decision and the count of one user's
+// verifies are not interleaved, so guesses in flight when the budget is
+// spent do not each count past it.
+func TestSmartLockoutConcurrentGuesses(t *testing.T) {
+	const guesses = 20
+	cfg := testConfig(t.TempDir(), protocol.Hardened)
+	cfg.Lockout = smartPolicy
+	cfg.CoAPWorkers = 2 * guesses
+	cfg.LockoutStore = &barrierStore{Memory: lockout.NewMemory(0), want: guesses, open: make(chan struct{})}
+	tg := startGateway(t, cfg)
+	alice := tg.enrol("alice")
+	cred := tg.provision("d1", "g")
+	tg.grant("alice", "g")
+	addr := tg.g.CoAPPublic()
+	m2s := make([][]byte, guesses)
+	for i := range m2s {
+		m2s[i] = tg.m2For(badE(alice), cred, nil)
+	}
+	var wg sync.WaitGroup
+	for i, m2 := range m2s {
+		wg.Go(func() { postFrom(t, addr, m2, outsider(i)) })
+	}
+	wg.Wait()
+	m := tg.scrape(tg.token)
+	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": protocol.ReasonBadE.Name()}, float64(smartPolicy.UnfamiliarFailures))
 }
