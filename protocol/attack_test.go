@@ -30,9 +30,8 @@ import (
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/protocol"
-	"github.com/tagauth/tagauth/replay"
+	"github.com/tagauth/tagauth/protocol/prototest"
 )
 
 // atkKDF is the cheapest Argon2id the spec allows, so that hardened cards
@@ -90,7 +89,9 @@ func atkFill(c byte) atkKey {
 // attacker derived, proving that it holds SK_ij. fromDevice picks k_du.
 func atkOpen(t *testing.T, sk, e atkKey, rec []byte, fromDevice bool) []byte {
 	t.Helper()
-	k, err := protocol.DeriveChannelKeys(&sk, &e)
+	// The attacker holds SK as bare bytes: the conversion is the claim.
+	sk2 := protocol.SessionKey(sk)
+	k, err := protocol.DeriveChannelKeys(&sk2, &e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ type atkScene struct {
 	now   time.Time
 	cfg   protocol.Config
 	mk    protocol.MasterKey
-	reg   *registry.Memory
+	reg   *prototest.Registry
 	gw    *protocol.Gateway
 	devs  map[string]*protocol.Device
 	creds map[string]protocol.DeviceCredential
@@ -161,10 +162,10 @@ func newAtkScene(tb testing.TB, p protocol.Profile, gwReplay protocol.ReplayCach
 	s.cfg = protocol.Config{Now: func() time.Time { return s.now }, Rand: rand.Reader}
 	s.mk = protocol.MasterKey{Version: protocol.ClassicKeyVersion}
 	rand.Read(s.mk.Key[:])
-	s.reg = registry.NewMemory(p, true)
+	s.reg = prototest.NewRegistry(p, true)
 	s.reg.AddKey(s.mk)
 	if gwReplay == nil {
-		gwReplay = replay.New(1024)
+		gwReplay = &prototest.ReplayCache{}
 	}
 	var err error
 	if s.gw, err = protocol.NewGateway(p, s.reg, gwReplay, s.cfg); err != nil {
@@ -187,7 +188,7 @@ func (s *atkScene) device(did string) *protocol.Device {
 	if err := s.reg.AddDevice(did); err != nil {
 		s.tb.Fatal(err)
 	}
-	d, err := protocol.NewDevice(cred, replay.New(1024), s.cfg)
+	d, err := protocol.NewDevice(cred, &prototest.ReplayCache{}, s.cfg)
 	if err != nil {
 		s.tb.Fatal(err)
 	}
@@ -321,7 +322,7 @@ func TestAttackReplayedM4(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, err = login.Finish(recorded.m4)
-		atkWantErr(t, err, protocol.ErrStaleT4) // hence the retiming below
+		atkWantErr(t, err, protocol.ReasonStaleT4) // hence the retiming below
 		m := mustParseM4(t, recorded.m4)
 		m.T4 = s.nowMs()
 		sess, _, err := login.Finish(m.Append(nil))
@@ -349,12 +350,12 @@ func TestAttackReplayedM4(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, err = login.Finish(recorded.m4)
-		atkWantErr(t, err, protocol.ErrStaleT4)
+		atkWantErr(t, err, protocol.ReasonStaleT4)
 		m := mustParseM4(t, recorded.m4)
 		m.T3, m.T4 = s.nowMs(), s.nowMs()
 		_, _, err = login.Finish(m.Append(nil))
 		// gamma_i covers E_i and T3: the old one does not fit the new login.
-		atkWantErr(t, err, protocol.ErrBadGamma)
+		atkWantErr(t, err, protocol.ReasonBadGamma)
 	})
 }
 
@@ -391,7 +392,7 @@ func TestAttackNoKeyConfirmation(t *testing.T) {
 			}
 			userSess, _, err := login.Finish(m4)
 			if p == protocol.Hardened {
-				atkWantErr(t, err, protocol.ErrBadM4)
+				atkWantErr(t, err, protocol.ReasonBadM4)
 				return
 			}
 			if err != nil {
@@ -631,7 +632,7 @@ func TestAttackNamespaceCollision(t *testing.T) {
 	t.Run("classic", func(t *testing.T) {
 		s := newAtkScene(t, protocol.Classic, nil)
 		s.device(did)
-		if err := s.reg.AddUser(did); !errors.Is(err, registry.ErrNamespace) {
+		if err := s.reg.AddUser(did); !errors.Is(err, prototest.ErrNamespace) {
 			t.Fatalf("registry let a user take a device identity: %v", err)
 		}
 		card := s.issue(did, mpw, atkKDF)
@@ -691,7 +692,7 @@ func TestAttackNamespaceCollision(t *testing.T) {
 			DID: []byte(did), KVDev: s.mk.Version, T1: a.T1, T2: t2,
 			I: atkMAC(tag[:], "tagauth/I", a.E[:], atkID8(did), atkTS(t2))}
 		_, _, err = s.gw.Verify(ctx, nil, m2.Append(nil))
-		atkWantErr(t, err, protocol.ErrBadI)
+		atkWantErr(t, err, protocol.ReasonBadI)
 	})
 }
 
@@ -723,7 +724,7 @@ func TestAttackRewriteT2(t *testing.T) {
 			m2.T2 -= 7000
 			m3, v, err := s.gw.Verify(ctx, nil, m2.Append(nil))
 			if p == protocol.Hardened {
-				atkWantErr(t, err, protocol.ErrBadI)
+				atkWantErr(t, err, protocol.ReasonBadI)
 				return
 			}
 			if err != nil {
@@ -826,8 +827,8 @@ func TestAttackCapturedDevice(t *testing.T) {
 		want     error // nil: the attack succeeds
 	}{
 		{"classic/no-replay-check", protocol.Classic, atkAlwaysFresh{}, nil},
-		{"classic/replay-cache", protocol.Classic, nil, protocol.ErrReplay},
-		{"hardened/no-replay-check", protocol.Hardened, atkAlwaysFresh{}, protocol.ErrBadE},
+		{"classic/replay-cache", protocol.Classic, nil, protocol.ReasonLoginReplay},
+		{"hardened/no-replay-check", protocol.Hardened, atkAlwaysFresh{}, protocol.ReasonBadE},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -948,7 +949,7 @@ func TestAttackInsiderForgesM3(t *testing.T) {
 			m3 := protocol.M3{Profile: p, F: atkXOR(betaV, pad), Gamma: om3.Gamma, T3: om3.T3}
 			m4b, sess, err := dl.Respond(m3.Append(nil))
 			if p == protocol.Hardened {
-				atkWantErr(t, err, protocol.ErrBadM3)
+				atkWantErr(t, err, protocol.ReasonBadM3)
 				return
 			}
 			if err != nil {

@@ -46,7 +46,6 @@ type Session struct {
 	lastUsed time.Time
 	closed   bool
 	fp       [Size]byte
-	sk       [Size]byte // kept for test vectors; wiped by Close
 	// nonce and hdr are scratch under mu: passed to the AEAD interface
 	// they would escape, and allocate, if they lived on the stack.
 	nonce [chacha20poly1305.NonceSize]byte
@@ -62,7 +61,7 @@ type ChannelKeys struct {
 }
 
 // DeriveChannelKeys computes k_ud, k_du and sid from SK_ij and E_i.
-func DeriveChannelKeys(sk, e *[Size]byte) (ChannelKeys, error) {
+func DeriveChannelKeys(sk *SessionKey, e *[Size]byte) (ChannelKeys, error) {
 	var k ChannelKeys
 	ud, err := hkdf.Key(sha256.New, sk[:], e[:], infoUserToDevice, Size)
 	if err != nil {
@@ -88,7 +87,7 @@ func sessionID(e *[Size]byte) [SIDSize]byte {
 	return sid
 }
 
-func newSession(p Profile, r role, sk, e *[Size]byte, cfg Config) (*Session, error) {
+func newSession(p Profile, r role, sk *SessionKey, e *[Size]byte, cfg Config) (*Session, error) {
 	k, err := DeriveChannelKeys(sk, e)
 	if err != nil {
 		return nil, err
@@ -106,7 +105,6 @@ func newSession(p Profile, r role, sk, e *[Size]byte, cfg Config) (*Session, err
 	now := cfg.Now()
 	s := &Session{profile: p, sid: k.SID, cfg: cfg, created: now, lastUsed: now}
 	s.fp = h(lbl("tagauth/fingerprint"), sk[:])
-	s.sk = *sk
 	if r == roleUser {
 		s.send, s.recv = ud, du
 	} else {
@@ -129,9 +127,9 @@ func (s *Session) Fingerprint() [Size]byte { return s.fp }
 // SessionID reads the sid of a record without opening it, so that a
 // receiver of profile p can find the session a record belongs to. It makes
 // the first checks of spec sections 7 and 9 in their order: empty ->
-// ErrBadMessage; a first byte other than p -> ErrWrongProfile, whatever
+// ReasonBadMessage; a first byte other than p -> ReasonWrongProfile, whatever
 // follows; shorter than RecordOverhead (34 bytes) or not a record ->
-// ErrBadMessage. A sid that names no session is the caller's to refuse,
+// ReasonBadMessage. A sid that names no session is the caller's to refuse,
 // as ErrRejected, before [Session.Open] makes the remaining checks.
 func SessionID(p Profile, record []byte) ([SIDSize]byte, error) {
 	var sid [SIDSize]byte
@@ -139,7 +137,7 @@ func SessionID(p Profile, record []byte) ([SIDSize]byte, error) {
 		return sid, err
 	}
 	if len(record) < RecordOverhead || MsgType(record[1]) != TypeRecord {
-		return sid, ErrBadMessage
+		return sid, ReasonBadMessage
 	}
 	copy(sid[:], record[2:2+SIDSize])
 	return sid, nil
@@ -156,10 +154,10 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
 	if s.closed || s.expired(now) {
-		return nil, ErrSessionExpired
+		return nil, ReasonSessionExpired
 	}
 	if s.sendSeq == ^uint64(0) {
-		return nil, ErrSessionExpired
+		return nil, ReasonSessionExpired
 	}
 	s.sendSeq++
 	s.lastUsed = now
@@ -172,10 +170,10 @@ func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) {
 // Open authenticates and decrypts a record from the other side and appends
 // the plaintext to dst. It checks in the order of spec sections 7 and 9:
 // the first checks of [SessionID]; then a closed or expired session
-// (ErrSessionExpired) or another sid (ErrBadRecord), both rejected; a tag
-// that fails (ErrBadRecord, also for a record shortened or extended by a
+// (ReasonSessionExpired) or another sid (ReasonBadRecord), both rejected; a tag
+// that fails (ReasonBadRecord, also for a record shortened or extended by a
 // byte); and last a seq not greater than the last accepted
-// (ErrRecordReplay, replayed), so that only a record that authenticates
+// (ReasonRecordReplay, replayed), so that only a record that authenticates
 // is ever called a replay. A record that fails leaves the session
 // unchanged.
 func (s *Session) Open(dst, record []byte) ([]byte, error) {
@@ -186,20 +184,20 @@ func (s *Session) Open(dst, record []byte) ([]byte, error) {
 	}
 	now := s.cfg.Now()
 	if s.closed || s.expired(now) {
-		return nil, ErrSessionExpired
+		return nil, ReasonSessionExpired
 	}
 	if !equal(record[2:2+SIDSize], s.sid[:]) {
-		return nil, ErrBadRecord
+		return nil, ReasonBadRecord
 	}
 	seq := binary.BigEndian.Uint64(record[2+SIDSize : recordHeader])
 	binary.BigEndian.PutUint64(s.nonce[4:], seq)
 	out, err := s.recv.Open(dst, s.nonce[:], record[recordHeader:], record[:recordHeader])
 	if err != nil {
-		return nil, ErrBadRecord
+		return nil, ReasonBadRecord
 	}
 	if seq <= s.recvSeq {
 		clear(out[len(dst):])
-		return nil, ErrRecordReplay
+		return nil, ReasonRecordReplay
 	}
 	s.recvSeq = seq
 	s.lastUsed = now
@@ -222,7 +220,6 @@ func (s *Session) Close() {
 	s.closed = true
 	s.send, s.recv = nil, nil
 	clear(s.fp[:])
-	clear(s.sk[:])
 }
 
 func (s *Session) header(seq uint64) [recordHeader]byte {

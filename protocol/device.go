@@ -23,10 +23,10 @@ func NewDevice(cred DeviceCredential, replay ReplayCache, cfg Config) (*Device, 
 		return nil, err
 	}
 	if !cred.Profile.Valid() {
-		return nil, ErrWrongProfile
+		return nil, ReasonWrongProfile
 	}
 	if !ValidIdentity([]byte(cred.ID)) || (cred.Profile == Hardened && cred.KV == 0) {
-		return nil, fmt.Errorf("device credential: %w", ErrBadMessage)
+		return nil, fmt.Errorf("device credential: %w", ReasonBadMessage)
 	}
 	if replay == nil {
 		return nil, fmt.Errorf("tagauth: device needs a replay cache")
@@ -50,21 +50,36 @@ type DeviceLogin struct {
 	sid    [SIDSize]byte
 	theta  [Size]byte
 	t1     uint64
-	sk     [Size]byte // hardened: between m4 and m5
+	sk     SessionKey // hardened: between m4 and m5
 	x      [Size]byte
 	t4     uint64
 	state  devState
 	userID string
 }
 
+// devState is where a DeviceLogin stands.
 type devState uint8
 
 const (
-	devWaitM3 devState = iota
-	devWaitM5
-	devDone
-	devDead
+	devWaitM3 devState = iota // m2 sent, waiting for the gateway's m3
+	devWaitM5                 // hardened: m4 sent, waiting for the card's m5
+	devDone                   // session established
+	devDead                   // closed, expired or failed
 )
+
+var devStateNames = [...]string{
+	devWaitM3: "wait-m3",
+	devWaitM5: "wait-m5",
+	devDone:   "done",
+	devDead:   "dead",
+}
+
+func (s devState) String() string {
+	if int(s) < len(devStateNames) {
+		return devStateNames[s]
+	}
+	return fmt.Sprintf("devState(%d)", uint8(s))
+}
 
 // Start handles m1 (step 504): it checks T1, records (ID_i, E_i) in the
 // replay cache and returns m2 for the gateway.
@@ -79,14 +94,14 @@ func (d *Device) Start(ctx context.Context, m1 []byte) (*DeviceLogin, []byte, er
 	now := d.cfg.nowMs()
 	w := d.cfg.window()
 	if !fresh(m.T1, now, w) {
-		return nil, nil, staleError(ErrStaleT1, m.T1, now)
+		return nil, nil, staleError(ReasonStaleT1, m.T1, now)
 	}
 	ok, err := d.replay.Insert(ctx, replayKey(replayDevice, m.ID, m.E[:]), m.T1+w, now)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrCacheFull, err)
+		return nil, nil, fmt.Errorf("%w: %w", ReasonCacheFull, err)
 	}
 	if !ok {
-		return nil, nil, ErrReplay
+		return nil, nil, ReasonLoginReplay
 	}
 	did := []byte(d.cred.ID)
 	m2 := M2{Profile: m.Profile, ID: m.ID, KV: m.KV, Nonce: m.Nonce, E: m.E, DID: did, KVDev: d.cred.KV, T1: m.T1, T2: now}
@@ -117,7 +132,7 @@ func (l *DeviceLogin) SID() [SIDSize]byte { return l.sid }
 // and returns m4 for the card. Under classic the session is established
 // and returned; under hardened it is pending until Confirm. A message that
 // fails a check leaves the login as it was. A second m3, once one has been
-// accepted, is ErrStepReplay (replayed).
+// accepted, is ReasonStepReplay (replayed).
 func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -132,33 +147,35 @@ func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 	switch l.state {
 	case devWaitM3:
 	case devWaitM5, devDone:
-		return nil, nil, ErrStepReplay
+		return nil, nil, ReasonStepReplay
 	default:
 		return nil, nil, ErrState
 	}
 	now := d.cfg.nowMs()
 	if !fresh(m.T3, now, d.cfg.window()) {
-		return nil, nil, staleError(ErrStaleT3, m.T3, now)
+		return nil, nil, staleError(ReasonStaleT3, m.T3, now)
 	}
-	var ids [2 * (1 + MaxIDLen)]byte
-	did := []byte(d.cred.ID)
-	pair := id8(id8(ids[:0], l.id), did)
-	t3 := ts(m.T3)
-	var pad, e [Size]byte
+	// One step per profile, as crypto/tls keeps one state machine per
+	// version: the checks above are the profiles' common ground.
 	if m.Profile == Classic {
-		pad = h(d.cred.Tag[:], t3[:])
-	} else {
-		pad = mac(d.cred.Tag[:], labelF, l.e[:], t3[:])
+		return l.respondClassic(&m, now)
 	}
+	return l.respondHardened(&m, now)
+}
+
+// respondClassic is step 508 under classic: beta_i = F xor h(Tag_j || T3)
+// must give E_i = h(beta_i || ID_i || DID_j); SK = h(K_i xor K_j), and the
+// session is established at m4.
+func (l *DeviceLogin) respondClassic(m *M3, now uint64) ([]byte, *Session, error) {
+	d := l.dev
+	t3, t4 := ts(m.T3), ts(now)
+	pad := h(d.cred.Tag[:], t3[:])
 	beta := xor32(&m.F, &pad)
 	defer clear(beta[:])
-	if m.Profile == Classic {
-		e = h(beta[:], pair)
-	} else {
-		e = mac(beta[:], labelE, pair)
-	}
+	var ids [2 * (1 + MaxIDLen)]byte
+	e := h(beta[:], id8(id8(ids[:0], l.id), []byte(d.cred.ID)))
 	if !equal(e[:], l.e[:]) {
-		return nil, nil, ErrBadM3
+		return nil, nil, ReasonBadM3
 	}
 	var kj [Size]byte
 	if err := d.cfg.random(kj[:]); err != nil {
@@ -167,31 +184,49 @@ func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 	defer clear(kj[:])
 	ki := xor32(&l.theta, &beta)
 	defer clear(ki[:])
-	out := M4{Profile: m.Profile, Gamma: m.Gamma, T3: m.T3, T4: now}
-	t4 := ts(now)
-	var sk [Size]byte
+	out := M4{Profile: Classic, Gamma: m.Gamma, T3: m.T3, T4: now}
+	xp := h(ki[:], t4[:])
+	out.X = xor32(&xp, &kj)
+	k := xor32(&ki, &kj)
+	sk := SessionKey(h(k[:]))
+	clear(k[:])
 	defer clear(sk[:])
-	if m.Profile == Classic {
-		xp := h(ki[:], t4[:])
-		out.X = xor32(&xp, &kj)
-		k := xor32(&ki, &kj)
-		sk = h(k[:])
-		clear(k[:])
-	} else {
-		xp := mac(ki[:], labelX, l.e[:], t4[:])
-		out.X = xor32(&xp, &kj)
-		sk = sessionKeyHardened(&ki, &kj, &l.e, &out.X)
-		out.Tau = mac(sk[:], labelConfirmDevice, l.e[:], out.X[:], t3[:], t4[:])
+	s, err := newSession(Classic, roleDevice, &sk, &l.e, d.cfg)
+	if err != nil {
+		return nil, nil, err
 	}
-	if m.Profile == Classic {
-		s, err := newSession(m.Profile, roleDevice, &sk, &l.e, d.cfg)
-		if err != nil {
-			return nil, nil, err
-		}
-		l.state = devDone
-		clear(l.theta[:])
-		return out.Append(nil), s, nil
+	l.state = devDone
+	clear(l.theta[:])
+	return out.Append(nil), s, nil
+}
+
+// respondHardened is step 508 under hardened: beta_i = F xor M(Tag_j, F,
+// E_i || T3) must give E_i; m4 carries the device's key confirmation tau_j
+// and the login waits for the card's tau_i in m5 (Confirm).
+func (l *DeviceLogin) respondHardened(m *M3, now uint64) ([]byte, *Session, error) {
+	d := l.dev
+	t3, t4 := ts(m.T3), ts(now)
+	pad := mac(d.cred.Tag[:], labelF, l.e[:], t3[:])
+	beta := xor32(&m.F, &pad)
+	defer clear(beta[:])
+	var ids [2 * (1 + MaxIDLen)]byte
+	e := mac(beta[:], labelE, id8(id8(ids[:0], l.id), []byte(d.cred.ID)))
+	if !equal(e[:], l.e[:]) {
+		return nil, nil, ReasonBadM3
 	}
+	var kj [Size]byte
+	if err := d.cfg.random(kj[:]); err != nil {
+		return nil, nil, err
+	}
+	defer clear(kj[:])
+	ki := xor32(&l.theta, &beta)
+	defer clear(ki[:])
+	out := M4{Profile: Hardened, Gamma: m.Gamma, T3: m.T3, T4: now}
+	xp := mac(ki[:], labelX, l.e[:], t4[:])
+	out.X = xor32(&xp, &kj)
+	sk := sessionKeyHardened(&ki, &kj, &l.e, &out.X)
+	defer clear(sk[:])
+	out.Tau = mac(sk[:], labelConfirmDevice, l.e[:], out.X[:], t3[:], t4[:])
 	l.sk, l.x, l.t4 = sk, out.X, now
 	l.state = devWaitM5
 	clear(l.theta[:])
@@ -200,9 +235,9 @@ func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 
 // Confirm handles m5 under hardened: it checks tau_i and only then returns
 // the established session. A pending login lives at most dT after m4: an
-// m5 after that, or after Close, is ErrSessionExpired (rejected); a second
-// m5 once one has been accepted is ErrStepReplay (replayed). A wrong tau_i
-// (ErrBadM5) leaves the login pending.
+// m5 after that, or after Close, is ReasonSessionExpired (rejected); a second
+// m5 once one has been accepted is ReasonStepReplay (replayed). A wrong tau_i
+// (ReasonBadM5) leaves the login pending.
 func (l *DeviceLogin) Confirm(m5 []byte) (*Session, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -217,20 +252,20 @@ func (l *DeviceLogin) Confirm(m5 []byte) (*Session, error) {
 	switch l.state {
 	case devWaitM5:
 	case devDone:
-		return nil, ErrStepReplay
+		return nil, ReasonStepReplay
 	case devDead:
-		return nil, ErrSessionExpired
+		return nil, ReasonSessionExpired
 	default:
 		return nil, ErrState
 	}
 	now := d.cfg.nowMs()
 	if now > l.t4+d.cfg.window() {
 		l.closeLocked()
-		return nil, ErrSessionExpired
+		return nil, ReasonSessionExpired
 	}
 	tau := mac(l.sk[:], labelConfirmUser, l.e[:], l.x[:])
 	if !equal(tau[:], m.Tau[:]) {
-		return nil, ErrBadM5
+		return nil, ReasonBadM5
 	}
 	s, err := newSession(Hardened, roleDevice, &l.sk, &l.e, d.cfg)
 	if err != nil {

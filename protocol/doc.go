@@ -49,7 +49,7 @@
 //	device:  sess := dl.Confirm(m5)                   hardened: device session ready only now
 //
 // Transports carry m5 in the confirm request as sid || m5
-// ([ConfirmPayload], [SplitConfirmPayload]; spec section 11): the sid names
+// ([AppendConfirmPayload], [SplitConfirmPayload]; spec section 11): the sid names
 // the login, so a device finds it by [DeviceLogin.SID] whatever address m5
 // comes from.
 //
@@ -65,6 +65,24 @@
 // direction, strictly increasing sequence numbers). [Session.Fingerprint]
 // is a hash of the session key that both ends can show to a person to
 // compare; it reveals nothing about the key.
+//
+// Each role has one step function per profile where the profiles differ
+// (as crypto/tls keeps one state machine per protocol version): the
+// exported step makes the checks both profiles share (profile byte,
+// parsing, state, freshness) and hands over to its classic or hardened
+// half. Every builder of a wire message appends to a caller's buffer
+// ([M1.Append] .. [M5.Append], [AppendError], [AppendConfirmPayload],
+// [Gateway.Verify], [Session.Seal]).
+//
+// # Keys
+//
+// Each secret has its own type, so that passing one where another belongs
+// does not compile: [GatewayKey] (K_GTW, one per key version, inside a
+// [MasterKey]), [UserTag] (Tag_i), [DeviceTag] (Tag_j, in a
+// [DeviceCredential]), [PasswordHash] (W_i, in a [RegistrationRequest]) and
+// [SessionKey] (SK_ij, for [DeriveChannelKeys]). They are 32-byte arrays
+// underneath; a program converts bytes into one of them only where it loads
+// the secret from a file or a database.
 //
 // # Config: clock and randomness are injected
 //
@@ -85,13 +103,18 @@
 // [ErrRejected], [ErrBusy], [ErrInternal]) is what the other party may
 // learn; every failed verification, unknown or revoked identity and policy
 // denial is the single code [ErrRejected], so that an outsider cannot tell
-// which. A precise [Reason] ([ErrUnknownUser], [ErrBadE], [ErrBadGamma],
-// [ErrStaleT1], [ErrReplay], ...) says what actually failed, for the audit
-// log and for the local user; it never goes on the wire. Reasons wrap their
-// code, so both tests work on the same error:
+// which. A precise [Reason] ([ReasonUnknownUser], [ReasonBadE],
+// [ReasonBadGamma], [ReasonStaleT1], [ReasonLoginReplay], ...) says what
+// actually failed, for the audit log and for the local user; it never goes
+// on the wire. Reasons wrap their code, so both tests work on the same
+// error:
 //
-//	errors.Is(err, protocol.ErrRejected)    // the wire's view
-//	errors.Is(err, protocol.ErrUnknownUser) // the audit log's view
+//	errors.Is(err, protocol.ErrRejected)       // the wire's view
+//	errors.Is(err, protocol.ReasonUnknownUser) // the audit log's view
+//
+// Names say which layer an error is: codes are Err* ([ErrReplayed]),
+// reasons Reason* ([ReasonLoginReplay], [ReasonStepReplay],
+// [ReasonRecordReplay], all three of which the wire calls replayed).
 //
 // [CodeOf] gives the code to send (ErrInternal for anything that is not a
 // protocol outcome) and [ReasonOf] the reason, or nil. [Gateway.Verify]
@@ -103,7 +126,7 @@
 // profile unsupported_profile, whatever follows); transports that look
 // into a message before handing it to a role call it first too. A second
 // m3, m4 or m5 of a login that has already passed that step is
-// [ErrStepReplay] (replayed). [ErrState] (a step called before its turn or
+// [ReasonStepReplay] (replayed). [ErrState] (a step called before its turn or
 // after Close) and [ErrConfig] are programming errors, not protocol
 // outcomes.
 //
@@ -128,14 +151,15 @@
 //     separate caches would each accept the same login once. Under classic
 //     the gateway's replay check is also what stops a captured device from
 //     reusing a user's login at another device (spec section 8, item 7).
-//     Package replay is an in-memory cache for a single process.
+//     Package replay (in the tagauth module) is an in-memory cache for a
+//     single process; package prototest has a small one for tests.
 //   - Registry. The gateway reads identities, revocations, policy and the
 //     master keys through [Registry]; it must answer from memory on the hot
 //     path, and an error makes the verify fail closed with [ErrBusy]. Under
 //     classic, user and device identities share one namespace: the registry
 //     must refuse a user named like a device and vice versa. Classic
 //     deployments keep one master key, as version [ClassicKeyVersion].
-//   - Secrets. [MasterKey].Key, [DeviceCredential].Tag, a [Card]'s Alpha and
+//   - Secrets. [GatewayKey], [DeviceTag], [SessionKey], a [Card]'s Alpha and
 //     R, a [RegistrationRequest]'s W and R, and the password are secrets:
 //     never log them, print them or put them in error messages. Show
 //     [Session.Fingerprint] (a prefix of it) instead of a key. Close logins,
@@ -159,4 +183,12 @@
 // sessions. The user identity travels in clear. With a stolen card and one
 // observed login an attacker can still guess passwords offline, at the cost
 // of one Argon2id per guess under hardened. See docs/THREAT-MODEL.md.
+//
+// # Module
+//
+// This package is a Go module of its own, github.com/tagauth/tagauth/protocol,
+// that needs only the standard library, golang.org/x/crypto and
+// golang.org/x/text: a firmware or client build that imports it gets none
+// of the gateway's and the device agent's dependencies. Its tests use the
+// in-memory stores of package [github.com/tagauth/tagauth/protocol/prototest].
 package protocol

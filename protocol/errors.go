@@ -46,7 +46,9 @@ func (c Code) Valid() bool { return c >= ErrMalformed && c <= ErrInternal }
 
 // Reason is the precise cause of a refusal, for audit logs and local errors.
 // It never travels on the wire: CodeOf maps it to its wire code. Reasons are
-// sentinels: test them with errors.Is.
+// sentinels: test them with errors.Is. Their names start with Reason and the
+// wire codes' with Err, so that ReasonLoginReplay (a precise cause) cannot be
+// mistaken for ErrReplayed (what the wire says about it and its siblings).
 type Reason struct {
 	name string
 	code Code
@@ -64,43 +66,43 @@ func (r *Reason) Name() string { return r.name }
 // Precise reasons. The comments say which party reports them.
 var (
 	// Any party.
-	ErrWrongProfile = &Reason{"unsupported profile", ErrUnsupportedProfile}
-	ErrBadMessage   = &Reason{"malformed message", ErrMalformed}
-	ErrStaleT1      = &Reason{"stale T1", ErrStaleTimestamp}
-	ErrStaleT2      = &Reason{"stale T2", ErrStaleTimestamp}
-	ErrStaleT3      = &Reason{"stale T3", ErrStaleTimestamp}
-	ErrStaleT4      = &Reason{"stale T4", ErrStaleTimestamp}
-	ErrStaleReg     = &Reason{"stale registration timestamp", ErrStaleTimestamp}
-	ErrReplay       = &Reason{"login replayed", ErrReplayed}
-	// ErrStepReplay is a second m3, m4 or m5 of a login that has already
+	ReasonWrongProfile = &Reason{"unsupported profile", ErrUnsupportedProfile}
+	ReasonBadMessage   = &Reason{"malformed message", ErrMalformed}
+	ReasonStaleT1      = &Reason{"stale T1", ErrStaleTimestamp}
+	ReasonStaleT2      = &Reason{"stale T2", ErrStaleTimestamp}
+	ReasonStaleT3      = &Reason{"stale T3", ErrStaleTimestamp}
+	ReasonStaleT4      = &Reason{"stale T4", ErrStaleTimestamp}
+	ReasonStaleReg     = &Reason{"stale registration timestamp", ErrStaleTimestamp}
+	ReasonLoginReplay  = &Reason{"login replayed", ErrReplayed}
+	// ReasonStepReplay is a second m3, m4 or m5 of a login that has already
 	// passed that step (spec section 7).
-	ErrStepReplay = &Reason{"message for a step the login has already passed", ErrReplayed}
-	ErrCacheFull  = &Reason{"replay cache full or unavailable", ErrBusy}
-	ErrBusyStore  = &Reason{"registry unavailable", ErrBusy}
+	ReasonStepReplay = &Reason{"message for a step the login has already passed", ErrReplayed}
+	ReasonCacheFull  = &Reason{"replay cache full or unavailable", ErrBusy}
+	ReasonBusyStore  = &Reason{"registry unavailable", ErrBusy}
 
 	// Gateway.
-	ErrUnknownUser       = &Reason{"unknown user", ErrRejected}
-	ErrRevokedUser       = &Reason{"revoked user", ErrRejected}
-	ErrUnknownDevice     = &Reason{"unknown device", ErrRejected}
-	ErrRevokedDevice     = &Reason{"revoked device", ErrRejected}
-	ErrUnknownKeyVersion = &Reason{"unknown key version", ErrRejected}
-	ErrPolicyDenied      = &Reason{"user not allowed on device", ErrRejected}
-	ErrBadE              = &Reason{"E_i does not verify", ErrRejected}
-	ErrBadI              = &Reason{"I_j does not verify", ErrRejected}
+	ReasonUnknownUser       = &Reason{"unknown user", ErrRejected}
+	ReasonRevokedUser       = &Reason{"revoked user", ErrRejected}
+	ReasonUnknownDevice     = &Reason{"unknown device", ErrRejected}
+	ReasonRevokedDevice     = &Reason{"revoked device", ErrRejected}
+	ReasonUnknownKeyVersion = &Reason{"unknown key version", ErrRejected}
+	ReasonPolicyDenied      = &Reason{"user not allowed on device", ErrRejected}
+	ReasonBadE              = &Reason{"E_i does not verify", ErrRejected}
+	ReasonBadI              = &Reason{"I_j does not verify", ErrRejected}
 
 	// Device.
-	ErrBadM3 = &Reason{"m3 does not verify", ErrRejected}
-	ErrBadM5 = &Reason{"key confirmation tau_i does not verify", ErrRejected}
+	ReasonBadM3 = &Reason{"m3 does not verify", ErrRejected}
+	ReasonBadM5 = &Reason{"key confirmation tau_i does not verify", ErrRejected}
 
 	// Card.
-	ErrWrongPassword = &Reason{"wrong password (fuzzy verifier)", ErrRejected}
-	ErrBadGamma      = &Reason{"gamma_i does not verify", ErrRejected}
-	ErrBadM4         = &Reason{"key confirmation tau_j does not verify", ErrRejected}
+	ReasonWrongPassword = &Reason{"wrong password (fuzzy verifier)", ErrRejected}
+	ReasonBadGamma      = &Reason{"gamma_i does not verify", ErrRejected}
+	ReasonBadM4         = &Reason{"key confirmation tau_j does not verify", ErrRejected}
 
 	// Session channel.
-	ErrBadRecord      = &Reason{"record does not authenticate", ErrRejected}
-	ErrRecordReplay   = &Reason{"record sequence number not increasing", ErrReplayed}
-	ErrSessionExpired = &Reason{"session expired", ErrRejected}
+	ReasonBadRecord      = &Reason{"record does not authenticate", ErrRejected}
+	ReasonRecordReplay   = &Reason{"record sequence number not increasing", ErrReplayed}
+	ReasonSessionExpired = &Reason{"session expired", ErrRejected}
 )
 
 // Local misuse errors: not protocol outcomes, never sent on the wire.

@@ -8,9 +8,8 @@ import (
 	"log"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/protocol"
-	"github.com/tagauth/tagauth/replay"
+	"github.com/tagauth/tagauth/protocol/prototest"
 )
 
 // exampleKDF keeps Argon2id fast so that the examples run quickly. Real
@@ -30,9 +29,9 @@ func Example() {
 	if _, err := rand.Read(mk.Key[:]); err != nil {
 		log.Fatal(err)
 	}
-	reg := registry.NewMemory(p, true)
+	reg := prototest.NewRegistry(p, true)
 	reg.AddKey(mk)
-	gw, err := protocol.NewGateway(p, reg, replay.New(1024), cfg)
+	gw, err := protocol.NewGateway(p, reg, &prototest.ReplayCache{}, cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -43,7 +42,7 @@ func Example() {
 	if err := reg.AddDevice("sensor-7"); err != nil {
 		log.Fatal(err)
 	}
-	dev, err := protocol.NewDevice(cred, replay.New(1024), cfg)
+	dev, err := protocol.NewDevice(cred, &prototest.ReplayCache{}, cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -106,7 +105,7 @@ func Example() {
 // that the other examples can show only their own point.
 type exampleDeployment struct {
 	cfg  protocol.Config
-	reg  *registry.Memory
+	reg  *prototest.Registry
 	gw   *protocol.Gateway
 	dev  *protocol.Device
 	user *protocol.User
@@ -118,10 +117,10 @@ func newExampleDeployment(p protocol.Profile) *exampleDeployment {
 	if _, err := rand.Read(mk.Key[:]); err != nil {
 		log.Fatal(err)
 	}
-	x.reg = registry.NewMemory(p, true)
+	x.reg = prototest.NewRegistry(p, true)
 	x.reg.AddKey(mk)
 	var err error
-	if x.gw, err = protocol.NewGateway(p, x.reg, replay.New(1024), x.cfg); err != nil {
+	if x.gw, err = protocol.NewGateway(p, x.reg, &prototest.ReplayCache{}, x.cfg); err != nil {
 		log.Fatal(err)
 	}
 	cred, err := protocol.ProvisionDevice(p, "sensor-7", mk)
@@ -131,7 +130,7 @@ func newExampleDeployment(p protocol.Profile) *exampleDeployment {
 	if err := x.reg.AddDevice("sensor-7"); err != nil {
 		log.Fatal(err)
 	}
-	if x.dev, err = protocol.NewDevice(cred, replay.New(1024), x.cfg); err != nil {
+	if x.dev, err = protocol.NewDevice(cred, &prototest.ReplayCache{}, x.cfg); err != nil {
 		log.Fatal(err)
 	}
 	req, err := protocol.NewRegistrationRequest(p, "alice", "correct horse", exampleKDF, x.cfg)
@@ -234,13 +233,13 @@ func ExampleGateway_Verify() {
 	}
 	reply, _, err = x.gw.Verify(ctx, nil, m2)
 	report(reply, err)
-	fmt.Println("errors.Is(err, protocol.ErrRevokedUser):", errors.Is(err, protocol.ErrRevokedUser))
+	fmt.Println("errors.Is(err, protocol.ReasonRevokedUser):", errors.Is(err, protocol.ReasonRevokedUser))
 
 	// Output:
 	// ok: message type 0x03 (m3)
 	// wire: replayed (code 4), audit: login replayed, is ErrRejected: false
 	// wire: rejected (code 5), audit: revoked user, is ErrRejected: true
-	// errors.Is(err, protocol.ErrRevokedUser): true
+	// errors.Is(err, protocol.ReasonRevokedUser): true
 }
 
 // After a login, the card and the device exchange tasks as sealed records.

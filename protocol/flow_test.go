@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/protocol"
-	"github.com/tagauth/tagauth/replay"
+	"github.com/tagauth/tagauth/protocol/prototest"
 )
 
 // fastKDF keeps Argon2id cheap in tests; the parameters are within range.
@@ -22,7 +21,7 @@ type world struct {
 	p      protocol.Profile
 	now    time.Time
 	cfg    protocol.Config
-	reg    *registry.Memory
+	reg    *prototest.Registry
 	gw     *protocol.Gateway
 	dev    *protocol.Device
 	card   protocol.Card
@@ -36,10 +35,10 @@ func newWorld(t testing.TB, p protocol.Profile) *world {
 	w.cfg = protocol.Config{Now: func() time.Time { return w.now }, Rand: rand.Reader}
 	w.mk = protocol.MasterKey{Version: 1}
 	rand.Read(w.mk.Key[:])
-	w.reg = registry.NewMemory(p, true)
+	w.reg = prototest.NewRegistry(p, true)
 	w.reg.AddKey(w.mk)
 	var err error
-	w.gw, err = protocol.NewGateway(p, w.reg, replay.New(1024), w.cfg)
+	w.gw, err = protocol.NewGateway(p, w.reg, &prototest.ReplayCache{}, w.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +49,7 @@ func newWorld(t testing.TB, p protocol.Profile) *world {
 	if err := w.reg.AddDevice("sensor-7"); err != nil {
 		t.Fatal(err)
 	}
-	w.dev, err = protocol.NewDevice(w.devCrd, replay.New(1024), w.cfg)
+	w.dev, err = protocol.NewDevice(w.devCrd, &prototest.ReplayCache{}, w.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,9 +12,8 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/protocol"
-	"github.com/tagauth/tagauth/replay"
+	"github.com/tagauth/tagauth/protocol/prototest"
 )
 
 // This file holds a fuzz target for every function that reads untrusted
@@ -105,7 +104,7 @@ func fzOpen(p protocol.Profile, k *protocol.ChannelKeys, rec []byte) ([]byte, bo
 type fuzzRig struct {
 	p       protocol.Profile
 	now     time.Time
-	reg     *registry.Memory
+	reg     *prototest.Registry
 	mk      protocol.MasterKey
 	cred    protocol.DeviceCredential
 	user    *protocol.User
@@ -137,7 +136,7 @@ func newFuzzRig(tb testing.TB, p protocol.Profile) *fuzzRig {
 	r.devCfg = protocol.Config{Now: clock, Rand: devRand}
 	r.gwCfg = protocol.Config{Now: clock}
 	r.mk = protocol.MasterKey{Version: 1, Key: fzPattern(0x40)}
-	r.reg = registry.NewMemory(p, true)
+	r.reg = prototest.NewRegistry(p, true)
 	r.reg.AddKey(r.mk)
 	must := func(err error) {
 		tb.Helper()
@@ -202,7 +201,7 @@ func newFuzzRig(tb testing.TB, p protocol.Profile) *fuzzRig {
 
 // device returns a device with an empty replay cache.
 func (r *fuzzRig) device(tb testing.TB) *protocol.Device {
-	d, err := protocol.NewDevice(r.cred, replay.New(64), r.devCfg)
+	d, err := protocol.NewDevice(r.cred, &prototest.ReplayCache{}, r.devCfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -211,7 +210,7 @@ func (r *fuzzRig) device(tb testing.TB) *protocol.Device {
 
 // gateway returns a gateway with an empty replay cache.
 func (r *fuzzRig) gateway(tb testing.TB) *protocol.Gateway {
-	g, err := protocol.NewGateway(r.p, r.reg, replay.New(64), r.gwCfg)
+	g, err := protocol.NewGateway(r.p, r.reg, &prototest.ReplayCache{}, r.gwCfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -241,7 +240,7 @@ func (r *fuzzRig) deviceSession(tb testing.TB) *protocol.Session {
 }
 
 // refSK is SK_ij for the rig's K_i, a K_j and X_ij (sections 5 and 6).
-func (r *fuzzRig) refSK(kj, x [protocol.Size]byte) [protocol.Size]byte {
+func (r *fuzzRig) refSK(kj, x [protocol.Size]byte) protocol.SessionKey {
 	if r.p == protocol.Classic {
 		k := fzXOR(r.ki, kj)
 		return fzH(k[:])
@@ -578,7 +577,7 @@ func FuzzDeviceStart(f *testing.F) {
 		if dl.UserID() != string(in.ID) {
 			t.Fatalf("UserID %q, m1 claims %q", dl.UserID(), in.ID)
 		}
-		if _, _, err := d.Start(context.Background(), m1); !errors.Is(err, protocol.ErrReplay) {
+		if _, _, err := d.Start(context.Background(), m1); !errors.Is(err, protocol.ReasonLoginReplay) {
 			t.Fatalf("second Start of %x: %v, want replay", m1, err)
 		}
 	})
@@ -671,7 +670,7 @@ func FuzzCardFinish(f *testing.F) {
 
 // FuzzSplitConfirmPayload: the confirm payload (spec section 11) splits
 // into an 8-byte sid and an m5 of at least one byte, exactly as
-// ConfirmPayload joins them, and anything shorter is malformed.
+// AppendConfirmPayload joins them, and anything shorter is malformed.
 func FuzzSplitConfirmPayload(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(make([]byte, protocol.SIDSize))
@@ -684,7 +683,7 @@ func FuzzSplitConfirmPayload(f *testing.F) {
 			}
 			return
 		}
-		if err != nil || !bytes.Equal(protocol.ConfirmPayload(nil, sid, m5), b) {
+		if err != nil || !bytes.Equal(protocol.AppendConfirmPayload(nil, sid, m5), b) {
 			t.Fatalf("%x: split into %x and %x, %v", b, sid, m5, err)
 		}
 	})

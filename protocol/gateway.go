@@ -23,7 +23,7 @@ func NewGateway(p Profile, reg Registry, replay ReplayCache, cfg Config) (*Gatew
 		return nil, err
 	}
 	if !p.Valid() {
-		return nil, ErrWrongProfile
+		return nil, ReasonWrongProfile
 	}
 	if reg == nil || replay == nil {
 		return nil, fmt.Errorf("tagauth: gateway needs a registry and a replay cache")
@@ -73,10 +73,10 @@ func (g *Gateway) verify(ctx context.Context, b []byte) (Verification, M3, error
 	v.T3 = now
 	w := g.cfg.window()
 	if !fresh(m.T2, now, w) {
-		return v, M3{}, staleError(ErrStaleT2, m.T2, now)
+		return v, M3{}, staleError(ReasonStaleT2, m.T2, now)
 	}
 	if !fresh(m.T1, now, w) {
-		return v, M3{}, staleError(ErrStaleT1, m.T1, now)
+		return v, M3{}, staleError(ReasonStaleT1, m.T1, now)
 	}
 	var key ReplayKey
 	if m.Profile == Classic {
@@ -87,24 +87,24 @@ func (g *Gateway) verify(ctx context.Context, b []byte) (Verification, M3, error
 	}
 	fresh, err := g.replay.Insert(ctx, key, m.T1+w, now)
 	if err != nil {
-		return v, M3{}, fmt.Errorf("%w: %w", ErrCacheFull, err)
+		return v, M3{}, fmt.Errorf("%w: %w", ReasonCacheFull, err)
 	}
 	if !fresh {
-		return v, M3{}, ErrReplay
+		return v, M3{}, ReasonLoginReplay
 	}
 	st, err := g.reg.Standing(ctx, m.ID, m.DID)
 	if err != nil {
-		return v, M3{}, fmt.Errorf("%w: %w", ErrBusyStore, err)
+		return v, M3{}, fmt.Errorf("%w: %w", ReasonBusyStore, err)
 	}
 	switch {
 	case st.User == Unknown:
-		return v, M3{}, ErrUnknownUser
+		return v, M3{}, ReasonUnknownUser
 	case st.User == Revoked:
-		return v, M3{}, ErrRevokedUser
+		return v, M3{}, ReasonRevokedUser
 	case st.Device == Unknown:
-		return v, M3{}, ErrUnknownDevice
+		return v, M3{}, ReasonUnknownDevice
 	case st.Device == Revoked:
-		return v, M3{}, ErrRevokedDevice
+		return v, M3{}, ReasonRevokedDevice
 	}
 	kvi, kvj := m.KV, m.KVDev
 	if m.Profile == Classic {
@@ -112,14 +112,14 @@ func (g *Gateway) verify(ctx context.Context, b []byte) (Verification, M3, error
 	}
 	ki, ok := g.reg.MasterKey(kvi)
 	if !ok {
-		return v, M3{}, ErrUnknownKeyVersion
+		return v, M3{}, ReasonUnknownKeyVersion
 	}
 	kj, ok := g.reg.MasterKey(kvj)
 	if !ok {
-		return v, M3{}, ErrUnknownKeyVersion
+		return v, M3{}, ReasonUnknownKeyVersion
 	}
 	if !st.Allowed {
-		return v, M3{}, ErrPolicyDenied
+		return v, M3{}, ReasonPolicyDenied
 	}
 	var m3 M3
 	if m.Profile == Classic {
@@ -132,7 +132,7 @@ func (g *Gateway) verify(ctx context.Context, b []byte) (Verification, M3, error
 
 // answerClassic recomputes the tags, checks E_i and I_j and builds m3
 // (step 506, with the errata of spec section 5).
-func answerClassic(m *M2, ki, kj *[Size]byte, now uint64) (M3, error) {
+func answerClassic(m *M2, ki, kj *GatewayKey, now uint64) (M3, error) {
 	tagI := userTag(Classic, ki, m.ID)
 	tagJ := deviceTag(Classic, kj, m.DID)
 	defer clear(tagI[:])
@@ -147,13 +147,13 @@ func answerClassic(m *M2, ki, kj *[Size]byte, now uint64) (M3, error) {
 	// device's tag one with a good I_j.
 	i := h(tagJ[:], m.E[:])
 	if !equal(i[:], m.I[:]) {
-		return M3{}, ErrBadI
+		return M3{}, ReasonBadI
 	}
 	beta := h(tagI[:], t1[:])
 	defer clear(beta[:])
 	e := h(beta[:], pair)
 	if !equal(e[:], m.E[:]) {
-		return M3{}, ErrBadE
+		return M3{}, ReasonBadE
 	}
 	pad := h(tagJ[:], t3[:])
 	return M3{Profile: Classic, T3: now, F: xor32(&beta, &pad), Gamma: h(tagI[:], did)}, nil
@@ -161,7 +161,7 @@ func answerClassic(m *M2, ki, kj *[Size]byte, now uint64) (M3, error) {
 
 // answerHardened is the hardened gateway step of spec section 6. The tags'
 // HMAC states come from the tag cache.
-func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *[Size]byte, now uint64) (M3, error) {
+func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *GatewayKey, now uint64) (M3, error) {
 	x := getHasher()
 	defer putHasher(x)
 	tagI := g.tags.state(x, domainUser, kvi, ki, m.ID)
@@ -172,13 +172,13 @@ func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *[Size]byte, now 
 	t1, t2, t3 := ts(m.T1), ts(m.T2), ts(now)
 	i := x.mac(tagJ, labelI, m.E[:], did, t2[:]) // first: see answerClassic
 	if !equal(i[:], m.I[:]) {
-		return M3{}, ErrBadI
+		return M3{}, ReasonBadI
 	}
 	beta := x.mac(tagI, labelBeta, did, m.Nonce[:], t1[:])
 	defer clear(beta[:])
 	e := mac(beta[:], labelE, pair)
 	if !equal(e[:], m.E[:]) {
-		return M3{}, ErrBadE
+		return M3{}, ReasonBadE
 	}
 	pad := x.mac(tagJ, labelF, m.E[:], t3[:])
 	return M3{Profile: Hardened, T3: now, F: xor32(&beta, &pad), Gamma: x.mac(tagI, labelGamma, did, m.E[:], t3[:])}, nil

@@ -158,27 +158,27 @@ func ErrorProfile(req []byte) Profile {
 // CheckProfile makes the first two checks of spec section 7, which a
 // receiver of profile p makes on every message at every endpoint, records
 // included, before it reads anything else: an empty message is malformed
-// ([ErrBadMessage]), and a first byte other than p is unsupported_profile
-// ([ErrWrongProfile]) whatever follows, so that a truncated message of the
+// ([ReasonBadMessage]), and a first byte other than p is unsupported_profile
+// ([ReasonWrongProfile]) whatever follows, so that a truncated message of the
 // other profile gets the same answer as a whole one. Every role of this
 // package makes these checks itself; transports call CheckProfile before
 // they look into a message of their own (to read an identity for a log,
 // or a sid).
 func CheckProfile(p Profile, msg []byte) error {
 	if len(msg) == 0 {
-		return ErrBadMessage
+		return ReasonBadMessage
 	}
 	if Profile(msg[0]) != p {
-		return ErrWrongProfile
+		return ReasonWrongProfile
 	}
 	return nil
 }
 
-// ConfirmPayload appends the payload of the confirm request of spec
+// AppendConfirmPayload appends the payload of the confirm request of spec
 // section 11 to dst: sid || m5, where sid is the sid of the login's session
 // (section 9; [Session.SID] on the card, [DeviceLogin.SID] on the device),
 // which names the pending login whatever address m5 comes from.
-func ConfirmPayload(dst []byte, sid [SIDSize]byte, m5 []byte) []byte {
+func AppendConfirmPayload(dst []byte, sid [SIDSize]byte, m5 []byte) []byte {
 	return append(append(dst, sid[:]...), m5...)
 }
 
@@ -189,7 +189,7 @@ func ConfirmPayload(dst []byte, sid [SIDSize]byte, m5 []byte) []byte {
 func SplitConfirmPayload(payload []byte) ([SIDSize]byte, []byte, error) {
 	var sid [SIDSize]byte
 	if len(payload) < SIDSize+1 {
-		return sid, nil, ErrBadMessage
+		return sid, nil, ReasonBadMessage
 	}
 	copy(sid[:], payload)
 	return sid, payload[SIDSize:], nil
@@ -199,7 +199,7 @@ func SplitConfirmPayload(payload []byte) ([SIDSize]byte, []byte, error) {
 // rest. It fails only when b is shorter than two bytes.
 func Header(b []byte) (Profile, MsgType, error) {
 	if len(b) < 2 {
-		return 0, 0, ErrBadMessage
+		return 0, 0, ReasonBadMessage
 	}
 	return Profile(b[0]), MsgType(b[1]), nil
 }
@@ -209,14 +209,14 @@ func Header(b []byte) (Profile, MsgType, error) {
 // anything else wrong is malformed.
 func start(b []byte, t MsgType) (Profile, cryptobyte.String, error) {
 	if len(b) < 1 {
-		return 0, nil, ErrBadMessage
+		return 0, nil, ReasonBadMessage
 	}
 	p := Profile(b[0])
 	if !p.Valid() {
-		return p, nil, ErrWrongProfile
+		return p, nil, ReasonWrongProfile
 	}
 	if len(b) < 2 || MsgType(b[1]) != t {
-		return p, nil, ErrBadMessage
+		return p, nil, ReasonBadMessage
 	}
 	return p, cryptobyte.String(b[2:]), nil
 }
@@ -249,7 +249,7 @@ func ParseM1(b []byte) (M1, error) {
 	}
 	ok = ok && s.CopyBytes(m.E[:]) && s.CopyBytes(m.Theta[:]) && s.ReadUint64(&m.T1) && s.Empty()
 	if !ok {
-		return M1{Profile: p}, ErrBadMessage
+		return M1{Profile: p}, ReasonBadMessage
 	}
 	return m, nil
 }
@@ -272,7 +272,7 @@ func ParseM2(b []byte) (M2, error) {
 	}
 	ok = ok && s.CopyBytes(m.I[:]) && s.ReadUint64(&m.T1) && s.ReadUint64(&m.T2) && s.Empty()
 	if !ok {
-		return M2{Profile: p}, ErrBadMessage
+		return M2{Profile: p}, ReasonBadMessage
 	}
 	return m, nil
 }
@@ -286,7 +286,7 @@ func ParseM3(b []byte) (M3, error) {
 		return m, err
 	}
 	if !(s.CopyBytes(m.F[:]) && s.CopyBytes(m.Gamma[:]) && s.ReadUint64(&m.T3) && s.Empty()) {
-		return M3{Profile: p}, ErrBadMessage
+		return M3{Profile: p}, ReasonBadMessage
 	}
 	return m, nil
 }
@@ -308,7 +308,7 @@ func ParseM4(b []byte) (M4, error) {
 		ok = ok && s.CopyBytes(m.Tau[:])
 	}
 	if !ok || !s.Empty() {
-		return M4{Profile: p}, ErrBadMessage
+		return M4{Profile: p}, ReasonBadMessage
 	}
 	return m, nil
 }
@@ -323,7 +323,7 @@ func ParseM5(b []byte) (M5, error) {
 		return m, err
 	}
 	if p != Hardened || !s.CopyBytes(m.Tau[:]) || !s.Empty() {
-		return M5{Profile: p}, ErrBadMessage
+		return M5{Profile: p}, ReasonBadMessage
 	}
 	return m, nil
 }
@@ -332,11 +332,11 @@ func ParseM5(b []byte) (M5, error) {
 // carries (0x00 allowed) and its code. Unknown codes are malformed.
 func ParseError(b []byte) (Profile, Code, error) {
 	if len(b) != sizeError || MsgType(b[1]) != TypeError {
-		return 0, 0, ErrBadMessage
+		return 0, 0, ReasonBadMessage
 	}
 	p, c := Profile(b[0]), Code(b[2])
 	if (p != 0 && !p.Valid()) || !c.Valid() {
-		return 0, 0, ErrBadMessage
+		return 0, 0, ReasonBadMessage
 	}
 	return p, c, nil
 }

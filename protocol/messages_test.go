@@ -277,8 +277,8 @@ func TestWireCodes(t *testing.T) {
 			t.Errorf("code 0x%02x reported valid", byte(c))
 		}
 	}
-	if got := protocol.CodeOf(fmt.Errorf("wrapped: %w", protocol.ErrBadE)); got != protocol.ErrRejected {
-		t.Errorf("CodeOf(wrapped ErrBadE) = %v", got)
+	if got := protocol.CodeOf(fmt.Errorf("wrapped: %w", protocol.ReasonBadE)); got != protocol.ErrRejected {
+		t.Errorf("CodeOf(wrapped ReasonBadE) = %v", got)
 	}
 	if got := protocol.CodeOf(errors.New("disk on fire")); got != protocol.ErrInternal {
 		t.Errorf("CodeOf(foreign error) = %v", got)
@@ -369,7 +369,7 @@ func TestParseRejectsUnknownProfile(t *testing.T) {
 				}
 				continue
 			}
-			if !errors.Is(err, protocol.ErrUnsupportedProfile) || !errors.Is(err, protocol.ErrWrongProfile) {
+			if !errors.Is(err, protocol.ErrUnsupportedProfile) || !errors.Is(err, protocol.ReasonWrongProfile) {
 				t.Errorf("%s with profile 0x%02x: err %v, want unsupported_profile", name, pb, err)
 			}
 		}

@@ -78,10 +78,11 @@ func padBlock(c byte) (b [hmacBlock]byte) {
 	return b
 }
 
-// xor32 returns a ^ b for two 32-byte strings.
-func xor32(a, b *[Size]byte) [Size]byte {
+// xor32 returns a ^ b for two 32-byte strings, whichever secret types
+// they are: the protocol's masks XOR one kind of secret with another.
+func xor32[A, B ~[Size]byte](a *A, b *B) [Size]byte {
 	var out [Size]byte
-	subtle.XORBytes(out[:], a[:], b[:])
+	subtle.XORBytes(out[:], (*a)[:], (*b)[:])
 	return out
 }
 
@@ -149,7 +150,7 @@ func (p KDFParams) Valid() bool {
 
 // passwordHash computes W_i for a profile: SHA-256(r || PW) for classic,
 // Argon2id for hardened.
-func passwordHash(p Profile, pw string, r *[Size]byte, kdf KDFParams) [Size]byte {
+func passwordHash(p Profile, pw string, r *[Size]byte, kdf KDFParams) PasswordHash {
 	b := normPassword(pw)
 	defer clear(b)
 	if p == Classic {
@@ -166,7 +167,7 @@ func passwordHash(p Profile, pw string, r *[Size]byte, kdf KDFParams) [Size]byte
 }
 
 // fuzzyVerifier is v_i = M(W_i, "tagauth/fuzzy", "")[0].
-func fuzzyVerifier(w *[Size]byte) byte {
+func fuzzyVerifier(w *PasswordHash) byte {
 	v := mac(w[:], labelFuzzy)
 	return v[0]
 }

@@ -58,11 +58,11 @@ func TestTagCacheFollowsKeyObject(t *testing.T) {
 	c := newTagCache(32)
 	x := getHasher()
 	defer putHasher(x)
-	var k1, k2 [Size]byte
+	var k1, k2 GatewayKey
 	rand.Read(k1[:])
 	rand.Read(k2[:])
 	id := []byte("alice")
-	for _, k := range []*[Size]byte{&k1, &k2, &k1} {
+	for _, k := range []*GatewayKey{&k1, &k2, &k1} {
 		ks := c.state(x, domainUser, 3, k, id)
 		tag := userTag(Hardened, k, id)
 		want := mac(tag[:], labelBeta, []byte("x"))

@@ -7,11 +7,11 @@ import (
 // MasterKey is one version of the gateway's K_GTW.
 type MasterKey struct {
 	Version uint8 // 1..255; classic deployments use one version
-	Key     [Size]byte
+	Key     GatewayKey
 }
 
 // userTag is Tag_i for a profile: h(id8(ID) || K) or M(K, "user-tag", id8(ID)).
-func userTag(p Profile, k *[Size]byte, id []byte) [Size]byte {
+func userTag(p Profile, k *GatewayKey, id []byte) UserTag {
 	var buf [1 + MaxIDLen]byte
 	enc := id8(buf[:0], id)
 	if p == Classic {
@@ -22,7 +22,7 @@ func userTag(p Profile, k *[Size]byte, id []byte) [Size]byte {
 
 // deviceTag is Tag_j: identical to the user tag under classic (the namespace
 // collision of spec section 8 item 4), separately labelled under hardened.
-func deviceTag(p Profile, k *[Size]byte, did []byte) [Size]byte {
+func deviceTag(p Profile, k *GatewayKey, did []byte) DeviceTag {
 	var buf [1 + MaxIDLen]byte
 	enc := id8(buf[:0], did)
 	if p == Classic {
@@ -41,17 +41,17 @@ type DeviceCredential struct {
 	// gateway has; the classic wire does not carry it, so a classic device
 	// also accepts 0, which credentials made before spec 1.1 hold.
 	KV  uint8
-	Tag [Size]byte
+	Tag DeviceTag
 }
 
 // ProvisionDevice computes the credential of device did under master key mk
 // (patent [0155]). Uniqueness of did is the registry's business.
 func ProvisionDevice(p Profile, did string, mk MasterKey) (DeviceCredential, error) {
 	if !p.Valid() {
-		return DeviceCredential{}, ErrWrongProfile
+		return DeviceCredential{}, ReasonWrongProfile
 	}
 	if !ValidIdentity([]byte(did)) || mk.Version == 0 {
-		return DeviceCredential{}, fmt.Errorf("%w: device identity must be 1-64 bytes of UTF-8 without NUL and key version 1-255", ErrBadMessage)
+		return DeviceCredential{}, fmt.Errorf("%w: device identity must be 1-64 bytes of UTF-8 without NUL and key version 1-255", ReasonBadMessage)
 	}
 	c := DeviceCredential{Profile: p, ID: did, KV: mk.Version, Tag: deviceTag(p, &mk.Key, []byte(did))}
 	if p == Classic {
@@ -78,13 +78,13 @@ type Card struct {
 func (c *Card) Validate() error {
 	switch {
 	case !c.Profile.Valid():
-		return fmt.Errorf("card: %w", ErrWrongProfile)
+		return fmt.Errorf("card: %w", ReasonWrongProfile)
 	case !ValidIdentity([]byte(c.ID)):
-		return fmt.Errorf("card: %w: invalid identity", ErrBadMessage)
+		return fmt.Errorf("card: %w: invalid identity", ReasonBadMessage)
 	case c.Profile == Hardened && c.KV == 0:
-		return fmt.Errorf("card: %w: key version 0", ErrBadMessage)
+		return fmt.Errorf("card: %w: key version 0", ReasonBadMessage)
 	case c.Profile == Hardened && !c.KDF.Valid():
-		return fmt.Errorf("card: %w: Argon2id parameters out of range", ErrBadMessage)
+		return fmt.Errorf("card: %w: Argon2id parameters out of range", ReasonBadMessage)
 	}
 	return nil
 }
@@ -95,7 +95,7 @@ func (c *Card) Validate() error {
 type RegistrationRequest struct {
 	Profile Profile
 	ID      string
-	W       [Size]byte
+	W       PasswordHash
 	R       [Size]byte
 	T       uint64 // ms since the Unix epoch
 	KDF     KDFParams
@@ -115,13 +115,13 @@ func NewRegistrationRequest(p Profile, id, password string, kdf KDFParams, cfg C
 		return RegistrationRequest{}, err
 	}
 	if !p.Valid() {
-		return RegistrationRequest{}, ErrWrongProfile
+		return RegistrationRequest{}, ReasonWrongProfile
 	}
 	if !ValidIdentity([]byte(id)) {
-		return RegistrationRequest{}, fmt.Errorf("%w: identity must be 1-64 bytes of UTF-8 without NUL", ErrBadMessage)
+		return RegistrationRequest{}, fmt.Errorf("%w: identity must be 1-64 bytes of UTF-8 without NUL", ReasonBadMessage)
 	}
 	if p == Hardened && !kdf.Valid() {
-		return RegistrationRequest{}, fmt.Errorf("%w: Argon2id parameters out of range", ErrBadMessage)
+		return RegistrationRequest{}, fmt.Errorf("%w: Argon2id parameters out of range", ReasonBadMessage)
 	}
 	if p == Classic {
 		kdf = KDFParams{}
@@ -143,16 +143,16 @@ func IssueCard(req *RegistrationRequest, mk MasterKey, cfg Config) (Card, error)
 		return Card{}, err
 	}
 	if !req.Profile.Valid() {
-		return Card{}, ErrWrongProfile
+		return Card{}, ReasonWrongProfile
 	}
 	if !ValidIdentity([]byte(req.ID)) || mk.Version == 0 {
-		return Card{}, fmt.Errorf("%w: invalid identity or key version", ErrBadMessage)
+		return Card{}, fmt.Errorf("%w: invalid identity or key version", ReasonBadMessage)
 	}
 	if req.Profile == Hardened && !req.KDF.Valid() {
-		return Card{}, fmt.Errorf("%w: Argon2id parameters out of range", ErrBadMessage)
+		return Card{}, fmt.Errorf("%w: Argon2id parameters out of range", ReasonBadMessage)
 	}
 	if now := cfg.nowMs(); !fresh(req.T, now, cfg.window()) {
-		return Card{}, staleError(ErrStaleReg, req.T, now)
+		return Card{}, staleError(ReasonStaleReg, req.T, now)
 	}
 	tag := userTag(req.Profile, &mk.Key, []byte(req.ID))
 	defer clear(tag[:])

@@ -98,7 +98,7 @@ func setupRig(p Profile, c vectorCase, party, step string) (*rig, error) {
 		reg := &vectorRegistry{
 			users:   map[string]IdentityState{c.IDi: Active},
 			devices: map[string]IdentityState{c.DIDj: Active},
-			keys:    map[uint8]*[Size]byte{mi.Version: &mi.Key, mj.Version: &mj.Key},
+			keys:    map[uint8]*GatewayKey{mi.Version: &mi.Key, mj.Version: &mj.Key},
 		}
 		gw, err := NewGateway(p, reg, vectorReplay{}, Config{Now: clk.now, Window: cfg.Window})
 		if err != nil {

@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/protocol"
-	"github.com/tagauth/tagauth/replay"
+	"github.com/tagauth/tagauth/protocol/prototest"
 )
 
 // Behaviour of each role when it is handed something wrong: a forged
@@ -87,7 +86,7 @@ func (c *cast) tick() {
 
 func (c *cast) freshDevice(t *testing.T, cred protocol.DeviceCredential) {
 	t.Helper()
-	d, err := protocol.NewDevice(cred, replay.New(1024), c.cfg(&c.devT))
+	d, err := protocol.NewDevice(cred, &prototest.ReplayCache{}, c.cfg(&c.devT))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +95,7 @@ func (c *cast) freshDevice(t *testing.T, cred protocol.DeviceCredential) {
 
 func (c *cast) freshGateway(t *testing.T) {
 	t.Helper()
-	g, err := protocol.NewGateway(c.p, c.w.reg, replay.New(1024), c.cfg(&c.gwT))
+	g, err := protocol.NewGateway(c.p, c.w.reg, &prototest.ReplayCache{}, c.cfg(&c.gwT))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,17 +330,17 @@ func TestTamperM1(t *testing.T) {
 	for _, p := range twoProfiles {
 		t.Run(p.String(), func(t *testing.T) {
 			c := newCast(t, p)
-			theta := []verdict{{"card", protocol.ErrBadM4}}
+			theta := []verdict{{"card", protocol.ReasonBadM4}}
 			if p == protocol.Classic {
-				theta = []verdict{{"channel", protocol.ErrBadRecord}}
+				theta = []verdict{{"channel", protocol.ReasonBadRecord}}
 			}
 			want := map[string][]verdict{
-				"ID":    {{"device", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownUser}},
-				"kv":    {{"device", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownKeyVersion}},
-				"nonce": {{"gateway", protocol.ErrBadE}},
-				"E":     {{"gateway", protocol.ErrBadE}}, // the genuine device signs the altered E_i
+				"ID":    {{"device", protocol.ErrMalformed}, {"gateway", protocol.ReasonUnknownUser}},
+				"kv":    {{"device", protocol.ErrMalformed}, {"gateway", protocol.ReasonUnknownKeyVersion}},
+				"nonce": {{"gateway", protocol.ReasonBadE}},
+				"E":     {{"gateway", protocol.ReasonBadE}}, // the genuine device signs the altered E_i
 				"theta": theta,
-				"T1":    {{"device", protocol.ErrStaleT1}, {"gateway", protocol.ErrBadE}},
+				"T1":    {{"device", protocol.ReasonStaleT1}, {"gateway", protocol.ReasonBadE}},
 			}
 			template := c.run(t, 1).m1
 			tamper(t, p, template, want, func(flip func([]byte) []byte) (string, error) {
@@ -365,19 +364,19 @@ func TestTamperM2(t *testing.T) {
 	for _, p := range twoProfiles {
 		t.Run(p.String(), func(t *testing.T) {
 			c := newCast(t, p)
-			t2 := []verdict{{"gateway", protocol.ErrStaleT2}, {"gateway", protocol.ErrBadI}}
+			t2 := []verdict{{"gateway", protocol.ReasonStaleT2}, {"gateway", protocol.ReasonBadI}}
 			if p == protocol.Classic {
-				t2 = []verdict{{"gateway", protocol.ErrStaleT2}, {"", nil}}
+				t2 = []verdict{{"gateway", protocol.ReasonStaleT2}, {"", nil}}
 			}
 			want := map[string][]verdict{
-				"ID":    {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownUser}},
-				"kv":    {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownKeyVersion}},
-				"nonce": {{"gateway", protocol.ErrBadE}},
-				"E":     {{"gateway", protocol.ErrBadI}}, // I_j covers E_i and is checked first
-				"DID":   {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownDevice}},
-				"kvdev": {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ErrUnknownKeyVersion}},
-				"I":     {{"gateway", protocol.ErrBadI}},
-				"T1":    {{"gateway", protocol.ErrStaleT1}, {"gateway", protocol.ErrBadE}},
+				"ID":    {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ReasonUnknownUser}},
+				"kv":    {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ReasonUnknownKeyVersion}},
+				"nonce": {{"gateway", protocol.ReasonBadE}},
+				"E":     {{"gateway", protocol.ReasonBadI}}, // I_j covers E_i and is checked first
+				"DID":   {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ReasonUnknownDevice}},
+				"kvdev": {{"gateway", protocol.ErrMalformed}, {"gateway", protocol.ReasonUnknownKeyVersion}},
+				"I":     {{"gateway", protocol.ReasonBadI}},
+				"T1":    {{"gateway", protocol.ReasonStaleT1}, {"gateway", protocol.ReasonBadE}},
 				"T2":    t2,
 			}
 			m2 := c.run(t, 2).m2
@@ -423,9 +422,9 @@ func TestTamperM3(t *testing.T) {
 		t.Run(p.String(), func(t *testing.T) {
 			c := newCast(t, p)
 			want := map[string][]verdict{
-				"F":     {{"device", protocol.ErrBadM3}},
-				"gamma": {{"card", protocol.ErrBadGamma}},
-				"T3":    {{"device", protocol.ErrStaleT3}, {"device", protocol.ErrBadM3}},
+				"F":     {{"device", protocol.ReasonBadM3}},
+				"gamma": {{"card", protocol.ReasonBadGamma}},
+				"T3":    {{"device", protocol.ReasonStaleT3}, {"device", protocol.ReasonBadM3}},
 			}
 			a := c.run(t, 3)
 			tamper(t, p, a.m3, want, func(flip func([]byte) []byte) (string, error) {
@@ -496,15 +495,15 @@ func TestTamperM4(t *testing.T) {
 		t.Run(p.String(), func(t *testing.T) {
 			c := newCast(t, p)
 			want := map[string][]verdict{
-				"X":     {{"card", protocol.ErrBadM4}},
-				"gamma": {{"card", protocol.ErrBadGamma}},
-				"T3":    {{"card", protocol.ErrStaleT3}, {"card", protocol.ErrBadGamma}},
-				"T4":    {{"card", protocol.ErrStaleT4}, {"card", protocol.ErrBadM4}},
-				"tau":   {{"card", protocol.ErrBadM4}},
+				"X":     {{"card", protocol.ReasonBadM4}},
+				"gamma": {{"card", protocol.ReasonBadGamma}},
+				"T3":    {{"card", protocol.ReasonStaleT3}, {"card", protocol.ReasonBadGamma}},
+				"T4":    {{"card", protocol.ReasonStaleT4}, {"card", protocol.ReasonBadM4}},
+				"tau":   {{"card", protocol.ReasonBadM4}},
 			}
 			if p == protocol.Classic {
-				want["X"] = []verdict{{"channel", protocol.ErrBadRecord}}
-				want["T4"] = []verdict{{"card", protocol.ErrStaleT4}, {"channel", protocol.ErrBadRecord}}
+				want["X"] = []verdict{{"channel", protocol.ReasonBadRecord}}
+				want["T4"] = []verdict{{"card", protocol.ReasonStaleT4}, {"channel", protocol.ReasonBadRecord}}
 			}
 			a := c.run(t, 4)
 			tamper(t, p, a.m4, want, func(flip func([]byte) []byte) (string, error) {
@@ -537,7 +536,7 @@ func TestTamperM5(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string][]verdict{"tau": {{"device", protocol.ErrBadM5}}}
+	want := map[string][]verdict{"tau": {{"device", protocol.ReasonBadM5}}}
 	tamper(t, protocol.Hardened, m5, want, func(flip func([]byte) []byte) (string, error) {
 		if _, err := a.dl.Confirm(flip(m5)); err != nil {
 			return "device", err
@@ -597,7 +596,7 @@ func TestFreshnessT1AtDevice(t *testing.T) {
 				}
 				continue
 			}
-			wantStale(t, what, err, protocol.ErrStaleT1)
+			wantStale(t, what, err, protocol.ReasonStaleT1)
 		}
 	}
 }
@@ -609,13 +608,13 @@ func TestFreshnessAtGateway(t *testing.T) {
 		card, dev, gw int64 // clock offsets, ms
 		reason        error // nil: accepted
 	}{
-		{"T1 past, dT+1", -w - 1, -1, 0, protocol.ErrStaleT1},
+		{"T1 past, dT+1", -w - 1, -1, 0, protocol.ReasonStaleT1},
 		{"T1 past, dT", -w, -1, 0, nil},
-		{"T1 future, dT+1", w + 1, 1, 0, protocol.ErrStaleT1},
+		{"T1 future, dT+1", w + 1, 1, 0, protocol.ReasonStaleT1},
 		{"T1 future, dT", w, 1, 0, nil},
-		{"T2 past, dT+1", 1, 0, w + 1, protocol.ErrStaleT2},
+		{"T2 past, dT+1", 1, 0, w + 1, protocol.ReasonStaleT2},
 		{"T2 past, dT", 0, 0, w, nil},
-		{"T2 future, dT+1", -1, 0, -w - 1, protocol.ErrStaleT2},
+		{"T2 future, dT+1", -1, 0, -w - 1, protocol.ReasonStaleT2},
 		{"T2 future, dT", 0, 0, -w, nil},
 	}
 	for _, p := range twoProfiles {
@@ -650,7 +649,7 @@ func TestFreshnessT3AtDevice(t *testing.T) {
 			a := c.run(t, 3) // T3 = base
 			c.at(0, dir*(winMs+1), 0)
 			_, _, err := a.dl.Respond(a.m3)
-			wantStale(t, fmt.Sprintf("%v T3 = now%+d ms", p, -dir*(winMs+1)), err, protocol.ErrStaleT3)
+			wantStale(t, fmt.Sprintf("%v T3 = now%+d ms", p, -dir*(winMs+1)), err, protocol.ReasonStaleT3)
 			c.at(0, dir*winMs, 0)
 			if _, _, err := a.dl.Respond(a.m3); err != nil {
 				t.Fatalf("%v T3 = now%+d ms after a stale one: %v", p, -dir*winMs, err)
@@ -669,7 +668,7 @@ func TestFreshnessT4AtCard(t *testing.T) {
 			a := c.run(t, 4) // T3 = T4 = base
 			c.at(dir*(winMs+1), 0, 0)
 			_, _, err := a.login.Finish(a.m4)
-			wantStale(t, fmt.Sprintf("%v T4 = now%+d ms", p, -dir*(winMs+1)), err, protocol.ErrStaleT4)
+			wantStale(t, fmt.Sprintf("%v T4 = now%+d ms", p, -dir*(winMs+1)), err, protocol.ReasonStaleT4)
 			c.at(dir*winMs, 0, 0)
 			finishAndCompare(t, p, a)
 		}
@@ -701,7 +700,7 @@ func TestFreshnessT3VersusT4AtCard(t *testing.T) {
 		r.now = time.UnixMilli(int64(t4)) // T4 itself is fresh at the card
 		stale, _ := r.forgeM4(m3.Gamma, t3, t4, kj)
 		_, _, err = login.Finish(stale)
-		wantStale(t, fmt.Sprintf("T3 = T4%+d ms", -dir*(winMs+1)), err, protocol.ErrStaleT3)
+		wantStale(t, fmt.Sprintf("T3 = T4%+d ms", -dir*(winMs+1)), err, protocol.ReasonStaleT3)
 
 		t4 = uint64(int64(t3) + dir*winMs)
 		r.now = time.UnixMilli(int64(t4))
@@ -732,7 +731,7 @@ func TestFreshnessRegistration(t *testing.T) {
 				}
 				continue
 			}
-			wantStale(t, what, err, protocol.ErrStaleReg)
+			wantStale(t, what, err, protocol.ReasonStaleReg)
 		}
 	}
 }
@@ -752,13 +751,13 @@ func TestReplayAtDevice(t *testing.T) {
 			}
 			for _, devT := range []int64{0, t1 + winMs} {
 				c.at(t1, devT, 0)
-				if _, _, err := c.dev.Start(ctx, m1); !errors.Is(err, protocol.ErrReplayed) || !errors.Is(err, protocol.ErrReplay) {
+				if _, _, err := c.dev.Start(ctx, m1); !errors.Is(err, protocol.ErrReplayed) || !errors.Is(err, protocol.ReasonLoginReplay) {
 					t.Fatalf("%v T1 %+d, replay at %+d ms: %v", p, t1, devT, err)
 				}
 			}
 			c.at(t1, t1+winMs+1, 0)
 			_, _, err := c.dev.Start(ctx, m1)
-			wantStale(t, fmt.Sprintf("%v replay after T1 + dT", p), err, protocol.ErrStaleT1)
+			wantStale(t, fmt.Sprintf("%v replay after T1 + dT", p), err, protocol.ReasonStaleT1)
 		}
 	}
 }
@@ -775,7 +774,7 @@ func TestReplayAtGateway(t *testing.T) {
 		for _, gwT := range []int64{0, 1, winMs} {
 			c.at(0, 0, gwT)
 			reply, _, err := c.gw.Verify(ctx, nil, m2)
-			if !errors.Is(err, protocol.ErrReplay) {
+			if !errors.Is(err, protocol.ReasonLoginReplay) {
 				t.Fatalf("%v replay at +%d ms: %v", p, gwT, err)
 			}
 			wantReply(t, reply, p, protocol.ErrReplayed)
@@ -804,7 +803,7 @@ func TestGatewayReplayKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, err = c.dev.Start(ctx, m1)
-		if sameE := p == protocol.Classic; sameE != errors.Is(err, protocol.ErrReplay) {
+		if sameE := p == protocol.Classic; sameE != errors.Is(err, protocol.ReasonLoginReplay) {
 			t.Errorf("%v: second login in the same ms to the same device: %v", p, err)
 		}
 
@@ -818,7 +817,7 @@ func TestGatewayReplayKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, err = c.gw.Verify(ctx, nil, second.m2)
-		if p == protocol.Classic && !errors.Is(err, protocol.ErrReplay) {
+		if p == protocol.Classic && !errors.Is(err, protocol.ReasonLoginReplay) {
 			t.Errorf("classic: second login in the same ms: %v, want replay", err)
 		}
 		if p == protocol.Hardened && err != nil {
@@ -838,7 +837,7 @@ func TestWrongPasswordClassic(t *testing.T) {
 	c.user = u
 	m2 := c.run(t, 2).m2 // the device has no way to tell
 	reply, _, err := c.gw.Verify(context.Background(), nil, m2)
-	if !errors.Is(err, protocol.ErrBadE) {
+	if !errors.Is(err, protocol.ReasonBadE) {
 		t.Fatalf("gateway: %v, want bad E", err)
 	}
 	wantReply(t, reply, protocol.Classic, protocol.ErrRejected)
@@ -854,7 +853,7 @@ func TestWrongPasswordHardened(t *testing.T) {
 	for i := range 64 {
 		pw := fmt.Sprintf("wrong password %d", i)
 		switch _, err := protocol.Unlock(c.w.card, pw, cfg); {
-		case errors.Is(err, protocol.ErrWrongPassword):
+		case errors.Is(err, protocol.ReasonWrongPassword):
 			caught++
 		case err == nil:
 			passer = pw
@@ -883,7 +882,7 @@ func TestWrongPasswordHardened(t *testing.T) {
 	c.user = u
 	m2 := c.run(t, 2).m2
 	reply, _, err := c.gw.Verify(context.Background(), nil, m2)
-	if !errors.Is(err, protocol.ErrBadE) {
+	if !errors.Is(err, protocol.ReasonBadE) {
 		t.Fatalf("gateway: %v, want bad E", err)
 	}
 	wantReply(t, reply, protocol.Hardened, protocol.ErrRejected)
@@ -932,28 +931,28 @@ func TestGatewayRejectionReasons(t *testing.T) {
 		setup    func(t *testing.T, c *cast)
 		reason   error
 	}{
-		{"revoked user", false, func(t *testing.T, c *cast) { mustOK(t, c.w.reg.RevokeUser("alice")) }, protocol.ErrRevokedUser},
-		{"revoked device", false, func(t *testing.T, c *cast) { mustOK(t, c.w.reg.RevokeDevice("sensor-7")) }, protocol.ErrRevokedDevice},
-		{"unknown user", false, func(t *testing.T, c *cast) { issue(t, c, "bob", c.w.mk) }, protocol.ErrUnknownUser},
-		{"unknown device", false, func(t *testing.T, c *cast) { provision(t, c, "ghost", c.w.mk) }, protocol.ErrUnknownDevice},
-		{"retired key", false, func(t *testing.T, c *cast) { c.w.reg.RetireKey(1) }, protocol.ErrUnknownKeyVersion},
+		{"revoked user", false, func(t *testing.T, c *cast) { mustOK(t, c.w.reg.RevokeUser("alice")) }, protocol.ReasonRevokedUser},
+		{"revoked device", false, func(t *testing.T, c *cast) { mustOK(t, c.w.reg.RevokeDevice("sensor-7")) }, protocol.ReasonRevokedDevice},
+		{"unknown user", false, func(t *testing.T, c *cast) { issue(t, c, "bob", c.w.mk) }, protocol.ReasonUnknownUser},
+		{"unknown device", false, func(t *testing.T, c *cast) { provision(t, c, "ghost", c.w.mk) }, protocol.ReasonUnknownDevice},
+		{"retired key", false, func(t *testing.T, c *cast) { c.w.reg.RetireKey(1) }, protocol.ReasonUnknownKeyVersion},
 		{"unknown user key version", true, func(t *testing.T, c *cast) {
 			mustOK(t, c.w.reg.AddUser("bob"))
 			issue(t, c, "bob", newKey(2))
-		}, protocol.ErrUnknownKeyVersion},
+		}, protocol.ReasonUnknownKeyVersion},
 		{"unknown device key version", true, func(t *testing.T, c *cast) {
 			mustOK(t, c.w.reg.AddDevice("sensor-9"))
 			provision(t, c, "sensor-9", newKey(2))
-		}, protocol.ErrUnknownKeyVersion},
+		}, protocol.ReasonUnknownKeyVersion},
 		{"policy denial", false, func(t *testing.T, c *cast) {
-			reg := registry.NewMemory(c.p, false)
+			reg := prototest.NewRegistry(c.p, false)
 			reg.AddKey(c.w.mk)
 			mustOK(t, reg.AddUser("alice"))
 			mustOK(t, reg.AddDevice("sensor-7"))
 			mustOK(t, reg.AddDevice("sensor-8"))
 			reg.Allow("alice", "sensor-8") // another device does not count
 			c.w.reg = reg
-		}, protocol.ErrPolicyDenied},
+		}, protocol.ReasonPolicyDenied},
 	}
 	for _, p := range twoProfiles {
 		for _, tc := range cases {
@@ -979,7 +978,7 @@ func TestGatewayRejectionReasons(t *testing.T) {
 	// The policy case's positive control: the allowed pair gets in.
 	for _, p := range twoProfiles {
 		c := newCast(t, p)
-		reg := registry.NewMemory(p, false)
+		reg := prototest.NewRegistry(p, false)
 		reg.AddKey(c.w.mk)
 		mustOK(t, reg.AddUser("alice"))
 		mustOK(t, reg.AddDevice("sensor-7"))
@@ -1017,7 +1016,7 @@ func TestWrongProfile(t *testing.T) {
 				t.Errorf("%v m1 into %v device: %v", from, to, err)
 			}
 			reply, _, err := dst.gw.Verify(ctx, nil, a.m2)
-			if !errors.Is(err, protocol.ErrWrongProfile) {
+			if !errors.Is(err, protocol.ReasonWrongProfile) {
 				t.Errorf("%v m2 into %v gateway: %v", from, to, err)
 			}
 			wantReply(t, reply, from, protocol.ErrUnsupportedProfile)
@@ -1079,21 +1078,21 @@ func TestOutOfOrder(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := a.dl.Respond(a.m3); !errors.Is(err, protocol.ErrStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
+			if _, _, err := a.dl.Respond(a.m3); !errors.Is(err, protocol.ReasonStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
 				t.Errorf("Respond twice: %v", err)
 			}
 			us, m5, err := a.login.Finish(m4)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := a.login.Finish(m4); !errors.Is(err, protocol.ErrStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
+			if _, _, err := a.login.Finish(m4); !errors.Is(err, protocol.ReasonStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
 				t.Errorf("Finish twice: %v", err)
 			}
 			if p == protocol.Hardened {
 				if ds, err = a.dl.Confirm(m5); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := a.dl.Confirm(m5); !errors.Is(err, protocol.ErrStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
+				if _, err := a.dl.Confirm(m5); !errors.Is(err, protocol.ReasonStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
 					t.Errorf("Confirm twice: %v", err)
 				}
 			} else if _, err := a.dl.Confirm(nil); !errors.Is(err, protocol.ErrMalformed) {
@@ -1144,10 +1143,10 @@ func TestPendingLoginExpires(t *testing.T) {
 			}
 			continue
 		}
-		if !errors.Is(err, protocol.ErrSessionExpired) {
+		if !errors.Is(err, protocol.ReasonSessionExpired) {
 			t.Fatalf("Confirm at T4 + dT + 1 ms: %v", err)
 		}
-		if _, err := a.dl.Confirm(m5); !errors.Is(err, protocol.ErrSessionExpired) {
+		if _, err := a.dl.Confirm(m5); !errors.Is(err, protocol.ReasonSessionExpired) {
 			t.Fatalf("Confirm after expiry: %v", err)
 		}
 	}
@@ -1185,10 +1184,10 @@ func TestSessionSequence(t *testing.T) {
 				}
 			}
 			open(0, nil)
-			open(0, protocol.ErrRecordReplay) // replay
-			open(2, nil)                      // gap
-			open(1, protocol.ErrRecordReplay) // reordered
-			open(2, protocol.ErrRecordReplay)
+			open(0, protocol.ReasonRecordReplay) // replay
+			open(2, nil)                         // gap
+			open(1, protocol.ReasonRecordReplay) // reordered
+			open(2, protocol.ReasonRecordReplay)
 		}
 	}
 }
@@ -1214,11 +1213,11 @@ func TestSessionTamper(t *testing.T) {
 			case i == 1:
 				want = []error{protocol.ErrMalformed}
 			case i < 2+protocol.SIDSize:
-				want = []error{protocol.ErrBadRecord}
+				want = []error{protocol.ReasonBadRecord}
 			case i < 2+protocol.SIDSize+8: // seq: lower is a replay, higher fails the tag
-				want = []error{protocol.ErrBadRecord, protocol.ErrRecordReplay}
+				want = []error{protocol.ReasonBadRecord, protocol.ReasonRecordReplay}
 			default:
-				want = []error{protocol.ErrBadRecord}
+				want = []error{protocol.ReasonBadRecord}
 			}
 			_, err := a.ds.Open(nil, forged)
 			ok := false
@@ -1252,7 +1251,7 @@ func TestSessionWrongSessionOrDirection(t *testing.T) {
 			t.Fatal("two logins share a sid")
 		}
 		other, _ := b.us.Seal(nil, []byte("x"))
-		if _, err := a.ds.Open(nil, other); !errors.Is(err, protocol.ErrBadRecord) {
+		if _, err := a.ds.Open(nil, other); !errors.Is(err, protocol.ReasonBadRecord) {
 			t.Errorf("%v record of another session: %v", p, err)
 		}
 		// The other session's record under this session's sid: the key
@@ -1260,15 +1259,15 @@ func TestSessionWrongSessionOrDirection(t *testing.T) {
 		resid := bytes.Clone(other)
 		sid := a.us.SID()
 		copy(resid[2:], sid[:])
-		if _, err := a.ds.Open(nil, resid); !errors.Is(err, protocol.ErrBadRecord) {
+		if _, err := a.ds.Open(nil, resid); !errors.Is(err, protocol.ReasonBadRecord) {
 			t.Errorf("%v record re-labelled with this sid: %v", p, err)
 		}
 		own, _ := a.ds.Seal(nil, []byte("x"))
-		if _, err := a.ds.Open(nil, own); !errors.Is(err, protocol.ErrBadRecord) {
+		if _, err := a.ds.Open(nil, own); !errors.Is(err, protocol.ReasonBadRecord) {
 			t.Errorf("%v device opened its own record as the user's: %v", p, err)
 		}
 		mine, _ := a.us.Seal(nil, []byte("x"))
-		if _, err := a.us.Open(nil, mine); !errors.Is(err, protocol.ErrBadRecord) {
+		if _, err := a.us.Open(nil, mine); !errors.Is(err, protocol.ReasonBadRecord) {
 			t.Errorf("%v card opened its own record as the device's: %v", p, err)
 		}
 		if _, err := a.ds.Open(nil, mine); err != nil {
@@ -1313,13 +1312,13 @@ func TestSessionExpiry(t *testing.T) {
 			if a.us.Expired() || a.ds.Expired() {
 				t.Fatalf("%s: expired at exactly idle since last use", name)
 			}
-			if err := exchange(2*idle+time.Millisecond, a); !errors.Is(err, protocol.ErrSessionExpired) {
+			if err := exchange(2*idle+time.Millisecond, a); !errors.Is(err, protocol.ReasonSessionExpired) {
 				t.Fatalf("%s: idle + 1 ms: %v", name, err)
 			}
 			if !a.us.Expired() || !a.ds.Expired() {
 				t.Fatalf("%s: Expired false after idle", name)
 			}
-			if _, err := a.ds.Seal(nil, nil); !errors.Is(err, protocol.ErrSessionExpired) {
+			if _, err := a.ds.Seal(nil, nil); !errors.Is(err, protocol.ReasonSessionExpired) {
 				t.Fatalf("%s: device Seal after idle: %v", name, err)
 			}
 
@@ -1337,7 +1336,7 @@ func TestSessionExpiry(t *testing.T) {
 			if err := exchange(life, b); err != nil {
 				t.Fatalf("%s: at exactly life: %v", name, err)
 			}
-			if err := exchange(life+time.Millisecond, b); !errors.Is(err, protocol.ErrSessionExpired) {
+			if err := exchange(life+time.Millisecond, b); !errors.Is(err, protocol.ReasonSessionExpired) {
 				t.Fatalf("%s: life + 1 ms: %v", name, err)
 			}
 		}
@@ -1350,10 +1349,10 @@ func TestSessionClosed(t *testing.T) {
 	a := c.run(t, 5)
 	rec, _ := a.us.Seal(nil, []byte("x"))
 	a.ds.Close()
-	if _, err := a.ds.Open(nil, rec); !errors.Is(err, protocol.ErrSessionExpired) {
+	if _, err := a.ds.Open(nil, rec); !errors.Is(err, protocol.ReasonSessionExpired) {
 		t.Errorf("Open after Close: %v", err)
 	}
-	if _, err := a.ds.Seal(nil, nil); !errors.Is(err, protocol.ErrSessionExpired) {
+	if _, err := a.ds.Seal(nil, nil); !errors.Is(err, protocol.ReasonSessionExpired) {
 		t.Errorf("Seal after Close: %v", err)
 	}
 	if a.ds.Fingerprint() != [protocol.Size]byte{} {

@@ -64,7 +64,7 @@ type Registry interface {
 	Standing(ctx context.Context, user, device []byte) (Standing, error)
 	// MasterKey returns K_GTW of version kv, or false if the version is
 	// unknown or retired.
-	MasterKey(kv uint8) (*[Size]byte, bool)
+	MasterKey(kv uint8) (*GatewayKey, bool)
 }
 
 // ClassicKeyVersion is the master-key version that classic cards and

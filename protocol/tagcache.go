@@ -36,7 +36,7 @@ const (
 )
 
 type tagEntry struct {
-	master *[Size]byte // the K_GTW it was derived from
+	master *GatewayKey // the K_GTW it was derived from
 	ks     keyState
 }
 
@@ -52,7 +52,7 @@ func newTagCache(size int) *tagCache {
 // under master key k of version kv, or of k itself (master domain, id nil).
 // An entry derived from another key object of the same version (the
 // registry replaced it) is recomputed.
-func (c *tagCache) state(x *hasher, domain byte, kv uint8, k *[Size]byte, id []byte) *keyState {
+func (c *tagCache) state(x *hasher, domain byte, kv uint8, k *GatewayKey, id []byte) *keyState {
 	var key tagKey
 	key[0], key[1] = domain, kv
 	id8(key[2:2], id)

@@ -10,14 +10,14 @@ import (
 type User struct {
 	mu   sync.Mutex
 	card Card
-	tag  [Size]byte
+	tag  UserTag
 	cfg  Config
 	gone bool
 }
 
 // Unlock runs the card's password function (Argon2id under hardened, which
 // takes tens of milliseconds on purpose) and recovers Tag_i = W_i ^ alpha_i.
-// Under hardened a mistyped password is refused here with ErrWrongPassword
+// Under hardened a mistyped password is refused here with ReasonWrongPassword
 // in 255 of 256 cases; the rest are refused by the gateway.
 func Unlock(card Card, password string, cfg Config) (*User, error) {
 	if err := cfg.check(true); err != nil {
@@ -29,7 +29,7 @@ func Unlock(card Card, password string, cfg Config) (*User, error) {
 	w := passwordHash(card.Profile, password, &card.R, card.KDF)
 	defer clear(w[:])
 	if card.Profile == Hardened && fuzzyVerifier(&w) != card.Fuzzy {
-		return nil, ErrWrongPassword
+		return nil, ReasonWrongPassword
 	}
 	return &User{card: card, tag: xor32(&w, &card.Alpha), cfg: cfg}, nil
 }
@@ -54,7 +54,7 @@ type Login struct {
 	profile Profile
 	cfg     Config
 	id, did []byte
-	tag     [Size]byte
+	tag     UserTag
 	beta    [Size]byte
 	ki      [Size]byte
 	e       [Size]byte
@@ -70,12 +70,25 @@ const (
 	loginDead                   // closed or failed
 )
 
+var loginStateNames = [...]string{
+	loginSent: "sent-m1",
+	loginDone: "done",
+	loginDead: "dead",
+}
+
+func (s loginState) String() string {
+	if int(s) < len(loginStateNames) {
+		return loginStateNames[s]
+	}
+	return fmt.Sprintf("loginState(%d)", uint8(s))
+}
+
 // Login starts a login to device did (step 502 classic, section 6 card):
 // it draws K_i (and, hardened, n_i), computes m1 and returns it with the
 // state that Finish needs.
 func (u *User) Login(did string) (*Login, []byte, error) {
 	if !ValidIdentity([]byte(did)) {
-		return nil, nil, fmt.Errorf("%w: invalid device identity", ErrBadMessage)
+		return nil, nil, fmt.Errorf("%w: invalid device identity", ReasonBadMessage)
 	}
 	u.mu.Lock()
 	if u.gone {
@@ -88,37 +101,56 @@ func (u *User) Login(did string) (*Login, []byte, error) {
 	m := M1{Profile: l.profile, ID: l.id, KV: u.card.KV, T1: u.cfg.nowMs()}
 	l.t1 = m.T1
 	var err error
-	if l.profile == Hardened {
-		err = l.cfg.random(m.Nonce[:])
-	}
-	if err == nil {
-		err = l.cfg.random(l.ki[:])
+	if l.profile == Classic {
+		err = l.startClassic(&m)
+	} else {
+		err = l.startHardened(&m)
 	}
 	if err != nil {
 		l.Close()
 		return nil, nil, err
-	}
-	t1 := ts(m.T1)
-	var ids [2 * (1 + MaxIDLen)]byte
-	pair := id8(id8(ids[:0], l.id), l.did)
-	if l.profile == Classic {
-		l.beta = h(l.tag[:], t1[:])
-		l.e = h(l.beta[:], pair)
-	} else {
-		var dbuf [1 + MaxIDLen]byte
-		l.beta = mac(l.tag[:], labelBeta, id8(dbuf[:0], l.did), m.Nonce[:], t1[:])
-		l.e = mac(l.beta[:], labelE, pair)
 	}
 	m.E = l.e
 	m.Theta = xor32(&l.ki, &l.beta)
 	return l, m.Append(nil), nil
 }
 
+// startClassic is step 502 under classic: beta_i = h(Tag_i || T1) and
+// E_i = h(beta_i || ID_i || DID_j).
+func (l *Login) startClassic(m *M1) error {
+	if err := l.cfg.random(l.ki[:]); err != nil {
+		return err
+	}
+	t1 := ts(m.T1)
+	var ids [2 * (1 + MaxIDLen)]byte
+	l.beta = h(l.tag[:], t1[:])
+	l.e = h(l.beta[:], id8(id8(ids[:0], l.id), l.did))
+	return nil
+}
+
+// startHardened is step 502 under hardened: a fresh nonce n_i, then
+// beta_i = M(Tag_i, "tagauth/beta", DID_j || n_i || T1) and E_i. The nonce
+// is drawn before K_i, which the vectors' fixed randomness relies on.
+func (l *Login) startHardened(m *M1) error {
+	if err := l.cfg.random(m.Nonce[:]); err != nil {
+		return err
+	}
+	if err := l.cfg.random(l.ki[:]); err != nil {
+		return err
+	}
+	t1 := ts(m.T1)
+	var dbuf [1 + MaxIDLen]byte
+	var ids [2 * (1 + MaxIDLen)]byte
+	l.beta = mac(l.tag[:], labelBeta, id8(dbuf[:0], l.did), m.Nonce[:], t1[:])
+	l.e = mac(l.beta[:], labelE, id8(id8(ids[:0], l.id), l.did))
+	return nil
+}
+
 // Finish checks m4 (step 510 classic, section 6 card) and derives the
 // session. Under hardened it also returns m5 for the device; under classic
 // m5 is nil. A message that fails a check leaves the login waiting, so that
 // a forged m4 cannot cancel a genuine one still in flight. A second m4,
-// once one has been accepted, is ErrStepReplay (replayed).
+// once one has been accepted, is ReasonStepReplay (replayed).
 func (l *Login) Finish(m4 []byte) (*Session, []byte, error) {
 	if err := CheckProfile(l.profile, m4); err != nil {
 		return nil, nil, err
@@ -130,60 +162,78 @@ func (l *Login) Finish(m4 []byte) (*Session, []byte, error) {
 	switch l.state {
 	case loginSent:
 	case loginDone:
-		return nil, nil, ErrStepReplay
+		return nil, nil, ReasonStepReplay
 	default:
 		return nil, nil, ErrState
 	}
 	now := l.cfg.nowMs()
 	w := l.cfg.window()
 	if !fresh(m.T4, now, w) {
-		return nil, nil, staleError(ErrStaleT4, m.T4, now)
+		return nil, nil, staleError(ReasonStaleT4, m.T4, now)
 	}
-	t4 := ts(m.T4)
-	var dbuf [1 + MaxIDLen]byte
-	did := id8(dbuf[:0], l.did)
-	var sk [Size]byte
+	var s *Session
 	var m5 []byte
 	if l.profile == Classic {
-		gamma := h(l.tag[:], did)
-		if !equal(gamma[:], m.Gamma[:]) {
-			return nil, nil, ErrBadGamma
-		}
-		pad := h(l.ki[:], t4[:])
-		kj := xor32(&pad, &m.X)
-		x := xor32(&l.ki, &kj)
-		sk = h(x[:])
-		clear(kj[:])
-		clear(x[:])
+		s, err = l.finishClassic(&m)
 	} else {
-		if !fresh(m.T3, m.T4, w) {
-			return nil, nil, staleError(ErrStaleT3, m.T3, m.T4)
-		}
-		t3 := ts(m.T3)
-		gamma := mac(l.tag[:], labelGamma, did, l.e[:], t3[:])
-		if !equal(gamma[:], m.Gamma[:]) {
-			return nil, nil, ErrBadGamma
-		}
-		pad := mac(l.ki[:], labelX, l.e[:], t4[:])
-		kj := xor32(&pad, &m.X)
-		sk = sessionKeyHardened(&l.ki, &kj, &l.e, &m.X)
-		clear(kj[:])
-		tau := mac(sk[:], labelConfirmDevice, l.e[:], m.X[:], t3[:], t4[:])
-		if !equal(tau[:], m.Tau[:]) {
-			clear(sk[:])
-			return nil, nil, ErrBadM4
-		}
-		ti := mac(sk[:], labelConfirmUser, l.e[:], m.X[:])
-		m5 = (&M5{Profile: Hardened, Tau: ti}).Append(nil)
+		s, m5, err = l.finishHardened(&m, w)
 	}
-	s, err := newSession(l.profile, roleUser, &sk, &l.e, l.cfg)
-	clear(sk[:])
 	if err != nil {
 		return nil, nil, err
 	}
 	l.state = loginDone
 	l.wipe()
 	return s, m5, nil
+}
+
+// finishClassic is step 510 under classic: gamma_i = h(Tag_i || DID_j)
+// authenticates m4, K_j = X xor h(K_i || T4) and SK = h(K_i xor K_j).
+func (l *Login) finishClassic(m *M4) (*Session, error) {
+	var dbuf [1 + MaxIDLen]byte
+	t4 := ts(m.T4)
+	gamma := h(l.tag[:], id8(dbuf[:0], l.did))
+	if !equal(gamma[:], m.Gamma[:]) {
+		return nil, ReasonBadGamma
+	}
+	pad := h(l.ki[:], t4[:])
+	kj := xor32(&pad, &m.X)
+	x := xor32(&l.ki, &kj)
+	sk := SessionKey(h(x[:]))
+	clear(kj[:])
+	clear(x[:])
+	defer clear(sk[:])
+	return newSession(Classic, roleUser, &sk, &l.e, l.cfg)
+}
+
+// finishHardened is step 510 under hardened: T3 must be within dT of T4,
+// gamma_i = M(Tag_i, G, DID_j || E_i || T3) authenticates m4, and the
+// device's tau_j must verify under SK before the card answers with its own
+// tau_i in m5.
+func (l *Login) finishHardened(m *M4, w uint64) (*Session, []byte, error) {
+	if !fresh(m.T3, m.T4, w) {
+		return nil, nil, staleError(ReasonStaleT3, m.T3, m.T4)
+	}
+	var dbuf [1 + MaxIDLen]byte
+	t3, t4 := ts(m.T3), ts(m.T4)
+	gamma := mac(l.tag[:], labelGamma, id8(dbuf[:0], l.did), l.e[:], t3[:])
+	if !equal(gamma[:], m.Gamma[:]) {
+		return nil, nil, ReasonBadGamma
+	}
+	pad := mac(l.ki[:], labelX, l.e[:], t4[:])
+	kj := xor32(&pad, &m.X)
+	sk := sessionKeyHardened(&l.ki, &kj, &l.e, &m.X)
+	clear(kj[:])
+	defer clear(sk[:])
+	tau := mac(sk[:], labelConfirmDevice, l.e[:], m.X[:], t3[:], t4[:])
+	if !equal(tau[:], m.Tau[:]) {
+		return nil, nil, ReasonBadM4
+	}
+	ti := mac(sk[:], labelConfirmUser, l.e[:], m.X[:])
+	s, err := newSession(Hardened, roleUser, &sk, &l.e, l.cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, (&M5{Profile: Hardened, Tau: ti}).Append(nil), nil
 }
 
 // Close abandons the login and wipes its secrets.
@@ -199,11 +249,11 @@ func (l *Login) wipe() {
 }
 
 // sessionKeyHardened is SK_ij = M(K_i || K_j, "tagauth/SK", E_i || X_ij).
-func sessionKeyHardened(ki, kj, e, x *[Size]byte) [Size]byte {
+func sessionKeyHardened(ki, kj, e, x *[Size]byte) SessionKey {
 	var k [2 * Size]byte
 	copy(k[:Size], ki[:])
 	copy(k[Size:], kj[:])
-	sk := mac(k[:], labelSK, e[:], x[:])
+	sk := SessionKey(mac(k[:], labelSK, e[:], x[:]))
 	clear(k[:])
 	return sk
 }

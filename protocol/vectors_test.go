@@ -277,14 +277,14 @@ func (t *tape) drained(step string) error {
 // internal/registry (it imports this package). Policy admits every pair.
 type vectorRegistry struct {
 	users, devices map[string]IdentityState
-	keys           map[uint8]*[Size]byte
+	keys           map[uint8]*GatewayKey
 }
 
 func (r *vectorRegistry) Standing(_ context.Context, user, device []byte) (Standing, error) {
 	return Standing{User: r.users[string(user)], Device: r.devices[string(device)], Allowed: true}, nil
 }
 
-func (r *vectorRegistry) MasterKey(kv uint8) (*[Size]byte, bool) {
+func (r *vectorRegistry) MasterKey(kv uint8) (*GatewayKey, bool) {
 	k, ok := r.keys[kv]
 	return k, ok
 }
@@ -337,7 +337,7 @@ func runVector(p Profile, c vectorCase) (vectorCase, error) {
 	reg := &vectorRegistry{
 		users:   map[string]IdentityState{c.IDi: Active},
 		devices: map[string]IdentityState{c.DIDj: Active},
-		keys:    map[uint8]*[Size]byte{mi.Version: &mi.Key, mj.Version: &mj.Key},
+		keys:    map[uint8]*GatewayKey{mi.Version: &mi.Key, mj.Version: &mj.Key},
 	}
 	gw, err := NewGateway(p, reg, vectorReplay{}, gcfg)
 	if err != nil {
@@ -405,15 +405,28 @@ func runVector(p Profile, c vectorCase) (vectorCase, error) {
 	} else if m5 != nil || devSess == nil {
 		return c, errors.New("classic login must end at m4 with a device session")
 	}
-	if userSess.sk != devSess.sk {
-		return c, errors.New("card and device derived different session keys")
-	}
-
 	pm1, err := ParseM1(m1)
 	if err != nil {
 		return c, err
 	}
-	keys, err := DeriveChannelKeys(&userSess.sk, &pm1.E)
+	pm4, err := ParseM4(m4)
+	if err != nil {
+		return c, err
+	}
+	// SK from the drawn K_i and K_j, not read out of a Session (which keeps
+	// no copy of it): both sessions' fingerprints must be of this SK.
+	var sk SessionKey
+	if p == Classic {
+		k := xor32(&in.ki, &in.kj)
+		sk = SessionKey(h(k[:]))
+	} else {
+		sk = sessionKeyHardened(&in.ki, &in.kj, &pm1.E, &pm4.X)
+	}
+	fp := h(lbl("tagauth/fingerprint"), sk[:])
+	if userSess.Fingerprint() != fp || devSess.Fingerprint() != fp {
+		return c, errors.New("card and device sessions are not keyed with SK")
+	}
+	keys, err := DeriveChannelKeys(&sk, &pm1.E)
 	if err != nil {
 		return c, err
 	}
@@ -432,7 +445,7 @@ func runVector(p Profile, c vectorCase) (vectorCase, error) {
 	x := hex.EncodeToString
 	c.Wi, c.TagI, c.TagJ, c.AlphaI = x(req.W[:]), x(tagI[:]), x(cred.Tag[:]), x(card.Alpha[:])
 	c.M1, c.M2, c.M3, c.M4, c.M5 = x(m1), x(m2), x(m3), x(m4), x(m5)
-	c.SK, c.KUD, c.KDU, c.SID = x(userSess.sk[:]), x(keys.UserToDevice[:]), x(keys.DeviceToUser[:]), x(keys.SID[:])
+	c.SK, c.KUD, c.KDU, c.SID = x(sk[:]), x(keys.UserToDevice[:]), x(keys.DeviceToUser[:]), x(keys.SID[:])
 	c.Record = x(rec)
 	if p == Hardened {
 		c.FuzzyV = x([]byte{card.Fuzzy})

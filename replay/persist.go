@@ -143,7 +143,7 @@ func (c *Cache) Restore(r io.Reader, now uint64) error {
 		s.mu.Unlock()
 	}
 	if full > 0 {
-		return fmt.Errorf("replay snapshot: %d live entries more than the cache holds: %w", full, protocol.ErrCacheFull)
+		return fmt.Errorf("replay snapshot: %d live entries more than the cache holds: %w", full, protocol.ReasonCacheFull)
 	}
 	return nil
 }

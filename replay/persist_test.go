@@ -177,8 +177,8 @@ func TestRestoreIntoSmallerCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := replay.New(16)
-	if err := c.Restore(&buf, 1_000); !errors.Is(err, protocol.ErrCacheFull) {
-		t.Fatalf("Restore of 200 entries into 16: %v, want ErrCacheFull", err)
+	if err := c.Restore(&buf, 1_000); !errors.Is(err, protocol.ReasonCacheFull) {
+		t.Fatalf("Restore of 200 entries into 16: %v, want ReasonCacheFull", err)
 	}
 }
 

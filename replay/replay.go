@@ -26,7 +26,7 @@
 // entry may cost up to about 190 bytes until then. Either way the tables
 // never outgrow what the capacity needs (about 80 bytes per entry of
 // capacity). When full of unexpired entries the cache refuses new keys
-// with protocol.ErrCacheFull rather than forget early.
+// with protocol.ReasonCacheFull rather than forget early.
 package replay
 
 import (

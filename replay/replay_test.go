@@ -78,7 +78,7 @@ func TestEntryLifetime(t *testing.T) {
 
 // fill inserts distinct keys, all expiring at expires, until the cache
 // has refused many in a row, and returns the accepted keys. Every refusal
-// must be ErrCacheFull.
+// must be ReasonCacheFull.
 func fill(t *testing.T, c *replay.Cache, from uint64, expires, now uint64) []protocol.ReplayKey {
 	t.Helper()
 	var kept []protocol.ReplayKey
@@ -87,8 +87,8 @@ func fill(t *testing.T, c *replay.Cache, from uint64, expires, now uint64) []pro
 		fresh, err := c.Insert(context.Background(), key(n), expires, now)
 		switch {
 		case err != nil:
-			if !errors.Is(err, protocol.ErrCacheFull) || !errors.Is(err, protocol.ErrBusy) {
-				t.Fatalf("refusal is %v, want ErrCacheFull (busy)", err)
+			if !errors.Is(err, protocol.ReasonCacheFull) || !errors.Is(err, protocol.ErrBusy) {
+				t.Fatalf("refusal is %v, want ReasonCacheFull (busy)", err)
 			}
 			if fresh {
 				t.Fatal("refused insert reported fresh")
@@ -125,7 +125,7 @@ func TestCapacity(t *testing.T) {
 			t.Fatalf("New(%d): %d new entries after expiry, want %d", tc.capacity, len(more), tc.want)
 		}
 		for _, k := range kept {
-			if _, err := c.Insert(context.Background(), k, 5000, 2000); !errors.Is(err, protocol.ErrCacheFull) {
+			if _, err := c.Insert(context.Background(), k, 5000, 2000); !errors.Is(err, protocol.ReasonCacheFull) {
 				t.Fatalf("New(%d): expired key neither refused for room nor kept: %v", tc.capacity, err)
 			}
 		}

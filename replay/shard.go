@@ -87,7 +87,7 @@ func (s *shard) insert(lo, hi, expires, now uint64) (bool, error) {
 	if s.n >= s.max {
 		s.sweep(now)
 		if s.n >= s.max {
-			return false, protocol.ErrCacheFull
+			return false, protocol.ReasonCacheFull
 		}
 		i, _ = s.find(lo, hi) // the sweep may have shifted entries
 	}

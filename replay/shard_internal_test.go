@@ -115,7 +115,7 @@ func TestShardAgainstModel(t *testing.T) {
 			seen := ok && old >= now
 			fresh, err := s.insert(d.lo, d.hi, exp, now)
 			switch {
-			case errors.Is(err, protocol.ErrCacheFull):
+			case errors.Is(err, protocol.ReasonCacheFull):
 				live := 0
 				for _, e := range model {
 					if e >= now {
@@ -152,7 +152,7 @@ func TestShardSweepAfterDeadEntry(t *testing.T) {
 	mustInsert := func(lo, exp, now uint64, want bool) {
 		t.Helper()
 		fresh, err := s.insert(lo, 0, exp, now)
-		if err != nil && !errors.Is(err, protocol.ErrCacheFull) {
+		if err != nil && !errors.Is(err, protocol.ReasonCacheFull) {
 			t.Fatal(err)
 		}
 		if fresh != want {

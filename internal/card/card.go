@@ -21,7 +21,7 @@
 // it from a backup or enrol again) or [ErrWrongPassword] (the password is
 // wrong, or someone altered the sealed part of the file: the two cannot be
 // told apart, by design of an AEAD). errors.Is(err,
-// protocol.ErrWrongPassword) also holds for the second, so a client can
+// protocol.ReasonWrongPassword) also holds for the second, so a client can
 // handle a wrong password the same way whether the seal or the card's fuzzy
 // verifier caught it.
 //
@@ -88,7 +88,7 @@ var ErrCorrupt = errors.New("card file is corrupt or truncated")
 // ErrWrongPassword is returned when the sealed body does not authenticate
 // under the key derived from the password: the password is wrong, or the
 // file was altered after it was sealed. errors.Is(err,
-// protocol.ErrWrongPassword) holds for it.
+// protocol.ReasonWrongPassword) holds for it.
 var ErrWrongPassword error = wrongPassword{}
 
 type wrongPassword struct{}
@@ -98,7 +98,7 @@ func (wrongPassword) Error() string {
 }
 
 // Unwrap lets callers treat a failed seal like a failed fuzzy verifier.
-func (wrongPassword) Unwrap() error { return protocol.ErrWrongPassword }
+func (wrongPassword) Unwrap() error { return protocol.ReasonWrongPassword }
 
 // Layout of version 1. The body bounds follow from the 1..64-byte identity,
 // so that any other length is refused before a key is derived.

@@ -164,7 +164,7 @@ func TestWrongPassword(t *testing.T) {
 		_, data := sealedTiny(t, p)
 		for _, pw := range []string{"", "correct horse battery stapl", "Correct horse battery staple", password + " "} {
 			_, err := Open(data, pw)
-			if !errors.Is(err, ErrWrongPassword) || !errors.Is(err, protocol.ErrWrongPassword) {
+			if !errors.Is(err, ErrWrongPassword) || !errors.Is(err, protocol.ReasonWrongPassword) {
 				t.Fatalf("%v, password %q: err = %v, want ErrWrongPassword", p, pw, err)
 			}
 			if errors.Is(err, ErrCorrupt) {

@@ -30,7 +30,7 @@ func TestForProtocol(t *testing.T) {
 		}
 	}
 	// The reasons a handler meets map through their code.
-	if got := ForProtocol(protocol.CodeOf(protocol.ErrUnknownUser)); got != Unauthorized {
+	if got := ForProtocol(protocol.CodeOf(protocol.ReasonUnknownUser)); got != Unauthorized {
 		t.Errorf("unknown user maps to %v", got)
 	}
 }

@@ -545,7 +545,7 @@ func TestConfirmFoundBySID(t *testing.T) {
 		}
 	}
 	wantPending("before m5", 2, 0)
-	confirm := func(s *protocol.Session, m5 []byte) []byte { return protocol.ConfirmPayload(nil, s.SID(), m5) }
+	confirm := func(s *protocol.Session, m5 []byte) []byte { return protocol.AppendConfirmPayload(nil, s.SID(), m5) }
 
 	// alice's sid with bob's tau_i: refused, and both logins stay pending.
 	code, resp := r.post(pathConfirm, confirm(sa, m5b))

@@ -180,7 +180,7 @@ func (a *Agent) serveConfirm(_ context.Context, req *coap.Request, dst []byte) (
 	if p == nil {
 		if a.lookup(sid) != nil {
 			// The login has passed m5 already (section 7).
-			a.refused("", req.From, "m5", protocol.ErrStepReplay)
+			a.refused("", req.From, "m5", protocol.ReasonStepReplay)
 			return refuse(dst, m5, protocol.ErrReplayed)
 		}
 		// Anyone can make up a sid: debug level, like other junk.
@@ -189,8 +189,8 @@ func (a *Agent) serveConfirm(_ context.Context, req *coap.Request, dst []byte) (
 	}
 	s, err := p.login.Confirm(m5)
 	if err != nil {
-		// ErrBadM5 leaves the login pending; an expired one goes.
-		if errors.Is(err, protocol.ErrSessionExpired) {
+		// ReasonBadM5 leaves the login pending; an expired one goes.
+		if errors.Is(err, protocol.ReasonSessionExpired) {
 			a.drop(p)
 		}
 		a.refused(p.user, req.From, "m5", err)

@@ -89,7 +89,7 @@ func TestLoginReason(t *testing.T) {
 		{busyError("every relay slot is waiting on the gateway"), reasonBusy},
 		{localReason{"no login is waiting", protocol.ErrRejected}, reasonNoLogin},
 		{gatewayRefusal{protocol.ErrReplayed}, "gateway replayed"},
-		{protocol.ErrBadM3, protocol.ErrBadM3.Name()},
+		{protocol.ReasonBadM3, protocol.ReasonBadM3.Name()},
 		{protocol.ErrMalformed, "malformed"},
 		{errors.New("odd"), "internal"},
 	} {

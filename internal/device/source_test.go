@@ -406,7 +406,7 @@ func TestPerUserPendingCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, resp := r.post(pathConfirm, protocol.ConfirmPayload(nil, s.SID(), m5)); code != coap.Changed {
+	if code, resp := r.post(pathConfirm, protocol.AppendConfirmPayload(nil, s.SID(), m5)); code != coap.Changed {
 		t.Fatalf("confirming alice's newest login: %s %x", code, resp)
 	}
 	wantSample(t, scrapeAgent(t, r.agent), `tagauth_device_user_evictions_total{table="pending"} 3`)

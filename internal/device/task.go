@@ -69,7 +69,7 @@ func (a *Agent) serveTask(_ context.Context, req *coap.Request, dst []byte) (coa
 	}
 	pt, err := s.s.Open(nil, rec)
 	if err != nil {
-		if errors.Is(err, protocol.ErrSessionExpired) {
+		if errors.Is(err, protocol.ReasonSessionExpired) {
 			a.end(sid, s)
 		}
 		a.log.Info("task refused", "user", logID(s.user), "from", req.From.String(), "code", protocol.CodeOf(err).String(), "reason", err.Error())

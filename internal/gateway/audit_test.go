@@ -133,10 +133,10 @@ func TestAuditStoreDown(t *testing.T) {
 
 func TestReasonOf(t *testing.T) {
 	for err, want := range map[error]string{
-		protocol.ErrRevokedUser: "revoked user",
-		protocol.ErrMalformed:   "malformed",
-		errors.New("boom"):      "internal error",
-		errors.Join(protocol.ErrBadE, errors.ErrUnsupported): "E_i does not verify",
+		protocol.ReasonRevokedUser: "revoked user",
+		protocol.ErrMalformed:      "malformed",
+		errors.New("boom"):         "internal error",
+		errors.Join(protocol.ReasonBadE, errors.ErrUnsupported): "E_i does not verify",
 	} {
 		if got := reasonOf(err); got != want {
 			t.Errorf("reasonOf(%v) = %q, want %q", err, got, want)

@@ -233,7 +233,7 @@ func (r *sharedRegistry) Standing(ctx context.Context, user, device []byte) (pro
 }
 
 // MasterKey implements protocol.Registry.
-func (r *sharedRegistry) MasterKey(kv uint8) (*[protocol.Size]byte, bool) {
+func (r *sharedRegistry) MasterKey(kv uint8) (*protocol.GatewayKey, bool) {
 	if b := r.banned.Load(); b != nil && b[kv] {
 		return nil, false
 	}

@@ -107,7 +107,7 @@ func TestEnrolProvisionLogin(t *testing.T) {
 			}
 			cred := tg.provision("sensor-7", "plant-a")
 			// No grant yet: policy refuses.
-			tg.mustRefuse(card, cred, protocol.ErrPolicyDenied.Name())
+			tg.mustRefuse(card, cred, protocol.ReasonPolicyDenied.Name())
 			tg.grant("alice", "plant-a")
 			tg.mustLogin(card, cred)
 
@@ -214,7 +214,7 @@ func TestRegistrationRules(t *testing.T) {
 		reasons = append(reasons, r.Reason)
 	}
 	got := strings.Join(reasons, ",")
-	for _, want := range []string{"code for another user", "enrolment code invalid", protocol.ErrStaleReg.Name(), "profile mismatch"} {
+	for _, want := range []string{"code for another user", "enrolment code invalid", protocol.ReasonStaleReg.Name(), "profile mismatch"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("refused enrolments audited as %q, missing %q", got, want)
 		}
@@ -237,16 +237,16 @@ func TestRevocation(t *testing.T) {
 	if rv.ID != "alice" || rv.RevokedAt.IsZero() {
 		t.Fatalf("revoke answer %+v", rv)
 	}
-	tg.mustRefuse(alice, d1, protocol.ErrRevokedUser.Name())
+	tg.mustRefuse(alice, d1, protocol.ReasonRevokedUser.Name())
 	tg.mustLogin(bob, d1)
 
 	tg.call(http.MethodPost, "/v1/devices/d2/revoke", nil, nil)
-	tg.mustRefuse(bob, d2, protocol.ErrRevokedDevice.Name())
+	tg.mustRefuse(bob, d2, protocol.ReasonRevokedDevice.Name())
 	tg.mustLogin(bob, d1)
 
 	// Ungrant: bob's "*" goes, so d1 refuses him by policy.
 	tg.call(http.MethodDelete, "/v1/grants", adminapi.Grant{User: "bob", Group: "*"}, nil)
-	tg.mustRefuse(bob, d1, protocol.ErrPolicyDenied.Name())
+	tg.mustRefuse(bob, d1, protocol.ReasonPolicyDenied.Name())
 	tg.callErr(http.MethodDelete, "/v1/grants", tg.token, adminapi.Grant{User: "bob", Group: "*"}, http.StatusNotFound)
 
 	tg.callErr(http.MethodPost, "/v1/users/nobody/revoke", tg.token, nil, http.StatusNotFound)
@@ -335,7 +335,7 @@ func TestAuditOfHostileIdentity(t *testing.T) {
 		t.Fatalf("answer %v %v", code, wc)
 	}
 	last := tg.lastAudit(gateway.KindVerify)
-	if last.User != "hex:"+hex.EncodeToString([]byte("evil\x1b[2J")) || last.Device != "hex:6407" || last.Reason != protocol.ErrUnknownUser.Name() {
+	if last.User != "hex:"+hex.EncodeToString([]byte("evil\x1b[2J")) || last.Device != "hex:6407" || last.Reason != protocol.ReasonUnknownUser.Name() {
 		t.Fatalf("audit %+v", last)
 	}
 	if strings.ContainsRune(tg.audit.String(), 0x1b) || strings.Contains(tg.audit.String(), `\u001b`) {
@@ -377,7 +377,7 @@ func TestMalformedDatagrams(t *testing.T) {
 		}
 	}
 	last := tg.lastAudit(gateway.KindVerify)
-	if last.Outcome != gateway.OutcomeRefused || (last.Reason != protocol.ErrBadMessage.Name() && last.Reason != protocol.ErrWrongProfile.Name()) {
+	if last.Outcome != gateway.OutcomeRefused || (last.Reason != protocol.ReasonBadMessage.Name() && last.Reason != protocol.ReasonWrongProfile.Name()) {
 		t.Fatalf("audit of a malformed m2: %+v", last)
 	}
 	// Unknown path: 4.04, and still serving.
@@ -408,7 +408,7 @@ func TestRestartKeepsState(t *testing.T) {
 	// The credential names the old port; dial the new one.
 	cred.Gateway = tg2.g.CoAPPublic()
 	tg2.mustLogin(alice, cred)
-	tg2.mustRefuse(bob, cred, protocol.ErrRevokedUser.Name())
+	tg2.mustRefuse(bob, cred, protocol.ReasonRevokedUser.Name())
 	// Audit records of the first run were flushed at shutdown.
 	page := tg2.auditPage("?kind=verify&user=alice&outcome=ok")
 	if len(page.Records) != 2 {
@@ -547,8 +547,8 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitVersions(t, tg, "2")
-	tg.mustRefuse(alice, d2, protocol.ErrUnknownKeyVersion.Name())
-	tg.mustRefuse(bob, d1, protocol.ErrUnknownKeyVersion.Name())
+	tg.mustRefuse(alice, d2, protocol.ReasonUnknownKeyVersion.Name())
+	tg.mustRefuse(bob, d1, protocol.ReasonUnknownKeyVersion.Name())
 	r := tg.login(bob, d2)
 	if r.code != coap.Changed || !r.match {
 		t.Fatalf("kv 2 login after retiring 1: %+v", r)

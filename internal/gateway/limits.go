@@ -283,7 +283,7 @@ func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byt
 			g.metrics.storeError("lockout")
 			g.log.Error("lockout store failed to remember a source", "err", serr)
 		}
-	case errors.Is(err, protocol.ErrBadE):
+	case errors.Is(err, protocol.ReasonBadE):
 		if g.firstProof(ctx, &m) {
 			g.countFailure(ctx, v, src, d, now)
 		}

@@ -42,10 +42,10 @@ type verifyKind struct {
 // reports, the refusals of limits.go, and catch-alls.
 var (
 	gatewayReasons = []*protocol.Reason{
-		protocol.ErrWrongProfile, protocol.ErrBadMessage, protocol.ErrStaleT1, protocol.ErrStaleT2,
-		protocol.ErrReplay, protocol.ErrCacheFull, protocol.ErrBusyStore, protocol.ErrUnknownUser,
-		protocol.ErrRevokedUser, protocol.ErrUnknownDevice, protocol.ErrRevokedDevice,
-		protocol.ErrUnknownKeyVersion, protocol.ErrPolicyDenied, protocol.ErrBadE, protocol.ErrBadI,
+		protocol.ReasonWrongProfile, protocol.ReasonBadMessage, protocol.ReasonStaleT1, protocol.ReasonStaleT2,
+		protocol.ReasonLoginReplay, protocol.ReasonCacheFull, protocol.ReasonBusyStore, protocol.ReasonUnknownUser,
+		protocol.ReasonRevokedUser, protocol.ReasonUnknownDevice, protocol.ReasonRevokedDevice,
+		protocol.ReasonUnknownKeyVersion, protocol.ReasonPolicyDenied, protocol.ReasonBadE, protocol.ReasonBadI,
 	}
 	extraReasons = []verifyKind{
 		{OutcomeRefused, protocol.ErrRejected.String(), ReasonLocked},

@@ -97,7 +97,7 @@ func TestLockout(t *testing.T) {
 		if code != coap.Unauthorized || !bytes.Equal(out, rejectedWire) {
 			t.Fatalf("bad attempt %d: %v %x", i, code, out)
 		}
-		if last := tg.lastAudit(gateway.KindVerify); last.Reason != protocol.ErrBadE.Name() {
+		if last := tg.lastAudit(gateway.KindVerify); last.Reason != protocol.ReasonBadE.Name() {
 			t.Fatalf("bad attempt %d audited as %+v", i, last)
 		}
 	}
@@ -179,7 +179,7 @@ func TestLockoutCountsOnlyGuesses(t *testing.T) {
 		tg.post(tg.m2For(alice, cred, func(m *protocol.M2) { m.T1 -= uint64(time.Hour / time.Millisecond) }))
 	}
 	for range 3 { // policy
-		tg.mustRefuse(alice, other, protocol.ErrPolicyDenied.Name())
+		tg.mustRefuse(alice, other, protocol.ReasonPolicyDenied.Name())
 	}
 	tg.mustLogin(alice, cred)
 	var locks gateway.LockList
@@ -265,7 +265,7 @@ func TestMetricsScrape(t *testing.T) {
 		tg.mustLogin(alice, cred)
 	}
 	for range 2 {
-		tg.mustRefuse(bob, cred, protocol.ErrPolicyDenied.Name())
+		tg.mustRefuse(bob, cred, protocol.ReasonPolicyDenied.Name())
 	}
 	code, _ := tg.post(tg.m2For(badE(alice), cred, nil))
 	if code != coap.Unauthorized {
@@ -274,9 +274,9 @@ func TestMetricsScrape(t *testing.T) {
 
 	m := tg.scrape(cfg.MetricsToken)
 	m.want(t, "tagauth_gateway_verify_total", map[string]string{"outcome": "ok", "code": "ok", "reason": ""}, 3)
-	m.want(t, "tagauth_gateway_verify_total", map[string]string{"outcome": "refused", "code": "rejected", "reason": protocol.ErrPolicyDenied.Name()}, 2)
-	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": protocol.ErrBadE.Name()}, 1)
-	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": protocol.ErrReplay.Name()}, 0) // resolved at start, so present at zero
+	m.want(t, "tagauth_gateway_verify_total", map[string]string{"outcome": "refused", "code": "rejected", "reason": protocol.ReasonPolicyDenied.Name()}, 2)
+	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": protocol.ReasonBadE.Name()}, 1)
+	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": protocol.ReasonLoginReplay.Name()}, 0) // resolved at start, so present at zero
 	m.want(t, "tagauth_gateway_verify_duration_seconds_count", nil, 6)
 	m.want(t, "tagauth_gateway_verify_key_version_total", map[string]string{"role": "user", "kv": "1"}, 3)
 	m.want(t, "tagauth_gateway_verify_key_version_total", map[string]string{"role": "device", "kv": "1"}, 3)
@@ -311,7 +311,7 @@ func TestMetricsScrape(t *testing.T) {
 	if len(st.Minutes) != 60 || ok != 3 || refused != 3 {
 		t.Fatalf("stats: %d minutes, %d ok, %d refused; want 60, 3, 3", len(st.Minutes), ok, refused)
 	}
-	if len(st.Reasons) != 2 || st.Reasons[0].Reason != protocol.ErrPolicyDenied.Name() || st.Reasons[0].Count != 2 || st.Reasons[1].Count != 1 {
+	if len(st.Reasons) != 2 || st.Reasons[0].Reason != protocol.ReasonPolicyDenied.Name() || st.Reasons[0].Count != 2 || st.Reasons[1].Count != 1 {
 		t.Fatalf("stats reasons %+v", st.Reasons)
 	}
 
@@ -408,7 +408,7 @@ func TestKeysAPI(t *testing.T) {
 	tg.callErr(http.MethodPost, "/v1/keys/9/retire", tg.token, nil, http.StatusNotFound)
 	tg.callErr(http.MethodPost, "/v1/keys/0/retire", tg.token, nil, http.StatusBadRequest)
 	tg.call(http.MethodPost, "/v1/keys/1/retire?force=1", nil, &kc) // alice still holds it
-	tg.mustRefuse(alice, cred, protocol.ErrUnknownKeyVersion.Name())
+	tg.mustRefuse(alice, cred, protocol.ReasonUnknownKeyVersion.Name())
 	if rec := tg.lastAudit(gateway.KindKey); rec.Reason != "retired" {
 		t.Fatalf("key audit %+v", rec)
 	}

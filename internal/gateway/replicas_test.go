@@ -118,8 +118,8 @@ func TestReplicasShareRegistry(t *testing.T) {
 		return refusedWith(b.login(card, cred), protocol.ErrRejected)
 	})
 	t.Logf("revocation reached the other replica in %v", d)
-	if last := b.lastAudit(gateway.KindVerify); last.Reason != protocol.ErrRevokedUser.Name() {
-		t.Fatalf("refusal on r1 audited as %+v, want %q", last, protocol.ErrRevokedUser.Name())
+	if last := b.lastAudit(gateway.KindVerify); last.Reason != protocol.ReasonRevokedUser.Name() {
+		t.Fatalf("refusal on r1 audited as %+v, want %q", last, protocol.ReasonRevokedUser.Name())
 	}
 	// Audit records of both replicas are in the one store.
 	page := a.auditPage("?kind=verify&outcome=ok&limit=1000")
@@ -195,7 +195,7 @@ func TestReplicasReplayRefused(t *testing.T) {
 			t.Fatalf("replayed m2: %v %v %v, want 4.01 replayed", code, wc, perr)
 		}
 	}
-	if last := b.lastAudit(gateway.KindVerify); last.Reason != protocol.ErrReplay.Name() {
+	if last := b.lastAudit(gateway.KindVerify); last.Reason != protocol.ReasonLoginReplay.Name() {
 		t.Fatalf("replay audited as %+v", last)
 	}
 }
@@ -247,8 +247,8 @@ func TestReplicaFailsClosedWithoutPostgres(t *testing.T) {
 	}
 	// The refusal comes from the registry guard, not only from the audit
 	// commit that fails too.
-	within(t, 10*time.Second, "a verify refused as "+protocol.ErrBusyStore.Name()+" in r1's audit output", func() bool {
-		return strings.Contains(b.audit.String(), `"reason":"`+protocol.ErrBusyStore.Name()+`"`)
+	within(t, 10*time.Second, "a verify refused as "+protocol.ReasonBusyStore.Name()+" in r1's audit output", func() bool {
+		return strings.Contains(b.audit.String(), `"reason":"`+protocol.ReasonBusyStore.Name()+`"`)
 	})
 	// Meanwhile alice is revoked through r0, which r1 cannot hear.
 	a.call(http.MethodPost, "/v1/users/alice/revoke", nil, nil)
@@ -293,7 +293,7 @@ func TestReplicaFailsClosedWithoutRedis(t *testing.T) {
 	}
 	// The lockout (asked first, before the verify) and the replay cache
 	// both live in Redis: either may be the one that found it gone.
-	if last := a.lastAudit(gateway.KindVerify); last.Reason != protocol.ErrCacheFull.Name() && last.Reason != gateway.ReasonLockoutDown {
+	if last := a.lastAudit(gateway.KindVerify); last.Reason != protocol.ReasonCacheFull.Name() && last.Reason != gateway.ReasonLockoutDown {
 		t.Fatalf("audit of a login with Redis cut off: %+v", last)
 	}
 	if h := a.g.BackendHealth(); h.Replay.OK || h.Replay.Error == "" {
@@ -375,7 +375,7 @@ func TestReplicaKeyFiles(t *testing.T) {
 		return refusedWith(b.login(card, via(cred, b)), protocol.ErrRejected)
 	})
 	t.Logf("retirement reached the other replica in %v", d)
-	if last := b.lastAudit(gateway.KindVerify); last.Reason != protocol.ErrUnknownKeyVersion.Name() {
+	if last := b.lastAudit(gateway.KindVerify); last.Reason != protocol.ReasonUnknownKeyVersion.Name() {
 		t.Fatalf("refusal on r1: %+v", last)
 	}
 	// r1's key file still has version 1: a restart does not bring it back.

@@ -122,7 +122,7 @@ func TestSmartLockoutOutsiderCannotLockOut(t *testing.T) {
 	// Only 10 forged logins counted: the budget, then every unfamiliar
 	// source was locked and its attempts refused uncounted.
 	m := tg.scrape(tg.token)
-	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": protocol.ErrBadE.Name()}, 10)
+	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": protocol.ReasonBadE.Name()}, 10)
 	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": gateway.ReasonLockedUnfamiliar}, 40*3+10-10)
 
 	code, _ := postFrom(t, addr, tg.m2For(alice, cred, nil), roaming)
@@ -168,7 +168,7 @@ func TestSmartLockoutCardThief(t *testing.T) {
 	counted := 0
 	guess := func(src []byte) bool {
 		postFrom(t, addr, tg.m2For(badE(alice), cred, nil), src)
-		if tg.lastAudit(gateway.KindVerify).Reason == protocol.ErrBadE.Name() {
+		if tg.lastAudit(gateway.KindVerify).Reason == protocol.ReasonBadE.Name() {
 			counted++
 			return true
 		}
@@ -332,5 +332,5 @@ func TestSmartLockoutConcurrentGuesses(t *testing.T) {
 	}
 	wg.Wait()
 	m := tg.scrape(tg.token)
-	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": protocol.ErrBadE.Name()}, float64(smartPolicy.UnfamiliarFailures))
+	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": protocol.ReasonBadE.Name()}, float64(smartPolicy.UnfamiliarFailures))
 }

@@ -340,7 +340,7 @@ func (o *loginOp) Do(context.Context) error {
 	}
 	defer s.Close()
 	if m5 != nil {
-		o.confirm = protocol.ConfirmPayload(o.confirm[:0], s.SID(), m5) // spec section 11: sid || m5
+		o.confirm = protocol.AppendConfirmPayload(o.confirm[:0], s.SID(), m5) // spec section 11: sid || m5
 		code, resp, err := o.conn.post(o.optConfirm, o.confirm, &o.tr.CardDevice)
 		if err != nil {
 			return err

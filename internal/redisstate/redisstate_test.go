@@ -190,7 +190,7 @@ func TestReplayQuarantine(t *testing.T) {
 		t.Helper()
 		ok, err := c.Insert(ctx, key("q", now), now+10_000, now)
 		if wantQuarantine {
-			if ok || !errors.Is(err, redisstate.ErrQuarantine) || !errors.Is(err, protocol.ErrCacheFull) || protocol.CodeOf(err) != protocol.ErrBusy {
+			if ok || !errors.Is(err, redisstate.ErrQuarantine) || !errors.Is(err, protocol.ReasonCacheFull) || protocol.CodeOf(err) != protocol.ErrBusy {
 				t.Fatalf("insert at +%d ms: fresh %v, %v; want a quarantine refusal (busy)", now-t0, ok, err)
 			}
 			return

@@ -23,7 +23,7 @@ var _ protocol.ReplayCache = (*ReplayCache)(nil)
 
 // ErrQuarantine: the cache is new or has forgotten entries (Redis
 // restarted without persistence, or was flushed); logins are refused until
-// every forgotten entry would have expired. It wraps protocol.ErrCacheFull,
+// every forgotten entry would have expired. It wraps protocol.ReasonCacheFull,
 // so the gateway answers busy.
 var ErrQuarantine = errors.New("replay cache in Redis is new or lost its data")
 
@@ -72,7 +72,7 @@ func (c *ReplayCache) redisKey(k *protocol.ReplayKey) string {
 func (c *ReplayCache) quarantine() time.Duration { return 2*c.s.window + c.s.skew }
 
 // Insert implements protocol.ReplayCache: one atomic script on Redis.
-// Errors (Redis unreachable, quarantine) wrap protocol.ErrCacheFull.
+// Errors (Redis unreachable, quarantine) wrap protocol.ReasonCacheFull.
 func (c *ReplayCache) Insert(ctx context.Context, key protocol.ReplayKey, expires, now uint64) (bool, error) {
 	ttl := uint64(c.s.skew/time.Millisecond) + 1
 	if expires > now {
@@ -82,12 +82,12 @@ func (c *ReplayCache) Insert(ctx context.Context, key protocol.ReplayKey, expire
 		ttl, now, uint64(c.quarantine()/time.Millisecond)).Slice()
 	if err != nil {
 		c.s.note(err)
-		return false, fmt.Errorf("%w: %w", protocol.ErrCacheFull, keyError("replay cache", err))
+		return false, fmt.Errorf("%w: %w", protocol.ReasonCacheFull, keyError("replay cache", err))
 	}
 	c.s.note(nil)
 	status, until, err := parseReply(res)
 	if err != nil {
-		return false, fmt.Errorf("%w: replay cache: %w", protocol.ErrCacheFull, err)
+		return false, fmt.Errorf("%w: replay cache: %w", protocol.ReasonCacheFull, err)
 	}
 	switch status {
 	case 1:
@@ -98,7 +98,7 @@ func (c *ReplayCache) Insert(ctx context.Context, key protocol.ReplayKey, expire
 		c.s.log.Warn("replay cache in Redis is new or lost its data: logins answer busy until every login it may have seen has expired",
 			"redis", c.s.addr, "prefix", c.s.prefix, "until", until.Format(time.RFC3339Nano))
 	}
-	return false, fmt.Errorf("%w: %w: refusing logins until %s", protocol.ErrCacheFull, ErrQuarantine, until.UTC().Format(time.RFC3339))
+	return false, fmt.Errorf("%w: %w: refusing logins until %s", protocol.ReasonCacheFull, ErrQuarantine, until.UTC().Format(time.RFC3339))
 }
 
 func parseReply(res []any) (int64, time.Time, error) {

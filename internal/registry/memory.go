@@ -27,7 +27,7 @@ type Memory struct {
 	profile protocol.Profile
 	users   map[string]protocol.IdentityState
 	devices map[string]protocol.IdentityState
-	keys    map[uint8]*[protocol.Size]byte
+	keys    map[uint8]*protocol.GatewayKey
 	allow   map[[2]string]bool
 	// groups maps a device to its policy group (absent: no group) and
 	// grants holds (user, group) pairs, AllGroups included: see groups.go.
@@ -44,7 +44,7 @@ func NewMemory(p protocol.Profile, allowAll bool) *Memory {
 		profile:  p,
 		users:    map[string]protocol.IdentityState{},
 		devices:  map[string]protocol.IdentityState{},
-		keys:     map[uint8]*[protocol.Size]byte{},
+		keys:     map[uint8]*protocol.GatewayKey{},
 		allow:    map[[2]string]bool{},
 		groups:   map[string]string{},
 		grants:   map[[2]string]bool{},
@@ -126,7 +126,7 @@ func (r *Memory) Standing(_ context.Context, user, device []byte) (protocol.Stan
 }
 
 // MasterKey implements protocol.Registry.
-func (r *Memory) MasterKey(kv uint8) (*[protocol.Size]byte, bool) {
+func (r *Memory) MasterKey(kv uint8) (*protocol.GatewayKey, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	k, ok := r.keys[kv]

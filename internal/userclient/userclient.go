@@ -81,7 +81,7 @@ func LoginVia(ctx context.Context, u *protocol.User, dev transport.Poster, did s
 	}
 	if m5 != nil {
 		// The confirm request names its login by sid (spec section 11).
-		code, resp, err := dev.Post(ctx, "/tagauth/confirm", protocol.ConfirmPayload(nil, s.SID(), m5), transport.Options{})
+		code, resp, err := dev.Post(ctx, "/tagauth/confirm", protocol.AppendConfirmPayload(nil, s.SID(), m5), transport.Options{})
 		if err != nil {
 			s.Close()
 			return nil, err
