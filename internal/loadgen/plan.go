@@ -333,15 +333,20 @@ func measure(ctx context.Context, res *Result, l Load, pid int, heapURL string, 
 			}
 		}
 		cpu.Start()
-		before = links.read()
 		if onStart != nil {
 			onStart()
 		}
+		// The traffic is read last here and first in OnStop, next to
+		// Drive's own counts of the operations: an operation that ends
+		// between the two readings is counted in one and not the other,
+		// so nothing slow (a /proc read, the heap fetch) may sit between
+		// them.
+		before = links.read()
 	}
 	var after TrafficCounts
 	l.OnStop = func() {
-		cpu.Stop()
 		after = links.read()
+		cpu.Stop()
 	}
 	out, err := Drive(ctx, l, newOp)
 	if out == nil {
