@@ -154,7 +154,11 @@ func TestAttackForgedM2FloodAudit(t *testing.T) {
 		}
 		conn.Write(buf[:n])
 		if i%200 == 199 {
-			time.Sleep(2 * time.Millisecond) // let the socket buffer drain: the test is about the audit, not loss
+			// Pace the flood on the gateway's own count (the test is
+			// about the audit, not about loss in a full socket buffer).
+			within(t, 10*time.Second, "the gateway to take in the flood so far", func() bool {
+				return metricSum(t, g, "tagauth_gateway_audit_refusals_total") >= float64(i+1)/2
+			})
 		}
 	}
 	stop.Store(true)
