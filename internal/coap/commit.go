@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/plgd-dev/go-coap/v3/message"
-	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
 // A Committer holds one worker's responses back until what their handling
@@ -81,24 +80,10 @@ func (w *worker) endBatch(b *batch, single []byte) []byte {
 // encodeHeld encodes a replacement response for h's request into the
 // buffer of h's response (growing it if need be).
 func (w *worker) encodeHeld(h *held, code Code, payload []byte) []byte {
-	resp := message.Message{
-		Token:     h.token[:h.tkl],
-		Code:      codes.Code(code),
-		Payload:   payload,
-		MessageID: h.mid,
-		Type:      message.Acknowledgement,
-		Options:   w.opts[:0],
-	}
-	if h.typ == message.NonConfirmable {
-		resp.Type = message.NonConfirmable
-		resp.MessageID = int32(uint16(w.rt.nonMID.Add(1)))
-	}
-	if len(payload) > 0 {
-		resp.Options = append(resp.Options, message.Option{ID: message.ContentFormat, Value: contentOctets})
-	}
+	// A replacement is a refusal (busy): it never asks for an Echo.
 	saved := w.wbuf
 	w.wbuf = h.reply[:cap(h.reply)]
-	r := w.encode(&resp)
+	r := w.encodeReply(h.token[:h.tkl], h.mid, h.typ, code, payload, nil)
 	w.wbuf = saved
 	return r
 }

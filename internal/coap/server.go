@@ -493,24 +493,31 @@ func (w *worker) intern(b []byte) string {
 // piggybacked ACK to a CON, a NON to a NON, with the request's token.
 func (w *worker) encodeResponse(code Code, payload []byte) []byte {
 	req := &w.msg
+	return w.encodeReply(req.Token, req.MessageID, req.Type, code, payload, w.req.respEcho)
+}
+
+// encodeReply encodes a response with token to a request of type typ and
+// message ID mid (a piggybacked ACK to a CON, a NON with a fresh ID to a
+// NON), with an Echo option when echo is not nil, into w.wbuf.
+func (w *worker) encodeReply(token []byte, mid int32, typ message.Type, code Code, payload, echo []byte) []byte {
 	resp := message.Message{
-		Token:     req.Token,
+		Token:     token,
 		Code:      codes.Code(code),
 		Payload:   payload,
-		MessageID: req.MessageID,
+		MessageID: mid,
 		Type:      message.Acknowledgement,
 		Options:   w.opts[:0],
 	}
-	if req.Type == message.NonConfirmable {
+	if typ == message.NonConfirmable {
 		resp.Type = message.NonConfirmable
 		resp.MessageID = int32(uint16(w.rt.nonMID.Add(1)))
 	}
 	if len(payload) > 0 {
 		resp.Options = append(resp.Options, message.Option{ID: message.ContentFormat, Value: contentOctets})
 	}
-	if e := w.req.respEcho; e != nil {
+	if echo != nil {
 		// Option numbers ascend: Echo (252) follows Content-Format (12).
-		resp.Options = append(resp.Options, message.Option{ID: OptionEcho, Value: e})
+		resp.Options = append(resp.Options, message.Option{ID: OptionEcho, Value: echo})
 	}
 	return w.encode(&resp)
 }
