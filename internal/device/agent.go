@@ -26,7 +26,8 @@
 // registers three demonstration handlers: "echo" (returns its arguments),
 // "sensor.read" (a simulated reading, see [SensorReading]) and
 // "control.write" (records the instruction and who sent it, readable with
-// [Agent.Controls]).
+// [Agent.Controls]), and "tasks", which lists the registered tasks as JSON
+// [TaskInfo] so that users can discover them.
 //
 // # Bounded state
 //

@@ -4,15 +4,83 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tagauth/tagauth/internal/userclient"
 )
 
 func (a *Agent) registerBuiltins() {
 	a.Handle("echo", echo)
 	a.Handle("sensor.read", a.sensorRead)
 	a.Handle("control.write", a.controlWrite)
+	a.Handle("tasks", a.listTasks)
+}
+
+// TaskInfo describes one task in the answer of the built-in task "tasks"
+// (a JSON array of them, sorted by name), so that a user can ask a device
+// what it offers.
+type TaskInfo struct {
+	Name  string `json:"name"`
+	Args  string `json:"args,omitempty"`  // the arguments, as a synopsis
+	About string `json:"about,omitempty"` // one line
+}
+
+// builtinTasks documents the built-in tasks. A task an integrator registers
+// with Handle is listed by name only; one registered under a built-in's
+// name keeps the built-in's description.
+var builtinTasks = map[string]TaskInfo{
+	"echo":          {Args: "[TEXT]", About: "returns TEXT"},
+	"sensor.read":   {Args: "[temperature|humidity]", About: "a simulated sensor reading (JSON)"},
+	"control.write": {Args: "INSTRUCTION", About: "records an instruction (UTF-8, 256 bytes at most); answers ok"},
+	"tasks":         {Args: "[PREFIX]", About: "lists this device's tasks (JSON)"},
+}
+
+// listTasks is the tasks task: args, if any, is a prefix that the names
+// listed must start with. The list must fit the sealed answer (MaxResult):
+// when the descriptions would not, the names alone go, and when the names
+// would not either, the last entry is "..." and says how many were left
+// out, so that the user can ask again with a prefix.
+func (a *Agent) listTasks(_ context.Context, _ string, args []byte) ([]byte, error) {
+	prefix := string(args)
+	a.hmu.RLock()
+	list := make([]TaskInfo, 0, len(a.handlers))
+	for name := range a.handlers {
+		if strings.HasPrefix(name, prefix) {
+			ti := builtinTasks[name]
+			ti.Name = name
+			list = append(list, ti)
+		}
+	}
+	a.hmu.RUnlock()
+	slices.SortFunc(list, func(x, y TaskInfo) int { return strings.Compare(x.Name, y.Name) })
+	out, err := json.Marshal(list)
+	if err != nil || answerSize(out) <= MaxResult {
+		return out, err
+	}
+	for i := range list {
+		list[i].Args, list[i].About = "", ""
+	}
+	for n := len(list); n >= 0; n-- {
+		part := list[:n]
+		if n < len(list) {
+			part = append(part[:n:n], TaskInfo{Name: "...", About: fmt.Sprintf("%d more: ask tasks PREFIX", len(list)-n)})
+		}
+		if out, err = json.Marshal(part); err != nil || answerSize(out) <= MaxResult {
+			return out, err
+		}
+	}
+	return nil, errors.New("no room to list the tasks")
+}
+
+// answerSize is the size of the JSON answer that carries result.
+func answerSize(result []byte) int {
+	b, _ := json.Marshal(userclient.TaskResponse{OK: true, Result: string(result)})
+	return len(b)
 }
 
 // echo returns its arguments: the simplest proof that a sealed round trip
