@@ -55,6 +55,7 @@ Examples:
   tagauth bench --mode login --concurrency 1 --duration 5s
   tagauth bench --compare --concurrency 16 --duration 10s
   tagauth bench --sweep 1,4,16,64 --baseline all --json > sweep.json
+  tagauth bench mqtt --count 1000    (logins through a local Mosquitto: tagauth bench mqtt -h)
 
 flags:
 `)
@@ -188,19 +189,23 @@ flags:
 // baseline server that the bench starts as a child process, so that its
 // CPU time is its own.
 func benchServe(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: tagauth bench serve udp-echo|mtls --addr ADDR [--cert F --key F --client-ca F]")
-		return 2
+	fset := newFlagSet("bench serve", "udp-echo|mtls --addr ADDR [--cert F --key F --client-ca F]",
+		"Serves one baseline of tagauth bench (it starts this as a child process, so that the\n"+
+			"server's CPU time is its own).", stderr)
+	if len(args) == 0 || isHelpFlag(args[0]) {
+		fset.Usage()
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
 	}
 	kind := args[0]
-	fset := flag.NewFlagSet("bench serve", flag.ContinueOnError)
-	fset.SetOutput(stderr)
 	addr := fset.String("addr", "127.0.0.1:0", "listen `address`")
 	cert := fset.String("cert", "", "server certificate `file` (mtls)")
 	key := fset.String("key", "", "server key `file` (mtls)")
 	clientCA := fset.String("client-ca", "", "CA `file` for client certificates (mtls)")
 	if err := fset.Parse(args[1:]); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

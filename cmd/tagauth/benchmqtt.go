@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -35,12 +34,18 @@ import (
 // the gateway's CPU per verify on each, and the broker's CPU per login,
 // both read from /proc.
 func benchMQTT(args []string, stdout, stderr io.Writer) int {
-	fset := flag.NewFlagSet("bench mqtt", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset := newFlagSet("bench mqtt", "[--count 1000] [--mosquitto PATH] [--gateway-cpuprofile FILE]",
+		"Logs in --count times through a local Mosquitto broker and --count times over CoAP, one\n"+
+			"login at a time, against one gateway, and reports login p50/p99 for each path and the\n"+
+			"CPU time of the gateway per verify and of the broker per login.", stderr)
 	count := fset.Int("count", 1000, "logins on each path")
 	mosq := fset.String("mosquitto", "/usr/sbin/mosquitto", "mosquitto `binary` (started with TCP_NODELAY on a free loopback port)")
 	profile := fset.String("gateway-cpuprofile", "", "write the gateway's CPU profile to `file`")
 	if err := fset.Parse(args); err != nil {
+		return parseExit(err)
+	}
+	if fset.NArg() > 0 {
+		fmt.Fprintf(stderr, "tagauth bench mqtt: unexpected argument %q\n", fset.Arg(0))
 		return 2
 	}
 	if *count < 10 {

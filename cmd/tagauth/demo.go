@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -38,25 +37,15 @@ type demoOptions struct {
 }
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("demo", "[--profile classic|hardened|both] [--part memory|network|both]",
+		"Part 1 runs a gateway, a device and a user card in one process, in memory:\n"+
+			"provisioning, registration, login and one sealed task, message by message.\n"+
+			"Part 2 starts the real gateway daemon and device agent on loopback sockets,\n"+
+			"enrols a user, logs in, runs tasks, revokes the user and shows the refusal.", stderr)
 	profile := fs.String("profile", "both", "profile to run: classic, hardened or both")
 	part := fs.String("part", "both", "what to show: memory (the protocol message by message), network (the daemons on loopback) or both")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tagauth demo [-profile classic|hardened|both] [-part memory|network|both]")
-		fmt.Fprintln(stderr)
-		fmt.Fprintln(stderr, "Part 1 runs a gateway, a device and a user card in one process, in memory:")
-		fmt.Fprintln(stderr, "provisioning, registration, login and one sealed task, message by message.")
-		fmt.Fprintln(stderr, "Part 2 starts the real gateway daemon and device agent on loopback sockets,")
-		fmt.Fprintln(stderr, "enrols a user, logs in, runs tasks, revokes the user and shows the refusal.")
-		fmt.Fprintln(stderr)
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "tagauth demo: unexpected argument %q\n", fs.Arg(0))

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -22,8 +21,10 @@ import (
 // runDevice is "tagauth device": the device agent, serving /tagauth/login,
 // /tagauth/confirm and /tagauth/task over CoAP until SIGINT or SIGTERM.
 func runDevice(args []string, stdout, stderr io.Writer) int {
-	fset := flag.NewFlagSet("device", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	fset := newFlagSet("device", "--cred FILE [--listen :5683] [--gateway host:port] [--mqtt URL [--relay mqtt|coap]] [--metrics ADDR] [flags]",
+		"Runs the device agent: users log in to this device through its gateway and send it sealed\n"+
+			"tasks (built in: echo, sensor.read, control.write, and tasks, which lists them; see\n"+
+			"docs/OPERATIONS.md). Logs go to stderr.", stderr)
 	credPath := fset.String("cred", "", "device credential `file` made by the gateway when it provisioned this device (required)")
 	listen := fset.String("listen", device.DefaultListen, "UDP `address` to serve CoAP on")
 	gateway := fset.String("gateway", "", "gateway CoAP `host:port`, overriding the one in the credential file")
@@ -38,19 +39,8 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	mf.register(fset, "serve login, confirm and task")
 	relayVia := fset.String("relay", "", "how m2 reaches the gateway: mqtt (default with --mqtt) or coap (the credential's gateway address)")
 	metricsAddr := fset.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (plain HTTP, no authentication; PORT or :PORT binds 127.0.0.1)")
-	fset.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tagauth device --cred FILE [--listen :5683] [--gateway host:port] [--mqtt URL [--relay mqtt|coap]] [--window 10s] [--verify-source=true] [--source-rate 5] [--source-burst 20] [--metrics ADDR] [--json]")
-		fmt.Fprintln(stderr)
-		fmt.Fprintln(stderr, "Runs the device agent: users log in to this device through its gateway and send it")
-		fmt.Fprintln(stderr, "sealed tasks (built in: echo, sensor.read, control.write). Logs go to stderr.")
-		fmt.Fprintln(stderr)
-		fset.PrintDefaults()
-	}
 	if err := fset.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return parseExit(err)
 	}
 	if fset.NArg() > 0 {
 		fmt.Fprintf(stderr, "tagauth device: unexpected argument %q\n", fset.Arg(0))
