@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -35,7 +37,8 @@ const (
 	hintBusy        = "the gateway or the device is busy (a full replay cache, a store that is down, every slot taken): try again in a moment"
 	hintAdminDown   = "is the gateway running, and is --admin its admin URL? (the gateway prints the URL and its fingerprint at start)"
 	hintNoDevice    = "no answer: is the device agent running, and is --device its address (or its broker, with --did its identity)?"
-	hintPassword    = "the password does not open this card (or the file was altered): check it, and that --card is your card"
+	hintPassword    = "check the password, and that --card is your card"
+	hintNoCard      = "check --card (or TAGAUTH_CARD): it names the card file that tagauth user enroll wrote"
 	hintCardDamaged = "the card file is damaged or not a card file: restore it from a backup, or enrol again"
 )
 
@@ -70,12 +73,16 @@ func commonHint(err error) string {
 		return "wrong password (the card's own check caught it before anything was sent)"
 	case errors.Is(err, card.ErrCorrupt):
 		return hintCardDamaged
+	case errors.Is(err, fs.ErrNotExist):
+		return hintNoCard
 	case errors.Is(err, protocol.ErrBusy):
 		return hintBusy
-	case errors.Is(err, coap.ErrTimeout), errors.Is(err, mqttbind.ErrTimeout), errors.Is(err, coap.ErrReset):
-		return hintNoDevice
 	case adminUnreachable(err):
 		return hintAdminDown
+	case errors.Is(err, coap.ErrTimeout), errors.Is(err, mqttbind.ErrTimeout), errors.Is(err, coap.ErrReset),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, context.DeadlineExceeded):
+		// Not the admin API (above): the device, over CoAP or the broker.
+		return hintNoDevice
 	}
 	return ""
 }

@@ -257,6 +257,16 @@ func TestUserErrorHints(t *testing.T) {
 		t.Errorf("doubled prefix: %q", errOut)
 	}
 
+	// A device address where nothing listens, and a card that is not there.
+	rc, _, errOut = userRun(nil, "login", "--card", s.card, "--device", "127.0.0.1:9", "--did", "d1", "--timeout", "5s", "--ack-timeout", "200ms")
+	if rc != 1 || !strings.Contains(errOut, "no answer from 127.0.0.1:9") || !strings.Contains(errOut, "is the device agent running") {
+		t.Errorf("login to no device: exit %d\n%s", rc, errOut)
+	}
+	rc, _, errOut = userRun(nil, "login", "--card", s.card+".nope", "--device", s.addr, "--did", "d1")
+	if rc != 1 || !strings.Contains(errOut, "no card file") || !strings.Contains(errOut, "check --card") {
+		t.Errorf("login with no card: exit %d\n%s", rc, errOut)
+	}
+
 	// Enrolment against a port where nothing listens.
 	rc, _, errOut = userRun(nil, "enroll", "--admin", "https://127.0.0.1:1", "--fingerprint", strings.Repeat("ab", 32),
 		"--code", "AAAA-BBBB", "--id", "bob", "--card", filepath.Join(t.TempDir(), "bob.card"), "--timeout", "5s")
