@@ -138,7 +138,7 @@ flags:
 		if *tokenFile != "" {
 			b, err := os.ReadFile(*tokenFile)
 			if err != nil {
-				fmt.Fprintf(stderr, "tagauth bench: %v\n", err)
+				reportErr(stderr, "bench", err, nil)
 				return 1
 			}
 			token = strings.TrimSpace(string(b))
@@ -179,7 +179,7 @@ flags:
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "tagauth bench: %v\n", err)
+		reportErr(stderr, "bench", err, nil)
 		return 1
 	}
 	return 0
@@ -213,18 +213,18 @@ func benchServe(args []string, stdout, stderr io.Writer) int {
 	case loadgen.BaselineUDPEcho:
 		ua, err := net.ResolveUDPAddr("udp", *addr)
 		if err != nil {
-			fmt.Fprintf(stderr, "tagauth bench serve: %v\n", err)
+			reportErr(stderr, "bench serve", err, nil)
 			return 2
 		}
 		conn, err := net.ListenUDP("udp", ua)
 		if err != nil {
-			fmt.Fprintf(stderr, "tagauth bench serve: %v\n", err)
+			reportErr(stderr, "bench serve", err, nil)
 			return 1
 		}
 		fmt.Fprintf(stdout, "udp-echo listening on %s\n", conn.LocalAddr())
 		context.AfterFunc(ctx, func() { conn.Close() })
 		if err := loadgen.ServeUDPEcho(conn, 0); err != nil {
-			fmt.Fprintf(stderr, "tagauth bench serve: %v\n", err)
+			reportErr(stderr, "bench serve", err, nil)
 			return 1
 		}
 		return 0
@@ -236,25 +236,25 @@ func benchServe(args []string, stdout, stderr io.Writer) int {
 		}{{&m.ServerCert, *cert}, {&m.ServerKey, *key}, {&m.CA, *clientCA}} {
 			b, err := os.ReadFile(f.path)
 			if err != nil {
-				fmt.Fprintf(stderr, "tagauth bench serve: %v\n", err)
+				reportErr(stderr, "bench serve", err, nil)
 				return 2
 			}
 			*f.dst = b
 		}
 		cfg, err := m.ServerConfig()
 		if err != nil {
-			fmt.Fprintf(stderr, "tagauth bench serve: %v\n", err)
+			reportErr(stderr, "bench serve", err, nil)
 			return 1
 		}
 		ln, err := net.Listen("tcp", *addr)
 		if err != nil {
-			fmt.Fprintf(stderr, "tagauth bench serve: %v\n", err)
+			reportErr(stderr, "bench serve", err, nil)
 			return 1
 		}
 		fmt.Fprintf(stdout, "mtls listening on %s\n", ln.Addr())
 		context.AfterFunc(ctx, func() { ln.Close() })
 		if err := loadgen.ServeMTLS(ln, cfg); err != nil {
-			fmt.Fprintf(stderr, "tagauth bench serve: %v\n", err)
+			reportErr(stderr, "bench serve", err, nil)
 			return 1
 		}
 		return 0

@@ -53,7 +53,7 @@ func benchMQTT(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err := runBenchMQTT(*count, *mosq, *profile, stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "tagauth bench mqtt: %v\n", err)
+		reportErr(stderr, "bench mqtt", err, nil)
 		return 1
 	}
 	return 0

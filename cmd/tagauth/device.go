@@ -65,7 +65,7 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	}
 	metricsAt, err := metricsListenAddr(*metricsAddr)
 	if err != nil {
-		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+		reportErr(stderr, "device", err, nil)
 		return 2
 	}
 	if *gateway != "" {
@@ -77,7 +77,7 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 
 	cred, err := credfile.Load(*credPath)
 	if err != nil {
-		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+		reportErr(stderr, "device", err, nil)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			fmt.Fprintln(stderr, "tagauth device: ask the gateway operator to provision this device and copy its credential file here")
@@ -110,7 +110,7 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	}
 	mb, err := deviceMQTT(ctx, fset, &mf, *relayVia, &dcfg) // devicemqtt.go
 	if err != nil {
-		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+		reportErr(stderr, "device", err, nil)
 		return 2
 	}
 	if mb != nil {
@@ -118,13 +118,13 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 	}
 	agent, err := device.New(dcfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+		reportErr(stderr, "device", err, nil)
 		return 1
 	}
 	if mb != nil {
 		if err := mb.serve(ctx, agent, stdout); err != nil {
 			agent.Close()
-			fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+			reportErr(stderr, "device", err, nil)
 			return 1
 		}
 	}
@@ -132,7 +132,7 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 		bound, err := serveMetrics(ctx, metricsAt, agent.MetricsHandler(), slog.New(h)) // devmetrics.go
 		if err != nil {
 			agent.Close()
-			fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+			reportErr(stderr, "device", err, nil)
 			return 1
 		}
 		fmt.Fprintf(stdout, "metrics at http://%s/metrics\n", bound)
@@ -145,7 +145,7 @@ func runDevice(args []string, stdout, stderr io.Writer) int {
 			agent.ID(), agent.Profile(), agent.Addr(), agent.Gateway())
 	}
 	if err := agent.Run(ctx); err != nil {
-		fmt.Fprintf(stderr, "tagauth device: %v\n", err)
+		reportErr(stderr, "device", err, nil)
 		return 1
 	}
 	return 0
