@@ -30,6 +30,7 @@ func TestTopLevelHelp(t *testing.T) {
 	}{
 		{[]string{"help", "user"}, "usage: tagauth user <subcommand>"},
 		{[]string{"help", "user", "passwd"}, "usage: tagauth user passwd --card FILE"},
+		{[]string{"user", "help", "shell"}, "usage: tagauth user shell --card FILE"},
 		{[]string{"help", "demo"}, "usage: tagauth demo "},
 		{[]string{"help", "version"}, "usage: tagauth version [--json]"},
 		{[]string{"help", "gateway"}, "usage: tagauth gateway"},

@@ -70,6 +70,10 @@ func runUserIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		userUsage(stderr)
 		return 2
 	}
+	if args[0] == "help" && len(args) > 1 && !isHelpFlag(args[1]) {
+		// "tagauth user help passwd" is "tagauth user passwd -h", on stdout.
+		return runUserIO([]string{args[1], "-h"}, stdin, stdout, stdout)
+	}
 	if isHelpFlag(args[0]) || args[0] == "help" {
 		userUsage(stdout)
 		return 0
@@ -121,18 +125,29 @@ func (ps *passwordSource) read(stderr io.Writer, confirm bool) (string, error) {
 	if pw, ok := os.LookupEnv(ps.env); ok {
 		return nonEmpty(pw)
 	}
-	if !term.IsTerminal(int(os.Stdin.Fd())) {
-		return "", fmt.Errorf("no terminal to ask the password on: use --%s N or %s", ps.flag, ps.env)
+	// With stdin piped (the shell's tasks), the password is asked on the
+	// controlling terminal, as ssh and sudo do.
+	tty := int(os.Stdin.Fd())
+	if !term.IsTerminal(tty) {
+		f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+		if err != nil || !term.IsTerminal(int(f.Fd())) {
+			if f != nil {
+				f.Close()
+			}
+			return "", fmt.Errorf("no terminal to ask the password on: use --%s N or %s", ps.flag, ps.env)
+		}
+		defer f.Close()
+		tty = int(f.Fd())
 	}
 	fmt.Fprintf(stderr, "%s: ", ps.prompt)
-	pw, err := term.ReadPassword(int(os.Stdin.Fd()))
+	pw, err := term.ReadPassword(tty)
 	fmt.Fprintln(stderr)
 	if err != nil {
 		return "", err
 	}
 	if confirm {
 		fmt.Fprintf(stderr, "%s again: ", ps.prompt)
-		again, err := term.ReadPassword(int(os.Stdin.Fd()))
+		again, err := term.ReadPassword(tty)
 		fmt.Fprintln(stderr)
 		if err != nil {
 			return "", err
