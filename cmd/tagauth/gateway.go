@@ -66,6 +66,10 @@ func gwSubcommands() []gwSubcommand {
 		{"locks", "[--json]", "list users locked out by failed logins", gwLocks},
 		{"stats", "[--json]", "verifies per minute and refusals by reason, last hour", gwStats},
 		{"compact", "--data DIR", "give the space pruned audit records left back (gateway stopped)", gwCompact},
+		{"dump", "--out FILE [--audit] (--data DIR | --store URL)", "export the store as a backend-neutral dump (gwdump.go)", gwDump},
+		{"load", "--in FILE (--data DIR | --store URL)", "load a dump into an empty store (gwdump.go)", gwLoad},
+		{"backup", "--out FILE [--recipient age1...] [admin flags]", "online, encrypted backup of the store and key file (gwbackup.go)", gwBackup},
+		{"restore", "--in FILE --data DIR [--store URL]", "restore a backup into an empty data directory (gwbackup.go)", gwRestore},
 	}
 }
 
@@ -823,6 +827,9 @@ func gwList[T any](args []string, stdout, stderr io.Writer, name, about, path, h
 }
 
 func gwAudit(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "export" {
+		return gwAuditExport(args[1:], stdout, stderr) // gwdump.go
+	}
 	fset := gwFlags("audit", "[filters] [--json] [admin flags]",
 		"Queries the audit log, oldest first (--newest: newest first). For the next page, pass the\nprinted cursor as --after (--before with --newest).", stderr)
 	var opts gwAdminOpts
