@@ -223,3 +223,50 @@ func TestGatewayDumpCLIUsage(t *testing.T) {
 		t.Errorf("help lists no dump/restore: %q", out)
 	}
 }
+
+// TestGatewayPostgresBackupCLI: a replica on PostgreSQL is exported,
+// backed up while it serves (a dump taken in one transaction) and restored
+// into another, empty PostgreSQL store.
+func TestGatewayPostgresBackupCLI(t *testing.T) {
+	su, _ := pgtest.Schema(t)
+	t.Setenv(envAdminToken, "pg-backup-cli-admin-token-0123456789")
+	dir, _ := gwServeTest(t, "--store", su)
+	byData := []string{"--data", dir}
+	tmp := t.TempDir()
+	gwMustRun(t, append([]string{"provision", "--id", "d1", "--group", "lab", "--out", filepath.Join(tmp, "d1.json")}, byData...)...)
+	gwMustRun(t, append([]string{"grant", "--user", "alice", "--group", "lab"}, byData...)...)
+
+	out := gwMustRun(t, append([]string{"audit", "export", "--since", "1h"}, byData...)...)
+	if n := strings.Count(out, "\n"); n != 2 || !strings.Contains(out, `"kind":"provision"`) || !strings.Contains(out, `"device":"d1"`) {
+		t.Fatalf("export from the postgres store:\n%s", out)
+	}
+
+	pass := filepath.Join(tmp, "pass")
+	if err := os.WriteFile(pass, []byte("another backup passphrase\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bk := filepath.Join(tmp, "b.age")
+	gwMustRun(t, append([]string{"backup", "--out", bk, "--passphrase-file", pass}, byData...)...)
+	su2, _ := pgtest.Schema(t)
+	rdir := filepath.Join(tmp, "r")
+	gwMustRun(t, "restore", "--in", bk, "--data", rdir, "--passphrase-file", pass, "--store", su2)
+	if _, err := os.Stat(filepath.Join(rdir, keyfile.FileName)); err != nil {
+		t.Fatalf("no key file restored: %v", err)
+	}
+	d := filepath.Join(tmp, "d.jsonl")
+	gwMustRun(t, "dump", "--store", su2, "--data", rdir, "--audit", "--out", d)
+	got := readText(t, d)
+	if !strings.Contains(got, `{"device":{"id":"d1","kv":1,"group":"lab"`) || !strings.Contains(got, `{"grant":{"user":"alice","group":"lab"}}`) ||
+		strings.Count(got, `{"audit":`) < 2 {
+		t.Fatalf("the restored store's dump:\n%s", got)
+	}
+	// The restored store is not empty any more: a second restore is refused
+	// and leaves no directory.
+	r2 := filepath.Join(tmp, "r2")
+	if rc, _, errOut := gwRun("restore", "--in", bk, "--data", r2, "--passphrase-file", pass, "--store", su2); rc != 1 || !strings.Contains(errOut, "not empty") {
+		t.Fatalf("restore into a used store: %d %q", rc, errOut)
+	}
+	if _, err := os.Stat(r2); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the refused restore left %s", r2)
+	}
+}

@@ -93,7 +93,10 @@ func (g *Gateway) handleBackup(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// The client's going away is the usual cause; either way the record
+	// of the backup taken is followed by the record that it did not end.
 	g.log.Error("backup failed; the connection is cut so that the client keeps no partial backup", "err", err)
+	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindBackup, Outcome: OutcomeError, Reason: "backup not completed", Source: r.RemoteAddr})
 	panic(http.ErrAbortHandler)
 }
 
