@@ -61,7 +61,7 @@ func gwSubcommands() []gwSubcommand {
 		{"users", "[--json]", "list users", gwUsers},
 		{"devices", "[--json]", "list devices", gwDevices},
 		{"grants", "[--json]", "list grants", gwGrants},
-		{"audit", "[--kind K --user U --device D --outcome O --since T --until T --after N --limit N --newest --json]", "query the audit log", gwAudit},
+		{"audit", "[--kind K --user U --device D --outcome O --since T --until T --after N --limit N --newest --json]", "query the audit log (audit export --since T: JSON lines for a SIEM)", gwAudit},
 		{"unlock", "ID", "lift a user's lockout (after too many failed logins)", gwUnlock},
 		{"locks", "[--json]", "list users locked out by failed logins", gwLocks},
 		{"stats", "[--json]", "verifies per minute and refusals by reason, last hour", gwStats},

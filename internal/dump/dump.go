@@ -238,6 +238,8 @@ func (w *writer) keysDone() {
 	}
 }
 
+// User, Device, Grant, Key and Audit implement store.DumpSink: each
+// writes one line.
 func (w *writer) User(u store.User) error {
 	w.n.Users++
 	w.put(line{User: &userLine{ID: u.ID, KV: u.KV, Created: utc(u.Created), Revoked: u.Revoked, RevokedAt: utc(u.RevokedAt)}})

@@ -89,18 +89,6 @@ type FileSnapshotter interface {
 	WriteSnapshot(ctx context.Context, size func(int64) error, w io.Writer) error
 }
 
-// NextAll adapts a slice to LoadSet.NextAudit (tests, small logs).
-func NextAll(recs []AuditRecord) func() (AuditRecord, error) {
-	i := 0
-	return func() (AuditRecord, error) {
-		if i == len(recs) {
-			return AuditRecord{}, io.EOF
-		}
-		i++
-		return recs[i-1], nil
-	}
-}
-
 // CheckLoadedUser validates a user for Load: as CheckUser, except that a
 // loaded user may be revoked (a revocation time without Revoked is
 // refused).
