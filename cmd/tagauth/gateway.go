@@ -66,10 +66,10 @@ func gwSubcommands() []gwSubcommand {
 		{"locks", "[--json]", "list users locked out by failed logins", gwLocks},
 		{"stats", "[--json]", "verifies per minute and refusals by reason, last hour", gwStats},
 		{"compact", "--data DIR", "give the space pruned audit records left back (gateway stopped)", gwCompact},
-		{"dump", "--out FILE [--audit] (--data DIR | --store URL)", "export the store as a backend-neutral dump (gwdump.go)", gwDump},
-		{"load", "--in FILE (--data DIR | --store URL)", "load a dump into an empty store (gwdump.go)", gwLoad},
-		{"backup", "--out FILE [--recipient age1...] [admin flags]", "online, encrypted backup of the store and key file (gwbackup.go)", gwBackup},
-		{"restore", "--in FILE --data DIR [--store URL]", "restore a backup into an empty data directory (gwbackup.go)", gwRestore},
+		{"dump", "--out FILE [--audit] (--data DIR | --store URL)", "export the store as a backend-neutral dump", gwDump},
+		{"load", "--in FILE (--data DIR | --store URL)", "load a dump into an empty store", gwLoad},
+		{"backup", "--out FILE [--recipient age1...] [admin flags]", "online, encrypted backup of the store and key file", gwBackup},
+		{"restore", "--in FILE --data DIR [--store URL]", "restore a backup into an empty data directory", gwRestore},
 	}
 }
 
