@@ -226,3 +226,29 @@ func restore(enc []byte, id age.Identity, dir string, target store.Loader) (dump
 	}
 	return dump.Restore(context.Background(), r, dump.RestoreOptions{Dir: dir, Target: target})
 }
+
+// TestBackupRefusals: no backup without the admin token or without a
+// valid recipient; nothing is audited as taken then.
+func TestBackupRefusals(t *testing.T) {
+	tg := startGateway(t, testConfig(t.TempDir(), protocol.Hardened))
+	tg.callErr(http.MethodPost, "/v1/backup", "not-the-token", gateway.BackupRequest{Recipients: []string{"age1x"}}, http.StatusUnauthorized)
+	tg.callErr(http.MethodPost, "/v1/backup", tg.token, gateway.BackupRequest{}, http.StatusBadRequest)
+	if ae := tg.callErr(http.MethodPost, "/v1/backup", tg.token, gateway.BackupRequest{Recipients: []string{"age1notarecipient"}}, http.StatusBadRequest); !strings.Contains(ae.Message, "recipients") {
+		t.Errorf("bad recipient: %q", ae.Message)
+	}
+	many := make([]string, 17)
+	for i := range many {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		many[i] = id.Recipient().String()
+	}
+	tg.callErr(http.MethodPost, "/v1/backup", tg.token, gateway.BackupRequest{Recipients: many}, http.StatusBadRequest)
+	if page := tg.auditPage("?kind=" + gateway.KindBackup); len(page.Records) != 0 {
+		t.Errorf("refused backups were audited: %+v", page.Records)
+	}
+	if _, err := tg.backup(many[:16]...); err != nil {
+		t.Errorf("a backup to 16 recipients: %v", err)
+	}
+}
