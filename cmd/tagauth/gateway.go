@@ -61,11 +61,15 @@ func gwSubcommands() []gwSubcommand {
 		{"users", "[--json]", "list users", gwUsers},
 		{"devices", "[--json]", "list devices", gwDevices},
 		{"grants", "[--json]", "list grants", gwGrants},
-		{"audit", "[--kind K --user U --device D --outcome O --since T --until T --after N --limit N --newest --json]", "query the audit log", gwAudit},
+		{"audit", "[--kind K --user U --device D --outcome O --since T --until T --after N --limit N --newest --json]", "query the audit log (audit export --since T: JSON lines for a SIEM)", gwAudit},
 		{"unlock", "ID", "lift a user's lockout (after too many failed logins)", gwUnlock},
 		{"locks", "[--json]", "list users locked out by failed logins", gwLocks},
 		{"stats", "[--json]", "verifies per minute and refusals by reason, last hour", gwStats},
 		{"compact", "--data DIR", "give the space pruned audit records left back (gateway stopped)", gwCompact},
+		{"dump", "--out FILE [--audit] (--data DIR | --store URL)", "export the store as a backend-neutral dump", gwDump},
+		{"load", "--in FILE (--data DIR | --store URL)", "load a dump into an empty store", gwLoad},
+		{"backup", "--out FILE [--recipient age1...] [admin flags]", "online, encrypted backup of the store and key file", gwBackup},
+		{"restore", "--in FILE --data DIR [--store URL]", "restore a backup into an empty data directory", gwRestore},
 	}
 }
 
@@ -823,6 +827,9 @@ func gwList[T any](args []string, stdout, stderr io.Writer, name, about, path, h
 }
 
 func gwAudit(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "export" {
+		return gwAuditExport(args[1:], stdout, stderr) // gwdump.go
+	}
 	fset := gwFlags("audit", "[filters] [--json] [admin flags]",
 		"Queries the audit log, oldest first (--newest: newest first). For the next page, pass the\nprinted cursor as --after (--before with --newest).", stderr)
 	var opts gwAdminOpts

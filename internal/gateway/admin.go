@@ -115,6 +115,7 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.Handle("GET /v1/grants", g.auth(g.handleGrants))
 	mux.Handle("GET /v1/audit", g.auth(g.handleAuditQuery))
 	g.opsRoutes(mux) // opsapi.go: metrics, lockout, keys, stats, console
+	g.backupRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
