@@ -238,7 +238,7 @@ func TestMQTTDuplicateLoginAnsweredFromCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	l, m1, err := u.Login("sensor-7")
+	l, m1, err := u.Login(nil, "sensor-7")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestMQTTDuplicateLoginAnsweredFromCache(t *testing.T) {
 	if !bytes.Equal(dup.Payload, first.Payload) {
 		t.Fatalf("the duplicate got %x, not the first answer %x", dup.Payload, first.Payload)
 	}
-	if _, _, err := l.Finish(first.Payload); err != nil {
+	if _, _, err := l.Finish(nil, first.Payload); err != nil {
 		t.Fatalf("the card refuses the m4: %v", err)
 	}
 	// Run again, the m1 would have been a replay: check that the device

@@ -165,7 +165,7 @@ func login(c protocol.Card, cred credfile.Credential, addr string) attempt {
 		return attempt{bad: err}
 	}
 	defer u.Close()
-	l, m1, err := u.Login(cred.ID)
+	l, m1, err := u.Login(nil, cred.ID)
 	if err != nil {
 		return attempt{bad: err}
 	}
@@ -174,7 +174,7 @@ func login(c protocol.Card, cred credfile.Credential, addr string) attempt {
 	if err != nil {
 		return attempt{bad: err}
 	}
-	dl, m2, err := dev.Start(ctx, m1)
+	dl, m2, err := dev.Start(ctx, nil, m1)
 	if err != nil {
 		return attempt{bad: err}
 	}
@@ -185,12 +185,12 @@ func login(c protocol.Card, cred credfile.Credential, addr string) attempt {
 	if a.netErr != nil || a.code != coap.Changed {
 		return a
 	}
-	m4, dsess, err := dl.Respond(m3)
+	m4, dsess, err := dl.Respond(nil, m3)
 	if err != nil {
 		a.bad = fmt.Errorf("device refused the m3 of a 2.04: %w", err)
 		return a
 	}
-	usess, m5, err := l.Finish(m4)
+	usess, m5, err := l.Finish(nil, m4)
 	if err != nil {
 		a.bad = fmt.Errorf("card refused m4 after a 2.04: %w", err)
 		return a

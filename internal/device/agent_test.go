@@ -466,7 +466,7 @@ func (r *rig) enrolOnlyCard(id string) *protocol.User {
 // leaving the login unconfirmed.
 func (r *rig) startLogin(u *protocol.User) (*protocol.Login, []byte) {
 	r.t.Helper()
-	l, m1, err := u.Login(deviceID)
+	l, m1, err := u.Login(nil, deviceID)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -530,11 +530,11 @@ func TestConfirmFoundBySID(t *testing.T) {
 	r := newRig(t, protocol.Hardened, nil)
 	la, m4a := r.startLogin(r.enrol("alice"))
 	lb, m4b := r.startLogin(r.enrol("bob"))
-	sa, m5a, err := la.Finish(m4a)
+	sa, m5a, err := la.Finish(nil, m4a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, m5b, err := lb.Finish(m4b)
+	sb, m5b, err := lb.Finish(nil, m4b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -874,7 +874,7 @@ func TestGatewayAnswers(t *testing.T) {
 	} {
 		f := func() (coap.Code, []byte) { return c.code, c.payload }
 		r.gw.answer.Store(&f)
-		l, m1, err := u.Login(deviceID)
+		l, m1, err := u.Login(nil, deviceID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -894,7 +894,7 @@ func TestGatewayAnswers(t *testing.T) {
 
 func TestReplayedM1(t *testing.T) {
 	r := newRig(t, protocol.Classic, nil)
-	l, m1, err := r.enrol("alice").Login(deviceID)
+	l, m1, err := r.enrol("alice").Login(nil, deviceID)
 	if err != nil {
 		t.Fatal(err)
 	}

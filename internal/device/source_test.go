@@ -32,7 +32,7 @@ func clientFrom(ip string, ack time.Duration) *coap.Client {
 // header, ID_i (and kv_i) and T1, with n_i, E_i and theta_i random.
 func forgeM1(t *testing.T, u *protocol.User) []byte {
 	t.Helper()
-	_, m1, err := u.Login(deviceID)
+	_, m1, err := u.Login(nil, deviceID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestEchoChallenge(t *testing.T) {
 		t.Run(p.String(), func(t *testing.T) {
 			r := newRig(t, p, nil)
 			u := r.enrol("alice")
-			_, m1, err := u.Login(deviceID)
+			_, m1, err := u.Login(nil, deviceID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,7 +153,7 @@ func TestEchoChallenge(t *testing.T) {
 func TestNoSourceVerification(t *testing.T) {
 	r := newRig(t, protocol.Hardened, func(c *Config) { c.NoSourceVerification = true })
 	u := r.enrol("alice")
-	_, m1, err := u.Login(deviceID)
+	_, m1, err := u.Login(nil, deviceID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +402,7 @@ func TestPerUserPendingCap(t *testing.T) {
 	}
 	r.mustLogin(r.enrol("bob"))
 	// alice's newest is still there and confirms.
-	s, m5, err := logins[4].Finish(m4s[4])
+	s, m5, err := logins[4].Finish(nil, m4s[4])
 	if err != nil {
 		t.Fatal(err)
 	}

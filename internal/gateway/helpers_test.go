@@ -239,7 +239,7 @@ func (tg *testGW) login(card protocol.Card, cred credfile.Credential) loginResul
 		return loginResult{err: err}
 	}
 	defer u.Close()
-	l, m1, err := u.Login(cred.ID)
+	l, m1, err := u.Login(nil, cred.ID)
 	if err != nil {
 		return loginResult{err: err}
 	}
@@ -248,7 +248,7 @@ func (tg *testGW) login(card protocol.Card, cred credfile.Credential) loginResul
 	if err != nil {
 		return loginResult{err: err}
 	}
-	dl, m2, err := dev.Start(ctx, m1)
+	dl, m2, err := dev.Start(ctx, nil, m1)
 	if err != nil {
 		return loginResult{err: err}
 	}
@@ -264,11 +264,11 @@ func (tg *testGW) login(card protocol.Card, cred credfile.Credential) loginResul
 		}
 		return loginResult{code: code, wire: wc}
 	}
-	m4, dsess, err := dl.Respond(m3)
+	m4, dsess, err := dl.Respond(nil, m3)
 	if err != nil {
 		return loginResult{code: code, err: err}
 	}
-	usess, m5, err := l.Finish(m4)
+	usess, m5, err := l.Finish(nil, m4)
 	if err != nil {
 		return loginResult{code: code, err: err}
 	}

@@ -140,7 +140,7 @@ func m2For(t *testing.T, card protocol.Card, cred credfile.Credential) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, m1, err := u.Login(cred.ID)
+	_, m1, err := u.Login(nil, cred.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func m2For(t *testing.T, card protocol.Card, cred credfile.Credential) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, m2, err := dev.Start(context.Background(), m1)
+	_, m2, err := dev.Start(context.Background(), nil, m1)
 	if err != nil {
 		t.Fatal(err)
 	}
