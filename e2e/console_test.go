@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"github.com/tagauth/tagauth/internal/testenv"
 	"io"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/internal/testenv"
 )
 
 // chromiumPath finds Debian's chromium. In CI (CI=true) a missing browser
@@ -192,22 +192,20 @@ func TestConsole(t *testing.T) {
 	}
 	run1(t, ctx, "download", chromedp.Click(chromedp.CSS("#download")))
 	credPath := filepath.Join(downloads, "sensor-9.cred.json")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		// credfile.Load insists on mode 0600, which a browser download
-		// does not give: parse the bytes.
+	// The browser writes the file when it is done: poll for a whole,
+	// valid credential. credfile.Load insists on mode 0600, which a
+	// browser download does not give: parse the bytes.
+	var got credfile.Credential
+	testenv.EventuallyWithin(t, 20*time.Second, "the credential downloaded to "+downloads, func() bool {
 		b, err := os.ReadFile(credPath)
-		if c, err2 := credfile.Unmarshal(b); err == nil && err2 == nil {
-			if c.ID != "sensor-9" || c.Fingerprint != w.gw.fingerprint {
-				t.Fatalf("downloaded credential %+v", c)
-			}
-			break
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			entries, _ := os.ReadDir(downloads)
-			t.Fatalf("no credential downloaded to %s (have %v)", downloads, entries)
-		}
-		time.Sleep(100 * time.Millisecond)
+		got, err = credfile.Unmarshal(b)
+		return err == nil
+	})
+	if got.ID != "sensor-9" || got.Fingerprint != w.gw.fingerprint {
+		t.Fatalf("downloaded credential %+v", got)
 	}
 	// The second download is refused: the credential is no longer kept.
 	run1(t, ctx, "second download", chromedp.Click(chromedp.CSS("#download")), chromedp.WaitVisible(chromedp.CSS(".flash.error")))

@@ -18,6 +18,7 @@ import (
 	"github.com/tagauth/tagauth/internal/card"
 	"github.com/tagauth/tagauth/internal/mqttbind"
 	"github.com/tagauth/tagauth/internal/mqttbind/mqtttest"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -94,16 +95,15 @@ func (w *mqttWorld) mqttUser(sub string, extra ...string) (int, string, string) 
 // reconnecting to a restarted broker).
 func untilOK(t *testing.T, f func() (int, string, string)) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, out, errs := f()
-		if code == 0 {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after 30 s: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
-		}
+	var code int
+	var out, errs string
+	if !testenv.Poll(t, 30*time.Second, func() bool {
+		code, out, errs = f()
+		return code == 0
+	}) {
+		t.Fatalf("still failing after 30 s: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
 	}
+	return out
 }
 
 func TestMQTTLoginAndTasks(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -508,7 +509,7 @@ func TestSourceLimitsIPv6Prefix(t *testing.T) {
 // override or an invisible character could make a JSON log line (which
 // escapes only control characters) read as something else.
 func TestLogsSanitizeIDs(t *testing.T) {
-	logs := &logBuffer{}
+	logs := &testenv.LockedBuffer{}
 	r := newRig(t, protocol.Hardened, func(c *Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

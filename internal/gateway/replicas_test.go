@@ -18,6 +18,7 @@ import (
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/internal/store/postgres"
 	"github.com/tagauth/tagauth/internal/store/postgres/pgtest"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 	"github.com/tagauth/tagauth/replay"
 )
@@ -443,7 +444,7 @@ func TestReplicasShareLockout(t *testing.T) {
 	}
 	// Replica a's audit writer may commit its last failure after b's
 	// refusal: look for the "locked" record, not at the last one.
-	eventually(t, "the refusal audited as "+gateway.ReasonLocked, func() bool {
+	testenv.Eventually(t, "the refusal audited as "+gateway.ReasonLocked, func() bool {
 		for _, rec := range b.auditPage("?kind=verify&user=alice").Records {
 			if rec.Reason == gateway.ReasonLocked {
 				return true
