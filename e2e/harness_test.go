@@ -97,7 +97,7 @@ func (p *proc) waitLine(re string) []string {
 	rx := regexp.MustCompile(re)
 	var m []string
 	exited := false
-	found := testenv.Poll(p.t, 20*time.Second, func() bool {
+	found := testenv.Poll(p.t.Context(), 20*time.Second, func() bool {
 		p.mu.Lock()
 		for _, l := range p.out {
 			if m = rx.FindStringSubmatch(l); m != nil {

@@ -97,7 +97,7 @@ func untilOK(t *testing.T, f func() (int, string, string)) string {
 	t.Helper()
 	var code int
 	var out, errs string
-	if !testenv.Poll(t, 30*time.Second, func() bool {
+	if !testenv.Poll(t.Context(), 30*time.Second, func() bool {
 		code, out, errs = f()
 		return code == 0
 	}) {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 // to be longer than Wait (a process start, a reconnection).
 func EventuallyWithin(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if !Poll(t, d, cond) {
+	if !Poll(t.Context(), d, cond) {
 		t.Fatalf("still waiting after %v for %s", d, what)
 	}
 }
@@ -63,8 +64,9 @@ func EventuallyWithin(t testing.TB, d time.Duration, what string, cond func() bo
 // Poll reports whether cond came true within d, for a caller whose failure
 // message needs what it sees at the deadline. It checks at once, then at
 // intervals that grow from 1 ms to 50 ms: a quick condition costs little
-// latency, a slow one little CPU. It gives up early when t's context ends.
-func Poll(t testing.TB, d time.Duration, cond func() bool) bool {
+// latency, a slow one little CPU. It gives up early when ctx ends (pass
+// t.Context()).
+func Poll(ctx context.Context, d time.Duration, cond func() bool) bool {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	step := time.Millisecond
@@ -78,7 +80,7 @@ func Poll(t testing.TB, d time.Duration, cond func() bool) bool {
 		case <-deadline.C:
 			tick.Stop()
 			return cond()
-		case <-t.Context().Done():
+		case <-ctx.Done():
 			tick.Stop()
 			return cond()
 		}
