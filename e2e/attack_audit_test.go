@@ -21,6 +21,7 @@ import (
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/credfile"
 	gw "github.com/tagauth/tagauth/internal/gateway"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -156,7 +157,7 @@ func TestAttackForgedM2FloodAudit(t *testing.T) {
 		if i%200 == 199 {
 			// Pace the flood on the gateway's own count (the test is
 			// about the audit, not about loss in a full socket buffer).
-			within(t, 10*time.Second, "the gateway to take in the flood so far", func() bool {
+			testenv.EventuallyWithin(t, 10*time.Second, "the gateway to take in the flood so far", func() bool {
 				return metricSum(t, g, "tagauth_gateway_audit_refusals_total") >= float64(i+1)/2
 			})
 		}
@@ -167,7 +168,7 @@ func TestAttackForgedM2FloodAudit(t *testing.T) {
 		t.Fatalf("the genuine login during the flood failed: %+v", during)
 	}
 	seen := 0.0
-	within(t, 10*time.Second, "the gateway to count the flood", func() bool {
+	testenv.EventuallyWithin(t, 10*time.Second, "the gateway to count the flood", func() bool {
 		seen = metricSum(t, g, "tagauth_gateway_audit_refusals_total")
 		return seen >= flood/2
 	})
@@ -229,7 +230,7 @@ func TestAttackKill9KeepsAcknowledgedLogins(t *testing.T) {
 			}
 		})
 	}
-	within(t, 20*time.Second, "logins under load", func() bool { return acked.Load() >= 300 })
+	testenv.EventuallyWithin(t, 20*time.Second, "logins under load", func() bool { return acked.Load() >= 300 })
 	g.cmd.Process.Signal(syscall.SIGKILL)
 	<-g.done
 	stop.Store(true)

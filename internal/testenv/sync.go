@@ -52,13 +52,17 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 	EventuallyWithin(t, Wait, what, cond)
 }
 
-// EventuallyWithin is Eventually with its own bound d, for a wait known
-// to be longer than Wait (a process start, a reconnection).
-func EventuallyWithin(t testing.TB, d time.Duration, what string, cond func() bool) {
+// EventuallyWithin is Eventually with its own bound d: a wait known to be
+// longer than Wait (a process start, a reconnection), or a bound that is
+// the behaviour under test (a change reaching every replica within a
+// second). It returns how long cond took to hold, for the test's log.
+func EventuallyWithin(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
+	start := time.Now()
 	if !Poll(t.Context(), d, cond) {
 		t.Fatalf("still waiting after %v for %s", d, what)
 	}
+	return time.Since(start)
 }
 
 // Poll reports whether cond came true within d, for a caller whose failure
