@@ -96,19 +96,27 @@ func (p *proc) waitLine(re string) []string {
 	p.t.Helper()
 	rx := regexp.MustCompile(re)
 	var m []string
-	exited := false
-	found := testenv.Poll(p.t.Context(), 20*time.Second, func() bool {
+	scan := func() bool {
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		for _, l := range p.out {
 			if m = rx.FindStringSubmatch(l); m != nil {
-				p.mu.Unlock()
 				return true
 			}
 		}
-		p.mu.Unlock()
+		return false
+	}
+	exited := false
+	found := testenv.Poll(p.t.Context(), 20*time.Second, func() bool {
+		if scan() {
+			return true
+		}
 		select {
 		case <-p.done:
+			// Every line is in p.out once done is closed: look once
+			// more, for a line read after the scan above.
 			exited = true
+			scan()
 			return true
 		default:
 			return false
