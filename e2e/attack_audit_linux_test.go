@@ -69,7 +69,7 @@ func TestAttackAuditDiskFull(t *testing.T) {
 		t.Fatalf("%d log lines say audit is failing, want 1", n)
 	}
 	os.Remove(filler)
-	within(t, 10*time.Second, "logins to be served again", func() bool {
+	testenv.EventuallyWithin(t, 10*time.Second, "logins to be served again", func() bool {
 		a := login(card, cred, g.coap)
 		if a.ok {
 			ok++

@@ -21,6 +21,7 @@ import (
 	"github.com/tagauth/tagauth/internal/card"
 	"github.com/tagauth/tagauth/internal/coap"
 	gw "github.com/tagauth/tagauth/internal/gateway"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -76,7 +77,7 @@ func TestAttackCardThiefThroughAgent(t *testing.T) {
 	// The audit trail accounts for the same refusals: its samples name
 	// alice and carry the counts (written as each sample interval ends).
 	var inAudit map[string]int
-	within(t, 10*time.Second, "alice's refusals in the audit samples", func() bool {
+	testenv.EventuallyWithin(t, 10*time.Second, "alice's refusals in the audit samples", func() bool {
 		inAudit = refusalCounts(t, w.gw.data, "alice")
 		n := 0
 		for _, c := range inAudit {

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"github.com/tagauth/tagauth/internal/testenv"
 	"io"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/internal/testenv"
 )
 
 // chromiumPath finds Debian's chromium. In CI (CI=true) a missing browser
@@ -164,107 +164,123 @@ func TestConsole(t *testing.T) {
 	ctx := newBrowser(t, filepath.Join(w.gw.data, "admin-cert.pem"), downloads)
 	base := w.gw.admin + "/console/"
 
-	// Not logged in: the console sends us to the login form. A wrong token
-	// is refused.
-	run1(t, ctx, "login page", chromedp.Navigate(base+"users"), chromedp.WaitVisible(chromedp.CSS("#token")),
-		chromedp.SendKeys(chromedp.CSS("#token"), "not-the-token-not-the-token"), chromedp.Click(chromedp.CSS("#login")))
-	if msg := textOf(t, ctx, "#login-error"); !strings.Contains(msg, "not the admin token") {
-		t.Fatalf("wrong token: %q", msg)
+	// The steps below run in order on one browser session, each named so
+	// that a failure says which. Not logged in: the console sends us to the
+	// login form. A wrong token is refused; without the login, no other
+	// step can run.
+	if !t.Run("log in", func(t *testing.T) {
+		run1(t, ctx, "login page", chromedp.Navigate(base+"users"), chromedp.WaitVisible(chromedp.CSS("#token")),
+			chromedp.SendKeys(chromedp.CSS("#token"), "not-the-token-not-the-token"), chromedp.Click(chromedp.CSS("#login")))
+		if msg := textOf(t, ctx, "#login-error"); !strings.Contains(msg, "not the admin token") {
+			t.Fatalf("wrong token: %q", msg)
+		}
+		run1(t, ctx, "log in", chromedp.SendKeys(chromedp.CSS("#token"), token), chromedp.Click(chromedp.CSS("#login")),
+			chromedp.WaitVisible(chromedp.CSS("#enrol-user")))
+	}) {
+		return
 	}
-	run1(t, ctx, "log in", chromedp.SendKeys(chromedp.CSS("#token"), token), chromedp.Click(chromedp.CSS("#login")),
-		chromedp.WaitVisible(chromedp.CSS("#enrol-user")))
 
 	// Enrolment code, then a real enrolment with it.
-	run1(t, ctx, "enrol code", chromedp.SendKeys(chromedp.CSS("#enrol-user"), "carol"), chromedp.Click(chromedp.CSS("#enrol")))
-	code := textOf(t, ctx, "#code")
-	if !regexp.MustCompile(`^[A-Z2-7]{4}(-[A-Z2-7]{4})+$`).MatchString(code) {
-		t.Fatalf("enrolment code %q", code)
-	}
-	must(t, w.userPW, "user", "enroll", "--admin", w.gw.admin, "--fingerprint", w.gw.fingerprint,
-		"--code", code, "--id", "carol", "--card", filepath.Join(w.dir, "carol.card"), fastKDF, "--kdf-m=1024")
+	t.Run("enrol code", func(t *testing.T) {
+		run1(t, ctx, "enrol code", chromedp.SendKeys(chromedp.CSS("#enrol-user"), "carol"), chromedp.Click(chromedp.CSS("#enrol")))
+		code := textOf(t, ctx, "#code")
+		if !regexp.MustCompile(`^[A-Z2-7]{4}(-[A-Z2-7]{4})+$`).MatchString(code) {
+			t.Fatalf("enrolment code %q", code)
+		}
+		must(t, w.userPW, "user", "enroll", "--admin", w.gw.admin, "--fingerprint", w.gw.fingerprint,
+			"--code", code, "--id", "carol", "--card", filepath.Join(w.dir, "carol.card"), fastKDF, "--kdf-m=1024")
+	})
 
 	// Provision a device and download its credential, once.
-	run1(t, ctx, "provision", chromedp.Navigate(base+"devices"), chromedp.WaitVisible(chromedp.CSS("#device-id")),
-		chromedp.SendKeys(chromedp.CSS("#device-id"), "sensor-9"), chromedp.SendKeys(chromedp.CSS("#device-group"), "plant-b"),
-		chromedp.Click(chromedp.CSS("#provision")), chromedp.WaitVisible(chromedp.CSS("#download")))
-	if got := textOf(t, ctx, "#provisioned"); got != "sensor-9" {
-		t.Fatalf("provisioned %q", got)
-	}
-	run1(t, ctx, "download", chromedp.Click(chromedp.CSS("#download")))
-	credPath := filepath.Join(downloads, "sensor-9.cred.json")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		// credfile.Load insists on mode 0600, which a browser download
-		// does not give: parse the bytes.
-		b, err := os.ReadFile(credPath)
-		if c, err2 := credfile.Unmarshal(b); err == nil && err2 == nil {
-			if c.ID != "sensor-9" || c.Fingerprint != w.gw.fingerprint {
-				t.Fatalf("downloaded credential %+v", c)
+	t.Run("provision and download once", func(t *testing.T) {
+		run1(t, ctx, "provision", chromedp.Navigate(base+"devices"), chromedp.WaitVisible(chromedp.CSS("#device-id")),
+			chromedp.SendKeys(chromedp.CSS("#device-id"), "sensor-9"), chromedp.SendKeys(chromedp.CSS("#device-group"), "plant-b"),
+			chromedp.Click(chromedp.CSS("#provision")), chromedp.WaitVisible(chromedp.CSS("#download")))
+		if got := textOf(t, ctx, "#provisioned"); got != "sensor-9" {
+			t.Fatalf("provisioned %q", got)
+		}
+		run1(t, ctx, "download", chromedp.Click(chromedp.CSS("#download")))
+		credPath := filepath.Join(downloads, "sensor-9.cred.json")
+		// The browser writes the file when it is done: poll for a whole,
+		// valid credential. credfile.Load insists on mode 0600, which a
+		// browser download does not give: parse the bytes.
+		var got credfile.Credential
+		testenv.EventuallyWithin(t, 20*time.Second, "the credential downloaded to "+downloads, func() bool {
+			b, err := os.ReadFile(credPath)
+			if err != nil {
+				return false
 			}
-			break
+			got, err = credfile.Unmarshal(b)
+			return err == nil
+		})
+		if got.ID != "sensor-9" || got.Fingerprint != w.gw.fingerprint {
+			t.Fatalf("downloaded credential %+v", got)
 		}
-		if time.Now().After(deadline) {
-			entries, _ := os.ReadDir(downloads)
-			t.Fatalf("no credential downloaded to %s (have %v)", downloads, entries)
+		// The second download is refused: the credential is no longer kept.
+		run1(t, ctx, "second download", chromedp.Click(chromedp.CSS("#download")), chromedp.WaitVisible(chromedp.CSS(".flash.error")))
+		if msg := textOf(t, ctx, ".flash.error"); !strings.Contains(msg, "already downloaded") {
+			t.Fatalf("second download: %q", msg)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	// The second download is refused: the credential is no longer kept.
-	run1(t, ctx, "second download", chromedp.Click(chromedp.CSS("#download")), chromedp.WaitVisible(chromedp.CSS(".flash.error")))
-	if msg := textOf(t, ctx, ".flash.error"); !strings.Contains(msg, "already downloaded") {
-		t.Fatalf("second download: %q", msg)
-	}
+	})
 
 	// Revoke it, through the confirmation page.
-	run1(t, ctx, "revoke", chromedp.Navigate(base+"devices"), chromedp.WaitVisible(chromedp.CSS("#revoke-sensor-9")),
-		chromedp.Click(chromedp.CSS("#revoke-sensor-9")), chromedp.WaitVisible(chromedp.CSS("#confirm")))
-	if q := textOf(t, ctx, "#question"); !strings.Contains(q, "sensor-9") {
-		t.Fatalf("confirmation asks %q", q)
-	}
-	run1(t, ctx, "confirm", chromedp.Click(chromedp.CSS("#confirm")), chromedp.WaitVisible(chromedp.CSS(".flash")))
-	if msg := textOf(t, ctx, ".flash"); msg != "Revoked device sensor-9." {
-		t.Fatalf("after revoking: %q", msg)
-	}
-	devices := must(t, nil, "gateway", "devices", "--data", w.gw.data)
-	if !regexp.MustCompile(`sensor-9\s+plant-b.*revoked`).MatchString(devices) {
-		t.Fatalf("the CLI does not see the console's revocation:\n%s", devices)
-	}
+	t.Run("revoke", func(t *testing.T) {
+		run1(t, ctx, "revoke", chromedp.Navigate(base+"devices"), chromedp.WaitVisible(chromedp.CSS("#revoke-sensor-9")),
+			chromedp.Click(chromedp.CSS("#revoke-sensor-9")), chromedp.WaitVisible(chromedp.CSS("#confirm")))
+		if q := textOf(t, ctx, "#question"); !strings.Contains(q, "sensor-9") {
+			t.Fatalf("confirmation asks %q", q)
+		}
+		run1(t, ctx, "confirm", chromedp.Click(chromedp.CSS("#confirm")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+		if msg := textOf(t, ctx, ".flash"); msg != "Revoked device sensor-9." {
+			t.Fatalf("after revoking: %q", msg)
+		}
+		devices := must(t, nil, "gateway", "devices", "--data", w.gw.data)
+		if !regexp.MustCompile(`sensor-9\s+plant-b.*revoked`).MatchString(devices) {
+			t.Fatalf("the CLI does not see the console's revocation:\n%s", devices)
+		}
+	})
 
 	// The audit log shows it, found with the filters.
-	run1(t, ctx, "audit", chromedp.Navigate(base+"audit?kind=revoke&device=sensor-9"), chromedp.WaitVisible(chromedp.CSS("#audit-records")))
-	audit := textOf(t, ctx, "#audit-records")
-	if !strings.Contains(audit, "device revoked by admin") || !strings.Contains(audit, "sensor-9") || strings.Contains(audit, "provision") {
-		t.Fatalf("audit page for the revocation:\n%s", audit)
-	}
+	t.Run("audit", func(t *testing.T) {
+		run1(t, ctx, "audit", chromedp.Navigate(base+"audit?kind=revoke&device=sensor-9"), chromedp.WaitVisible(chromedp.CSS("#audit-records")))
+		audit := textOf(t, ctx, "#audit-records")
+		if !strings.Contains(audit, "device revoked by admin") || !strings.Contains(audit, "sensor-9") || strings.Contains(audit, "provision") {
+			t.Fatalf("audit page for the revocation:\n%s", audit)
+		}
+	})
 
 	// The overview counts what happened and draws the chart.
-	run1(t, ctx, "overview", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("svg.chart")))
-	if n := textOf(t, ctx, "#devices-active"); n != "1" {
-		t.Errorf("overview: %s active devices, want 1 (sensor-7; sensor-9 is revoked)", n)
-	}
-	reasons := textOf(t, ctx, "#reasons")
-	if !strings.Contains(reasons, "user not allowed on device") {
-		t.Errorf("overview refusals:\n%s", reasons)
-	}
-	if os.Getenv("TAGAUTH_SCREENSHOTS") == "1" {
-		run1(t, ctx, "viewport", chromedp.EmulateViewport(1280, 900))
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot: %v", err)
+	t.Run("overview", func(t *testing.T) {
+		run1(t, ctx, "overview", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("svg.chart")))
+		if n := textOf(t, ctx, "#devices-active"); n != "1" {
+			t.Errorf("overview: %s active devices, want 1 (sensor-7; sensor-9 is revoked)", n)
 		}
-		out := filepath.Join("..", "docs", "img", "console-overview.png")
-		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-			t.Fatal(err)
+		reasons := textOf(t, ctx, "#reasons")
+		if !strings.Contains(reasons, "user not allowed on device") {
+			t.Errorf("overview refusals:\n%s", reasons)
 		}
-		if err := os.WriteFile(out, png, 0o644); err != nil {
-			t.Fatal(err)
+		if os.Getenv("TAGAUTH_SCREENSHOTS") == "1" {
+			run1(t, ctx, "viewport", chromedp.EmulateViewport(1280, 900))
+			png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+			if err != nil {
+				t.Fatalf("screenshot: %v", err)
+			}
+			out := filepath.Join("..", "docs", "img", "console-overview.png")
+			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(out, png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote %s (%d bytes)", out, len(png))
 		}
-		t.Logf("wrote %s (%d bytes)", out, len(png))
-	}
+	})
 
 	// Log out: the session is gone.
-	run1(t, ctx, "logout", chromedp.Click(chromedp.CSS(".logout button")), chromedp.WaitVisible(chromedp.CSS("#token")),
-		chromedp.Navigate(base+"users"), chromedp.WaitVisible(chromedp.CSS("#token")))
+	t.Run("log out", func(t *testing.T) {
+		run1(t, ctx, "logout", chromedp.Click(chromedp.CSS(".logout button")), chromedp.WaitVisible(chromedp.CSS("#token")),
+			chromedp.Navigate(base+"users"), chromedp.WaitVisible(chromedp.CSS("#token")))
+	})
 }
 
 // TestDeviceMetrics: "tagauth device --metrics PORT" serves the agent's

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"io"
 	"net"
 	"os"
@@ -94,24 +95,40 @@ func (s *syncWriter) Write(b []byte) (int, error) {
 func (p *proc) waitLine(re string) []string {
 	p.t.Helper()
 	rx := regexp.MustCompile(re)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	var m []string
+	scan := func() bool {
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		for _, l := range p.out {
-			if m := rx.FindStringSubmatch(l); m != nil {
-				p.mu.Unlock()
-				return m
+			if m = rx.FindStringSubmatch(l); m != nil {
+				return true
 			}
 		}
-		p.mu.Unlock()
+		return false
+	}
+	exited := false
+	found := testenv.Poll(p.t.Context(), 20*time.Second, func() bool {
+		if scan() {
+			return true
+		}
 		select {
 		case <-p.done:
-			p.t.Fatalf("%s exited before printing %q\nstdout: %s\nstderr: %s", p.cmd.Args[1], re, p.stdout(), p.errText())
-		case <-time.After(20 * time.Millisecond):
+			// Every line is in p.out once done is closed: look once
+			// more, for a line read after the scan above.
+			exited = true
+			scan()
+			return true
+		default:
+			return false
 		}
+	})
+	switch {
+	case m == nil && exited:
+		p.t.Fatalf("%s exited before printing %q\nstdout: %s\nstderr: %s", p.cmd.Args[1], re, p.stdout(), p.errText())
+	case !found:
+		p.t.Fatalf("%s did not print %q in time\nstdout: %s\nstderr: %s", p.cmd.Args[1], re, p.stdout(), p.errText())
 	}
-	p.t.Fatalf("%s did not print %q in time\nstdout: %s\nstderr: %s", p.cmd.Args[1], re, p.stdout(), p.errText())
-	return nil
+	return m
 }
 
 func (p *proc) stdout() string {

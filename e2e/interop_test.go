@@ -61,11 +61,11 @@ func TestInteropLibcoap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	login, m1, err := u.Login("sensor-7")
+	login, m1, err := u.Login(nil, "sensor-7")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dl, m2, err := dev.Start(context.Background(), m1)
+	dl, m2, err := dev.Start(context.Background(), nil, m1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +88,11 @@ func TestInteropLibcoap(t *testing.T) {
 	if _, typ, err := protocol.Header(m3); err != nil || typ != protocol.TypeM3 {
 		t.Fatalf("gateway answered % x, want an m3", m3)
 	}
-	m4, _, err := dl.Respond(m3)
+	m4, _, err := dl.Respond(nil, m3)
 	if err != nil {
 		t.Fatalf("device refused the m3 that came back through coap-client: %v", err)
 	}
-	us, m5, err := login.Finish(m4)
+	us, m5, err := login.Finish(nil, m4)
 	if err != nil {
 		t.Fatal(err)
 	}

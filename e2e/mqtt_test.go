@@ -18,6 +18,7 @@ import (
 	"github.com/tagauth/tagauth/internal/card"
 	"github.com/tagauth/tagauth/internal/mqttbind"
 	"github.com/tagauth/tagauth/internal/mqttbind/mqtttest"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -94,16 +95,15 @@ func (w *mqttWorld) mqttUser(sub string, extra ...string) (int, string, string) 
 // reconnecting to a restarted broker).
 func untilOK(t *testing.T, f func() (int, string, string)) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, out, errs := f()
-		if code == 0 {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after 30 s: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
-		}
+	var code int
+	var out, errs string
+	if !testenv.Poll(t.Context(), 30*time.Second, func() bool {
+		code, out, errs = f()
+		return code == 0
+	}) {
+		t.Fatalf("still failing after 30 s: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
 	}
+	return out
 }
 
 func TestMQTTLoginAndTasks(t *testing.T) {
@@ -238,7 +238,7 @@ func TestMQTTDuplicateLoginAnsweredFromCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	l, m1, err := u.Login("sensor-7")
+	l, m1, err := u.Login(nil, "sensor-7")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestMQTTDuplicateLoginAnsweredFromCache(t *testing.T) {
 	if !bytes.Equal(dup.Payload, first.Payload) {
 		t.Fatalf("the duplicate got %x, not the first answer %x", dup.Payload, first.Payload)
 	}
-	if _, _, err := l.Finish(first.Payload); err != nil {
+	if _, _, err := l.Finish(nil, first.Payload); err != nil {
 		t.Fatalf("the card refuses the m4: %v", err)
 	}
 	// Run again, the m1 would have been a replay: check that the device

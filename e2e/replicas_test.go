@@ -24,6 +24,7 @@ import (
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/internal/store/postgres"
 	"github.com/tagauth/tagauth/internal/store/postgres/pgtest"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
 	"github.com/tagauth/tagauth/replay"
@@ -165,7 +166,7 @@ func login(c protocol.Card, cred credfile.Credential, addr string) attempt {
 		return attempt{bad: err}
 	}
 	defer u.Close()
-	l, m1, err := u.Login(cred.ID)
+	l, m1, err := u.Login(nil, cred.ID)
 	if err != nil {
 		return attempt{bad: err}
 	}
@@ -174,7 +175,7 @@ func login(c protocol.Card, cred credfile.Credential, addr string) attempt {
 	if err != nil {
 		return attempt{bad: err}
 	}
-	dl, m2, err := dev.Start(ctx, m1)
+	dl, m2, err := dev.Start(ctx, nil, m1)
 	if err != nil {
 		return attempt{bad: err}
 	}
@@ -185,12 +186,12 @@ func login(c protocol.Card, cred credfile.Credential, addr string) attempt {
 	if a.netErr != nil || a.code != coap.Changed {
 		return a
 	}
-	m4, dsess, err := dl.Respond(m3)
+	m4, dsess, err := dl.Respond(nil, m3)
 	if err != nil {
 		a.bad = fmt.Errorf("device refused the m3 of a 2.04: %w", err)
 		return a
 	}
-	usess, m5, err := l.Finish(m4)
+	usess, m5, err := l.Finish(nil, m4)
 	if err != nil {
 		a.bad = fmt.Errorf("card refused m4 after a 2.04: %w", err)
 		return a
@@ -225,20 +226,6 @@ func postM2(addr string, m2 []byte, wire *protocol.Code) (coap.Code, []byte, err
 	return code, body, nil
 }
 
-// within polls cond every 10 ms for at most d (the one-second replication
-// bound is the behaviour under test) and returns the time it took.
-func within(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // TestReplicas: three gateway processes share one PostgreSQL and one
 // Redis. An operator works on any of them; the user's logins through
 // device agents tied to different replicas all succeed; an m2 answered by
@@ -271,7 +258,7 @@ func TestReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, g := range rs.gws {
-		within(t, 2*time.Second, fmt.Sprint("replica ", i, " ready"), func() bool { return login(c, cred, g.coap).ok })
+		testenv.EventuallyWithin(t, 2*time.Second, fmt.Sprint("replica ", i, " ready"), func() bool { return login(c, cred, g.coap).ok })
 	}
 
 	// One device agent per replica: the same device, relaying to each.
@@ -322,7 +309,7 @@ func TestReplicas(t *testing.T) {
 	// A revocation on replica 1 holds on replicas 0 and 2 within a second.
 	must(t, replicaEnv, "gateway", "revoke-user", "alice", "--data", rs.gws[1].data)
 	for _, i := range []int{2, 0} {
-		d := within(t, time.Second, fmt.Sprint("revocation on replica 1 honoured by replica ", i), func() bool {
+		d := testenv.EventuallyWithin(t, time.Second, fmt.Sprint("revocation on replica 1 honoured by replica ", i), func() bool {
 			a := login(c, cred, rs.gws[i].coap)
 			return a.netErr == nil && a.code == coap.Unauthorized && a.wire == protocol.ErrRejected
 		})
@@ -358,7 +345,7 @@ func TestReplicaKilledUnderLoad(t *testing.T) {
 	rs.admin(2, http.MethodPost, "/v1/users/mallory/revoke", nil, nil)
 	// Every replica knows everything before the load starts.
 	for i, g := range rs.gws {
-		within(t, 2*time.Second, fmt.Sprint("replica ", i, " ready"), func() bool {
+		testenv.EventuallyWithin(t, 2*time.Second, fmt.Sprint("replica ", i, " ready"), func() bool {
 			return login(cards[nUsers-1], creds[nDevices-1], g.coap).ok
 		})
 	}
@@ -528,13 +515,13 @@ func TestReplicaFailsClosedProcess(t *testing.T) {
 	cred := rs.provision(0, "sensor-7", "plant-a")
 	rs.admin(0, http.MethodPost, "/v1/grants", adminapi.Grant{User: "alice", Group: "plant-a"}, nil)
 	rs.admin(0, http.MethodPost, "/v1/grants", adminapi.Grant{User: "bob", Group: "plant-a"}, nil)
-	within(t, 2*time.Second, "r1 ready", func() bool { return login(alice, cred, r1.coap).ok })
+	testenv.EventuallyWithin(t, 2*time.Second, "r1 ready", func() bool { return login(alice, cred, r1.coap).ok })
 	busy := func(a attempt) bool {
 		return a.netErr == nil && a.code == coap.ServiceUnavailable && a.wire == protocol.ErrBusy
 	}
 
 	pgProxy.Cut()
-	within(t, 5*time.Second, "r1 busy without PostgreSQL", func() bool { return busy(login(bob, cred, r1.coap)) })
+	testenv.EventuallyWithin(t, 5*time.Second, "r1 busy without PostgreSQL", func() bool { return busy(login(bob, cred, r1.coap)) })
 	for range 3 {
 		if a := login(bob, cred, r1.coap); !busy(a) {
 			t.Fatalf("login on r1 without PostgreSQL: %+v, want busy", a)
@@ -545,7 +532,7 @@ func TestReplicaFailsClosedProcess(t *testing.T) {
 	}
 	rs.admin(0, http.MethodPost, "/v1/users/alice/revoke", nil, nil)
 	pgProxy.Restore()
-	within(t, 10*time.Second, "r1 serves again after PostgreSQL is back", func() bool { return login(bob, cred, r1.coap).ok })
+	testenv.EventuallyWithin(t, 10*time.Second, "r1 serves again after PostgreSQL is back", func() bool { return login(bob, cred, r1.coap).ok })
 	if a := login(alice, cred, r1.coap); a.code != coap.Unauthorized || a.wire != protocol.ErrRejected {
 		t.Fatalf("alice, revoked while r1 was cut off: %+v, want rejected", a)
 	}
@@ -557,7 +544,7 @@ func TestReplicaFailsClosedProcess(t *testing.T) {
 		}
 	}
 	redisProxy.Restore()
-	within(t, 10*time.Second, "r1 serves again after Redis is back", func() bool { return login(bob, cred, r1.coap).ok })
+	testenv.EventuallyWithin(t, 10*time.Second, "r1 serves again after Redis is back", func() bool { return login(bob, cred, r1.coap).ok })
 
 	log := r1.errText()
 	for _, want := range []string{"change feed lost", "verifies are served again", "Redis unreachable", "Redis reachable again"} {

@@ -241,12 +241,12 @@ func (s *atkScene) login(u *protocol.User, did string) atkRun {
 	s.tb.Helper()
 	ctx := context.Background()
 	var r atkRun
-	login, m1, err := u.Login(did)
+	login, m1, err := u.Login(nil, did)
 	if err != nil {
 		s.tb.Fatal(err)
 	}
 	r.m1 = m1
-	dl, m2, err := s.devs[did].Start(ctx, m1)
+	dl, m2, err := s.devs[did].Start(ctx, nil, m1)
 	if err != nil {
 		s.tb.Fatal(err)
 	}
@@ -254,10 +254,10 @@ func (s *atkScene) login(u *protocol.User, did string) atkRun {
 	if r.m3, _, err = s.gw.Verify(ctx, nil, m2); err != nil {
 		s.tb.Fatal(err)
 	}
-	if r.m4, r.dev, err = dl.Respond(r.m3); err != nil {
+	if r.m4, r.dev, err = dl.Respond(nil, r.m3); err != nil {
 		s.tb.Fatal(err)
 	}
-	if r.user, r.m5, err = login.Finish(r.m4); err != nil {
+	if r.user, r.m5, err = login.Finish(nil, r.m4); err != nil {
 		s.tb.Fatal(err)
 	}
 	if s.p == protocol.Hardened {
@@ -317,15 +317,15 @@ func TestAttackReplayedM4(t *testing.T) {
 		recorded := s.login(u, "sensor-7")
 
 		s.tick(time.Hour)
-		login, _, err := u.Login("sensor-7")
+		login, _, err := u.Login(nil, "sensor-7")
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, err = login.Finish(recorded.m4)
+		_, _, err = login.Finish(nil, recorded.m4)
 		atkWantErr(t, err, protocol.ReasonStaleT4) // hence the retiming below
 		m := mustParseM4(t, recorded.m4)
 		m.T4 = s.nowMs()
-		sess, _, err := login.Finish(m.Append(nil))
+		sess, _, err := login.Finish(nil, m.Append(nil))
 		if err != nil {
 			t.Fatalf("classic card refused a replayed m4 with a fresh T4: %v", err)
 		}
@@ -345,15 +345,15 @@ func TestAttackReplayedM4(t *testing.T) {
 		recorded := s.login(u, "sensor-7")
 
 		s.tick(time.Hour)
-		login, _, err := u.Login("sensor-7")
+		login, _, err := u.Login(nil, "sensor-7")
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, err = login.Finish(recorded.m4)
+		_, _, err = login.Finish(nil, recorded.m4)
 		atkWantErr(t, err, protocol.ReasonStaleT4)
 		m := mustParseM4(t, recorded.m4)
 		m.T3, m.T4 = s.nowMs(), s.nowMs()
-		_, _, err = login.Finish(m.Append(nil))
+		_, _, err = login.Finish(nil, m.Append(nil))
 		// gamma_i covers E_i and T3: the old one does not fit the new login.
 		atkWantErr(t, err, protocol.ReasonBadGamma)
 	})
@@ -372,13 +372,13 @@ func TestAttackNoKeyConfirmation(t *testing.T) {
 			s := newAtkScene(t, p, nil)
 			dev := s.device("sensor-7")
 			u := s.unlock(s.enroll("alice", "correct horse", atkKDF), "correct horse")
-			login, m1, err := u.Login("sensor-7")
+			login, m1, err := u.Login(nil, "sensor-7")
 			if err != nil {
 				t.Fatal(err)
 			}
 			m := mustParseM1(t, m1)
 			m.Theta[0] ^= 1
-			dl, m2, err := dev.Start(ctx, m.Append(nil))
+			dl, m2, err := dev.Start(ctx, nil, m.Append(nil))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -386,11 +386,11 @@ func TestAttackNoKeyConfirmation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m4, devSess, err := dl.Respond(m3)
+			m4, devSess, err := dl.Respond(nil, m3)
 			if err != nil {
 				t.Fatal(err)
 			}
-			userSess, _, err := login.Finish(m4)
+			userSess, _, err := login.Finish(nil, m4)
 			if p == protocol.Hardened {
 				atkWantErr(t, err, protocol.ReasonBadM4)
 				return
@@ -642,7 +642,7 @@ func TestAttackNamespaceCollision(t *testing.T) {
 		}
 
 		// alice's m1 for sensor-7 reaches Mallory instead of the device.
-		login, m1, err := s.unlock(s.enroll("alice", "correct horse", atkKDF), "correct horse").Login(did)
+		login, m1, err := s.unlock(s.enroll("alice", "correct horse", atkKDF), "correct horse").Login(nil, did)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -659,7 +659,7 @@ func TestAttackNamespaceCollision(t *testing.T) {
 		kj := atkFill(0x40)
 		m4 := protocol.M4{Profile: protocol.Classic, Gamma: m3.Gamma, T4: s.nowMs(),
 			X: atkXOR(atkH(ki[:], atkTS(s.nowMs())), kj)}
-		sess, _, err := login.Finish(m4.Append(nil))
+		sess, _, err := login.Finish(nil, m4.Append(nil))
 		if err != nil {
 			t.Fatalf("alice refused Mallory's m4: %v", err)
 		}
@@ -682,7 +682,7 @@ func TestAttackNamespaceCollision(t *testing.T) {
 		if tag == s.creds[did].Tag {
 			t.Fatal("hardened user tag equals the device tag")
 		}
-		_, m1, err := s.unlock(s.enroll("alice", "correct horse", atkKDF), "correct horse").Login(did)
+		_, m1, err := s.unlock(s.enroll("alice", "correct horse", atkKDF), "correct horse").Login(nil, did)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -709,11 +709,11 @@ func TestAttackRewriteT2(t *testing.T) {
 			s := newAtkScene(t, p, nil)
 			dev := s.device("sensor-7")
 			u := s.unlock(s.enroll("alice", "correct horse", atkKDF), "correct horse")
-			login, m1, err := u.Login("sensor-7")
+			login, m1, err := u.Login(nil, "sensor-7")
 			if err != nil {
 				t.Fatal(err)
 			}
-			dl, m2b, err := dev.Start(ctx, m1)
+			dl, m2b, err := dev.Start(ctx, nil, m1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -733,11 +733,11 @@ func TestAttackRewriteT2(t *testing.T) {
 			if v.T2 != s.nowMs()-7000 {
 				t.Fatalf("audit T2 = %d, want the forged %d", v.T2, s.nowMs()-7000)
 			}
-			m4, _, err := dl.Respond(m3)
+			m4, _, err := dl.Respond(nil, m3)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := login.Finish(m4); err != nil {
+			if _, _, err := login.Finish(nil, m4); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -763,11 +763,11 @@ func TestAttackBetaReuse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, b1, err := u.Login("sensor-7")
+			_, b1, err := u.Login(nil, "sensor-7")
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, b2, err := u.Login("sensor-7")
+			_, b2, err := u.Login(nil, "sensor-7")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -861,7 +861,7 @@ func TestAttackCapturedDevice(t *testing.T) {
 			ka := atkFill(0x11)
 			forged := m1
 			forged.E, forged.Theta = e2, atkXOR(ka, beta)
-			dl, m2, err := d2.Start(ctx, forged.Append(nil))
+			dl, m2, err := d2.Start(ctx, nil, forged.Append(nil))
 			if err != nil {
 				t.Fatalf("sensor-2 refused the forged m1: %v", err)
 			}
@@ -873,7 +873,7 @@ func TestAttackCapturedDevice(t *testing.T) {
 			if err != nil {
 				t.Fatalf("gateway refused: %v", err)
 			}
-			m4b, devSess, err := dl.Respond(m3b)
+			m4b, devSess, err := dl.Respond(nil, m3b)
 			if err != nil {
 				t.Fatalf("sensor-2 refused m3: %v", err)
 			}
@@ -942,12 +942,12 @@ func TestAttackInsiderForgesM3(t *testing.T) {
 				copy(forged.Nonce[:], "any nonce at all")
 				forged.E = atkMAC(betaV[:], "tagauth/E", ids)
 			}
-			dl, _, err := lock.Start(ctx, forged.Append(nil)) // m2 is dropped
+			dl, _, err := lock.Start(ctx, nil, forged.Append(nil)) // m2 is dropped
 			if err != nil {
 				t.Fatal(err)
 			}
 			m3 := protocol.M3{Profile: p, F: atkXOR(betaV, pad), Gamma: om3.Gamma, T3: om3.T3}
-			m4b, sess, err := dl.Respond(m3.Append(nil))
+			m4b, sess, err := dl.Respond(nil, m3.Append(nil))
 			if p == protocol.Hardened {
 				atkWantErr(t, err, protocol.ReasonBadM3)
 				return

@@ -61,11 +61,11 @@ func runLogin(tb testing.TB, w *world) *steps {
 		tb.Fatal(err)
 	}
 	s := &steps{w: w, user: u}
-	login, m1, err := u.Login("sensor-7")
+	login, m1, err := u.Login(nil, "sensor-7")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	dl, m2, err := w.dev.Start(ctx, m1)
+	dl, m2, err := w.dev.Start(ctx, nil, m1)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -73,11 +73,11 @@ func runLogin(tb testing.TB, w *world) *steps {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m4, ds, err := dl.Respond(m3)
+	m4, ds, err := dl.Respond(nil, m3)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	us, m5, err := login.Finish(m4)
+	us, m5, err := login.Finish(nil, m4)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -157,9 +157,10 @@ func BenchmarkCardLogin(b *testing.B) {
 	for _, p := range profiles {
 		b.Run(p.String(), func(b *testing.B) {
 			s := loginSteps(b, p)
+			buf := make([]byte, 0, 128)
 			b.ReportAllocs()
 			for b.Loop() {
-				l, _, err := s.user.Login("sensor-7")
+				l, _, err := s.user.Login(buf[:0], "sensor-7")
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -175,9 +176,10 @@ func BenchmarkDeviceStart(b *testing.B) {
 			s := loginSteps(b, p)
 			d := s.device(b)
 			ctx := context.Background()
+			buf := make([]byte, 0, 128)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, err := d.Start(ctx, s.m1); err != nil {
+				if _, _, err := d.Start(ctx, buf[:0], s.m1); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -193,13 +195,15 @@ func BenchmarkDeviceRespond(b *testing.B) {
 			s := loginSteps(b, p)
 			d := s.device(b)
 			ctx := context.Background()
+			m2 := make([]byte, 0, 128)
+			m4 := make([]byte, 0, 128)
 			b.ReportAllocs()
 			for b.Loop() {
-				dl, _, err := d.Start(ctx, s.m1)
+				dl, _, err := d.Start(ctx, m2[:0], s.m1)
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, _, err := dl.Respond(s.m3); err != nil {
+				if _, _, err := dl.Respond(m4[:0], s.m3); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -217,25 +221,28 @@ func BenchmarkCardFinish(b *testing.B) {
 			d := s.device(b)
 			g := s.gateway(b)
 			ctx := context.Background()
+			// One buffer per message, reused, as a client and a device
+			// looping over logins would keep them.
+			var bufs [5][128]byte
 			b.ReportAllocs()
 			for b.Loop() {
-				l, m1, err := s.user.Login("sensor-7")
+				l, m1, err := s.user.Login(bufs[0][:0], "sensor-7")
 				if err != nil {
 					b.Fatal(err)
 				}
-				dl, m2, err := d.Start(ctx, m1)
+				dl, m2, err := d.Start(ctx, bufs[1][:0], m1)
 				if err != nil {
 					b.Fatal(err)
 				}
-				m3, _, err := g.Verify(ctx, nil, m2)
+				m3, _, err := g.Verify(ctx, bufs[2][:0], m2)
 				if err != nil {
 					b.Fatal(err)
 				}
-				m4, _, err := dl.Respond(m3)
+				m4, _, err := dl.Respond(bufs[3][:0], m3)
 				if err != nil {
 					b.Fatal(err)
 				}
-				us, m5, err := l.Finish(m4)
+				us, m5, err := l.Finish(bufs[4][:0], m4)
 				if err != nil {
 					b.Fatal(err)
 				}

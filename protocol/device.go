@@ -82,8 +82,10 @@ func (s devState) String() string {
 }
 
 // Start handles m1 (step 504): it checks T1, records (ID_i, E_i) in the
-// replay cache and returns m2 for the gateway.
-func (d *Device) Start(ctx context.Context, m1 []byte) (*DeviceLogin, []byte, error) {
+// replay cache and returns the pending login with m2 for the gateway
+// appended to dst (nil for a fresh slice; a device reuses one buffer per
+// request, as Gateway.Verify's callers do).
+func (d *Device) Start(ctx context.Context, dst, m1 []byte) (*DeviceLogin, []byte, error) {
 	if err := CheckProfile(d.cred.Profile, m1); err != nil {
 		return nil, nil, err
 	}
@@ -114,7 +116,7 @@ func (d *Device) Start(ctx context.Context, m1 []byte) (*DeviceLogin, []byte, er
 		m2.I = mac(d.cred.Tag[:], labelI, m.E[:], id8(dbuf[:0], did), t2[:])
 	}
 	l := &DeviceLogin{dev: d, id: append([]byte(nil), m.ID...), e: m.E, sid: sessionID(&m.E), theta: m.Theta, t1: m.T1, userID: string(m.ID)}
-	return l, m2.Append(nil), nil
+	return l, m2.Append(dst), nil
 }
 
 // UserID returns ID_i as claimed in m1. It is authenticated only once the
@@ -129,11 +131,12 @@ func (l *DeviceLogin) SID() [SIDSize]byte { return l.sid }
 
 // Respond handles the gateway's m3 (step 508): it checks T3 and that the
 // unmasked beta_i reproduces E_i, which is what authenticates m3, draws K_j
-// and returns m4 for the card. Under classic the session is established
-// and returned; under hardened it is pending until Confirm. A message that
+// and returns m4 for the card, appended to dst (nil for a fresh slice).
+// Under classic the session is established and returned; under hardened it
+// is pending until Confirm. On an error the message is nil. A message that
 // fails a check leaves the login as it was. A second m3, once one has been
 // accepted, is ReasonStepReplay (replayed).
-func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
+func (l *DeviceLogin) Respond(dst, m3 []byte) ([]byte, *Session, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	d := l.dev
@@ -158,15 +161,15 @@ func (l *DeviceLogin) Respond(m3 []byte) ([]byte, *Session, error) {
 	// One step per profile, as crypto/tls keeps one state machine per
 	// version: the checks above are the profiles' common ground.
 	if m.Profile == Classic {
-		return l.respondClassic(&m, now)
+		return l.respondClassic(dst, &m, now)
 	}
-	return l.respondHardened(&m, now)
+	return l.respondHardened(dst, &m, now)
 }
 
 // respondClassic is step 508 under classic: beta_i = F xor h(Tag_j || T3)
 // must give E_i = h(beta_i || ID_i || DID_j); SK = h(K_i xor K_j), and the
 // session is established at m4.
-func (l *DeviceLogin) respondClassic(m *M3, now uint64) ([]byte, *Session, error) {
+func (l *DeviceLogin) respondClassic(dst []byte, m *M3, now uint64) ([]byte, *Session, error) {
 	d := l.dev
 	t3, t4 := ts(m.T3), ts(now)
 	pad := h(d.cred.Tag[:], t3[:])
@@ -197,13 +200,13 @@ func (l *DeviceLogin) respondClassic(m *M3, now uint64) ([]byte, *Session, error
 	}
 	l.state = devDone
 	clear(l.theta[:])
-	return out.Append(nil), s, nil
+	return out.Append(dst), s, nil
 }
 
 // respondHardened is step 508 under hardened: beta_i = F xor M(Tag_j, F,
 // E_i || T3) must give E_i; m4 carries the device's key confirmation tau_j
 // and the login waits for the card's tau_i in m5 (Confirm).
-func (l *DeviceLogin) respondHardened(m *M3, now uint64) ([]byte, *Session, error) {
+func (l *DeviceLogin) respondHardened(dst []byte, m *M3, now uint64) ([]byte, *Session, error) {
 	d := l.dev
 	t3, t4 := ts(m.T3), ts(now)
 	pad := mac(d.cred.Tag[:], labelF, l.e[:], t3[:])
@@ -230,7 +233,7 @@ func (l *DeviceLogin) respondHardened(m *M3, now uint64) ([]byte, *Session, erro
 	l.sk, l.x, l.t4 = sk, out.X, now
 	l.state = devWaitM5
 	clear(l.theta[:])
-	return out.Append(nil), nil, nil
+	return out.Append(dst), nil, nil
 }
 
 // Confirm handles m5 under hardened: it checks tau_i and only then returns

@@ -41,11 +41,11 @@
 // whatever transport the caller runs:
 //
 //	card:    u := Unlock(card, pw, cfg)               password -> Tag_i (Argon2id under hardened)
-//	card:    login, m1 := u.Login(did)                m1  card -> device
-//	device:  dl, m2 := dev.Start(ctx, m1)             m2  device -> gateway
+//	card:    login, m1 := u.Login(dst, did)           m1  card -> device
+//	device:  dl, m2 := dev.Start(ctx, dst, m1)        m2  device -> gateway
 //	gateway: m3, v := gw.Verify(ctx, dst, m2)         m3  gateway -> device
-//	device:  m4, sess := dl.Respond(m3)               m4  device -> card (classic: device session ready)
-//	card:    sess, m5 := login.Finish(m4)             m5  card -> device (hardened only; nil under classic)
+//	device:  m4, sess := dl.Respond(dst, m3)          m4  device -> card (classic: device session ready)
+//	card:    sess, m5 := login.Finish(dst, m4)        m5  card -> device (hardened only; nil under classic)
 //	device:  sess := dl.Confirm(m5)                   hardened: device session ready only now
 //
 // Transports carry m5 in the confirm request as sid || m5
@@ -70,9 +70,14 @@
 // (as crypto/tls keeps one state machine per protocol version): the
 // exported step makes the checks both profiles share (profile byte,
 // parsing, state, freshness) and hands over to its classic or hardened
-// half. Every builder of a wire message appends to a caller's buffer
-// ([M1.Append] .. [M5.Append], [AppendError], [AppendConfirmPayload],
-// [Gateway.Verify], [Session.Seal]).
+// half. Every builder of a wire message appends to a caller's buffer dst
+// and returns the extended slice, as the standard library's Append
+// functions do ([User.Login], [Device.Start], [Gateway.Verify],
+// [DeviceLogin.Respond], [Login.Finish], [M1.Append] .. [M5.Append],
+// [AppendError], [AppendConfirmPayload], [Session.Seal]): a nil dst gives a
+// fresh slice, and a server answering many requests passes buf[:0] to
+// allocate nothing per message. dst must not overlap the message being
+// handled: the answer is written while fields of the input are still read.
 //
 // # Keys
 //

@@ -67,11 +67,11 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer user.Close()
-	login, m1, err := user.Login("sensor-7") // card -> device
+	login, m1, err := user.Login(nil, "sensor-7") // card -> device
 	if err != nil {
 		log.Fatal(err)
 	}
-	dl, m2, err := dev.Start(ctx, m1) // device -> gateway
+	dl, m2, err := dev.Start(ctx, nil, m1) // device -> gateway
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -79,11 +79,11 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	m4, _, err := dl.Respond(m3) // device -> card; no session yet under hardened
+	m4, _, err := dl.Respond(nil, m3) // device -> card; no session yet under hardened
 	if err != nil {
 		log.Fatal(err)
 	}
-	userSess, m5, err := login.Finish(m4) // card -> device
+	userSess, m5, err := login.Finish(nil, m4) // card -> device
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -154,11 +154,11 @@ func newExampleDeployment(p protocol.Profile) *exampleDeployment {
 // sessions runs one login and returns the card's and the device's sessions.
 func (x *exampleDeployment) sessions() (userSess, devSess *protocol.Session) {
 	ctx := context.Background()
-	login, m1, err := x.user.Login("sensor-7")
+	login, m1, err := x.user.Login(nil, "sensor-7")
 	if err != nil {
 		log.Fatal(err)
 	}
-	dl, m2, err := x.dev.Start(ctx, m1)
+	dl, m2, err := x.dev.Start(ctx, nil, m1)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -166,11 +166,11 @@ func (x *exampleDeployment) sessions() (userSess, devSess *protocol.Session) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	m4, devSess, err := dl.Respond(m3)
+	m4, devSess, err := dl.Respond(nil, m3)
 	if err != nil {
 		log.Fatal(err)
 	}
-	userSess, m5, err := login.Finish(m4)
+	userSess, m5, err := login.Finish(nil, m4)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -182,17 +182,44 @@ func (x *exampleDeployment) sessions() (userSess, devSess *protocol.Session) {
 	return userSess, devSess
 }
 
+// A device answering many logins keeps one buffer for its m2 and hands it
+// over emptied each time: Start appends to it, so the message costs no
+// allocation once the buffer is big enough. The same holds for every step
+// that builds a message (Login, Respond, Finish, Gateway.Verify).
+func ExampleDevice_Start() {
+	x := newExampleDeployment(protocol.Hardened)
+	ctx := context.Background()
+	buf := make([]byte, 0, 128)
+	for range 2 {
+		login, m1, err := x.user.Login(nil, "sensor-7")
+		if err != nil {
+			log.Fatal(err)
+		}
+		dl, m2, err := x.dev.Start(ctx, buf[:0], m1)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("m2:", len(m2), "bytes, in buf:", &m2[0] == &buf[:1][0])
+		// ... m2 goes to the gateway here; this example stops early.
+		dl.Close()
+		login.Close()
+	}
+	// Output:
+	// m2: 115 bytes, in buf: true
+	// m2: 115 bytes, in buf: true
+}
+
 // A gateway answers every failure with an error message for the wire and
 // an error for its audit log. The wire code is coarse on purpose (every
 // refusal of an identity or a proof is "rejected"); the reason is precise.
 func ExampleGateway_Verify() {
 	x := newExampleDeployment(protocol.Hardened)
 	ctx := context.Background()
-	_, m1, err := x.user.Login("sensor-7")
+	_, m1, err := x.user.Login(nil, "sensor-7")
 	if err != nil {
 		log.Fatal(err)
 	}
-	_, m2, err := x.dev.Start(ctx, m1)
+	_, m2, err := x.dev.Start(ctx, nil, m1)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -223,11 +250,11 @@ func ExampleGateway_Verify() {
 	if err := x.reg.RevokeUser("alice"); err != nil {
 		log.Fatal(err)
 	}
-	_, m1, err = x.user.Login("sensor-7")
+	_, m1, err = x.user.Login(nil, "sensor-7")
 	if err != nil {
 		log.Fatal(err)
 	}
-	_, m2, err = x.dev.Start(ctx, m1)
+	_, m2, err = x.dev.Start(ctx, nil, m1)
 	if err != nil {
 		log.Fatal(err)
 	}

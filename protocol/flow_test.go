@@ -76,11 +76,11 @@ func TestFullLogin(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			login, m1, err := u.Login("sensor-7")
+			login, m1, err := u.Login(nil, "sensor-7")
 			if err != nil {
 				t.Fatal(err)
 			}
-			dl, m2, err := w.dev.Start(ctx, m1)
+			dl, m2, err := w.dev.Start(ctx, nil, m1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -88,11 +88,11 @@ func TestFullLogin(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m4, devSess, err := dl.Respond(m3)
+			m4, devSess, err := dl.Respond(nil, m3)
 			if err != nil {
 				t.Fatal(err)
 			}
-			userSess, m5, err := login.Finish(m4)
+			userSess, m5, err := login.Finish(nil, m4)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -157,15 +157,15 @@ func newFuzzRig(tb testing.TB, p protocol.Profile) *fuzzRig {
 	must(err)
 
 	ctx := context.Background()
-	login, m1, err := r.user.Login(rigDevice)
+	login, m1, err := r.user.Login(nil, rigDevice)
 	must(err)
-	dl, m2, err := r.device(tb).Start(ctx, m1)
+	dl, m2, err := r.device(tb).Start(ctx, nil, m1)
 	must(err)
 	m3, _, err := r.gateway(tb).Verify(ctx, nil, m2)
 	must(err)
-	m4, ds, err := dl.Respond(m3)
+	m4, ds, err := dl.Respond(nil, m3)
 	must(err)
-	us, m5, err := login.Finish(m4)
+	us, m5, err := login.Finish(nil, m4)
 	must(err)
 	if p == protocol.Hardened {
 		ds, err = dl.Confirm(m5)
@@ -219,7 +219,7 @@ func (r *fuzzRig) gateway(tb testing.TB) *protocol.Gateway {
 
 // deviceLogin returns a fresh device login waiting for m3.
 func (r *fuzzRig) deviceLogin(tb testing.TB) *protocol.DeviceLogin {
-	dl, _, err := r.device(tb).Start(context.Background(), r.m1)
+	dl, _, err := r.device(tb).Start(context.Background(), nil, r.m1)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func (r *fuzzRig) deviceLogin(tb testing.TB) *protocol.DeviceLogin {
 // deviceSession returns a fresh device session of the genuine login.
 func (r *fuzzRig) deviceSession(tb testing.TB) *protocol.Session {
 	dl := r.deviceLogin(tb)
-	_, s, err := dl.Respond(r.m3)
+	_, s, err := dl.Respond(nil, r.m3)
 	if err == nil && r.p == protocol.Hardened {
 		s, err = dl.Confirm(r.m5)
 	}
@@ -552,7 +552,7 @@ func FuzzDeviceStart(f *testing.F) {
 	f.Fuzz(func(t *testing.T, hardened bool, m1 []byte) {
 		r := rigs[hardened]
 		d := r.device(t)
-		dl, out, err := d.Start(context.Background(), m1)
+		dl, out, err := d.Start(context.Background(), nil, m1)
 		if err != nil {
 			checkStepError(t, err)
 			if dl != nil || out != nil {
@@ -577,7 +577,7 @@ func FuzzDeviceStart(f *testing.F) {
 		if dl.UserID() != string(in.ID) {
 			t.Fatalf("UserID %q, m1 claims %q", dl.UserID(), in.ID)
 		}
-		if _, _, err := d.Start(context.Background(), m1); !errors.Is(err, protocol.ReasonLoginReplay) {
+		if _, _, err := d.Start(context.Background(), nil, m1); !errors.Is(err, protocol.ReasonLoginReplay) {
 			t.Fatalf("second Start of %x: %v, want replay", m1, err)
 		}
 	})
@@ -592,7 +592,7 @@ func FuzzDeviceRespond(f *testing.F) {
 	f.Fuzz(func(t *testing.T, hardened bool, m3 []byte) {
 		r := rigs[hardened]
 		dl := r.deviceLogin(t)
-		m4, _, err := dl.Respond(m3)
+		m4, _, err := dl.Respond(nil, m3)
 		in, perr := protocol.ParseM3(m3)
 		beta := fzXOR(r.theta, r.ki)
 		now, w := r.nowMs(), uint64(protocol.DefaultWindow/time.Millisecond)
@@ -603,7 +603,7 @@ func FuzzDeviceRespond(f *testing.F) {
 			if valid {
 				t.Fatalf("device refused a valid m3 %x: %v", m3, err)
 			}
-			if _, _, err := dl.Respond(r.m3); err != nil {
+			if _, _, err := dl.Respond(nil, r.m3); err != nil {
 				t.Fatalf("refused m3 %x changed the login: %v", m3, err)
 			}
 			return
@@ -628,14 +628,14 @@ func FuzzCardFinish(f *testing.F) {
 	addRoleSeeds(f, rigs, func(r *fuzzRig) []byte { return r.m4 })
 	f.Fuzz(func(t *testing.T, hardened bool, m4 []byte) {
 		r := rigs[hardened]
-		login, _, err := r.user.Login(rigDevice)
+		login, _, err := r.user.Login(nil, rigDevice)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, m5, err := login.Finish(m4)
+		s, m5, err := login.Finish(nil, m4)
 		if err != nil {
 			checkStepError(t, err)
-			if _, _, err := login.Finish(r.m4); err != nil {
+			if _, _, err := login.Finish(nil, r.m4); err != nil {
 				t.Fatalf("refused m4 %x changed the login: %v", m4, err)
 			}
 			return

@@ -111,7 +111,7 @@ func setupRig(p Profile, c vectorCase, party, step string) (*rig, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.recv = func(m []byte) error { _, _, err := dev.Start(ctx, m); return err }
+		r.recv = func(m []byte) error { _, _, err := dev.Start(ctx, nil, m); return err }
 		return r, nil
 	case "device/m3", "device/m5", "device/record":
 		dev, err := newDevice()
@@ -119,21 +119,21 @@ func setupRig(p Profile, c vectorCase, party, step string) (*rig, error) {
 			return nil, err
 		}
 		clk.ms = c.T2
-		dl, _, err := dev.Start(ctx, unhex(c.M1))
+		dl, _, err := dev.Start(ctx, nil, unhex(c.M1))
 		if err != nil {
 			return nil, fmt.Errorf("setup m1: %w", err)
 		}
 		if step == "m3" {
 			r.recv = func(m []byte) error {
 				tp.load(in.kj[:])
-				_, _, err := dl.Respond(m)
+				_, _, err := dl.Respond(nil, m)
 				return err
 			}
 			return r, nil
 		}
 		clk.ms = c.T4
 		tp.load(in.kj[:])
-		_, s, err := dl.Respond(unhex(c.M3))
+		_, s, err := dl.Respond(nil, unhex(c.M3))
 		if err != nil {
 			return nil, fmt.Errorf("setup m3: %w", err)
 		}
@@ -169,16 +169,16 @@ func setupRig(p Profile, c vectorCase, party, step string) (*rig, error) {
 		} else {
 			tp.load(in.ki[:])
 		}
-		login, _, err := u.Login(c.DIDj)
+		login, _, err := u.Login(nil, c.DIDj)
 		if err != nil {
 			return nil, err
 		}
 		if step == "m4" {
-			r.recv = func(m []byte) error { _, _, err := login.Finish(m); return err }
+			r.recv = func(m []byte) error { _, _, err := login.Finish(nil, m); return err }
 			return r, nil
 		}
 		clk.ms = c.T4
-		s, _, err := login.Finish(unhex(c.M4))
+		s, _, err := login.Finish(nil, unhex(c.M4))
 		if err != nil {
 			return nil, fmt.Errorf("setup m4: %w", err)
 		}

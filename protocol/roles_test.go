@@ -125,12 +125,12 @@ func (c *cast) run(t *testing.T, upTo int) *attempt {
 		}
 	}
 	var err error
-	a.login, a.m1, err = c.user.Login(c.did)
+	a.login, a.m1, err = c.user.Login(nil, c.did)
 	fail("login", err)
 	if upTo < 2 {
 		return a
 	}
-	a.dl, a.m2, err = c.dev.Start(ctx, a.m1)
+	a.dl, a.m2, err = c.dev.Start(ctx, nil, a.m1)
 	fail("start", err)
 	if upTo < 3 {
 		return a
@@ -140,12 +140,12 @@ func (c *cast) run(t *testing.T, upTo int) *attempt {
 	if upTo < 4 {
 		return a
 	}
-	a.m4, a.ds, err = a.dl.Respond(a.m3)
+	a.m4, a.ds, err = a.dl.Respond(nil, a.m3)
 	fail("respond", err)
 	if upTo < 5 {
 		return a
 	}
-	a.us, a.m5, err = a.login.Finish(a.m4)
+	a.us, a.m5, err = a.login.Finish(nil, a.m4)
 	fail("finish", err)
 	if c.p == protocol.Hardened {
 		a.ds, err = a.dl.Confirm(a.m5)
@@ -184,7 +184,7 @@ func channelCheck(t *testing.T, us, ds *protocol.Session) (string, error) {
 func (c *cast) drive(t *testing.T, l *protocol.Login, m1 []byte) (string, error) {
 	t.Helper()
 	ctx := context.Background()
-	dl, m2, err := c.dev.Start(ctx, m1)
+	dl, m2, err := c.dev.Start(ctx, nil, m1)
 	if err != nil {
 		return "device", err
 	}
@@ -193,11 +193,11 @@ func (c *cast) drive(t *testing.T, l *protocol.Login, m1 []byte) (string, error)
 		wantReply(t, m3, c.p, protocol.CodeOf(err))
 		return "gateway", err
 	}
-	m4, ds, err := dl.Respond(m3)
+	m4, ds, err := dl.Respond(nil, m3)
 	if err != nil {
 		return "device", err
 	}
-	us, m5, err := l.Finish(m4)
+	us, m5, err := l.Finish(nil, m4)
 	if err != nil {
 		return "card", err
 	}
@@ -348,7 +348,7 @@ func TestTamperM1(t *testing.T) {
 				// one forgery cannot make the next one a replay.
 				c.freshDevice(t, c.w.devCrd)
 				c.freshGateway(t)
-				l, m1, err := c.user.Login(c.did)
+				l, m1, err := c.user.Login(nil, c.did)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -428,18 +428,18 @@ func TestTamperM3(t *testing.T) {
 			}
 			a := c.run(t, 3)
 			tamper(t, p, a.m3, want, func(flip func([]byte) []byte) (string, error) {
-				m4, ds, err := a.dl.Respond(flip(a.m3))
+				m4, ds, err := a.dl.Respond(nil, flip(a.m3))
 				if err != nil {
 					return "device", err
 				}
-				_, _, refusal := a.login.Finish(m4)
+				_, _, refusal := a.login.Finish(nil, m4)
 				if refusal == nil {
 					t.Fatal("card accepted an m4 relaying a forged m3")
 				}
 				// gamma_i sits at the same offset in m3 and m4: flipping it
 				// back gives the m4 the device would have sent, which the
 				// card, unchanged by the refusal, must now accept.
-				us, m5, err := a.login.Finish(flip(m4))
+				us, m5, err := a.login.Finish(nil, flip(m4))
 				if err != nil {
 					t.Fatalf("card refused the repaired m4: %v", err)
 				}
@@ -456,7 +456,7 @@ func TestTamperM3(t *testing.T) {
 				return "card", refusal
 			})
 			var err error
-			if a.m4, a.ds, err = a.dl.Respond(a.m3); err != nil {
+			if a.m4, a.ds, err = a.dl.Respond(nil, a.m3); err != nil {
 				t.Fatalf("genuine m3 refused after forgeries: %v", err)
 			}
 			finishAndCompare(t, p, a)
@@ -467,7 +467,7 @@ func TestTamperM3(t *testing.T) {
 // finishAndCompare completes a login from m4 and requires equal keys.
 func finishAndCompare(t *testing.T, p protocol.Profile, a *attempt) {
 	t.Helper()
-	us, m5, err := a.login.Finish(a.m4)
+	us, m5, err := a.login.Finish(nil, a.m4)
 	if err != nil {
 		t.Fatalf("genuine m4 refused: %v", err)
 	}
@@ -507,7 +507,7 @@ func TestTamperM4(t *testing.T) {
 			}
 			a := c.run(t, 4)
 			tamper(t, p, a.m4, want, func(flip func([]byte) []byte) (string, error) {
-				us, m5, err := a.login.Finish(flip(a.m4))
+				us, m5, err := a.login.Finish(nil, flip(a.m4))
 				if err != nil {
 					return "card", err
 				}
@@ -532,7 +532,7 @@ func TestTamperM4(t *testing.T) {
 func TestTamperM5(t *testing.T) {
 	c := newCast(t, protocol.Hardened)
 	a := c.run(t, 4)
-	us, m5, err := a.login.Finish(a.m4)
+	us, m5, err := a.login.Finish(nil, a.m4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,11 +584,11 @@ func TestFreshnessT1AtDevice(t *testing.T) {
 		c := newCast(t, p)
 		for _, off := range []int64{-winMs - 1, -winMs, winMs, winMs + 1} {
 			c.at(off, 0, 0)
-			_, m1, err := c.user.Login(c.did)
+			_, m1, err := c.user.Login(nil, c.did)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, _, err = c.dev.Start(context.Background(), m1)
+			_, _, err = c.dev.Start(context.Background(), nil, m1)
 			what := fmt.Sprintf("%v T1 = now%+d ms", p, off)
 			if off == -winMs || off == winMs {
 				if err != nil {
@@ -648,10 +648,10 @@ func TestFreshnessT3AtDevice(t *testing.T) {
 			c.freshGateway(t)
 			a := c.run(t, 3) // T3 = base
 			c.at(0, dir*(winMs+1), 0)
-			_, _, err := a.dl.Respond(a.m3)
+			_, _, err := a.dl.Respond(nil, a.m3)
 			wantStale(t, fmt.Sprintf("%v T3 = now%+d ms", p, -dir*(winMs+1)), err, protocol.ReasonStaleT3)
 			c.at(0, dir*winMs, 0)
-			if _, _, err := a.dl.Respond(a.m3); err != nil {
+			if _, _, err := a.dl.Respond(nil, a.m3); err != nil {
 				t.Fatalf("%v T3 = now%+d ms after a stale one: %v", p, -dir*winMs, err)
 			}
 		}
@@ -667,7 +667,7 @@ func TestFreshnessT4AtCard(t *testing.T) {
 			c.freshGateway(t)
 			a := c.run(t, 4) // T3 = T4 = base
 			c.at(dir*(winMs+1), 0, 0)
-			_, _, err := a.login.Finish(a.m4)
+			_, _, err := a.login.Finish(nil, a.m4)
 			wantStale(t, fmt.Sprintf("%v T4 = now%+d ms", p, -dir*(winMs+1)), err, protocol.ReasonStaleT4)
 			c.at(dir*winMs, 0, 0)
 			finishAndCompare(t, p, a)
@@ -692,20 +692,20 @@ func TestFreshnessT3VersusT4AtCard(t *testing.T) {
 	kj := fzPattern(0x33)
 	for _, dir := range []int64{1, -1} {
 		r.now = time.UnixMilli(rigT0)
-		login, m1, err := r.user.Login(rigDevice)
+		login, m1, err := r.user.Login(nil, rigDevice)
 		if err != nil || !bytes.Equal(m1, r.m1) {
 			t.Fatalf("login not reproducible: %v", err)
 		}
 		t4 := uint64(int64(t3) + dir*(winMs+1))
 		r.now = time.UnixMilli(int64(t4)) // T4 itself is fresh at the card
 		stale, _ := r.forgeM4(m3.Gamma, t3, t4, kj)
-		_, _, err = login.Finish(stale)
+		_, _, err = login.Finish(nil, stale)
 		wantStale(t, fmt.Sprintf("T3 = T4%+d ms", -dir*(winMs+1)), err, protocol.ReasonStaleT3)
 
 		t4 = uint64(int64(t3) + dir*winMs)
 		r.now = time.UnixMilli(int64(t4))
 		inside, wantM5 := r.forgeM4(m3.Gamma, t3, t4, kj)
-		_, m5, err := login.Finish(inside)
+		_, m5, err := login.Finish(nil, inside)
 		if err != nil || !bytes.Equal(m5, wantM5) {
 			t.Fatalf("T3 = T4%+d ms refused after a stale one: %v", -dir*winMs, err)
 		}
@@ -746,17 +746,17 @@ func TestReplayAtDevice(t *testing.T) {
 			c := newCast(t, p)
 			c.at(t1, 0, 0)
 			m1 := c.run(t, 1).m1
-			if _, _, err := c.dev.Start(ctx, m1); err != nil {
+			if _, _, err := c.dev.Start(ctx, nil, m1); err != nil {
 				t.Fatal(err)
 			}
 			for _, devT := range []int64{0, t1 + winMs} {
 				c.at(t1, devT, 0)
-				if _, _, err := c.dev.Start(ctx, m1); !errors.Is(err, protocol.ErrReplayed) || !errors.Is(err, protocol.ReasonLoginReplay) {
+				if _, _, err := c.dev.Start(ctx, nil, m1); !errors.Is(err, protocol.ErrReplayed) || !errors.Is(err, protocol.ReasonLoginReplay) {
 					t.Fatalf("%v T1 %+d, replay at %+d ms: %v", p, t1, devT, err)
 				}
 			}
 			c.at(t1, t1+winMs+1, 0)
-			_, _, err := c.dev.Start(ctx, m1)
+			_, _, err := c.dev.Start(ctx, nil, m1)
 			wantStale(t, fmt.Sprintf("%v replay after T1 + dT", p), err, protocol.ReasonStaleT1)
 		}
 	}
@@ -798,11 +798,11 @@ func TestGatewayReplayKey(t *testing.T) {
 	for _, p := range twoProfiles {
 		c := newCast(t, p)
 		first := c.run(t, 2)
-		_, m1, err := c.user.Login(c.did)
+		_, m1, err := c.user.Login(nil, c.did)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, err = c.dev.Start(ctx, m1)
+		_, _, err = c.dev.Start(ctx, nil, m1)
 		if sameE := p == protocol.Classic; sameE != errors.Is(err, protocol.ReasonLoginReplay) {
 			t.Errorf("%v: second login in the same ms to the same device: %v", p, err)
 		}
@@ -1012,7 +1012,7 @@ func TestWrongProfile(t *testing.T) {
 			}
 			a := src.run(t, 2)
 			src.tick()
-			if _, _, err := dst.dev.Start(ctx, a.m1); !errors.Is(err, protocol.ErrUnsupportedProfile) {
+			if _, _, err := dst.dev.Start(ctx, nil, a.m1); !errors.Is(err, protocol.ErrUnsupportedProfile) {
 				t.Errorf("%v m1 into %v device: %v", from, to, err)
 			}
 			reply, _, err := dst.gw.Verify(ctx, nil, a.m2)
@@ -1025,14 +1025,14 @@ func TestWrongProfile(t *testing.T) {
 			dst.tick()
 			m3 := bytes.Clone(b.m3)
 			m3[0] = byte(from) // m3 has one layout in both profiles
-			if _, _, err := b.dl.Respond(m3); !errors.Is(err, protocol.ErrUnsupportedProfile) {
+			if _, _, err := b.dl.Respond(nil, m3); !errors.Is(err, protocol.ErrUnsupportedProfile) {
 				t.Errorf("%v m3 into %v device: %v", from, to, err)
 			}
-			if b.m4, b.ds, err = b.dl.Respond(b.m3); err != nil {
+			if b.m4, b.ds, err = b.dl.Respond(nil, b.m3); err != nil {
 				t.Fatalf("%v: genuine m3 after a wrong-profile one: %v", to, err)
 			}
 			m4 := (&protocol.M4{Profile: from}).Append(nil)
-			if _, _, err := b.login.Finish(m4); !errors.Is(err, protocol.ErrUnsupportedProfile) {
+			if _, _, err := b.login.Finish(nil, m4); !errors.Is(err, protocol.ErrUnsupportedProfile) {
 				t.Errorf("%v m4 into %v card: %v", from, to, err)
 			}
 			finishAndCompare(t, to, b)
@@ -1074,18 +1074,18 @@ func TestOutOfOrder(t *testing.T) {
 			if want := map[protocol.Profile]error{protocol.Hardened: protocol.ErrState, protocol.Classic: protocol.ErrMalformed}[p]; !errors.Is(err, want) {
 				t.Errorf("Confirm before Respond: %v, want %v", err, want)
 			}
-			m4, ds, err := a.dl.Respond(a.m3)
+			m4, ds, err := a.dl.Respond(nil, a.m3)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := a.dl.Respond(a.m3); !errors.Is(err, protocol.ReasonStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
+			if _, _, err := a.dl.Respond(nil, a.m3); !errors.Is(err, protocol.ReasonStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
 				t.Errorf("Respond twice: %v", err)
 			}
-			us, m5, err := a.login.Finish(m4)
+			us, m5, err := a.login.Finish(nil, m4)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := a.login.Finish(m4); !errors.Is(err, protocol.ReasonStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
+			if _, _, err := a.login.Finish(nil, m4); !errors.Is(err, protocol.ReasonStepReplay) || !errors.Is(err, protocol.ErrReplayed) {
 				t.Errorf("Finish twice: %v", err)
 			}
 			if p == protocol.Hardened {
@@ -1106,17 +1106,17 @@ func TestOutOfOrder(t *testing.T) {
 			c.tick()
 			b := c.run(t, 4)
 			b.login.Close()
-			if _, _, err := b.login.Finish(b.m4); !errors.Is(err, protocol.ErrState) {
+			if _, _, err := b.login.Finish(nil, b.m4); !errors.Is(err, protocol.ErrState) {
 				t.Errorf("Finish after Close: %v", err)
 			}
 			c.tick()
 			b = c.run(t, 3)
 			b.dl.Close()
-			if _, _, err := b.dl.Respond(b.m3); !errors.Is(err, protocol.ErrState) {
+			if _, _, err := b.dl.Respond(nil, b.m3); !errors.Is(err, protocol.ErrState) {
 				t.Errorf("Respond after Close: %v", err)
 			}
 			c.user.Close()
-			if _, _, err := c.user.Login(c.did); !errors.Is(err, protocol.ErrState) {
+			if _, _, err := c.user.Login(nil, c.did); !errors.Is(err, protocol.ErrState) {
 				t.Errorf("Login after User.Close: %v", err)
 			}
 		})
@@ -1131,7 +1131,7 @@ func TestPendingLoginExpires(t *testing.T) {
 		c.at(late*10, late*10, late*10) // a distinct T1 per round
 		t4 := late * 10
 		a := c.run(t, 4)
-		_, m5, err := a.login.Finish(a.m4)
+		_, m5, err := a.login.Finish(nil, a.m4)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -84,9 +84,10 @@ func (s loginState) String() string {
 }
 
 // Login starts a login to device did (step 502 classic, section 6 card):
-// it draws K_i (and, hardened, n_i), computes m1 and returns it with the
-// state that Finish needs.
-func (u *User) Login(did string) (*Login, []byte, error) {
+// it draws K_i (and, hardened, n_i), and returns the state that Finish
+// needs with m1 appended to dst, so that a client sending many logins
+// reuses one buffer (pass nil for a fresh slice).
+func (u *User) Login(dst []byte, did string) (*Login, []byte, error) {
 	if !ValidIdentity([]byte(did)) {
 		return nil, nil, fmt.Errorf("%w: invalid device identity", ReasonBadMessage)
 	}
@@ -112,7 +113,7 @@ func (u *User) Login(did string) (*Login, []byte, error) {
 	}
 	m.E = l.e
 	m.Theta = xor32(&l.ki, &l.beta)
-	return l, m.Append(nil), nil
+	return l, m.Append(dst), nil
 }
 
 // startClassic is step 502 under classic: beta_i = h(Tag_i || T1) and
@@ -147,11 +148,14 @@ func (l *Login) startHardened(m *M1) error {
 }
 
 // Finish checks m4 (step 510 classic, section 6 card) and derives the
-// session. Under hardened it also returns m5 for the device; under classic
-// m5 is nil. A message that fails a check leaves the login waiting, so that
-// a forged m4 cannot cancel a genuine one still in flight. A second m4,
-// once one has been accepted, is ReasonStepReplay (replayed).
-func (l *Login) Finish(m4 []byte) (*Session, []byte, error) {
+// session. Under hardened it also returns m5 for the device, appended to
+// dst. Under classic there is no m5 and the result is nil whatever dst
+// holds, so that "m5 != nil" keeps meaning "send a confirm" for a caller
+// that reuses a buffer. A message that fails a check leaves the login
+// waiting, so that a forged m4 cannot cancel a genuine one still in
+// flight. A second m4, once one has been accepted, is ReasonStepReplay
+// (replayed).
+func (l *Login) Finish(dst, m4 []byte) (*Session, []byte, error) {
 	if err := CheckProfile(l.profile, m4); err != nil {
 		return nil, nil, err
 	}
@@ -176,7 +180,7 @@ func (l *Login) Finish(m4 []byte) (*Session, []byte, error) {
 	if l.profile == Classic {
 		s, err = l.finishClassic(&m)
 	} else {
-		s, m5, err = l.finishHardened(&m, w)
+		s, m5, err = l.finishHardened(dst, &m, w)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -209,7 +213,7 @@ func (l *Login) finishClassic(m *M4) (*Session, error) {
 // gamma_i = M(Tag_i, G, DID_j || E_i || T3) authenticates m4, and the
 // device's tau_j must verify under SK before the card answers with its own
 // tau_i in m5.
-func (l *Login) finishHardened(m *M4, w uint64) (*Session, []byte, error) {
+func (l *Login) finishHardened(dst []byte, m *M4, w uint64) (*Session, []byte, error) {
 	if !fresh(m.T3, m.T4, w) {
 		return nil, nil, staleError(ReasonStaleT3, m.T3, m.T4)
 	}
@@ -233,7 +237,7 @@ func (l *Login) finishHardened(m *M4, w uint64) (*Session, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return s, (&M5{Profile: Hardened, Tau: ti}).Append(nil), nil
+	return s, (&M5{Profile: Hardened, Tau: ti}).Append(dst), nil
 }
 
 // Close abandons the login and wipes its secrets.

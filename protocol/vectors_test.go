@@ -360,7 +360,7 @@ func runVector(p Profile, c vectorCase) (vectorCase, error) {
 	} else {
 		tp.load(in.ki[:])
 	}
-	login, m1, err := u.Login(c.DIDj)
+	login, m1, err := u.Login(nil, c.DIDj)
 	if err != nil {
 		return c, fmt.Errorf("login: %w", err)
 	}
@@ -370,7 +370,7 @@ func runVector(p Profile, c vectorCase) (vectorCase, error) {
 
 	// The device handles m1 at t2, the gateway m2 at t3.
 	clk.ms = c.T2
-	dl, m2, err := dev.Start(ctx, m1)
+	dl, m2, err := dev.Start(ctx, nil, m1)
 	if err != nil {
 		return c, fmt.Errorf("device start: %w", err)
 	}
@@ -384,14 +384,14 @@ func runVector(p Profile, c vectorCase) (vectorCase, error) {
 	// device m5 at t4 too.
 	clk.ms = c.T4
 	tp.load(in.kj[:])
-	m4, devSess, err := dl.Respond(m3)
+	m4, devSess, err := dl.Respond(nil, m3)
 	if err != nil {
 		return c, fmt.Errorf("device respond: %w", err)
 	}
 	if err := tp.drained("respond"); err != nil {
 		return c, err
 	}
-	userSess, m5, err := login.Finish(m4)
+	userSess, m5, err := login.Finish(nil, m4)
 	if err != nil {
 		return c, fmt.Errorf("card finish: %w", err)
 	}

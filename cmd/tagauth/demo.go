@@ -260,7 +260,7 @@ func demoProfile(out io.Writer, p protocol.Profile, opts demoOptions) error {
 	var m1 []byte
 	d, err = timed(func() error {
 		var err error
-		login, m1, err = user.Login(demoDevice)
+		login, m1, err = user.Login(nil, demoDevice)
 		return err
 	})
 	if err != nil {
@@ -277,7 +277,7 @@ func demoProfile(out io.Writer, p protocol.Profile, opts demoOptions) error {
 	var m2 []byte
 	d, err = timed(func() error {
 		var err error
-		dl, m2, err = dev.Start(ctx, m1)
+		dl, m2, err = dev.Start(ctx, nil, m1)
 		return err
 	})
 	if err != nil {
@@ -301,7 +301,7 @@ func demoProfile(out io.Writer, p protocol.Profile, opts demoOptions) error {
 	var devSess *protocol.Session
 	d, err = timed(func() error {
 		var err error
-		m4, devSess, err = dl.Respond(m3)
+		m4, devSess, err = dl.Respond(nil, m3)
 		return err
 	})
 	if err != nil {
@@ -317,7 +317,7 @@ func demoProfile(out io.Writer, p protocol.Profile, opts demoOptions) error {
 	var m5 []byte
 	d, err = timed(func() error {
 		var err error
-		userSess, m5, err = login.Finish(m4)
+		userSess, m5, err = login.Finish(nil, m4)
 		return err
 	})
 	if err != nil {

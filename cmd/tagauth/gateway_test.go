@@ -3,44 +3,35 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/internal/testenv"
 )
-
-// gwBuffer is a bytes.Buffer safe for the serving goroutine.
-type gwBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *gwBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *gwBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // gwServeTest runs "tagauth gateway serve" on loopback ports until the
 // test ends, and returns its data directory and printed banner.
 func gwServeTest(t *testing.T, extra ...string) (dir, banner string) {
 	t.Helper()
 	dir = t.TempDir()
+	return dir, gwServeIn(t, dir, "admin token:", extra...)
+}
+
+// gwServeIn runs serve with data directory dir on loopback ports until the
+// test ends, and returns its stdout once it holds marker.
+func gwServeIn(t *testing.T, dir, marker string, extra ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr gwBuffer
+	var stdout, stderr testenv.LockedBuffer
 	done := make(chan int, 1)
 	args := append([]string{"--data", dir, "--coap", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, extra...)
 	go func() { done <- gwServe(ctx, nil, args, &stdout, &stderr) }()
@@ -50,19 +41,21 @@ func gwServeTest(t *testing.T, extra ...string) (dir, banner string) {
 			t.Errorf("serve exited %d: %s", rc, stderr.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stdout.String(), "admin token:") {
+	// Serve exiting before it prints marker ends the wait too.
+	exited := -1
+	testenv.Eventually(t, fmt.Sprintf("serve printing %q", marker), func() bool {
 		select {
-		case rc := <-done:
-			t.Fatalf("serve exited %d: %s", rc, stderr.String())
+		case exited = <-done:
+			done <- exited // for the cleanup
+			return true
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve printed no banner: %s", stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+		return strings.Contains(stdout.String(), marker)
+	})
+	if exited >= 0 {
+		t.Fatalf("serve exited %d before printing %q: %s", exited, marker, stderr.String())
 	}
-	return dir, stdout.String()
+	return stdout.String()
 }
 
 // gwRun runs "tagauth gateway ARGS" and returns exit status and output.
@@ -95,32 +88,46 @@ func TestGatewayCLI(t *testing.T) {
 	}
 	byData := []string{"--data", dir}
 	byFlags := []string{"--admin", adminURL, "--fingerprint", fp, "--token-file", tokenFile}
-
-	code := strings.TrimSpace(gwMustRun(t, append([]string{"enrol-code", "--user", "alice"}, byData...)...))
-	if !regexp.MustCompile(`^[A-Z2-7]{4}(-[A-Z2-7]{4})+$`).MatchString(code) {
-		t.Fatalf("enrol-code printed %q", code)
-	}
 	credPath := filepath.Join(t.TempDir(), "d1.json")
-	out := gwMustRun(t, append([]string{"provision", "--id", "d1", "--group", "plant-a", "--out", credPath}, byFlags...)...)
-	if !strings.Contains(out, "provisioned device d1") {
-		t.Fatalf("provision said %q", out)
-	}
-	cred, err := credfile.Load(credPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cred.ID != "d1" || cred.Fingerprint != fp || cred.AdminURL != adminURL {
-		t.Fatalf("credential %+v", cred)
-	}
-	if strings.Contains(out, "tag") && strings.Contains(out, strings.Repeat("0", 8)) {
-		t.Fatal("provision printed secret material")
-	}
-	// Never overwrite a credential, and say so before provisioning.
-	rc, _, errOut := gwRun(append([]string{"provision", "--id", "d2", "--out", credPath}, byData...)...)
-	if rc != 1 || !strings.Contains(errOut, "already exists") {
-		t.Fatalf("provision over an existing file: %d %q", rc, errOut)
-	}
 
+	// The steps build on each other (provision, grant, revoke, audit):
+	// they run in order, each named so that a failure says which.
+	t.Run("enrol-code", func(t *testing.T) {
+		code := strings.TrimSpace(gwMustRun(t, append([]string{"enrol-code", "--user", "alice"}, byData...)...))
+		if !regexp.MustCompile(`^[A-Z2-7]{4}(-[A-Z2-7]{4})+$`).MatchString(code) {
+			t.Fatalf("enrol-code printed %q", code)
+		}
+	})
+	t.Run("provision", func(t *testing.T) {
+		out := gwMustRun(t, append([]string{"provision", "--id", "d1", "--group", "plant-a", "--out", credPath}, byFlags...)...)
+		if !strings.Contains(out, "provisioned device d1") {
+			t.Fatalf("provision said %q", out)
+		}
+		cred, err := credfile.Load(credPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cred.ID != "d1" || cred.Fingerprint != fp || cred.AdminURL != adminURL {
+			t.Fatalf("credential %+v", cred)
+		}
+		// The device's Tag_j is the secret the file holds: no encoding of
+		// it, nor any 8-byte piece of it, may reach the terminal.
+		for _, enc := range []string{hex.EncodeToString(cred.Tag[:]), strings.ToUpper(hex.EncodeToString(cred.Tag[:])), base64.StdEncoding.EncodeToString(cred.Tag[:]), base64.RawURLEncoding.EncodeToString(cred.Tag[:])} {
+			for i := 0; i+16 <= len(enc); i += 8 {
+				if strings.Contains(out, enc[i:i+16]) {
+					t.Fatalf("provision printed part of the device tag (%s):\n%s", enc[i:i+16], out)
+				}
+			}
+		}
+	})
+	t.Run("provision never overwrites", func(t *testing.T) {
+		rc, _, errOut := gwRun(append([]string{"provision", "--id", "d2", "--out", credPath}, byData...)...)
+		if rc != 1 || !strings.Contains(errOut, "already exists") {
+			t.Fatalf("provision over an existing file: %d %q", rc, errOut)
+		}
+	})
+
+	// From here on the environment names the gateway.
 	t.Setenv(envAdminURL, adminURL)
 	t.Setenv(envFingerprint, fp)
 	tok, err := os.ReadFile(tokenFile)
@@ -128,47 +135,58 @@ func TestGatewayCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv(envAdminToken, strings.TrimSpace(string(tok)))
-	gwMustRun(t, "grant", "--user", "alice", "--group", "plant-a")
-	if out := gwMustRun(t, "grants"); !strings.Contains(out, "alice") || !strings.Contains(out, "plant-a") {
-		t.Fatalf("grants:\n%s", out)
-	}
-	if out := gwMustRun(t, "devices"); !strings.Contains(out, "d1") || !strings.Contains(out, "plant-a") || !strings.Contains(out, "active") {
-		t.Fatalf("devices:\n%s", out)
-	}
-	gwMustRun(t, "revoke-device", "d1")
-	if out := gwMustRun(t, "devices"); !strings.Contains(out, "revoked") {
-		t.Fatalf("devices after revoke:\n%s", out)
-	}
-	rc, _, errOut = gwRun("revoke-user", "nobody")
-	if rc != 1 || !strings.Contains(errOut, "404") || !strings.Contains(errOut, "nobody") {
-		t.Fatalf("revoke unknown user: %d %q", rc, errOut)
-	}
-	gwMustRun(t, "ungrant", "--user", "alice", "--group", "plant-a")
-	out = gwMustRun(t, "audit", "--kind", "revoke")
-	if !strings.Contains(out, "d1") || !strings.Contains(out, "device revoked by admin") {
-		t.Fatalf("audit:\n%s", out)
-	}
-	if out := gwMustRun(t, "audit", "--json", "--kind", "policy"); !strings.Contains(out, `"reason": "ungranted"`) {
-		t.Fatalf("audit --json:\n%s", out)
-	}
-	if out := gwMustRun(t, "info"); !strings.Contains(out, "hardened") || !strings.Contains(out, fp) {
-		t.Fatalf("info:\n%s", out)
-	}
-	if out := gwMustRun(t, "users"); !strings.Contains(out, "ID") {
-		t.Fatalf("users:\n%s", out)
-	}
-
-	// A wrong token is refused by the gateway: exit 1 with its message.
-	t.Setenv(envAdminToken, "not-the-token-at-all")
-	rc, _, errOut = gwRun("users")
-	if rc != 1 || !strings.Contains(errOut, "401") {
-		t.Fatalf("wrong token: %d %q", rc, errOut)
-	}
-	// A wrong fingerprint never reaches the API.
-	rc, _, errOut = gwRun("info", "--fingerprint", strings.Repeat("0", 64))
-	if rc != 1 || !strings.Contains(errOut, "fingerprint") {
-		t.Fatalf("wrong fingerprint: %d %q", rc, errOut)
-	}
+	t.Run("grant", func(t *testing.T) {
+		gwMustRun(t, "grant", "--user", "alice", "--group", "plant-a")
+		if out := gwMustRun(t, "grants"); !strings.Contains(out, "alice") || !strings.Contains(out, "plant-a") {
+			t.Fatalf("grants:\n%s", out)
+		}
+		if out := gwMustRun(t, "devices"); !strings.Contains(out, "d1") || !strings.Contains(out, "plant-a") || !strings.Contains(out, "active") {
+			t.Fatalf("devices:\n%s", out)
+		}
+	})
+	t.Run("revoke", func(t *testing.T) {
+		gwMustRun(t, "revoke-device", "d1")
+		if out := gwMustRun(t, "devices"); !strings.Contains(out, "revoked") {
+			t.Fatalf("devices after revoke:\n%s", out)
+		}
+		rc, _, errOut := gwRun("revoke-user", "nobody")
+		if rc != 1 || !strings.Contains(errOut, "404") || !strings.Contains(errOut, "nobody") {
+			t.Fatalf("revoke unknown user: %d %q", rc, errOut)
+		}
+		gwMustRun(t, "ungrant", "--user", "alice", "--group", "plant-a")
+	})
+	t.Run("audit", func(t *testing.T) {
+		out := gwMustRun(t, "audit", "--kind", "revoke")
+		if !strings.Contains(out, "d1") || !strings.Contains(out, "device revoked by admin") {
+			t.Fatalf("audit:\n%s", out)
+		}
+		if out := gwMustRun(t, "audit", "--json", "--kind", "policy"); !strings.Contains(out, `"reason": "ungranted"`) {
+			t.Fatalf("audit --json:\n%s", out)
+		}
+	})
+	t.Run("queries", func(t *testing.T) {
+		if out := gwMustRun(t, "info"); !strings.Contains(out, "hardened") || !strings.Contains(out, fp) {
+			t.Fatalf("info:\n%s", out)
+		}
+		if out := gwMustRun(t, "users"); !strings.Contains(out, "ID") {
+			t.Fatalf("users:\n%s", out)
+		}
+	})
+	t.Run("wrong token", func(t *testing.T) {
+		// Refused by the gateway: exit 1 with its message.
+		t.Setenv(envAdminToken, "not-the-token-at-all")
+		rc, _, errOut := gwRun("users")
+		if rc != 1 || !strings.Contains(errOut, "401") {
+			t.Fatalf("wrong token: %d %q", rc, errOut)
+		}
+	})
+	t.Run("wrong fingerprint", func(t *testing.T) {
+		// Never reaches the API.
+		rc, _, errOut := gwRun("info", "--fingerprint", strings.Repeat("0", 64))
+		if rc != 1 || !strings.Contains(errOut, "fingerprint") {
+			t.Fatalf("wrong fingerprint: %d %q", rc, errOut)
+		}
+	})
 }
 
 // TestGatewayKeysCLI: rotate and retire through the CLI reach the running
@@ -215,17 +233,9 @@ func TestGatewayKeysCLI(t *testing.T) {
 
 func gwWaitVersions(t *testing.T, dir, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out := gwMustRun(t, "info", "--data", dir)
-		if strings.Contains(out, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway never showed %q:\n%s", want, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Eventually(t, fmt.Sprintf("gateway info showing %q", want), func() bool {
+		return strings.Contains(gwMustRun(t, "info", "--data", dir), want)
+	})
 }
 
 // TestGatewayCLIUsage: usage errors exit 2 before anything is sent;

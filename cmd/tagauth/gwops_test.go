@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -90,30 +89,7 @@ device_burst = 7
 // returns its stdout once it holds marker.
 func gwServeUntil(t *testing.T, marker string, extra ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr gwBuffer
-	done := make(chan int, 1)
-	args := append([]string{"--data", t.TempDir(), "--coap", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, extra...)
-	go func() { done <- gwServe(ctx, nil, args, &stdout, &stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		if rc := <-done; rc != 0 {
-			t.Errorf("serve exited %d: %s", rc, stderr.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stdout.String(), marker) {
-		select {
-		case rc := <-done:
-			t.Fatalf("serve exited %d: %s", rc, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve printed no %q: %s", marker, stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return stdout.String()
+	return gwServeIn(t, t.TempDir(), marker, extra...)
 }
 
 // TestOpsCommands: the operator commands that mirror the console's

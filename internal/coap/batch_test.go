@@ -15,6 +15,7 @@ import (
 	"unsafe"
 
 	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,7 +41,7 @@ func TestBatchAnswersEveryDatagram(t *testing.T) {
 	if _, err := first.Write(post(t, 1, "/p", []byte("first"))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the first request reaches the handler", func() bool { return calls.Load() == 1 })
+	testenv.Eventually(t, "the first request reaches the handler", func() bool { return calls.Load() == 1 })
 
 	// While the worker is held, queue 3 peers x 4 requests, plus a
 	// retransmission of one of them.
@@ -88,7 +89,7 @@ func TestBatchAnswersEveryDatagram(t *testing.T) {
 	if c := calls.Load(); c != 13 {
 		t.Errorf("handler ran %d times, want 13 (the retransmission is answered from the cache)", c)
 	}
-	eventually(t, "all responses counted", func() bool { return s.Stats.Responses.Load() == 14 })
+	testenv.Eventually(t, "all responses counted", func() bool { return s.Stats.Responses.Load() == 14 })
 	if d := s.Stats.Duplicates.Load(); d != 1 {
 		t.Errorf("Duplicates = %d, want 1", d)
 	}
@@ -124,7 +125,7 @@ func TestBatchMalformedAndOversized(t *testing.T) {
 	if codes[7] != RequestEntityTooLarge || codes[8] != Changed {
 		t.Fatalf("answers %v, want 4.13 for 7 and 2.04 for 8", codes)
 	}
-	eventually(t, "counters", func() bool {
+	testenv.Eventually(t, "counters", func() bool {
 		return s.Stats.Malformed.Load() == 1 && s.Stats.Oversized.Load() == 1 && s.Stats.Received.Load() == 3
 	})
 }
@@ -269,7 +270,7 @@ func TestBatchCloseUnderFlood(t *testing.T) {
 		}
 	}()
 	defer func() { close(stop); <-flooding }()
-	eventually(t, "the worker reads full batches", func() bool { return s.Stats.batchedReads.Load() > 10 })
+	testenv.Eventually(t, "the worker reads full batches", func() bool { return s.Stats.batchedReads.Load() > 10 })
 	closed := make(chan struct{})
 	go func() { conn.Close(); close(closed) }()
 	select {
@@ -324,7 +325,7 @@ func TestBatchWorkersShareSocket(t *testing.T) {
 		if _, err := peers[i].Write(post(t, uint16(i), "/p", nil)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the request reaches a handler", func() bool { return inside.Load() == int64(i+1) || most.Load() == workers })
+		testenv.Eventually(t, "the request reaches a handler", func() bool { return inside.Load() == int64(i+1) || most.Load() == workers })
 	}
 	for _, p := range peers {
 		read(t, p)

@@ -15,6 +15,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
+	"github.com/tagauth/tagauth/internal/testenv"
 )
 
 // fast retransmits after 50 ms so that the tests are quick; the schedule is
@@ -222,7 +223,7 @@ func TestClientSeparateResponse(t *testing.T) {
 				t.Fatalf("Post = %v %q %v", code, resp, err)
 			}
 			if typ == message.Confirmable {
-				eventually(t, "the client ACKs the separate response", acked.Load)
+				testenv.Eventually(t, "the client ACKs the separate response", acked.Load)
 			}
 		})
 	}

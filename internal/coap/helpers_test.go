@@ -114,18 +114,6 @@ func decode(t testing.TB, b []byte) message.Message {
 	return m
 }
 
-// eventually waits for cond; the server counts a datagram after sending the
-// reply, so a test may see the reply first.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("still not true after 10 s: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // silent returns a socket that reads and never answers, and a channel that
 // receives every datagram it reads.
 func silent(t testing.TB) (string, <-chan []byte) {

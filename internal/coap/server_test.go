@@ -11,6 +11,7 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/tagauth/tagauth/internal/testenv"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -39,7 +40,7 @@ func TestRoundTrip(t *testing.T) {
 	if seen.From.Addr() != netip.MustParseAddr("127.0.0.1") || seen.From.Port() == 0 {
 		t.Errorf("handler saw From %v, want 127.0.0.1:port", seen.From)
 	}
-	eventually(t, "one response counted", func() bool { return s.Stats.Responses.Load() == 1 })
+	testenv.Eventually(t, "one response counted", func() bool { return s.Stats.Responses.Load() == 1 })
 	if r, c := s.Stats.Received.Load(), calls.Load(); r != 1 || c != 1 {
 		t.Errorf("Received %d, handler calls %d; want 1, 1", r, c)
 	}
@@ -150,7 +151,7 @@ func TestDuplicateWhileInFlightDropped(t *testing.T) {
 	if _, err := c.Write(d); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the duplicate counted", func() bool { return s.Stats.Duplicates.Load() == 1 })
+	testenv.Eventually(t, "the duplicate counted", func() bool { return s.Stats.Duplicates.Load() == 1 })
 	close(release)
 	first := read(t, c)
 	again := exchange(t, c, d) // a later retransmission gets the cached answer
@@ -160,7 +161,7 @@ func TestDuplicateWhileInFlightDropped(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("handler ran %d times", n)
 	}
-	eventually(t, "two responses sent", func() bool { return s.Stats.Responses.Load() == 2 })
+	testenv.Eventually(t, "two responses sent", func() bool { return s.Stats.Responses.Load() == 2 })
 	if n := s.Stats.Duplicates.Load(); n != 2 {
 		t.Errorf("Duplicates = %d, want 2", n)
 	}
@@ -230,7 +231,7 @@ func TestMalformedAndOversizedCounted(t *testing.T) {
 	if r := decode(t, exchange(t, c, valid)); Code(r.Code) != Changed || string(r.Payload) != "ok:x" {
 		t.Fatalf("valid request after bad ones answered %v", r.String())
 	}
-	eventually(t, "all datagrams counted", func() bool {
+	testenv.Eventually(t, "all datagrams counted", func() bool {
 		return s.Stats.Received.Load() == uint64(len(malformed))+3
 	})
 	if got := s.Stats.Malformed.Load(); got != uint64(len(malformed)) {
@@ -316,7 +317,7 @@ func TestPingAndIgnoredMessages(t *testing.T) {
 	if r.Type != message.Reset || r.MessageID != 0xbeef || r.Code != codes.Empty || len(r.Token) != 0 {
 		t.Fatalf("ping answered %v, want RST 0xbeef", r.String())
 	}
-	eventually(t, "ignored messages counted", func() bool { return s.Stats.Dropped.Load() == uint64(len(ignored)) })
+	testenv.Eventually(t, "ignored messages counted", func() bool { return s.Stats.Dropped.Load() == uint64(len(ignored)) })
 	if n := calls.Load(); n != 0 {
 		t.Errorf("handler ran %d times", n)
 	}

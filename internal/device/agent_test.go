@@ -25,6 +25,7 @@ import (
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/registry"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
 	"github.com/tagauth/tagauth/replay"
@@ -57,24 +58,6 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-}
-
-// logBuffer collects an agent's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // fakeGateway is protocol.Gateway behind a real CoAP server on loopback,
@@ -153,7 +136,7 @@ type rig struct {
 	gw    *fakeGateway
 	agent *Agent
 	addr  string
-	logs  *logBuffer
+	logs  *testenv.LockedBuffer
 	cred  protocol.DeviceCredential
 	user  *coap.Client
 	stop  func() error // cancels Run and returns its error
@@ -164,7 +147,7 @@ type rig struct {
 func newRig(t *testing.T, p protocol.Profile, edit func(*Config)) *rig {
 	t.Helper()
 	clk := &clock{t: time.Now()}
-	r := &rig{t: t, p: p, clk: clk, logs: &logBuffer{}}
+	r := &rig{t: t, p: p, clk: clk, logs: &testenv.LockedBuffer{}}
 	r.ucfg = protocol.Config{Now: clk.Now, Rand: rand.Reader, SessionIdle: time.Hour, SessionLife: 24 * time.Hour}
 	r.gw = startGateway(t, p, clk)
 	var err error
@@ -466,7 +449,7 @@ func (r *rig) enrolOnlyCard(id string) *protocol.User {
 // leaving the login unconfirmed.
 func (r *rig) startLogin(u *protocol.User) (*protocol.Login, []byte) {
 	r.t.Helper()
-	l, m1, err := u.Login(deviceID)
+	l, m1, err := u.Login(nil, deviceID)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -530,11 +513,11 @@ func TestConfirmFoundBySID(t *testing.T) {
 	r := newRig(t, protocol.Hardened, nil)
 	la, m4a := r.startLogin(r.enrol("alice"))
 	lb, m4b := r.startLogin(r.enrol("bob"))
-	sa, m5a, err := la.Finish(m4a)
+	sa, m5a, err := la.Finish(nil, m4a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, m5b, err := lb.Finish(m4b)
+	sb, m5b, err := lb.Finish(nil, m4b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -874,7 +857,7 @@ func TestGatewayAnswers(t *testing.T) {
 	} {
 		f := func() (coap.Code, []byte) { return c.code, c.payload }
 		r.gw.answer.Store(&f)
-		l, m1, err := u.Login(deviceID)
+		l, m1, err := u.Login(nil, deviceID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -894,7 +877,7 @@ func TestGatewayAnswers(t *testing.T) {
 
 func TestReplayedM1(t *testing.T) {
 	r := newRig(t, protocol.Classic, nil)
-	l, m1, err := r.enrol("alice").Login(deviceID)
+	l, m1, err := r.enrol("alice").Login(nil, deviceID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,7 +85,7 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 		a.refused(user, req.From, "m1", busyError(err.Error()))
 		return refuse(dst, m1, protocol.ErrBusy)
 	}
-	dl, m2, err := a.dev.Start(a.ctx, m1)
+	dl, m2, err := a.dev.Start(a.ctx, nil, m1)
 	if err != nil {
 		a.drop(p)
 		a.refused(user, req.From, "m1", err)
@@ -122,7 +122,7 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 		return refuse(dst, m1, c)
 	}
 
-	m4, s, err := dl.Respond(m3)
+	m4, s, err := dl.Respond(nil, m3)
 	if err != nil {
 		dl.Close()
 		a.drop(p)

@@ -18,6 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -32,7 +33,7 @@ func clientFrom(ip string, ack time.Duration) *coap.Client {
 // header, ID_i (and kv_i) and T1, with n_i, E_i and theta_i random.
 func forgeM1(t *testing.T, u *protocol.User) []byte {
 	t.Helper()
-	_, m1, err := u.Login(deviceID)
+	_, m1, err := u.Login(nil, deviceID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestEchoChallenge(t *testing.T) {
 		t.Run(p.String(), func(t *testing.T) {
 			r := newRig(t, p, nil)
 			u := r.enrol("alice")
-			_, m1, err := u.Login(deviceID)
+			_, m1, err := u.Login(nil, deviceID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,7 +154,7 @@ func TestEchoChallenge(t *testing.T) {
 func TestNoSourceVerification(t *testing.T) {
 	r := newRig(t, protocol.Hardened, func(c *Config) { c.NoSourceVerification = true })
 	u := r.enrol("alice")
-	_, m1, err := u.Login(deviceID)
+	_, m1, err := u.Login(nil, deviceID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +403,7 @@ func TestPerUserPendingCap(t *testing.T) {
 	}
 	r.mustLogin(r.enrol("bob"))
 	// alice's newest is still there and confirms.
-	s, m5, err := logins[4].Finish(m4s[4])
+	s, m5, err := logins[4].Finish(nil, m4s[4])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +509,7 @@ func TestSourceLimitsIPv6Prefix(t *testing.T) {
 // override or an invisible character could make a JSON log line (which
 // escapes only control characters) read as something else.
 func TestLogsSanitizeIDs(t *testing.T) {
-	logs := &logBuffer{}
+	logs := &testenv.LockedBuffer{}
 	r := newRig(t, protocol.Hardened, func(c *Config) {
 		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/gateway"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -146,7 +147,7 @@ func TestAdminConnLimit(t *testing.T) {
 		conns = append(conns, c)
 	}
 	other := clientFrom(tg, "127.0.0.2")
-	eventually(t, "the connections over the per-source limit closed", func() bool {
+	testenv.Eventually(t, "the connections over the per-source limit closed", func() bool {
 		return tg.scrapeWith(other).value(t, "tagauth_gateway_admin_conns_refused_total", nil) >= n-gateway.DefaultAdminConnsPerSource
 	})
 	if open := tg.scrapeWith(other).value(t, "tagauth_gateway_admin_conns", nil); open > gateway.DefaultAdminConnsPerSource+2 {
@@ -165,7 +166,7 @@ func TestAdminConnLimit(t *testing.T) {
 		c.Close()
 	}
 	conns = conns[:0]
-	eventually(t, "the source may connect again", func() bool {
+	testenv.Eventually(t, "the source may connect again", func() bool {
 		hc := clientFrom(tg, "127.0.0.1")
 		req, _ := http.NewRequest(http.MethodGet, tg.url("/v1/info"), nil)
 		resp, err := hc.Do(req)

@@ -16,6 +16,7 @@ import (
 	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/internal/store/bolt"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -42,13 +43,8 @@ func (s *slowStore) AppendAudit(_ context.Context, recs ...store.AuditRecord) er
 // batches, and close flushes the rest.
 func TestAuditBackpressure(t *testing.T) {
 	st := &slowStore{release: make(chan struct{})}
-	var out bytes.Buffer
-	var outMu sync.Mutex
-	w := newAuditWriter(st, writerFunc(func(p []byte) (int, error) {
-		outMu.Lock()
-		defer outMu.Unlock()
-		return out.Write(p)
-	}), slog.New(slog.DiscardHandler))
+	var out testenv.LockedBuffer
+	w := newAuditWriter(st, &out, slog.New(slog.DiscardHandler))
 	const n = auditQueue + 2*auditMaxBatch
 	submitted := make(chan struct{})
 	go func() {
@@ -88,9 +84,7 @@ func TestAuditBackpressure(t *testing.T) {
 	if st.batches >= n {
 		t.Errorf("%d records in %d appends: no batching", n, st.batches)
 	}
-	outMu.Lock()
 	lines := strings.Count(out.String(), "\n")
-	outMu.Unlock()
 	if lines != n {
 		t.Errorf("%d JSON audit lines, want %d", lines, n)
 	}
@@ -100,10 +94,6 @@ func TestAuditBackpressure(t *testing.T) {
 		t.Error("sync after close succeeded")
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // failingStore fails every append.
 type failingStore struct{ store.Store }

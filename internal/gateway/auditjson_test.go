@@ -15,6 +15,7 @@ import (
 	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/store"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -76,7 +77,7 @@ func TestSubmitVerifyFillsNames(t *testing.T) {
 
 func testSubmitVerifyFillsNames(t *testing.T, journal bool) {
 	st := &recordingStore{}
-	var out syncBuf
+	var out testenv.LockedBuffer
 	w := newAuditWriter(st, &out, slog.New(slog.DiscardHandler))
 	if journal {
 		if err := w.openJournal(t.TempDir(), auditlog.Sync{}); err != nil {
@@ -118,7 +119,7 @@ func testSubmitVerifyFillsNames(t *testing.T, journal bool) {
 // everything stored.
 func TestAuditLingerBatches(t *testing.T) {
 	st := &recordingStore{}
-	w := newAuditWriter(st, &syncBuf{}, slog.New(slog.DiscardHandler))
+	w := newAuditWriter(st, &testenv.LockedBuffer{}, slog.New(slog.DiscardHandler))
 	defer w.close()
 	for i := range 5 {
 		w.submit(store.AuditRecord{Kind: KindVerify, LatencyUS: int64(i)})
@@ -139,21 +140,4 @@ func TestAuditLingerBatches(t *testing.T) {
 	if len(st.batches) >= 5 {
 		t.Errorf("5 records in %d appends: the writer did not linger", len(st.batches))
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,20 +1,17 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +19,7 @@ import (
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/gateway"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 	"github.com/tagauth/tagauth/replay"
 )
@@ -30,24 +28,6 @@ import (
 var fastKDF = protocol.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
 const password = "correct horse battery staple"
-
-// syncBuffer is a bytes.Buffer safe for the gateway's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testGW is a gateway running on loopback ports in a test's directory.
 type testGW struct {
@@ -58,8 +38,8 @@ type testGW struct {
 	done   chan error
 	token  string
 	hc     *http.Client
-	audit  *syncBuffer // the JSON audit lines
-	logs   *syncBuffer // the operational log
+	audit  *testenv.LockedBuffer // the JSON audit lines
+	logs   *testenv.LockedBuffer // the operational log
 	coap   *coap.Client
 }
 
@@ -82,7 +62,7 @@ func testConfig(dir string, p protocol.Profile) gateway.Config {
 // test unless the test stops it first.
 func startGateway(t *testing.T, cfg gateway.Config) *testGW {
 	t.Helper()
-	tg := &testGW{t: t, dir: cfg.DataDir, audit: &syncBuffer{}, logs: &syncBuffer{},
+	tg := &testGW{t: t, dir: cfg.DataDir, audit: &testenv.LockedBuffer{}, logs: &testenv.LockedBuffer{},
 		coap: &coap.Client{ACKTimeout: 100 * time.Millisecond, MaxRetransmit: 4}}
 	cfg.AuditOut = tg.audit
 	cfg.Logger = slog.New(slog.NewJSONHandler(tg.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -239,7 +219,7 @@ func (tg *testGW) login(card protocol.Card, cred credfile.Credential) loginResul
 		return loginResult{err: err}
 	}
 	defer u.Close()
-	l, m1, err := u.Login(cred.ID)
+	l, m1, err := u.Login(nil, cred.ID)
 	if err != nil {
 		return loginResult{err: err}
 	}
@@ -248,7 +228,7 @@ func (tg *testGW) login(card protocol.Card, cred credfile.Credential) loginResul
 	if err != nil {
 		return loginResult{err: err}
 	}
-	dl, m2, err := dev.Start(ctx, m1)
+	dl, m2, err := dev.Start(ctx, nil, m1)
 	if err != nil {
 		return loginResult{err: err}
 	}
@@ -264,11 +244,11 @@ func (tg *testGW) login(card protocol.Card, cred credfile.Credential) loginResul
 		}
 		return loginResult{code: code, wire: wc}
 	}
-	m4, dsess, err := dl.Respond(m3)
+	m4, dsess, err := dl.Respond(nil, m3)
 	if err != nil {
 		return loginResult{code: code, err: err}
 	}
-	usess, m5, err := l.Finish(m4)
+	usess, m5, err := l.Finish(nil, m4)
 	if err != nil {
 		return loginResult{code: code, err: err}
 	}
@@ -341,20 +321,6 @@ func itoa(u uint64) string {
 		}
 	}
 }
-
-// eventually polls cond until it holds or 10 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-var _ io.Writer = (*syncBuffer)(nil)
 
 // tlsDial opens a TLS connection to the host of an https URL with at most
 // the given TLS version.

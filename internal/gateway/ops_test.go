@@ -30,7 +30,7 @@ func (tg *testGW) m2For(card protocol.Card, cred credfile.Credential, tamper fun
 		tg.t.Fatal(err)
 	}
 	defer u.Close()
-	l, m1, err := u.Login(cred.ID)
+	l, m1, err := u.Login(nil, cred.ID)
 	if err != nil {
 		tg.t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func (tg *testGW) m2For(card protocol.Card, cred credfile.Credential, tamper fun
 	if err != nil {
 		tg.t.Fatal(err)
 	}
-	dl, m2, err := dev.Start(context.Background(), m1)
+	dl, m2, err := dev.Start(context.Background(), nil, m1)
 	if err != nil {
 		tg.t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/internal/store/postgres"
 	"github.com/tagauth/tagauth/internal/store/postgres/pgtest"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 	"github.com/tagauth/tagauth/replay"
 )
@@ -69,20 +70,6 @@ func via(cred credfile.Credential, r *testGW) credfile.Credential {
 	return cred
 }
 
-// within polls cond every 10 ms for at most d: the replication bound the
-// issue promises (one second) is the behaviour under test.
-func within(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func refusedWith(r loginResult, wire protocol.Code) bool {
 	return r.err == nil && r.wire == wire && r.code == coap.ForProtocol(wire)
 }
@@ -100,21 +87,21 @@ func TestReplicasShareRegistry(t *testing.T) {
 	card := a.enrol("alice")
 	cred := b.provision("sensor-7", "plant-a")
 	a.grant("alice", "plant-a")
-	within(t, time.Second, "grant made on r0 seen by r1", func() bool { return b.login(card, cred).match })
-	within(t, time.Second, "device made on r1 seen by r0", func() bool { return a.login(card, via(cred, a)).match })
+	testenv.EventuallyWithin(t, time.Second, "grant made on r0 seen by r1", func() bool { return b.login(card, cred).match })
+	testenv.EventuallyWithin(t, time.Second, "device made on r1 seen by r0", func() bool { return a.login(card, via(cred, a)).match })
 
 	// Ungrant on r1: r0 refuses the pair (policy) within a second.
 	b.call(http.MethodDelete, "/v1/grants", map[string]string{"user": "alice", "group": "plant-a"}, nil)
-	d := within(t, time.Second, "ungrant on r1 honoured by r0", func() bool {
+	d := testenv.EventuallyWithin(t, time.Second, "ungrant on r1 honoured by r0", func() bool {
 		return refusedWith(a.login(card, via(cred, a)), protocol.ErrRejected)
 	})
 	t.Logf("ungrant reached the other replica in %v", d)
 	a.grant("alice", "plant-a")
-	within(t, time.Second, "grant again", func() bool { return b.login(card, cred).match })
+	testenv.EventuallyWithin(t, time.Second, "grant again", func() bool { return b.login(card, cred).match })
 
 	// Revoke on r0: r1 refuses within a second, with the precise reason.
 	a.call(http.MethodPost, "/v1/users/alice/revoke", nil, nil)
-	d = within(t, time.Second, "revocation on r0 honoured by r1", func() bool {
+	d = testenv.EventuallyWithin(t, time.Second, "revocation on r0 honoured by r1", func() bool {
 		return refusedWith(b.login(card, cred), protocol.ErrRejected)
 	})
 	t.Logf("revocation reached the other replica in %v", d)
@@ -140,7 +127,7 @@ func m2For(t *testing.T, card protocol.Card, cred credfile.Credential) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, m1, err := u.Login(cred.ID)
+	_, m1, err := u.Login(nil, cred.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +135,7 @@ func m2For(t *testing.T, card protocol.Card, cred credfile.Credential) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, m2, err := dev.Start(context.Background(), m1)
+	_, m2, err := dev.Start(context.Background(), nil, m1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +152,7 @@ func TestReplicasReplayRefused(t *testing.T) {
 	card := a.enrol("alice")
 	cred := a.provision("sensor-7", "plant-a")
 	a.grant("alice", "plant-a")
-	within(t, time.Second, "grant reaches r1", func() bool { return b.login(card, via(cred, b)).match })
+	testenv.EventuallyWithin(t, time.Second, "grant reaches r1", func() bool { return b.login(card, via(cred, b)).match })
 
 	ctx := context.Background()
 	st, err := postgres.Open(ctx, c.storeURL, postgres.Options{})
@@ -229,10 +216,10 @@ func TestReplicaFailsClosedWithoutPostgres(t *testing.T) {
 	cred := a.provision("sensor-7", "plant-a")
 	a.grant("alice", "plant-a")
 	a.grant("bob", "plant-a")
-	within(t, 10*time.Second, "r1 ready", func() bool { return b.login(bob, via(cred, b)).match })
+	testenv.EventuallyWithin(t, 10*time.Second, "r1 ready", func() bool { return b.login(bob, via(cred, b)).match })
 
 	proxy.Cut()
-	within(t, 5*time.Second, "r1 answers busy with PostgreSQL cut off", func() bool {
+	testenv.EventuallyWithin(t, 5*time.Second, "r1 answers busy with PostgreSQL cut off", func() bool {
 		return refusedWith(b.login(card, via(cred, b)), protocol.ErrBusy)
 	})
 	h := b.g.BackendHealth()
@@ -247,17 +234,17 @@ func TestReplicaFailsClosedWithoutPostgres(t *testing.T) {
 	}
 	// The refusal comes from the registry guard, not only from the audit
 	// commit that fails too.
-	within(t, 10*time.Second, "a verify refused as "+protocol.ReasonBusyStore.Name()+" in r1's audit output", func() bool {
+	testenv.EventuallyWithin(t, 10*time.Second, "a verify refused as "+protocol.ReasonBusyStore.Name()+" in r1's audit output", func() bool {
 		return strings.Contains(b.audit.String(), `"reason":"`+protocol.ReasonBusyStore.Name()+`"`)
 	})
 	// Meanwhile alice is revoked through r0, which r1 cannot hear.
 	a.call(http.MethodPost, "/v1/users/alice/revoke", nil, nil)
-	within(t, 10*time.Second, "r1's log says the change feed was lost", func() bool {
+	testenv.EventuallyWithin(t, 10*time.Second, "r1's log says the change feed was lost", func() bool {
 		return strings.Contains(b.logs.String(), "change feed lost")
 	})
 
 	proxy.Restore()
-	within(t, 10*time.Second, "r1 serves again after PostgreSQL is back", func() bool {
+	testenv.EventuallyWithin(t, 10*time.Second, "r1 serves again after PostgreSQL is back", func() bool {
 		return b.login(bob, via(cred, b)).match
 	})
 	if h := b.g.BackendHealth(); !h.Store.OK || h.Reloads < 2 {
@@ -300,8 +287,8 @@ func TestReplicaFailsClosedWithoutRedis(t *testing.T) {
 		t.Fatalf("BackendHealth with Redis cut off: %+v", h)
 	}
 	proxy.Restore()
-	within(t, 10*time.Second, "logins served again after Redis is back", func() bool { return a.login(card, cred).match })
-	within(t, 5*time.Second, "health recovers", func() bool { return a.g.BackendHealth().Replay.OK })
+	testenv.EventuallyWithin(t, 10*time.Second, "logins served again after Redis is back", func() bool { return a.login(card, cred).match })
+	testenv.EventuallyWithin(t, 5*time.Second, "health recovers", func() bool { return a.g.BackendHealth().Replay.OK })
 }
 
 // TestReplicaRedisQuarantine: a Redis that is new (or lost its data)
@@ -360,18 +347,18 @@ func TestReplicaKeyFiles(t *testing.T) {
 	card := a.enrol("alice") // under version 1
 	cred := a.provision("sensor-7", "plant-a")
 	a.grant("alice", "plant-a")
-	within(t, 10*time.Second, "r1 ready", func() bool { return b.login(card, via(cred, b)).match })
+	testenv.EventuallyWithin(t, 10*time.Second, "r1 ready", func() bool { return b.login(card, via(cred, b)).match })
 
 	var kc gateway.KeyChange
 	a.call(http.MethodPost, "/v1/keys/rotate", nil, &kc)
 	if kc.Version != 2 {
 		t.Fatalf("rotate: %+v", kc)
 	}
-	within(t, 2*time.Second, "r1 warns of version 2, which its key file lacks", func() bool {
+	testenv.EventuallyWithin(t, 2*time.Second, "r1 warns of version 2, which its key file lacks", func() bool {
 		return strings.Contains(b.logs.String(), "lacks")
 	})
 	a.call(http.MethodPost, "/v1/keys/1/retire?force=1", nil, nil) // alice and sensor-7 still hold it
-	d := within(t, time.Second, "retirement on r0 honoured by r1", func() bool {
+	d := testenv.EventuallyWithin(t, time.Second, "retirement on r0 honoured by r1", func() bool {
 		return refusedWith(b.login(card, via(cred, b)), protocol.ErrRejected)
 	})
 	t.Logf("retirement reached the other replica in %v", d)
@@ -425,7 +412,7 @@ func TestReplicasShareLockout(t *testing.T) {
 	card := a.enrol("alice")
 	cred := a.provision("sensor-7", "plant-a")
 	a.grant("alice", "plant-a")
-	within(t, 10*time.Second, "r1 ready", func() bool { return b.login(card, via(cred, b)).match })
+	testenv.EventuallyWithin(t, 10*time.Second, "r1 ready", func() bool { return b.login(card, via(cred, b)).match })
 
 	// A wrong E_i, relayed by the genuine device, is what a wrong password
 	// looks like at the gateway: badE (ops_test.go) forges the card.
@@ -443,7 +430,7 @@ func TestReplicasShareLockout(t *testing.T) {
 	}
 	// Replica a's audit writer may commit its last failure after b's
 	// refusal: look for the "locked" record, not at the last one.
-	eventually(t, "the refusal audited as "+gateway.ReasonLocked, func() bool {
+	testenv.Eventually(t, "the refusal audited as "+gateway.ReasonLocked, func() bool {
 		for _, rec := range b.auditPage("?kind=verify&user=alice").Records {
 			if rec.Reason == gateway.ReasonLocked {
 				return true

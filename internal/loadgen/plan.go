@@ -434,12 +434,12 @@ func m2Datagram(f *Fleet) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("loadgen: sizing the echo datagram: %w", err)
 	}
-	l, m1, err := f.Users[0].Login(d.ID())
+	l, m1, err := f.Users[0].Login(nil, d.ID())
 	if err != nil {
 		return 0, fmt.Errorf("loadgen: sizing the echo datagram: %w", err)
 	}
 	defer l.Close()
-	dl, m2, err := d.Start(context.Background(), m1)
+	dl, m2, err := d.Start(context.Background(), nil, m1)
 	if err != nil {
 		return 0, fmt.Errorf("loadgen: sizing the echo datagram: %w", err)
 	}

@@ -197,13 +197,13 @@ func (o *verifyOp) Do(ctx context.Context) error {
 	ui := o.pick.next(o.w, o.workers)
 	d := o.devs[(o.w+o.n)%len(o.devs)]
 	o.n++
-	l, m1, err := o.f.Users[ui].Login(d.ID())
+	l, m1, err := o.f.Users[ui].Login(nil, d.ID())
 	o.pick.used(ui)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	dl, m2, err := d.Start(ctx, m1)
+	dl, m2, err := d.Start(ctx, nil, m1)
 	if err != nil {
 		return err
 	}
@@ -321,7 +321,7 @@ func (o *loginOp) Do(context.Context) error {
 	ui := o.pick.next(o.w, o.workers)
 	o.n++
 	start := time.Now()
-	l, m1, err := o.f.Users[ui].Login(o.did)
+	l, m1, err := o.f.Users[ui].Login(nil, o.did)
 	o.pick.used(ui)
 	if err != nil {
 		return err
@@ -334,7 +334,7 @@ func (o *loginOp) Do(context.Context) error {
 	if code != coap.Changed {
 		return replyError("device login", code, m4)
 	}
-	s, m5, err := l.Finish(m4)
+	s, m5, err := l.Finish(nil, m4)
 	if err != nil {
 		return fmt.Errorf("m4 refused by the card: %w", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/mqttbind"
 	"github.com/tagauth/tagauth/internal/mqttbind/mqtttest"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -186,12 +186,7 @@ func TestDuplicateAnsweredFromCache(t *testing.T) {
 	if n := h.calls.Load(); n != 1 {
 		t.Fatalf("handler ran %d times, want 1", n)
 	}
-	for deadline := time.Now().Add(5 * time.Second); resp.Stats.Dropped.Load() < 3; {
-		if time.Now().After(deadline) {
-			t.Fatalf("dropped %d requests, want 3", resp.Stats.Dropped.Load())
-		}
-		runtime.Gosched()
-	}
+	testenv.Eventually(t, "3 requests dropped", func() bool { return resp.Stats.Dropped.Load() >= 3 })
 	select {
 	case a := <-answers:
 		t.Fatalf("a dropped request was answered: %x", a.Payload)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/redisstate"
 	"github.com/tagauth/tagauth/internal/redisstate/redistest"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -128,13 +129,7 @@ func TestReplayExpiry(t *testing.T) {
 	if insert(t, c, k, now+100, now) {
 		t.Fatal("fresh again at once")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !insert(t, c, k, now+100, now) {
-		if time.Now().After(deadline) {
-			t.Fatal("entry with a 101 ms TTL still there after 5 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.EventuallyWithin(t, 5*time.Second, "the entry with a 101 ms TTL to expire", func() bool { return insert(t, c, k, now+100, now) })
 }
 
 // TestReplayConcurrent: many goroutines on three connections (three
@@ -263,13 +258,7 @@ func TestUnreachable(t *testing.T) {
 		t.Fatal("lockout Fail with Redis cut off succeeded")
 	}
 	p.Restore()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Ping(ctx) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("Redis not reachable again after the proxy was restored")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, "Redis reachable again after the proxy was restored", func() bool { return s.Ping(ctx) == nil })
 	if !s.Health().OK {
 		t.Fatalf("Health after recovery: %+v", s.Health())
 	}

@@ -1,6 +1,10 @@
-// Package testenv ends a test whose service or program is missing from
-// this machine: under CI=true it fails (CI must run every test), and
-// otherwise it skips with a message saying how to get what is missing.
+// Package testenv holds the helpers every package's tests share, one per
+// need: a locked buffer for logs written from other goroutines
+// (LockedBuffer), a bounded wait on a real condition instead of a sleep
+// (Eventually, EventuallyWithin, Poll), and the end of a test whose
+// service or program is missing from this machine (SkipOrFail): under
+// CI=true it fails (CI must run every test), and otherwise it skips with
+// a message saying how to get what is missing.
 //
 // "go test ./..." shows nothing of a passing package's output without -v,
 // t.Skip's message included, so a developer would never learn that the

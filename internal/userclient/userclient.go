@@ -63,7 +63,7 @@ func Login(ctx context.Context, u *protocol.User, client *coap.Client, addr, did
 // device (CoAP, or MQTT through a broker).
 func LoginVia(ctx context.Context, u *protocol.User, dev transport.Poster, did string) (*Conn, error) {
 	addr := dev.Name()
-	l, m1, err := u.Login(did)
+	l, m1, err := u.Login(nil, did)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +75,7 @@ func LoginVia(ctx context.Context, u *protocol.User, dev transport.Poster, did s
 	if code != coap.Changed {
 		return nil, wireError("login", addr, code, m4)
 	}
-	s, m5, err := l.Finish(m4)
+	s, m5, err := l.Finish(nil, m4)
 	if err != nil {
 		return nil, fmt.Errorf("login to %s: device's answer refused: %w", addr, err)
 	}
