@@ -82,12 +82,12 @@ func (s *pwScene) login(c protocol.Card, pw string) error {
 		return err
 	}
 	defer u.Close()
-	l, m1, err := u.Login("sensor-7")
+	l, m1, err := u.Login(nil, "sensor-7")
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	dl, m2, err := s.dev.Start(ctx, m1)
+	dl, m2, err := s.dev.Start(ctx, nil, m1)
 	if err != nil {
 		return err
 	}
@@ -96,11 +96,11 @@ func (s *pwScene) login(c protocol.Card, pw string) error {
 	if err != nil {
 		return err
 	}
-	m4, devSess, err := dl.Respond(m3)
+	m4, devSess, err := dl.Respond(nil, m3)
 	if err != nil {
 		return err
 	}
-	userSess, m5, err := l.Finish(m4)
+	userSess, m5, err := l.Finish(nil, m4)
 	if err != nil {
 		return err
 	}

@@ -146,11 +146,11 @@ func (f *fleet) login(t *testing.T, st store.Store, card protocol.Card, pw strin
 		t.Fatal(err)
 	}
 	defer user.Close()
-	login, m1, err := user.Login(cred.ID)
+	login, m1, err := user.Login(nil, cred.ID)
 	if err != nil {
 		return err
 	}
-	dl, m2, err := dev.Start(ctx, m1)
+	dl, m2, err := dev.Start(ctx, nil, m1)
 	if err != nil {
 		return err
 	}
@@ -158,11 +158,11 @@ func (f *fleet) login(t *testing.T, st store.Store, card protocol.Card, pw strin
 	if err != nil {
 		return err
 	}
-	m4, _, err := dl.Respond(m3)
+	m4, _, err := dl.Respond(nil, m3)
 	if err != nil {
 		return err
 	}
-	us5, m5, err := login.Finish(m4)
+	us5, m5, err := login.Finish(nil, m4)
 	if err != nil {
 		return err
 	}

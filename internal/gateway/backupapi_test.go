@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"io"
 	"net/http"
 	"os"
@@ -123,10 +124,10 @@ func testBackupUnderLoad(t *testing.T, backend string) {
 		t.Fatal(err)
 	}
 	// The backup starts once the load runs.
-	eventually(t, "logins under way", func() bool { return logins.Load() >= 2*users && provisioned.Load() >= 2 })
+	testenv.Eventually(t, "logins under way", func() bool { return logins.Load() >= 2*users && provisioned.Load() >= 2 })
 	enc, berr := tg.backup(id.Recipient().String())
 	during := logins.Load()
-	eventually(t, "logins after the backup", func() bool { return logins.Load() >= during+users })
+	testenv.Eventually(t, "logins after the backup", func() bool { return logins.Load() >= during+users })
 	stop.Store(true)
 	wg.Wait()
 	close(errs)
