@@ -54,34 +54,40 @@ type (
 
 func (g *Gateway) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	a := &adminHTTP{svc: g.admin}
-	mux.HandleFunc("GET "+adminapi.PathInfo, a.info)
-	mux.HandleFunc("POST "+adminapi.PathRegister, a.register)
-	mux.Handle("POST "+adminapi.PathEnrolCodes, g.auth(a.enrolCode))
-	mux.Handle("POST "+adminapi.PathDevices, g.auth(a.provision))
-	mux.Handle("POST "+adminapi.PatternUserRevoke, g.auth(a.revokeUser))
-	mux.Handle("POST "+adminapi.PatternDeviceRevoke, g.auth(a.revokeDevice))
-	mux.Handle("POST "+adminapi.PathUsersRevoke, g.auth(a.revokeUser)) // {"id": ...}: every id (adminapi.IDRequest)
-	mux.Handle("POST "+adminapi.PathDevicesRevoke, g.auth(a.revokeDevice))
-	mux.Handle("POST "+adminapi.PathGrants, g.auth(a.grant))
-	mux.Handle("DELETE "+adminapi.PathGrants, g.auth(a.ungrant))
-	mux.Handle("GET "+adminapi.PathUsers, g.auth(a.users))
-	mux.Handle("GET "+adminapi.PathDevices, g.auth(a.devices))
-	mux.Handle("GET "+adminapi.PathGrants, g.auth(a.grants))
-	mux.Handle("GET "+adminapi.PathAudit, g.auth(a.audit))
-	mux.Handle("POST "+adminapi.PatternUserUnlock, g.auth(a.unlock))
-	mux.Handle("POST "+adminapi.PathUsersUnlock, g.auth(a.unlock)) // {"id": ...}: every id (adminapi.IDRequest)
-	mux.Handle("GET "+adminapi.PathLocks, g.auth(a.locks))
-	mux.Handle("GET "+adminapi.PathKeys, g.auth(a.keys))
-	mux.Handle("POST "+adminapi.PathKeysRotate, g.auth(a.rotate))
-	mux.Handle("POST "+adminapi.PatternKeyRetire, g.auth(a.retire))
-	mux.Handle("GET "+adminapi.PathStats, g.auth(a.stats))
+	adminRoutes(mux, g.admin, g.auth)
 	g.opsRoutes(mux) // opsapi.go: metrics, console
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// adminRoutes adds the admin API's JSON routes over svc to mux; auth
+// admits the requests that bear the admin token.
+func adminRoutes(mux *http.ServeMux, svc *adminsvc.Service, auth func(http.HandlerFunc) http.Handler) {
+	a := &adminHTTP{svc: svc}
+	mux.HandleFunc("GET "+adminapi.PathInfo, a.info)
+	mux.HandleFunc("POST "+adminapi.PathRegister, a.register)
+	mux.Handle("POST "+adminapi.PathEnrolCodes, auth(a.enrolCode))
+	mux.Handle("POST "+adminapi.PathDevices, auth(a.provision))
+	mux.Handle("POST "+adminapi.PatternUserRevoke, auth(a.revokeUser))
+	mux.Handle("POST "+adminapi.PatternDeviceRevoke, auth(a.revokeDevice))
+	mux.Handle("POST "+adminapi.PathUsersRevoke, auth(a.revokeUser)) // {"id": ...}: every id (adminapi.IDRequest)
+	mux.Handle("POST "+adminapi.PathDevicesRevoke, auth(a.revokeDevice))
+	mux.Handle("POST "+adminapi.PathGrants, auth(a.grant))
+	mux.Handle("DELETE "+adminapi.PathGrants, auth(a.ungrant))
+	mux.Handle("GET "+adminapi.PathUsers, auth(a.users))
+	mux.Handle("GET "+adminapi.PathDevices, auth(a.devices))
+	mux.Handle("GET "+adminapi.PathGrants, auth(a.grants))
+	mux.Handle("GET "+adminapi.PathAudit, auth(a.audit))
+	mux.Handle("POST "+adminapi.PatternUserUnlock, auth(a.unlock))
+	mux.Handle("POST "+adminapi.PathUsersUnlock, auth(a.unlock)) // {"id": ...}: every id (adminapi.IDRequest)
+	mux.Handle("GET "+adminapi.PathLocks, auth(a.locks))
+	mux.Handle("GET "+adminapi.PathKeys, auth(a.keys))
+	mux.Handle("POST "+adminapi.PathKeysRotate, auth(a.rotate))
+	mux.Handle("POST "+adminapi.PatternKeyRetire, auth(a.retire))
+	mux.Handle("GET "+adminapi.PathStats, auth(a.stats))
 }
 
 // auth admits requests bearing the admin token. Both sides are hashed
