@@ -209,7 +209,38 @@ func gwEnrolCode(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, code.Code)
 	fmt.Fprintf(stderr, "one-time enrolment code for user %s, valid until %s\n", gwText(*user), code.Expires.Local().Format(time.RFC3339))
+	// The whole command, so that the user need not look up the admin URL
+	// and fingerprint; the profile only when it is not the default.
+	profile := ""
+	if info, err := c.Info(ctx); err == nil && info.Profile != "hardened" {
+		profile = " --profile " + gwShellWord(info.Profile)
+	}
+	fmt.Fprintf(stderr, "the user enrols with:\n  tagauth user enroll --id %s --code %s --card %s --admin %s --fingerprint %s%s\n",
+		gwShellWord(*user), code.Code, gwShellWord(cardName(*user)), gwShellWord(c.Base), c.Fingerprint, profile)
 	return 0
+}
+
+// cardName is a card file name for a user id: the id's safe characters.
+func cardName(id string) string {
+	return strings.Map(func(r rune) rune {
+		if r < utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_' || r == '.') {
+			return r
+		}
+		return '_'
+	}, id) + ".card"
+}
+
+// gwShellWord quotes s for a POSIX shell command line the operator copies.
+func gwShellWord(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r < utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-_.@+:/,=", r)))
+	}) < 0 {
+		return s
+	}
+	if gwText(s) != s {
+		return gwText(s) // not printable: shown escaped, to be typed by hand
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func gwProvision(args []string, stdout, stderr io.Writer) int {

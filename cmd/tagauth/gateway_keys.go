@@ -30,7 +30,7 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 	if gwKeysUseAPI(args) { // gwops.go
 		return gwKeysAPI(args, stdout, stderr)
 	}
-	fset := gwFlags("keys", "list|rotate|retire VERSION [--force] --data DIR",
+	fset := gwFlags("keys", "list [--json]|rotate|retire VERSION [--force] --data DIR",
 		"Lists, rotates or retires the gateway's master keys. Rotation adds a version that new cards\n"+
 			"and device credentials use; older ones keep working until their version is retired.\n"+
 			"Retiring a version that active users or devices still hold is refused unless --force.\n"+
@@ -38,6 +38,7 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 			"otherwise the key file is edited and the next start uses it.", stderr)
 	data := fset.String("data", "", "the gateway's data `directory` (required)")
 	force := fset.Bool("force", false, "retire: even if active users or devices still hold the version (they are refused from then on)")
+	asJSON := fset.Bool("json", false, "list: print JSON (as the admin API's GET /v1/keys)")
 	pos, err := gwParse(fset, args)
 	if err != nil {
 		return gwParseExit(err)
@@ -77,6 +78,18 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 	switch pos[0] {
 	case "list":
 		newest := f.Newest().Version
+		if *asJSON {
+			if !haveSnap {
+				fmt.Fprintf(stderr, "tagauth gateway keys list: cannot count who holds each version: the gateway is not running and its store is not in %s (replicas share theirs): list with a gateway running\n", *data)
+				return 1
+			}
+			kl := adminapi.KeyList{Profile: f.Profile.String(), Keys: make([]adminapi.KeyInfo, len(f.Keys))}
+			for i, k := range f.Keys {
+				h := gateway.HoldersOf(snap, k.Version)
+				kl.Keys[i] = adminapi.KeyInfo{Version: k.Version, Created: k.Created.UTC(), Newest: k.Version == newest, Users: h.Users, Devices: h.Devices}
+			}
+			return gwPrintJSON(stdout, kl)
+		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "VERSION\tCREATED\tUSERS\tDEVICES\t")
 		for _, k := range f.Keys {

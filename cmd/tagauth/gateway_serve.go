@@ -241,7 +241,7 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 	}
 	g, err := gateway.Open(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+		gwServeFail(stderr, err)
 		return 1
 	}
 	stopBench, err := benchFlags.start()
@@ -284,10 +284,17 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		defer stopMQTT()
 	}
 	if err := g.Run(ctx); err != nil {
-		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
+		gwServeFail(stderr, err)
 		return 1
 	}
 	return 0
+}
+
+// gwServeFail reports the daemon's failure under the command's prefix
+// once: the daemon's own errors start with "gateway: ", which
+// "tagauth gateway: " already says.
+func gwServeFail(stderr io.Writer, err error) {
+	fmt.Fprintf(stderr, "tagauth gateway: %s\n", strings.TrimPrefix(err.Error(), "gateway: "))
 }
 
 // durationFlag is a duration flag that, like the configuration file,

@@ -20,6 +20,9 @@ type Client struct {
 	Token string
 	// HTTP is the HTTPS client, normally PinnedClient's.
 	HTTP *http.Client
+	// Fingerprint is the pinned certificate's SHA-256 (hex), when known:
+	// what a user is told to pin in turn.
+	Fingerprint string
 }
 
 // NewClient returns a client of the admin API at base whose certificate
@@ -33,7 +36,7 @@ func NewClient(base, fingerprint, token string, timeout time.Duration) (*Client,
 	if err != nil {
 		return nil, err
 	}
-	return &Client{Base: strings.TrimRight(base, "/"), Token: token, HTTP: hc}, nil
+	return &Client{Base: strings.TrimRight(base, "/"), Token: token, HTTP: hc, Fingerprint: strings.ToLower(fingerprint)}, nil
 }
 
 // CloseIdle closes the client's idle connections: a command that is done
