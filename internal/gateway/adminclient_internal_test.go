@@ -8,6 +8,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,5 +188,39 @@ func TestTypedClientOverHTTP(t *testing.T) {
 	h.Audit.SetDown(errors.New("disk full"))
 	if _, err := c.EnrolCode(ctx, adminapi.EnrolCodeRequest{User: "carol"}); status(err) != http.StatusServiceUnavailable {
 		t.Fatalf("enrol code with the audit down: %v, want 503", err)
+	}
+}
+
+// TestAuditQueryRoundTrip: what the client writes is what the server
+// reads, and the server's refusals of the URL form keep their wording.
+func TestAuditQueryRoundTrip(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, q := range []adminapi.AuditQuery{
+		{},
+		{Kind: "verify", User: "a b", Device: "d/1", Outcome: "refused", Since: at, Until: at.Add(time.Hour), After: 7, Limit: 10},
+		{Newest: true, Before: 9, Limit: 1},
+	} {
+		got, msg := parseAuditQuery(q.Values())
+		if msg != "" || got != q {
+			t.Errorf("%+v came back as %+v (%q)", q, got, msg)
+		}
+	}
+	for raw, want := range map[string]string{
+		"order=up":              `order must be`,
+		"before=3":              "before= pages order=desc",
+		"order=desc&after=1":    "after= pages oldest-first",
+		"order=desc&before=0":   "before must be a sequence number",
+		"after=x":               "after must be a sequence number",
+		"since=yesterday":       "since must be an RFC 3339 time",
+		"limit=0":               "limit must be a number from 1",
+		"order=desc&until=2026": "until must be an RFC 3339 time",
+	} {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, msg := parseAuditQuery(v); !strings.Contains(msg, want) {
+			t.Errorf("%s: %q, want %q", raw, msg, want)
+		}
 	}
 }

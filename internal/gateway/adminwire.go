@@ -9,6 +9,7 @@ import (
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/keyfile"
+	"github.com/tagauth/tagauth/internal/lockout"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -31,7 +32,7 @@ func (g *Gateway) openAdmin() error {
 		Audit:      adminAudit{g},
 		Names:      g.reg,
 		Keys:       adminKeys{g},
-		Locks:      g.guard.store,
+		Locks:      adminLocks{g.guard},
 		LockPolicy: policy,
 		Applied:    g.applyAdmin,
 		Mu:         &g.adminMu,
@@ -118,6 +119,17 @@ func (a adminAudit) Record(rec store.AuditRecord) error {
 func (a adminAudit) Refused(rec store.AuditRecord)  { a.g.audit.refused(rec) }
 func (a adminAudit) Submit(rec store.AuditRecord)   { a.g.audit.submit(rec) }
 func (a adminAudit) Sync(ctx context.Context) error { return a.g.audit.sync(ctx) }
+
+// adminLocks is the lockout as the admin service sees it.
+type adminLocks struct{ gd *guard }
+
+func (l adminLocks) UnlockUser(ctx context.Context, user string, now time.Time) (bool, error) {
+	return l.gd.unlock(ctx, user, now)
+}
+
+func (l adminLocks) Locked(ctx context.Context, now time.Time) ([]lockout.Lock, error) {
+	return l.gd.store.Locked(ctx, now)
+}
 
 // adminKeys is the key file as the admin service sees it.
 type adminKeys struct{ g *Gateway }
