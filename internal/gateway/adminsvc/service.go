@@ -177,9 +177,6 @@ func New(cfg Config) (*Service, error) {
 	return &Service{c: cfg}, nil
 }
 
-// Profile is the protocol profile the gateway serves.
-func (s *Service) Profile() protocol.Profile { return s.c.Profile }
-
 func (s *Service) now() time.Time { return s.c.Now() }
 
 // storeError is a store failure as the operator is told it: what was
