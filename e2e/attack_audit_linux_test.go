@@ -60,8 +60,11 @@ func TestAttackAuditDiskFull(t *testing.T) {
 	if busy == 0 {
 		t.Fatal("no login answered busy on a full disk")
 	}
-	hc, _ := adminapi.PinnedClient(g.fingerprint, 10*time.Second)
-	err := adminapi.DoJSON(context.Background(), hc, http.MethodPost, g.admin+"/v1/devices", replicaToken, adminapi.DeviceRequest{ID: "d2"}, nil)
+	ac, err := adminapi.NewClient(g.admin, g.fingerprint, replicaToken, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ac.Provision(context.Background(), adminapi.DeviceRequest{ID: "d2"})
 	if ae, isAPI := err.(*adminapi.APIError); !isAPI || ae.Status != http.StatusServiceUnavailable {
 		t.Fatalf("provisioning on a full disk: %v, want 503", err)
 	}
@@ -76,7 +79,7 @@ func TestAttackAuditDiskFull(t *testing.T) {
 		}
 		return a.ok
 	})
-	recs := auditRecords(t, rs, "&kind=verify&outcome=ok")
+	recs := auditRecords(t, rs, adminapi.AuditQuery{Kind: adminapi.KindVerify, Outcome: adminapi.OutcomeOK})
 	if len(recs) < ok {
 		t.Fatalf("%d logins answered, %d recorded", ok, len(recs))
 	}

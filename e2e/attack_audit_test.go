@@ -44,18 +44,19 @@ func auditGateway(t *testing.T, data string, extra ...string) *gateway {
 
 // auditRecords reads every audit record of a kind (all kinds: "") through
 // the admin API.
-func auditRecords(t *testing.T, rs *replicaSet, query string) []gw.AuditEntry {
+func auditRecords(t *testing.T, rs *replicaSet, q adminapi.AuditQuery) []adminapi.AuditEntry {
 	t.Helper()
-	var all []gw.AuditEntry
-	after := uint64(0)
+	var all []adminapi.AuditEntry
+	c := rs.client(0)
+	q.Limit = 1000
 	for {
-		var page gw.AuditPage
-		rs.admin(0, http.MethodGet, fmt.Sprintf("/v1/audit?limit=1000&after=%d%s", after, query), nil, &page)
+		page, err := c.Audit(context.Background(), q)
+		rs.check(0, "audit query", err)
 		all = append(all, page.Records...)
 		if len(page.Records) == 0 {
 			return all
 		}
-		after = page.Next
+		q.After = page.Next
 	}
 }
 
@@ -105,7 +106,7 @@ func auditWorld(t *testing.T, g *gateway) (*replicaSet, protocol.Card, credfile.
 	rs := &replicaSet{t: t, gws: []*gateway{g}}
 	c := rs.enrol(0, "alice")
 	cred := rs.provision(0, "d1", "g")
-	rs.admin(0, http.MethodPost, "/v1/grants", adminapi.Grant{User: "alice", Group: "g"}, nil)
+	rs.check(0, "grant", rs.client(0).Grant(context.Background(), adminapi.Grant{User: "alice", Group: "g"}))
 	return rs, c, cred
 }
 
@@ -175,7 +176,7 @@ func TestAttackForgedM2FloodAudit(t *testing.T) {
 			seen = metricSum(t, g, "tagauth_gateway_audit_refusals_total")
 			return seen >= flood/2
 		})
-		recs := auditRecords(t, rs, "&kind=verify")
+		recs := auditRecords(t, rs, adminapi.AuditQuery{Kind: adminapi.KindVerify})
 		refusals, oks := 0, 0
 		for _, r := range recs {
 			if r.Outcome == gw.OutcomeOK {
@@ -196,19 +197,18 @@ func TestAttackForgedM2FloodAudit(t *testing.T) {
 	// /v1/register needs no token: a flood of bad registrations is
 	// aggregated too.
 	t.Run("bad registrations", func(t *testing.T) {
-		hc, err := adminapi.PinnedClient(g.fingerprint, 10*time.Second)
+		anon, err := adminapi.NewClient(g.admin, g.fingerprint, "", 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		const regs = 300
 		for i := range regs {
-			err := adminapi.DoJSON(context.Background(), hc, http.MethodPost, g.admin+"/v1/register", "",
-				adminapi.RegisterRequest{ID: fmt.Sprint("intruder-", i), Profile: "hardened"}, nil)
+			_, err := anon.Register(context.Background(), adminapi.RegisterRequest{ID: fmt.Sprint("intruder-", i), Profile: "hardened"})
 			if err == nil {
 				t.Fatal("a registration without code, w or r succeeded")
 			}
 		}
-		enrolRefused := len(auditRecords(t, rs, "&kind=enrol&outcome=refused"))
+		enrolRefused := len(auditRecords(t, rs, adminapi.AuditQuery{Kind: adminapi.KindEnrol, Outcome: adminapi.OutcomeRefused}))
 		if enrolRefused == 0 || enrolRefused > 5 {
 			t.Fatalf("%d enrolment refusal records for %d bad registrations, want a few samples", enrolRefused, regs)
 		}
@@ -245,7 +245,7 @@ func TestAttackKill9KeepsAcknowledgedLogins(t *testing.T) {
 
 	g2 := auditGateway(t, data)
 	rs.gws[0] = g2
-	recs := auditRecords(t, rs, "&kind=verify&outcome=ok")
+	recs := auditRecords(t, rs, adminapi.AuditQuery{Kind: adminapi.KindVerify, Outcome: adminapi.OutcomeOK})
 	t.Logf("%d logins acknowledged before SIGKILL, %d recorded after restart", n, len(recs))
 	if int64(len(recs)) < n {
 		t.Fatalf("%d logins acknowledged, only %d recorded after kill -9", n, len(recs))

@@ -3,10 +3,8 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,24 +37,23 @@ func TestStaleClock(t *testing.T) {
 	defer cancel()
 	go g.Run(ctx)
 	t.Cleanup(func() { g.Close() })
-	hc, err := adminapi.PinnedClient(g.Fingerprint(), 10*time.Second)
+	ac, err := adminapi.NewClient(g.AdminURL(), g.Fingerprint(), "5f0c9e27d4b8a6130f7e2d9c4b1a8e63d05f72c9b4e8a1d6370c5f9e2b8d4a16", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := func(method, path string, in, out any) {
-		t.Helper()
-		if err := adminapi.DoJSON(ctx, hc, method, g.AdminURL()+path, "5f0c9e27d4b8a6130f7e2d9c4b1a8e63d05f72c9b4e8a1d6370c5f9e2b8d4a16", in, out); err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
+	hc := ac.HTTP
+	raw, err := ac.Provision(ctx, adminapi.DeviceRequest{ID: "sensor-7"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	var raw json.RawMessage
-	api(http.MethodPost, "/v1/devices", adminapi.DeviceRequest{ID: "sensor-7"}, &raw)
 	cred, err := credfile.Unmarshal(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var code adminapi.EnrolCode
-	api(http.MethodPost, "/v1/enrol-codes", adminapi.EnrolCodeRequest{User: "alice"}, &code)
+	code, err := ac.EnrolCode(ctx, adminapi.EnrolCodeRequest{User: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Enrolment checks T_reg against the gateway's clock too: the user's
 	// clock must agree, so enrol with the gateway's time.
@@ -81,8 +78,10 @@ func TestStaleClock(t *testing.T) {
 	if !errors.Is(err, protocol.ErrStaleTimestamp) || !strings.Contains(err.Error(), "clocks") {
 		t.Fatalf("login with a skewed gateway: %v; want stale_timestamp and a hint to check the clocks", err)
 	}
-	var page gwd.AuditPage
-	api(http.MethodGet, "/v1/audit?kind=verify", nil, &page)
+	page, err := ac.Audit(ctx, adminapi.AuditQuery{Kind: adminapi.KindVerify})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(page.Records) != 1 || !strings.HasPrefix(page.Records[0].Reason, "stale T") ||
 		!strings.Contains(page.Records[0].Detail, "off by -30") {
 		t.Fatalf("audit of the stale verify: %+v; want reason stale T1/T2 and the skew in ms", page.Records)

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -91,16 +90,22 @@ func startReplica(t *testing.T, data, storeURL, replayURL string) *gateway {
 	return g
 }
 
-// admin is an in-process admin API client for replica i.
-func (rs *replicaSet) admin(i int, method, path string, in, out any) {
+// client is an admin API client of replica i.
+func (rs *replicaSet) client(i int) *adminapi.Client {
 	rs.t.Helper()
 	g := rs.gws[i]
-	hc, err := adminapi.PinnedClient(g.fingerprint, 10*time.Second)
+	c, err := adminapi.NewClient(g.admin, g.fingerprint, replicaToken, 10*time.Second)
 	if err != nil {
 		rs.t.Fatal(err)
 	}
-	if err := adminapi.DoJSON(context.Background(), hc, method, g.admin+path, replicaToken, in, out); err != nil {
-		rs.t.Fatalf("replica %d: %s %s: %v", i, method, path, err)
+	return c
+}
+
+// check fails the test when replica i refused an admin call.
+func (rs *replicaSet) check(i int, what string, err error) {
+	rs.t.Helper()
+	if err != nil {
+		rs.t.Fatalf("replica %d: %s: %v", i, what, err)
 	}
 }
 
@@ -111,13 +116,10 @@ const loadPassword = "correct horse"
 // enrol enrols user id through replica i, in process, and returns the card.
 func (rs *replicaSet) enrol(i int, id string) protocol.Card {
 	rs.t.Helper()
-	var code adminapi.EnrolCode
-	rs.admin(i, http.MethodPost, "/v1/enrol-codes", adminapi.EnrolCodeRequest{User: id}, &code)
-	hc, err := adminapi.PinnedClient(rs.gws[i].fingerprint, 10*time.Second)
-	if err != nil {
-		rs.t.Fatal(err)
-	}
-	c, err := userclient.Enroll(context.Background(), hc, rs.gws[i].admin, code.Code, id, loadPassword, protocol.Hardened, loadKDF,
+	ac := rs.client(i)
+	code, err := ac.EnrolCode(context.Background(), adminapi.EnrolCodeRequest{User: id})
+	rs.check(i, "enrolment code", err)
+	c, err := userclient.Enroll(context.Background(), ac.HTTP, rs.gws[i].admin, code.Code, id, loadPassword, protocol.Hardened, loadKDF,
 		protocol.Config{Now: time.Now, Rand: rand.Reader})
 	if err != nil {
 		rs.t.Fatalf("enrol %s: %v", id, err)
@@ -128,19 +130,14 @@ func (rs *replicaSet) enrol(i int, id string) protocol.Card {
 // provision provisions device id through replica i.
 func (rs *replicaSet) provision(i int, id, group string) credfile.Credential {
 	rs.t.Helper()
-	var raw rawJSON
-	rs.admin(i, http.MethodPost, "/v1/devices", adminapi.DeviceRequest{ID: id, Group: group}, &raw)
+	raw, err := rs.client(i).Provision(context.Background(), adminapi.DeviceRequest{ID: id, Group: group})
+	rs.check(i, "provisioning", err)
 	c, err := credfile.Unmarshal(raw)
 	if err != nil {
 		rs.t.Fatal(err)
 	}
 	return c
 }
-
-// rawJSON keeps an answer's bytes as they came (a credential file).
-type rawJSON []byte
-
-func (r *rawJSON) UnmarshalJSON(b []byte) error { *r = append((*r)[:0], b...); return nil }
 
 // attempt is one login: the card and device halves in process, m2 sent
 // to one replica.
@@ -285,7 +282,7 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 	audit := must(t, replicaEnv, "gateway", "audit", "--data", rs.gws[2].data, "--kind", "verify", "--outcome", "ok", "--json")
-	var page gw.AuditPage
+	var page adminapi.AuditPage
 	if err := json.Unmarshal([]byte(audit), &page); err != nil {
 		t.Fatalf("audit --json: %v\n%s", err, audit)
 	}
@@ -334,15 +331,16 @@ func TestReplicaKilledUnderLoad(t *testing.T) {
 	cards := make([]protocol.Card, nUsers)
 	for i := range cards {
 		cards[i] = rs.enrol(i%3, fmt.Sprint("user-", i))
-		rs.admin((i+1)%3, http.MethodPost, "/v1/grants", adminapi.Grant{User: cards[i].ID, Group: "plant"}, nil)
+		rs.check((i+1)%3, "grant", rs.client((i+1)%3).Grant(context.Background(), adminapi.Grant{User: cards[i].ID, Group: "plant"}))
 	}
 	creds := make([]credfile.Credential, nDevices)
 	for i := range creds {
 		creds[i] = rs.provision(i%3, fmt.Sprint("dev-", i), "plant")
 	}
 	mallory := rs.enrol(0, "mallory")
-	rs.admin(1, http.MethodPost, "/v1/grants", adminapi.Grant{User: "mallory", Group: "plant"}, nil)
-	rs.admin(2, http.MethodPost, "/v1/users/mallory/revoke", nil, nil)
+	rs.check(1, "grant", rs.client(1).Grant(context.Background(), adminapi.Grant{User: "mallory", Group: "plant"}))
+	_, err := rs.client(2).RevokeUser(context.Background(), "mallory")
+	rs.check(2, "revoke", err)
 	// Every replica knows everything before the load starts.
 	for i, g := range rs.gws {
 		testenv.EventuallyWithin(t, 2*time.Second, fmt.Sprint("replica ", i, " ready"), func() bool {
@@ -513,8 +511,8 @@ func TestReplicaFailsClosedProcess(t *testing.T) {
 
 	alice, bob := rs.enrol(0, "alice"), rs.enrol(0, "bob")
 	cred := rs.provision(0, "sensor-7", "plant-a")
-	rs.admin(0, http.MethodPost, "/v1/grants", adminapi.Grant{User: "alice", Group: "plant-a"}, nil)
-	rs.admin(0, http.MethodPost, "/v1/grants", adminapi.Grant{User: "bob", Group: "plant-a"}, nil)
+	rs.check(0, "grant", rs.client(0).Grant(context.Background(), adminapi.Grant{User: "alice", Group: "plant-a"}))
+	rs.check(0, "grant", rs.client(0).Grant(context.Background(), adminapi.Grant{User: "bob", Group: "plant-a"}))
 	testenv.EventuallyWithin(t, 2*time.Second, "r1 ready", func() bool { return login(alice, cred, r1.coap).ok })
 	busy := func(a attempt) bool {
 		return a.netErr == nil && a.code == coap.ServiceUnavailable && a.wire == protocol.ErrBusy
@@ -530,7 +528,8 @@ func TestReplicaFailsClosedProcess(t *testing.T) {
 	if a := login(bob, cred, rs.gws[0].coap); !a.ok {
 		t.Fatalf("r0 (not cut off) refused: %+v", a)
 	}
-	rs.admin(0, http.MethodPost, "/v1/users/alice/revoke", nil, nil)
+	_, err := rs.client(0).RevokeUser(context.Background(), "alice")
+	rs.check(0, "revoke", err)
 	pgProxy.Restore()
 	testenv.EventuallyWithin(t, 10*time.Second, "r1 serves again after PostgreSQL is back", func() bool { return login(bob, cred, r1.coap).ok })
 	if a := login(alice, cred, r1.coap); a.code != coap.Unauthorized || a.wire != protocol.ErrRejected {

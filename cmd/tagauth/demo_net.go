@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,7 +35,8 @@ type netDemo struct {
 	dir     string
 	gw      *gateway.Gateway
 	agent   *device.Agent
-	hc      *http.Client
+	hc      *http.Client     // the pinned HTTPS client, for enrolment
+	admin   *adminapi.Client // the operator's admin API client
 	token   string
 	stop    []func()
 	cred    credfile.Credential
@@ -126,24 +126,27 @@ func (d *netDemo) startGateway() (string, error) {
 	}
 	d.stop = append(d.stop, func() { d.gw.Close() })
 	d.serve(d.gw.Run)
-	d.hc, err = adminapi.PinnedClient(d.gw.Fingerprint(), 10*time.Second)
+	d.admin, err = adminapi.NewClient(d.gw.AdminURL(), d.gw.Fingerprint(), d.token, 10*time.Second)
 	if err != nil {
 		return "", err
 	}
+	d.hc = d.admin.HTTP
 	return fmt.Sprintf("CoAP verify on udp %s, admin API on %s\nadmin certificate pinned by fingerprint %s…", d.gw.CoAPPublic(), d.gw.AdminURL(), d.gw.Fingerprint()[:16]), nil
 }
 
-func (d *netDemo) api(method, path string, in, out any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return adminapi.DoJSON(ctx, d.hc, method, d.gw.AdminURL()+path, d.token, in, out)
+// apiCtx bounds one admin call of the demo.
+func apiCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 10*time.Second)
 }
 
 func (d *netDemo) provision() (string, error) {
-	var raw json.RawMessage
-	if err := d.api(http.MethodPost, "/v1/devices", adminapi.DeviceRequest{ID: demoDevice, Group: "plant-a"}, &raw); err != nil {
+	ctx, cancel := apiCtx()
+	defer cancel()
+	raw, err := d.admin.Provision(ctx, adminapi.DeviceRequest{ID: demoDevice, Group: "plant-a"})
+	if err != nil {
 		return "", err
 	}
+	defer clear(raw)
 	c, err := credfile.Unmarshal(raw)
 	if err != nil {
 		return "", err
@@ -153,15 +156,19 @@ func (d *netDemo) provision() (string, error) {
 }
 
 func (d *netDemo) grant() (string, error) {
-	if err := d.api(http.MethodPost, "/v1/grants", adminapi.Grant{User: demoUser, Group: "plant-a"}, nil); err != nil {
+	ctx, cancel := apiCtx()
+	defer cancel()
+	if err := d.admin.Grant(ctx, adminapi.Grant{User: demoUser, Group: "plant-a"}); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("operator let %q log in to the devices of plant-a", demoUser), nil
 }
 
 func (d *netDemo) enrol() (string, error) {
-	var code adminapi.EnrolCode
-	if err := d.api(http.MethodPost, "/v1/enrol-codes", adminapi.EnrolCodeRequest{User: demoUser}, &code); err != nil {
+	actx, acancel := apiCtx()
+	defer acancel()
+	code, err := d.admin.EnrolCode(actx, adminapi.EnrolCodeRequest{User: demoUser})
+	if err != nil {
 		return "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -237,7 +244,9 @@ func (d *netDemo) login() (string, error) {
 }
 
 func (d *netDemo) revoke() (string, error) {
-	if err := d.api(http.MethodPost, "/v1/users/"+demoUser+"/revoke", nil, nil); err != nil {
+	ctx, cancel := apiCtx()
+	defer cancel()
+	if _, err := d.admin.RevokeUser(ctx, demoUser); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("operator revoked %q; the gateway's registry changed before the answer", demoUser), nil
@@ -256,8 +265,10 @@ func (d *netDemo) loginRevoked() (string, error) {
 }
 
 func (d *netDemo) audit() (string, error) {
-	var page gateway.AuditPage
-	if err := d.api(http.MethodGet, "/v1/audit?user="+demoUser, nil, &page); err != nil {
+	ctx, cancel := apiCtx()
+	defer cancel()
+	page, err := d.admin.Audit(ctx, adminapi.AuditQuery{User: demoUser})
+	if err != nil {
 		return "", err
 	}
 	var lines []string

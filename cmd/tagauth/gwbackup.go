@@ -3,12 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 
@@ -17,7 +15,6 @@ import (
 
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/dump"
-	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/internal/store/postgres"
 )
@@ -133,39 +130,20 @@ func gwBackup(args []string, stdout, stderr io.Writer) int {
 		}
 		recipients = gwStrings{oneTime.Recipient().String()}
 	}
-	body, err := json.Marshal(gateway.BackupRequest{Recipients: recipients})
+	defer c.CloseIdle()
+	body, err := c.Backup(context.Background(), adminapi.BackupRequest{Recipients: recipients})
 	if err != nil {
 		return gwFail(stderr, fset, err)
 	}
-	req, err := http.NewRequest(http.MethodPost, c.base+"/v1/backup", bytes.NewReader(body))
-	if err != nil {
-		return gwFail(stderr, fset, err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Content-Type", "application/json")
-	c.hc.Timeout = 0 // a backup takes as long as the store is large
-	defer c.hc.CloseIdleConnections()
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return gwFail(stderr, fset, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e adminapi.ErrorBody
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = resp.Status
-		}
-		return gwFail(stderr, fset, &adminapi.APIError{Status: resp.StatusCode, Message: e.Error})
-	}
+	defer body.Close()
 	var n int64
 	err = writeOut(*out, stdout, func(w io.Writer) error {
 		if oneTime == nil {
 			var err error
-			n, err = io.Copy(w, resp.Body)
+			n, err = io.Copy(w, body)
 			return err
 		}
-		plain, err := age.Decrypt(resp.Body, oneTime)
+		plain, err := age.Decrypt(body, oneTime)
 		if err != nil {
 			return err
 		}

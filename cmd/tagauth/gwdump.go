@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/dump"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/keyfile"
@@ -275,35 +273,33 @@ func gwAuditExport(args []string, stdout, stderr io.Writer) int {
 	if c == nil {
 		return rc
 	}
-	// Paging can outlast the connection timeout that fits one call.
-	c.hc.Timeout = 0
-	q := url.Values{"limit": {strconv.Itoa(store.MaxAuditLimit)}}
-	for name, v := range map[string]string{"since": *since, "until": *until} {
-		if v == "" {
+	defer c.CloseIdle()
+	q := adminapi.AuditQuery{Limit: store.MaxAuditLimit}
+	for _, f := range []struct {
+		name, v string
+		t       *time.Time
+	}{{"since", *since, &q.Since}, {"until", *until, &q.Until}} {
+		if f.v == "" {
 			continue
 		}
-		t, err := gwParseTime(v)
+		t, err := gwParseTime(f.v)
 		if err != nil {
-			fmt.Fprintf(stderr, "tagauth gateway audit export: --%s: %v\n", name, err)
+			fmt.Fprintf(stderr, "tagauth gateway audit export: --%s: %v\n", f.name, err)
 			return 2
 		}
-		q.Set(name, t.UTC().Format(time.RFC3339Nano))
+		*f.t = t
 	}
-	if q.Get("until") == "" {
+	if q.Until.IsZero() {
 		// A fixed end, so that records arriving while it pages do not
 		// make the export longer than its range.
-		q.Set("until", time.Now().UTC().Format(time.RFC3339Nano))
+		q.Until = time.Now()
 	}
 	n := 0
 	err := writeOut(*out, stdout, func(w io.Writer) error {
-		var (
-			after uint64
-			buf   []byte
-		)
+		var buf []byte
 		for {
-			q.Set("after", strconv.FormatUint(after, 10))
-			var page gateway.AuditPage
-			if err := c.do(http.MethodGet, "/v1/audit?"+q.Encode(), nil, &page); err != nil {
+			page, err := c.Audit(context.Background(), q)
+			if err != nil {
 				return err
 			}
 			for _, e := range page.Records {
@@ -318,7 +314,7 @@ func gwAuditExport(args []string, stdout, stderr io.Writer) int {
 			if len(page.Records) < store.MaxAuditLimit {
 				return nil
 			}
-			after = page.Next
+			q.After = page.Next
 		}
 	})
 	if err != nil {

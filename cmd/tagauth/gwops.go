@@ -6,16 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/config"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/lockout"
@@ -156,141 +152,6 @@ func applyConfigFile(fset *flag.FlagSet, args []string) error {
 		}
 	}
 	return nil
-}
-
-func gwUnlock(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("unlock", "ID [admin flags]", "Lifts a user's lockout and clears their failed logins.", stderr)
-	var opts gwAdminOpts
-	opts.register(fset)
-	c, pos, rc := gwAdminCommand(fset, &opts, args, 1, true, nil, stderr)
-	if c == nil {
-		return rc
-	}
-	var u gateway.Unlocked
-	if err := c.do(http.MethodPost, "/v1/users/unlock", adminapi.IDRequest{ID: pos[0]}, &u); err != nil {
-		return gwFail(stderr, fset, err)
-	}
-	if u.WasLocked {
-		fmt.Fprintf(stdout, "unlocked user %s\n", gwText(u.ID))
-	} else {
-		fmt.Fprintf(stdout, "user %s was not locked; their failed logins are cleared\n", gwText(u.ID))
-	}
-	return 0
-}
-
-func gwLocks(args []string, stdout, stderr io.Writer) int {
-	return gwList(args, stdout, stderr, "locks", "Lists the locks set by failed logins: of a user's logins from one source, or from\nevery source the user has not logged in from lately (\"unfamiliar sources\").", "/v1/locks",
-		"USER\tLOCKED FOR\tUNTIL", func(tw io.Writer, l *gateway.LockList) {
-			for _, x := range l.Locks {
-				what := x.Scope
-				if x.Source != "" {
-					what = "source " + x.Source
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", gwText(x.User), gwText(what), gwTime(x.Until))
-			}
-			fmt.Fprintf(tw, "(policy: %s)\n", gwText(l.Policy))
-		})
-}
-
-func gwStats(args []string, stdout, stderr io.Writer) int {
-	return gwList(args, stdout, stderr, "stats", "Shows this gateway's verifies per minute and refusals by reason over the last hour\n(what the console's overview charts).", "/v1/stats",
-		"MINUTE (UTC)\tOK\tREFUSED\tERROR", func(tw io.Writer, s *gateway.Stats) {
-			for _, m := range s.Minutes {
-				if m.OK+m.Refused+m.Error > 0 {
-					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", m.Start.UTC().Format("15:04"), m.OK, m.Refused, m.Error)
-				}
-			}
-			fmt.Fprintln(tw, "\t\t\t")
-			fmt.Fprintln(tw, "REASON\tCODE\tCOUNT\t")
-			for _, r := range s.Reasons {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t\n", gwText(r.Reason), gwText(r.Code), r.Count)
-			}
-		})
-}
-
-// gwKeysUseAPI tells whether "keys" should go through the admin API: when
-// it is given --admin, or an admin URL in the environment and no --data.
-func gwKeysUseAPI(args []string) bool {
-	has := func(name string) bool {
-		return slices.ContainsFunc(args, func(a string) bool {
-			n, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-			return strings.HasPrefix(a, "-") && n == name
-		})
-	}
-	return has("admin") || (!has("data") && os.Getenv(envAdminURL) != "")
-}
-
-// gwKeysAPI is "tagauth gateway keys" through the admin API, for an
-// operator who is not on the gateway's host.
-func gwKeysAPI(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("keys", "list|rotate|retire VERSION [--force] --admin URL [admin flags]",
-		"Lists, rotates or retires the gateway's master keys through the admin API.", stderr)
-	var opts gwAdminOpts
-	opts.register(fset)
-	asJSON := fset.Bool("json", false, "print JSON (list)")
-	force := fset.Bool("force", false, "retire: even if active users or devices still hold the version (they are refused from then on)")
-	pos, err := gwParse(fset, args)
-	if err != nil {
-		return gwParseExit(err)
-	}
-	want := map[string]int{"list": 1, "rotate": 1, "retire": 2}
-	if len(pos) == 0 || want[pos[0]] != len(pos) {
-		fset.Usage()
-		return 2
-	}
-	c, err := opts.connect(true)
-	if err != nil {
-		fmt.Fprintf(stderr, "tagauth gateway keys: %v\n", err)
-		return 2
-	}
-	switch pos[0] {
-	case "list":
-		var kl gateway.KeyList
-		if err := c.do(http.MethodGet, "/v1/keys", nil, &kl); err != nil {
-			return gwFail(stderr, fset, err)
-		}
-		if *asJSON {
-			return gwPrintJSON(stdout, kl)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "VERSION\tCREATED\tUSERS\tDEVICES\t")
-		for _, k := range kl.Keys {
-			mark := ""
-			if k.Newest {
-				mark = "newest: new cards and credentials use it"
-			}
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\n", k.Version, gwTime(k.Created), k.Users, k.Devices, mark)
-		}
-		tw.Flush()
-		fmt.Fprintf(stdout, "profile %s\n", gwText(kl.Profile))
-		return 0
-	case "rotate":
-		var kc gateway.KeyChange
-		if err := c.do(http.MethodPost, "/v1/keys/rotate", nil, &kc); err != nil {
-			return gwFail(stderr, fset, err)
-		}
-		fmt.Fprintf(stdout, "added master key version %d: new cards and device credentials use it; older ones keep working until you retire their version\n", kc.Version)
-		return 0
-	default:
-		v, err := strconv.ParseUint(pos[1], 10, 8)
-		if err != nil || v == 0 {
-			fmt.Fprintf(stderr, "tagauth gateway keys retire: VERSION must be a number from 1 to 255, not %q\n", pos[1])
-			return 2
-		}
-		path := "/v1/keys/" + strconv.FormatUint(v, 10) + "/retire"
-		if *force {
-			path += "?force=1"
-		}
-		var kc gateway.KeyChange
-		if err := c.do(http.MethodPost, path, nil, &kc); err != nil {
-			return gwFail(stderr, fset, err)
-		}
-		fmt.Fprintf(stdout, "retired master key version %d: cards and device credentials under it are refused from now on (re-enrol or re-provision them)\n", v)
-		if kc.HeldBy != nil {
-			fmt.Fprintf(stdout, "refused from now on: %s\n", gwText(kc.HeldBy.String()))
-		}
-		return 0
-	}
 }
 
 // printOps adds the console, lockout, limits and metrics to serve's

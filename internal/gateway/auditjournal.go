@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -501,29 +500,6 @@ func (w *auditWriter) prune(p store.AuditPruner, keep time.Duration) int {
 		w.log.Info("old audit records pruned", "records", total, "before", before.UTC().Format(time.RFC3339))
 	}
 	return total
-}
-
-// auditBlocked answers 503 and reports true while audit records cannot be
-// written: an admin action is refused before it takes effect.
-func (g *Gateway) auditBlocked(w http.ResponseWriter) bool {
-	if g.audit.ready() == nil {
-		return false
-	}
-	g.audit.m.refusedKeep.Inc()
-	writeError(w, http.StatusServiceUnavailable, "audit records cannot be written now (the gateway log says why): nothing was done; retry once the disk or store is fixed")
-	return true
-}
-
-// auditDone keeps the record of an admin action that took effect, before
-// it is answered. When the record cannot be written it answers 503,
-// saying what was done, and reports false.
-func (g *Gateway) auditDone(w http.ResponseWriter, rec store.AuditRecord, done string) bool {
-	if err := g.audit.record(rec); err != nil {
-		g.audit.m.refusedKeep.Inc()
-		writeError(w, http.StatusServiceUnavailable, done+", but its audit record could not be written ("+err.Error()+"): the action stands; fix the disk or store")
-		return false
-	}
-	return true
 }
 
 // journalDir is the audit journal's directory for a data directory.

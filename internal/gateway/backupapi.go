@@ -9,6 +9,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/dump"
 	"github.com/tagauth/tagauth/internal/store"
 )
@@ -20,21 +21,9 @@ import (
 // KindBackup is the audit kind of a backup taken.
 const KindBackup = "backup"
 
-// maxBackupRecipients bounds the recipients of one backup.
-const maxBackupRecipients = 16
-
-// BackupRequest is the body of POST /v1/backup: the age recipients
-// (age1...) the archive is encrypted to. The gateway encrypts before a
-// byte leaves it, so the key file never crosses the wire in clear; a
-// client wanting a passphrase sends a one-time recipient of its own and
-// re-encrypts (tagauth gateway backup does).
-type BackupRequest struct {
-	Recipients []string `json:"recipients"`
-}
-
 // backupRoutes adds the backup route to the admin mux.
 func (g *Gateway) backupRoutes(mux *http.ServeMux) {
-	mux.Handle("POST /v1/backup", g.auth(g.handleBackup))
+	mux.Handle("POST "+adminapi.PathBackup, g.auth(g.handleBackup))
 }
 
 // handleBackup streams an age-encrypted backup archive (internal/dump):
@@ -42,12 +31,12 @@ func (g *Gateway) backupRoutes(mux *http.ServeMux) {
 // first byte aborts the connection, so the client sees a truncated age
 // stream, which never decrypts, rather than a short backup.
 func (g *Gateway) handleBackup(w http.ResponseWriter, r *http.Request) {
-	var req BackupRequest
+	var req adminapi.BackupRequest
 	if !decode(w, r, &req) {
 		return
 	}
-	if len(req.Recipients) == 0 || len(req.Recipients) > maxBackupRecipients {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("give 1 to %d age recipients (age1...)", maxBackupRecipients))
+	if len(req.Recipients) == 0 || len(req.Recipients) > adminapi.MaxBackupRecipients {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("give 1 to %d age recipients (age1...)", adminapi.MaxBackupRecipients))
 		return
 	}
 	recips, err := age.ParseRecipients(strings.NewReader(strings.Join(req.Recipients, "\n")))
@@ -55,7 +44,8 @@ func (g *Gateway) handleBackup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "recipients: "+err.Error())
 		return
 	}
-	if g.auditBlocked(w) {
+	if err := (adminAudit{g}).Ready(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "audit records cannot be written now (the gateway log says why): no backup was taken; retry once the disk or store is fixed")
 		return
 	}
 	// The key file is replaced atomically (keyfile.Save): one read sees

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tagauth/tagauth/internal/testenv"
 	"io"
 	"net/http"
 	"os"
@@ -18,19 +17,21 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/dump"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/internal/store/postgres"
 	"github.com/tagauth/tagauth/internal/store/postgres/pgtest"
+	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 )
 
 // backup takes a backup through the admin API, encrypted to recipients.
 func (tg *testGW) backup(recipients ...string) ([]byte, error) {
 	tg.t.Helper()
-	body, err := json.Marshal(gateway.BackupRequest{Recipients: recipients})
+	body, err := json.Marshal(adminapi.BackupRequest{Recipients: recipients})
 	if err != nil {
 		tg.t.Fatal(err)
 	}
@@ -232,9 +233,9 @@ func restore(enc []byte, id age.Identity, dir string, target store.Loader) (dump
 // valid recipient; nothing is audited as taken then.
 func TestBackupRefusals(t *testing.T) {
 	tg := startGateway(t, testConfig(t.TempDir(), protocol.Hardened))
-	tg.callErr(http.MethodPost, "/v1/backup", "not-the-token", gateway.BackupRequest{Recipients: []string{"age1x"}}, http.StatusUnauthorized)
-	tg.callErr(http.MethodPost, "/v1/backup", tg.token, gateway.BackupRequest{}, http.StatusBadRequest)
-	if ae := tg.callErr(http.MethodPost, "/v1/backup", tg.token, gateway.BackupRequest{Recipients: []string{"age1notarecipient"}}, http.StatusBadRequest); !strings.Contains(ae.Message, "recipients") {
+	tg.callErr(http.MethodPost, "/v1/backup", "not-the-token", adminapi.BackupRequest{Recipients: []string{"age1x"}}, http.StatusUnauthorized)
+	tg.callErr(http.MethodPost, "/v1/backup", tg.token, adminapi.BackupRequest{}, http.StatusBadRequest)
+	if ae := tg.callErr(http.MethodPost, "/v1/backup", tg.token, adminapi.BackupRequest{Recipients: []string{"age1notarecipient"}}, http.StatusBadRequest); !strings.Contains(ae.Message, "recipients") {
 		t.Errorf("bad recipient: %q", ae.Message)
 	}
 	many := make([]string, 17)
@@ -245,7 +246,7 @@ func TestBackupRefusals(t *testing.T) {
 		}
 		many[i] = id.Recipient().String()
 	}
-	tg.callErr(http.MethodPost, "/v1/backup", tg.token, gateway.BackupRequest{Recipients: many}, http.StatusBadRequest)
+	tg.callErr(http.MethodPost, "/v1/backup", tg.token, adminapi.BackupRequest{Recipients: many}, http.StatusBadRequest)
 	if page := tg.auditPage("?kind=" + gateway.KindBackup); len(page.Records) != 0 {
 		t.Errorf("refused backups were audited: %+v", page.Records)
 	}

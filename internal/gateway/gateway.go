@@ -69,8 +69,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/lockout"
 	"github.com/tagauth/tagauth/internal/registry"
@@ -86,8 +88,8 @@ const (
 	StoreFileName   = bolt.FileName
 	CertFileName    = "admin-cert.pem"
 	CertKeyFileName = "admin-key.pem"
-	TokenFileName   = "admin-token"
-	AdminInfoName   = "admin.json"
+	TokenFileName   = adminapi.TokenFileName
+	AdminInfoName   = adminapi.AdminInfoName
 )
 
 // Defaults of Config.
@@ -229,10 +231,11 @@ type Gateway struct {
 	bk    *backends // replicas: shared store and replay cache (backends.go)
 
 	replayCache protocol.ReplayCache
-	memReplay   *replay.Cache // the in-memory cache, saved at a clean shutdown
-	guard       *guard        // lockout and rate limits (limits.go)
-	metrics     *gwMetrics    // metrics.go
-	console     consoleMount  // opsapi.go
+	memReplay   *replay.Cache     // the in-memory cache, saved at a clean shutdown
+	guard       *guard            // lockout and rate limits (limits.go)
+	metrics     *gwMetrics        // metrics.go
+	console     consoleMount      // opsapi.go
+	admin       *adminsvc.Service // adminwire.go: the admin API's and console's rules
 
 	proofs protocol.ReplayCache // I_j values seen (limits.go, firstProof)
 
@@ -498,11 +501,7 @@ func (g *Gateway) advertiseHost() string {
 
 // AdminInfo is the content of DATA/admin.json: what a CLI command on the
 // gateway's host needs to reach the admin API (with the token file).
-type AdminInfo struct {
-	URL         string `json:"url"`
-	Fingerprint string `json:"fingerprint"`
-	CoAP        string `json:"coap"`
-}
+type AdminInfo = adminapi.AdminInfo
 
 func (g *Gateway) writeAdminInfo() error {
 	b, err := json.MarshalIndent(AdminInfo{URL: g.adminURL, Fingerprint: g.fingerprint, CoAP: g.coapPublic}, "", "  ")

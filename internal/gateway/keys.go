@@ -2,13 +2,13 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
@@ -125,75 +125,20 @@ func (g *Gateway) keyEvent(what string, v, newest uint8) {
 
 // maxHoldersShown is how many ids of a key version's holders a refusal
 // names; the counts are always complete.
-const maxHoldersShown = 5
-
-// KeyHolders are the active (not revoked) users and devices whose card or
-// credential is under one master-key version: retiring it locks them out.
-type KeyHolders struct {
-	Version     uint8    `json:"version"`
-	Users       int      `json:"users"`
-	Devices     int      `json:"devices"`
-	SomeUsers   []string `json:"some_users,omitempty"`   // at most 5, sanitized
-	SomeDevices []string `json:"some_devices,omitempty"` // at most 5, sanitized
-}
+// KeyHolders are the active users and devices under one master-key
+// version (adminapi's; the rule is adminsvc's).
+type KeyHolders = adminapi.KeyHolders
 
 // HoldersOf counts the active holders of key version v in a snapshot of
 // the store.
 func HoldersOf(snap store.Snapshot, v uint8) KeyHolders {
-	h := KeyHolders{Version: v}
-	for _, u := range snap.Users {
-		if !u.Revoked && u.KV == v {
-			h.Users++
-			if len(h.SomeUsers) < maxHoldersShown {
-				h.SomeUsers = append(h.SomeUsers, SanitizeID([]byte(u.ID)))
-			}
-		}
-	}
-	for _, d := range snap.Devices {
-		if !d.Revoked && d.KV == v {
-			h.Devices++
-			if len(h.SomeDevices) < maxHoldersShown {
-				h.SomeDevices = append(h.SomeDevices, SanitizeID([]byte(d.ID)))
-			}
-		}
-	}
-	return h
-}
-
-// Any reports whether anyone active holds the version.
-func (h KeyHolders) Any() bool { return h.Users+h.Devices > 0 }
-
-// String says who holds the version: "2 active users (alice, bob) and 1
-// active device (sensor-7)".
-func (h KeyHolders) String() string {
-	part := func(n int, what string, some []string) string {
-		s := fmt.Sprintf("%d active %s", n, what)
-		if n != 1 {
-			s += "s"
-		}
-		if len(some) > 0 {
-			s += " (" + strings.Join(some, ", ")
-			if n > len(some) {
-				s += ", ..."
-			}
-			s += ")"
-		}
-		return s
-	}
-	return part(h.Users, "user", h.SomeUsers) + " and " + part(h.Devices, "device", h.SomeDevices)
+	return adminsvc.HoldersOf(snap, v, SanitizeID)
 }
 
 // ErrKeyInUse is the error of retiring a key version that active users or
 // devices still hold, without force.
-var ErrKeyInUse = errors.New("key version still in use")
+var ErrKeyInUse = adminsvc.ErrKeyInUse
 
 // RetireCheck refuses to retire a version with active holders unless
 // force; the error says who they are and what to do.
-func RetireCheck(h KeyHolders, force bool) error {
-	if !h.Any() || force {
-		return nil
-	}
-	return fmt.Errorf("%w: master key version %d is held by %s: retiring it would refuse them all from the next login on. "+
-		"Re-enrol those users and re-provision those devices (they get the newest version), or revoke them; or retire anyway with --force",
-		ErrKeyInUse, h.Version, h)
-}
+func RetireCheck(h KeyHolders, force bool) error { return adminsvc.RetireCheck(h, force) }

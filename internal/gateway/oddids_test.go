@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
-	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -37,7 +36,7 @@ func TestOddIDsAdminAPI(t *testing.T) {
 			tg.t = t
 			tg.enrol(id)
 			tg.provision(id, "")
-			var un gateway.Unlocked
+			var un adminapi.Unlocked
 			tg.call(http.MethodPost, "/v1/users/unlock", adminapi.IDRequest{ID: id}, &un)
 			if un.ID != id {
 				t.Fatalf("unlock answered for %q", un.ID)
@@ -45,7 +44,7 @@ func TestOddIDsAdminAPI(t *testing.T) {
 			// The path routes take every id but "/" (which Go's router
 			// cannot match), escaped with PathSegment.
 			if id != "/" {
-				un = gateway.Unlocked{}
+				un = adminapi.Unlocked{}
 				tg.call(http.MethodPost, "/v1/users/"+adminapi.PathSegment(id)+"/unlock", nil, &un)
 				if un.ID != id {
 					t.Fatalf("unlock by path answered for %q", un.ID)
@@ -76,14 +75,14 @@ func TestOddIDsAdminAPI(t *testing.T) {
 			if resp.StatusCode != http.StatusSeeOther {
 				t.Fatalf("console revoke device: %d", resp.StatusCode)
 			}
-			var rv gateway.Revoked
+			var rv adminapi.Revoked
 			tg.call(http.MethodPost, "/v1/users/revoke", adminapi.IDRequest{ID: id}, &rv)
 			if rv.ID != id {
 				t.Fatalf("revoke answered for %q", rv.ID)
 			}
-			var users gateway.UserList
+			var users adminapi.UserList
 			tg.call(http.MethodGet, "/v1/users", nil, &users)
-			var devices gateway.DeviceList
+			var devices adminapi.DeviceList
 			tg.call(http.MethodGet, "/v1/devices", nil, &devices)
 			found := 0
 			for _, u := range users.Users {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/gateway"
@@ -126,7 +127,7 @@ func TestLockout(t *testing.T) {
 	// Bob is not affected.
 	tg.mustLogin(bob, cred)
 
-	var locks gateway.LockList
+	var locks adminapi.LockList
 	tg.call(http.MethodGet, "/v1/locks", nil, &locks)
 	if len(locks.Locks) != 1 || locks.Locks[0].User != "alice" || !locks.Locks[0].Until.After(time.Now().Add(59*time.Minute)) {
 		t.Fatalf("locks %+v", locks)
@@ -137,7 +138,7 @@ func TestLockout(t *testing.T) {
 	m.want(t, "tagauth_gateway_verify_total", map[string]string{"reason": gateway.ReasonLocked}, 2)
 
 	// Unlock: alice logs in again; the audit says who unlocked.
-	var un gateway.Unlocked
+	var un adminapi.Unlocked
 	tg.call(http.MethodPost, "/v1/users/alice/unlock", nil, &un)
 	if !un.WasLocked || un.ID != "alice" {
 		t.Fatalf("unlock answer %+v", un)
@@ -182,7 +183,7 @@ func TestLockoutCountsOnlyGuesses(t *testing.T) {
 		tg.mustRefuse(alice, other, protocol.ReasonPolicyDenied.Name())
 	}
 	tg.mustLogin(alice, cred)
-	var locks gateway.LockList
+	var locks adminapi.LockList
 	tg.call(http.MethodGet, "/v1/locks", nil, &locks)
 	if len(locks.Locks) != 0 {
 		t.Fatalf("locked by failures that are not guesses: %+v", locks)
@@ -302,7 +303,7 @@ func TestMetricsScrape(t *testing.T) {
 	}
 
 	// The per-minute statistics of the console agree.
-	var st gateway.Stats
+	var st adminapi.Stats
 	tg.call(http.MethodGet, "/v1/stats", nil, &st)
 	var ok, refused uint64
 	for _, mi := range st.Minutes {
@@ -343,7 +344,7 @@ func TestAuditNewestFirst(t *testing.T) {
 		tg.provision(fmt.Sprint("dev-", i), "g")
 	}
 	tg.grant("x", "g")
-	var all []gateway.AuditEntry
+	var all []adminapi.AuditEntry
 	for after := uint64(0); ; {
 		p := tg.auditPage("?limit=3&after=" + strconv.FormatUint(after, 10))
 		if len(p.Records) == 0 {
@@ -354,7 +355,7 @@ func TestAuditNewestFirst(t *testing.T) {
 	if len(all) < 8 {
 		t.Fatalf("only %d records", len(all))
 	}
-	var desc []gateway.AuditEntry
+	var desc []adminapi.AuditEntry
 	q := "?order=desc&limit=3"
 	for {
 		p := tg.auditPage(q)
@@ -388,12 +389,12 @@ func TestKeysAPI(t *testing.T) {
 	alice := tg.enrol("alice")
 	cred := tg.provision("d1", "g")
 	tg.grant("alice", "*")
-	var kc gateway.KeyChange
+	var kc adminapi.KeyChange
 	tg.call(http.MethodPost, "/v1/keys/rotate", nil, &kc)
 	if kc.Version != 2 || kc.Newest != 2 {
 		t.Fatalf("rotate: %+v", kc)
 	}
-	var kl gateway.KeyList
+	var kl adminapi.KeyList
 	tg.call(http.MethodGet, "/v1/keys", nil, &kl)
 	if len(kl.Keys) != 2 || kl.Keys[0].Users != 1 || kl.Keys[0].Devices != 1 || !kl.Keys[1].Newest || kl.Keys[1].Users != 0 {
 		t.Fatalf("keys: %+v", kl)

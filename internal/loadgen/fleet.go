@@ -3,10 +3,8 @@ package loadgen
 import (
 	"context"
 	crand "crypto/rand"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"sync"
 	"time"
 
@@ -99,12 +97,13 @@ func Provision(ctx context.Context, t Target, users, devices int, run string) (*
 	if users < 1 || devices < 1 {
 		return nil, fmt.Errorf("loadgen: need at least one user and one device")
 	}
-	hc, err := adminapi.PinnedClient(t.Fingerprint, 30*time.Second)
+	ac, err := adminapi.NewClient(t.AdminURL, t.Fingerprint, t.Token, 30*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	var info adminapi.Info
-	if err := adminapi.DoJSON(ctx, hc, http.MethodGet, t.AdminURL+"/v1/info", "", nil, &info); err != nil {
+	hc := ac.HTTP
+	info, err := ac.Info(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("loadgen: asking the gateway for its profile: %w", err)
 	}
 	p, err := protocol.ParseProfile(info.Profile)
@@ -144,11 +143,12 @@ func Provision(ctx context.Context, t Target, users, devices int, run string) (*
 		return nil
 	}
 	err = feed(devices, func(i int) error {
-		var raw json.RawMessage
 		req := adminapi.DeviceRequest{ID: fmt.Sprintf("%sdev-%04d", run, i), Group: prefix}
-		if err := adminapi.PostJSON(ctx, hc, t.AdminURL+"/v1/devices", t.Token, req, &raw); err != nil {
+		raw, err := ac.Provision(ctx, req)
+		if err != nil {
 			return fmt.Errorf("loadgen: provisioning %s: %w", req.ID, err)
 		}
+		defer clear(raw)
 		cred, err := credfile.Unmarshal(raw)
 		if err != nil {
 			return fmt.Errorf("loadgen: credential of %s: %w", req.ID, err)
@@ -160,15 +160,15 @@ func Provision(ctx context.Context, t Target, users, devices int, run string) (*
 		err = feed(users, func(i int) error {
 			id := fmt.Sprintf("%suser-%04d", run, i)
 			pw := "bench password " + id
-			var code adminapi.EnrolCode
-			if err := adminapi.PostJSON(ctx, hc, t.AdminURL+"/v1/enrol-codes", t.Token, adminapi.EnrolCodeRequest{User: id}, &code); err != nil {
+			code, err := ac.EnrolCode(ctx, adminapi.EnrolCodeRequest{User: id})
+			if err != nil {
 				return fmt.Errorf("loadgen: enrolment code for %s: %w", id, err)
 			}
 			card, err := userclient.Enroll(ctx, hc, t.AdminURL, code.Code, id, pw, p, BenchKDF, cfg)
 			if err != nil {
 				return fmt.Errorf("loadgen: enrolling %s: %w", id, err)
 			}
-			if err := adminapi.PostJSON(ctx, hc, t.AdminURL+"/v1/grants", t.Token, adminapi.Grant{User: id, Group: prefix}, nil); err != nil {
+			if err := ac.Grant(ctx, adminapi.Grant{User: id, Group: prefix}); err != nil {
 				return fmt.Errorf("loadgen: granting %s: %w", id, err)
 			}
 			start := time.Now()

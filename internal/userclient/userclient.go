@@ -30,8 +30,8 @@ func Enroll(ctx context.Context, hc *http.Client, adminURL, code, id, password s
 	defer req.Wipe()
 	body := adminapi.RegisterRequest{Code: code, Profile: p.String(), ID: id, W: hex.EncodeToString(req.W[:]),
 		R: hex.EncodeToString(req.R[:]), T: req.T, KDF: adminapi.KDF{T: req.KDF.Time, MKiB: req.KDF.MemoryKiB, P: req.KDF.Threads}}
-	var cj adminapi.Card
-	if err := adminapi.PostJSON(ctx, hc, adminURL+"/v1/register", "", body, &cj); err != nil {
+	cj, err := (&adminapi.Client{Base: adminURL, HTTP: hc}).Register(ctx, body)
+	if err != nil {
 		return protocol.Card{}, fmt.Errorf("enrol: %w", err)
 	}
 	card, err := cj.Card()

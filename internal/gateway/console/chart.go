@@ -3,6 +3,8 @@ package console
 import (
 	"strconv"
 	"time"
+
+	"github.com/tagauth/tagauth/internal/adminapi"
 )
 
 // chart is the overview's bar chart of verifies per minute, drawn as
@@ -36,7 +38,7 @@ type tick struct {
 }
 
 // newChart lays out minutes (oldest first) in a 760x220 box.
-func newChart(minutes []statsMinute) chart {
+func newChart(minutes []adminapi.StatsMinute) chart {
 	c := chart{Width: 760, Height: 220, PlotTop: 12, PlotBottom: 190, PlotLeft: 48, PlotRight: 748}
 	var peak uint64
 	for _, m := range minutes {

@@ -2,19 +2,19 @@
 // the admin port under /console/, for operators who would rather click
 // than type.
 //
-// # Everything goes through the admin API
+// # Everything goes through the admin service
 //
 // The console holds no state of the gateway's and has no power of its
-// own: every page reads, and every form writes, through the admin API,
-// called in process with the operator's admin token, exactly as the CLI
-// ("tagauth gateway ...") calls it over HTTPS. So every action in the
-// console is one the CLI has, with the same checks and the same audit
+// own: every page reads, and every form writes, through the admin service
+// (internal/gateway/adminsvc), the same one the HTTPS admin API that the
+// CLI ("tagauth gateway ...") calls is an adapter of. So every action in
+// the console is one the CLI has, with the same checks and the same audit
 // records (their source is the browser's address).
 //
 // # Sessions and forms
 //
-// An operator logs in with the admin token. The console keeps the token
-// in a server-side session and gives the browser only a random session id,
+// An operator logs in with the admin token. The console keeps a
+// server-side session and gives the browser only a random session id,
 // in a cookie that is Secure, HttpOnly, SameSite=Strict and __Host-
 // prefixed. Every POST form carries the session's CSRF token, compared in
 // constant time, and a POST whose Origin header names another site is
@@ -30,16 +30,13 @@ package console
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"embed"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -51,6 +48,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 )
 
 // Session limits.
@@ -76,6 +75,9 @@ var staticFS embed.FS
 
 // Config configures a Console.
 type Config struct {
+	// Admin is the gateway's admin service, which every page reads and
+	// every form writes through. Required.
+	Admin *adminsvc.Service
 	// CheckToken reports whether a login form's token is the admin token
 	// (in constant time); a positive wait means the request's source must
 	// wait that long after wrong tokens, and the token was not checked.
@@ -94,7 +96,7 @@ type Console struct {
 	cfg    Config
 	log    *slog.Logger
 	now    func() time.Time
-	api    http.Handler
+	admin  *adminsvc.Service
 	pages  map[string]*template.Template
 	static http.Handler
 
@@ -105,7 +107,6 @@ type Console struct {
 // session is one logged-in browser.
 type session struct {
 	id      string
-	token   string // the admin token, for API calls; never sent to the browser
 	csrf    string
 	created time.Time
 	seen    time.Time
@@ -125,10 +126,10 @@ type pendingCred struct {
 	expires time.Time
 }
 
-// New parses the console's templates. Call SetAPI before serving.
+// New parses the console's templates.
 func New(cfg Config) (*Console, error) {
-	if cfg.CheckToken == nil {
-		return nil, errors.New("console: Config.CheckToken is required")
+	if cfg.CheckToken == nil || cfg.Admin == nil {
+		return nil, errors.New("console: Config.CheckToken and Config.Admin are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -136,7 +137,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Console{cfg: cfg, log: cfg.Logger, now: cfg.Now, sessions: map[string]*session{}, pages: map[string]*template.Template{}}
+	c := &Console{cfg: cfg, log: cfg.Logger, now: cfg.Now, admin: cfg.Admin, sessions: map[string]*session{}, pages: map[string]*template.Template{}}
 	names, err := fs.Glob(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, err
@@ -159,9 +160,6 @@ func New(cfg Config) (*Console, error) {
 	c.static = http.StripPrefix("/console/static/", http.FileServerFS(sub))
 	return c, nil
 }
-
-// SetAPI gives the console the admin API handler it calls in process.
-func (c *Console) SetAPI(h http.Handler) { c.api = h }
 
 // securityHeaders are set on every console answer.
 func securityHeaders(h http.Header) {
@@ -351,7 +349,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := c.now()
-	s := &session{id: randomHex(32), token: tok, csrf: randomHex(32), created: now, seen: now, pending: map[string]*pendingCred{}}
+	s := &session{id: randomHex(32), csrf: randomHex(32), created: now, seen: now, pending: map[string]*pendingCred{}}
 	c.mu.Lock()
 	for len(c.sessions) >= MaxSessions {
 		var oldest *session
@@ -393,84 +391,6 @@ func (c *Console) takeFlash(s *session) []flash {
 	f := s.flash
 	s.flash = nil
 	return f
-}
-
-// apiError is an error answer of the admin API; its message is written for
-// operators and shown as is.
-type apiError struct {
-	status int
-	msg    string
-}
-
-func (e *apiError) Error() string { return e.msg }
-
-// call runs one admin API request in process with the session's token. The
-// request's remote address is the browser's, for the audit record.
-func (c *Console) call(r *http.Request, s *session, method, path string, in, out any) error {
-	if c.api == nil {
-		return errors.New("console: no admin API")
-	}
-	var body io.Reader = http.NoBody
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, path, body)
-	if err != nil {
-		return err
-	}
-	req.RemoteAddr = r.RemoteAddr
-	req.Host = r.Host
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	rec := &recorder{header: http.Header{}, status: http.StatusOK}
-	c.api.ServeHTTP(rec, req)
-	if rec.status/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(rec.body.Bytes(), &e) != nil || e.Error == "" {
-			e.Error = http.StatusText(rec.status)
-		}
-		return &apiError{status: rec.status, msg: e.Error}
-	}
-	if out == nil {
-		return nil
-	}
-	if raw, ok := out.(*[]byte); ok {
-		*raw = bytes.Clone(rec.body.Bytes())
-		clear(rec.body.Bytes())
-		return nil
-	}
-	return json.Unmarshal(rec.body.Bytes(), out)
-}
-
-// recorder is the in-process ResponseWriter of call.
-type recorder struct {
-	header http.Header
-	status int
-	wrote  bool
-	body   bytes.Buffer
-}
-
-func (r *recorder) Header() http.Header { return r.header }
-
-func (r *recorder) WriteHeader(code int) {
-	if !r.wrote {
-		r.status, r.wrote = code, true
-	}
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	r.wrote = true
-	return r.body.Write(b)
 }
 
 // page is what every template gets.
@@ -518,8 +438,9 @@ var funcs = template.FuncMap{
 		}
 		return showID(s)
 	},
-	"show":  showID,
-	"shell": shellWord,
+	"show":     showID,
+	"lockWhat": lockWhat,
+	"shell":    shellWord,
 	"sortedKeys": func(m map[string]int) []string {
 		ks := make([]string, 0, len(m))
 		for k := range m {

@@ -11,98 +11,15 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 )
 
-// JSON shapes of the admin API answers the console reads. They mirror the
-// gateway's types (the gateway imports this package, so it cannot import
-// the gateway's); unknown fields are ignored.
-type (
-	userInfo struct {
-		ID        string     `json:"id"`
-		KV        uint8      `json:"kv"`
-		Created   time.Time  `json:"created"`
-		Revoked   bool       `json:"revoked"`
-		RevokedAt *time.Time `json:"revoked_at"`
-	}
-	deviceInfo struct {
-		ID        string     `json:"id"`
-		KV        uint8      `json:"kv"`
-		Group     string     `json:"group"`
-		Created   time.Time  `json:"created"`
-		Revoked   bool       `json:"revoked"`
-		RevokedAt *time.Time `json:"revoked_at"`
-	}
-	grant struct {
-		User  string `json:"user"`
-		Group string `json:"group"`
-	}
-	auditEntry struct {
-		Seq       uint64    `json:"seq"`
-		Time      time.Time `json:"time"`
-		Kind      string    `json:"kind"`
-		Outcome   string    `json:"outcome"`
-		Reason    string    `json:"reason"`
-		User      string    `json:"user"`
-		Device    string    `json:"device"`
-		Source    string    `json:"source"`
-		KVUser    uint8     `json:"kv_user"`
-		KVDevice  uint8     `json:"kv_device"`
-		LatencyUS int64     `json:"latency_us"`
-		Detail    string    `json:"detail"`
-	}
-	auditPage struct {
-		Records []auditEntry `json:"records"`
-		Next    uint64       `json:"next"`
-	}
-	lockInfo struct {
-		User   string    `json:"user"`
-		Scope  string    `json:"scope"`
-		Source string    `json:"source"`
-		Until  time.Time `json:"until"`
-	}
-	lockList struct {
-		Policy string     `json:"policy"`
-		Locks  []lockInfo `json:"locks"`
-	}
-	keyInfo struct {
-		Version uint8     `json:"version"`
-		Created time.Time `json:"created"`
-		Newest  bool      `json:"newest"`
-		Users   int       `json:"users"`
-		Devices int       `json:"devices"`
-	}
-	keyList struct {
-		Profile string    `json:"profile"`
-		Keys    []keyInfo `json:"keys"`
-	}
-	statsMinute struct {
-		Start   time.Time `json:"start"`
-		OK      uint64    `json:"ok"`
-		Refused uint64    `json:"refused"`
-		Error   uint64    `json:"error"`
-	}
-	reasonCount struct {
-		Outcome string `json:"outcome"`
-		Code    string `json:"code"`
-		Reason  string `json:"reason"`
-		Count   uint64 `json:"count"`
-	}
-	stats struct {
-		Now     time.Time     `json:"now"`
-		Minutes []statsMinute `json:"minutes"`
-		Reasons []reasonCount `json:"reasons"`
-	}
-	enrolCode struct {
-		Code    string    `json:"code"`
-		Expires time.Time `json:"expires"`
-	}
-)
-
-// fail shows an admin API error on the page the operator comes back to.
+// fail shows an admin service refusal on the page the operator comes
+// back to. Its message is written for operators and shown as is.
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, s *session, back string, err error) {
-	var ae *apiError
+	var ae *adminsvc.Error
 	if errors.As(err, &ae) {
-		c.addFlash(s, true, "%s", ae.msg)
+		c.addFlash(s, true, "%s", ae.Msg)
 	} else {
 		c.log.Error("console call failed", "err", err)
 		c.addFlash(s, true, "The gateway failed: %v", err)
@@ -118,22 +35,30 @@ func (c *Console) loadError(w http.ResponseWriter, r *http.Request, s *session, 
 // overview is the landing page: counts, verifies per minute, refusals by
 // reason, the newest audit records.
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
+	ctx := r.Context()
+	st := c.admin.Stats()
+	users, err := c.admin.Users(ctx)
 	var (
-		st      stats
-		users   struct{ Users []userInfo }
-		devices struct{ Devices []deviceInfo }
-		locks   lockList
-		keys    keyList
-		recent  auditPage
+		devices adminapi.DeviceList
+		locks   adminapi.LockList
+		keys    adminapi.KeyList
+		recent  adminapi.AuditPage
 	)
-	for _, q := range []struct {
-		path string
-		out  any
-	}{{"/v1/stats", &st}, {"/v1/users", &users}, {"/v1/devices", &devices}, {"/v1/locks", &locks}, {"/v1/keys", &keys}, {"/v1/audit?order=desc&limit=8", &recent}} {
-		if err := c.call(r, s, http.MethodGet, q.path, nil, q.out); err != nil {
-			c.loadError(w, r, s, err)
-			return
-		}
+	if err == nil {
+		devices, err = c.admin.Devices(ctx)
+	}
+	if err == nil {
+		locks, err = c.admin.Locks(ctx)
+	}
+	if err == nil {
+		keys, err = c.admin.Keys(ctx)
+	}
+	if err == nil {
+		recent, err = c.admin.Audit(ctx, adminapi.AuditQuery{Newest: true, Limit: 8})
+	}
+	if err != nil {
+		c.loadError(w, r, s, err)
+		return
 	}
 	type count struct{ Active, Revoked int }
 	var u, d count
@@ -169,32 +94,31 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, s *session) {
 		Newest                uint8
 		OK, Refused, Errors   uint64
 		Chart                 chart
-		Reasons               []reasonCount
-		Recent                []auditEntry
+		Reasons               []adminapi.ReasonCount
+		Recent                []adminapi.AuditEntry
 		Now                   time.Time
-		LockedUsers           []lockInfo
+		LockedUsers           []adminapi.LockInfo
 		HasRefusals, HasLocks bool
 	}{u, d, len(locks.Locks), locks.Policy, len(keys.Keys), newest, ok, refused, errs,
 		newChart(st.Minutes), st.Reasons, recent.Records, st.Now, locks.Locks, len(st.Reasons) > 0, len(locks.Locks) > 0})
 }
 
 func (c *Console) users(w http.ResponseWriter, r *http.Request, s *session) {
-	var users struct{ Users []userInfo }
-	var locks lockList
-	if err := c.call(r, s, http.MethodGet, "/v1/users", nil, &users); err != nil {
-		c.loadError(w, r, s, err)
-		return
+	users, err := c.admin.Users(r.Context())
+	var locks adminapi.LockList
+	if err == nil {
+		locks, err = c.admin.Locks(r.Context())
 	}
-	if err := c.call(r, s, http.MethodGet, "/v1/locks", nil, &locks); err != nil {
+	if err != nil {
 		c.loadError(w, r, s, err)
 		return
 	}
 	held := map[string][]string{}
 	for _, l := range locks.Locks {
-		held[l.User] = append(held[l.User], l.What()+" until "+l.Until.UTC().Format("2006-01-02 15:04:05Z"))
+		held[l.User] = append(held[l.User], lockWhat(l)+" until "+l.Until.UTC().Format("2006-01-02 15:04:05Z"))
 	}
 	type row struct {
-		userInfo
+		adminapi.UserInfo
 		Locked bool
 		Locks  []string
 	}
@@ -214,8 +138,8 @@ func (c *Console) enrolCode(w http.ResponseWriter, r *http.Request, s *session) 
 	if err != nil {
 		ttl = 15 * time.Minute
 	}
-	var code enrolCode
-	if err := c.call(r, s, http.MethodPost, "/v1/enrol-codes", map[string]any{"user": user, "ttl_s": int(ttl / time.Second)}, &code); err != nil {
+	code, err := c.admin.EnrolCode(r.Context(), r.RemoteAddr, adminapi.EnrolCodeRequest{User: user, TTLs: int(ttl / time.Second)})
+	if err != nil {
 		c.fail(w, r, s, "/console/users", err)
 		return
 	}
@@ -246,7 +170,7 @@ func (c *Console) confirmRevokeUser(w http.ResponseWriter, r *http.Request, s *s
 
 func (c *Console) revokeUser(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PostForm.Get("id")
-	if err := c.call(r, s, http.MethodPost, "/v1/users/revoke", adminapi.IDRequest{ID: id}, nil); err != nil {
+	if _, err := c.admin.RevokeUser(r.Context(), r.RemoteAddr, id); err != nil {
 		c.fail(w, r, s, "/console/users", err)
 		return
 	}
@@ -256,10 +180,8 @@ func (c *Console) revokeUser(w http.ResponseWriter, r *http.Request, s *session)
 
 func (c *Console) unlockUser(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PostForm.Get("id")
-	var out struct {
-		WasLocked bool `json:"was_locked"`
-	}
-	if err := c.call(r, s, http.MethodPost, "/v1/users/unlock", adminapi.IDRequest{ID: id}, &out); err != nil {
+	out, err := c.admin.Unlock(r.Context(), r.RemoteAddr, id)
+	if err != nil {
 		c.fail(w, r, s, "/console/users", err)
 		return
 	}
@@ -272,18 +194,17 @@ func (c *Console) unlockUser(w http.ResponseWriter, r *http.Request, s *session)
 }
 
 func (c *Console) devices(w http.ResponseWriter, r *http.Request, s *session) {
-	var devices struct{ Devices []deviceInfo }
-	var grants struct{ Grants []grant }
-	if err := c.call(r, s, http.MethodGet, "/v1/devices", nil, &devices); err != nil {
-		c.loadError(w, r, s, err)
-		return
+	devices, err := c.admin.Devices(r.Context())
+	var grants adminapi.GrantList
+	if err == nil {
+		grants, err = c.admin.Grants(r.Context())
 	}
-	if err := c.call(r, s, http.MethodGet, "/v1/grants", nil, &grants); err != nil {
+	if err != nil {
 		c.loadError(w, r, s, err)
 		return
 	}
 	c.render(w, r, s, http.StatusOK, "devices", "Devices", struct {
-		Devices []deviceInfo
+		Devices []adminapi.DeviceInfo
 		Groups  []groupRow
 	}{devices.Devices, groupsOf(devices.Devices, grants.Grants)})
 }
@@ -296,7 +217,7 @@ type groupRow struct {
 	Users   []string
 }
 
-func groupsOf(devices []deviceInfo, grants []grant) []groupRow {
+func groupsOf(devices []adminapi.DeviceInfo, grants []adminapi.Grant) []groupRow {
 	n := map[string]int{}
 	for _, d := range devices {
 		if !d.Revoked && d.Group != "" {
@@ -327,8 +248,8 @@ func groupsOf(devices []deviceInfo, grants []grant) []groupRow {
 func (c *Console) provision(w http.ResponseWriter, r *http.Request, s *session) {
 	id := strings.TrimSpace(r.PostForm.Get("id"))
 	group := strings.TrimSpace(r.PostForm.Get("group"))
-	var cred []byte
-	if err := c.call(r, s, http.MethodPost, "/v1/devices", map[string]string{"id": id, "group": group}, &cred); err != nil {
+	cred, err := c.admin.Provision(r.Context(), r.RemoteAddr, adminapi.DeviceRequest{ID: id, Group: group})
+	if err != nil {
 		c.fail(w, r, s, "/console/devices", err)
 		return
 	}
@@ -386,7 +307,7 @@ func (c *Console) confirmRevokeDevice(w http.ResponseWriter, r *http.Request, s 
 
 func (c *Console) revokeDevice(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PostForm.Get("id")
-	if err := c.call(r, s, http.MethodPost, "/v1/devices/revoke", adminapi.IDRequest{ID: id}, nil); err != nil {
+	if _, err := c.admin.RevokeDevice(r.Context(), r.RemoteAddr, id); err != nil {
 		c.fail(w, r, s, "/console/devices", err)
 		return
 	}
@@ -395,18 +316,17 @@ func (c *Console) revokeDevice(w http.ResponseWriter, r *http.Request, s *sessio
 }
 
 func (c *Console) policy(w http.ResponseWriter, r *http.Request, s *session) {
-	var grants struct{ Grants []grant }
-	var devices struct{ Devices []deviceInfo }
-	if err := c.call(r, s, http.MethodGet, "/v1/grants", nil, &grants); err != nil {
-		c.loadError(w, r, s, err)
-		return
+	grants, err := c.admin.Grants(r.Context())
+	var devices adminapi.DeviceList
+	if err == nil {
+		devices, err = c.admin.Devices(r.Context())
 	}
-	if err := c.call(r, s, http.MethodGet, "/v1/devices", nil, &devices); err != nil {
+	if err != nil {
 		c.loadError(w, r, s, err)
 		return
 	}
 	c.render(w, r, s, http.StatusOK, "policy", "Policy", struct {
-		Grants []grant
+		Grants []adminapi.Grant
 		Groups []groupRow
 	}{grants.Grants, groupsOf(devices.Devices, grants.Grants)})
 }
@@ -419,12 +339,12 @@ func (c *Console) ungrant(w http.ResponseWriter, r *http.Request, s *session) {
 }
 
 func (c *Console) changeGrant(w http.ResponseWriter, r *http.Request, s *session, add bool) {
-	g := grant{User: strings.TrimSpace(r.PostForm.Get("user")), Group: strings.TrimSpace(r.PostForm.Get("group"))}
-	method := http.MethodPost
+	g := adminapi.Grant{User: strings.TrimSpace(r.PostForm.Get("user")), Group: strings.TrimSpace(r.PostForm.Get("group"))}
+	change := c.admin.Grant
 	if !add {
-		method = http.MethodDelete
+		change = c.admin.Ungrant
 	}
-	if err := c.call(r, s, method, "/v1/grants", g, nil); err != nil {
+	if err := change(r.Context(), r.RemoteAddr, g); err != nil {
 		c.fail(w, r, s, "/console/policy", err)
 		return
 	}
@@ -437,22 +357,20 @@ func (c *Console) changeGrant(w http.ResponseWriter, r *http.Request, s *session
 }
 
 func (c *Console) keys(w http.ResponseWriter, r *http.Request, s *session) {
-	var keys keyList
-	if err := c.call(r, s, http.MethodGet, "/v1/keys", nil, &keys); err != nil {
+	keys, err := c.admin.Keys(r.Context())
+	if err != nil {
 		c.loadError(w, r, s, err)
 		return
 	}
 	c.render(w, r, s, http.StatusOK, "keys", "Master keys", struct {
-		keyList
+		adminapi.KeyList
 		Classic bool
 	}{keys, keys.Profile == "classic"})
 }
 
 func (c *Console) rotateKey(w http.ResponseWriter, r *http.Request, s *session) {
-	var out struct {
-		Version uint8 `json:"version"`
-	}
-	if err := c.call(r, s, http.MethodPost, "/v1/keys/rotate", nil, &out); err != nil {
+	out, err := c.admin.RotateKey(r.Context())
+	if err != nil {
 		c.fail(w, r, s, "/console/keys", err)
 		return
 	}
@@ -468,7 +386,12 @@ func (c *Console) confirmRetireKey(w http.ResponseWriter, r *http.Request, s *se
 
 func (c *Console) retireKey(w http.ResponseWriter, r *http.Request, s *session) {
 	v := r.PostForm.Get("version")
-	if err := c.call(r, s, http.MethodPost, "/v1/keys/"+url.PathEscape(v)+"/retire", nil, nil); err != nil {
+	n, err := strconv.ParseUint(v, 10, 8)
+	if err != nil || n == 0 {
+		c.fail(w, r, s, "/console/keys", &adminsvc.Error{Kind: adminsvc.Invalid, Msg: "version must be a number from 1 to 255"})
+		return
+	}
+	if _, err := c.admin.RetireKey(r.Context(), uint8(n), false); err != nil {
 		c.fail(w, r, s, "/console/keys", err)
 		return
 	}
@@ -495,30 +418,33 @@ func (c *Console) audit(w http.ResponseWriter, r *http.Request, s *session) {
 	if n, err := strconv.Atoi(q.Get("limit")); err == nil && n >= 1 && n <= 1000 {
 		f.Limit = n
 	}
-	api := url.Values{"order": {"desc"}, "limit": {strconv.Itoa(f.Limit)}}
-	for k, v := range map[string]string{"kind": f.Kind, "user": f.User, "device": f.Device, "outcome": f.Outcome} {
-		if v != "" {
-			api.Set(k, v)
-		}
-	}
+	aq := adminapi.AuditQuery{Newest: true, Limit: f.Limit, Kind: f.Kind, User: f.User, Device: f.Device, Outcome: f.Outcome}
 	var problems []string
-	for k, v := range map[string]string{"since": f.Since, "until": f.Until} {
-		if v == "" {
+	for _, w := range []struct {
+		v   string
+		dst *time.Time
+	}{{f.Since, &aq.Since}, {f.Until, &aq.Until}} {
+		if w.v == "" {
 			continue
 		}
-		t, err := parseWhen(v, c.now())
+		t, err := parseWhen(w.v, c.now())
 		if err != nil {
 			problems = append(problems, err.Error())
 			continue
 		}
-		api.Set(k, t.UTC().Format(time.RFC3339))
+		*w.dst = t.UTC().Truncate(time.Second) // to the second, as the API's RFC 3339 times
 	}
 	if b := q.Get("before"); b != "" {
-		api.Set("before", b)
+		n, err := strconv.ParseUint(b, 10, 64)
+		if err != nil || n == 0 {
+			problems = append(problems, "before must be a sequence number (the next of the previous page)")
+		}
+		aq.Before = n
 	}
-	var p auditPage
+	var p adminapi.AuditPage
 	if len(problems) == 0 {
-		if err := c.call(r, s, http.MethodGet, "/v1/audit?"+api.Encode(), nil, &p); err != nil {
+		var err error
+		if p, err = c.admin.Audit(r.Context(), aq); err != nil {
 			problems = append(problems, err.Error())
 		}
 	}
@@ -538,7 +464,7 @@ func (c *Console) audit(w http.ResponseWriter, r *http.Request, s *session) {
 	c.render(w, r, s, http.StatusOK, "audit", "Audit log", struct {
 		Form            auditForm
 		Kinds, Outcomes []string
-		Records         []auditEntry
+		Records         []adminapi.AuditEntry
 		Older           string
 		Paged           bool
 		Problems        []string
@@ -559,8 +485,8 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is neither a time (2025-01-02T15:04:05Z, UTC) nor a duration ago (such as 1h)", s)
 }
 
-// What says which logins a lock refuses, for operators.
-func (l lockInfo) What() string {
+// lockWhat says which logins a lock refuses, for operators.
+func lockWhat(l adminapi.LockInfo) string {
 	switch {
 	case l.Source != "":
 		return "locked from source " + showID(l.Source)
