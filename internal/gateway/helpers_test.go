@@ -51,7 +51,7 @@ func (s *syncBuffer) String() string {
 
 // testGW is a gateway running on loopback ports in a test's directory.
 type testGW struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	g      *gateway.Gateway
 	cancel context.CancelFunc
@@ -80,7 +80,7 @@ func testConfig(dir string, p protocol.Profile) gateway.Config {
 
 // startGateway opens and runs a gateway; it is stopped at the end of the
 // test unless the test stops it first.
-func startGateway(t *testing.T, cfg gateway.Config) *testGW {
+func startGateway(t testing.TB, cfg gateway.Config) *testGW {
 	t.Helper()
 	tg := &testGW{t: t, dir: cfg.DataDir, audit: &syncBuffer{}, logs: &syncBuffer{},
 		coap: &coap.Client{ACKTimeout: 100 * time.Millisecond, MaxRetransmit: 4}}
@@ -157,7 +157,7 @@ func (tg *testGW) enrolCode(user string) string {
 }
 
 // registration builds m_reg for user id the way the user CLI does.
-func registration(t *testing.T, p protocol.Profile, id, code string) adminapi.RegisterRequest {
+func registration(t testing.TB, p protocol.Profile, id, code string) adminapi.RegisterRequest {
 	t.Helper()
 	req, err := protocol.NewRegistrationRequest(p, id, password, fastKDF, clientConfig())
 	if err != nil {
