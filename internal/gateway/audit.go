@@ -16,7 +16,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/tagauth/tagauth/internal/auditlog"
-	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -338,15 +337,15 @@ func (r *rawID) set(b []byte) {
 // answers leave), else appended to the journal now. It returns an error
 // when the success cannot be recorded: the login must then be answered
 // busy.
-func (w *auditWriter) submitVerify(ctx context.Context, r store.AuditRecord, user, device []byte, req *coap.Request, p protocol.Profile) error {
+func (w *auditWriter) submitVerify(ctx context.Context, r store.AuditRecord, user, device []byte, from netip.AddrPort, slot int, p protocol.Profile) error {
 	if r.Outcome != OutcomeOK {
 		// The identities are copied even when the refusal is only
 		// counted: it may be the sample written when the interval ends.
-		it := auditItem{rec: r, raw: rawNames{set: true, from: req.From}}
+		it := auditItem{rec: r, raw: rawNames{set: true, from: from}}
 		it.raw.user.set(user)
 		it.raw.device.set(device)
 		if w.sampler.take(&it, r.Time) {
-			fillVerifyNames(&it.rec, user, device, req.From)
+			fillVerifyNames(&it.rec, user, device, from)
 			w.submit(it.rec)
 		}
 		return nil
@@ -355,7 +354,7 @@ func (w *auditWriter) submitVerify(ctx context.Context, r store.AuditRecord, use
 		if w.health.storeDown() {
 			return errAuditDown
 		}
-		ab.add(&r, user, device, req, p)
+		ab.add(&r, user, device, from, slot, p)
 		return nil
 	}
 	w.mu.RLock()
@@ -366,10 +365,10 @@ func (w *auditWriter) submitVerify(ctx context.Context, r store.AuditRecord, use
 	}
 	if w.j != nil {
 		var b auditlog.Batch
-		addVerify(&b, &r, user, device, req.From)
+		addVerify(&b, &r, user, device, from)
 		return w.appendJournal(&b)
 	}
-	it := auditItem{rec: r, raw: rawNames{set: true, from: req.From}}
+	it := auditItem{rec: r, raw: rawNames{set: true, from: from}}
 	it.raw.user.set(user)
 	it.raw.device.set(device)
 	w.enqueue(it)

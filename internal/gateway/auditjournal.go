@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -202,12 +203,12 @@ func (w *auditWriter) commitHook(ctx context.Context) (context.Context, coap.Com
 	return context.WithValue(ctx, auditBatchKey{}, ab), ab
 }
 
-func (ab *auditBatch) add(r *store.AuditRecord, user, device []byte, req *coap.Request, p protocol.Profile) {
+func (ab *auditBatch) add(r *store.AuditRecord, user, device []byte, from netip.AddrPort, slot int, p protocol.Profile) {
 	if ab.committed {
 		ab.need, ab.committed = ab.need[:0], false
 	}
-	addVerify(&ab.b, r, user, device, req.From)
-	ab.need = append(ab.need, busyAnswer{index: req.Index, p: p})
+	addVerify(&ab.b, r, user, device, from)
+	ab.need = append(ab.need, busyAnswer{index: slot, p: p})
 }
 
 // Commit implements coap.Committer.

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/auditlog"
-	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -88,9 +87,9 @@ func testSubmitVerifyFillsNames(t *testing.T, journal bool) {
 	long := bytes.Repeat([]byte("x"), maxSanitized+10)
 	from := netip.MustParseAddrPort("[2001:db8::7]:61616")
 	ctx := context.Background()
-	w.submitVerify(ctx, store.AuditRecord{Kind: KindVerify, Outcome: OutcomeOK}, user, odd, &coap.Request{From: from}, protocol.Hardened)
+	w.submitVerify(ctx, store.AuditRecord{Kind: KindVerify, Outcome: OutcomeOK}, user, odd, from, 0, protocol.Hardened)
 	copy(user, "XXXXX") // the writer must have copied it
-	w.submitVerify(ctx, store.AuditRecord{Kind: KindVerify, Outcome: OutcomeOK}, []byte("alice"), long, &coap.Request{From: netip.MustParseAddrPort("127.0.0.1:9")}, protocol.Hardened)
+	w.submitVerify(ctx, store.AuditRecord{Kind: KindVerify, Outcome: OutcomeOK}, []byte("alice"), long, netip.MustParseAddrPort("127.0.0.1:9"), 0, protocol.Hardened)
 	if err := w.sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/redisstate"
 	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/internal/store"
@@ -439,17 +438,3 @@ func (c *auditCommitter) loop() {
 // ReasonAuditDown is the audit reason of a login refused (busy) because
 // its audit record could not be committed.
 const ReasonAuditDown = "audit store unavailable"
-
-// commitVerify commits the audit record of a successful verify and then
-// answers it; when the commit fails the login is answered busy instead,
-// and the refusal is recorded in the background.
-func (g *Gateway) commitVerify(rec *store.AuditRecord, code coap.Code, out, dst []byte, p protocol.Profile) (coap.Code, []byte) {
-	err := g.bk.commit.commit(*rec)
-	if err == nil {
-		return code, out
-	}
-	g.log.Warn("successful verify answered busy: its audit record could not be committed", "user", rec.User, "device", rec.Device, "err", err)
-	rec.Outcome, rec.Reason, rec.Detail = OutcomeRefused, ReasonAuditDown, err.Error()
-	g.audit.submit(*rec)
-	return coap.ForProtocol(protocol.ErrBusy), protocol.AppendError(dst[:0], p, protocol.ErrBusy)
-}

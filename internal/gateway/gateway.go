@@ -234,7 +234,8 @@ type Gateway struct {
 	metrics     *gwMetrics    // metrics.go
 	console     consoleMount  // opsapi.go
 
-	proofs protocol.ReplayCache // I_j values seen (limits.go, firstProof)
+	proofs   protocol.ReplayCache // I_j values seen (pipeline.go, firstProof)
+	verifier *verifier            // the verify pipeline (pipeline.go)
 
 	keysMu   sync.Mutex
 	keys     *keyfile.File
@@ -333,6 +334,11 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	}
 	if err := g.openAudit(); err != nil { // auditjournal.go
 		return nil, err
+	}
+	g.verifier = &verifier{proto: g.proto, profile: g.profile, window: g.cfg.Window, now: g.now, guard: g.guard,
+		proofs: g.proofs, audit: g.audit, metrics: g.metrics, log: g.log}
+	if g.bk != nil {
+		g.verifier.commit = g.bk.commit
 	}
 	return g, nil
 }
@@ -459,7 +465,11 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	g.adminURL = "https://" + g.public(g.adminLn.Addr())
 
 	mux := coap.NewMux()
-	mux.Handle(VerifyPath, coap.HandlerFunc(g.serveVerify))
+	// The pipeline is complete once Open has opened the audit writer,
+	// before Run serves anything.
+	mux.Handle(VerifyPath, coap.HandlerFunc(func(ctx context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
+		return serveVerify(g.verifier, ctx, req, dst) // verify.go
+	}))
 	g.coapSrv = &coap.Server{Handler: mux, Workers: g.cfg.CoAPWorkers, Logger: g.log.With("part", "coap")}
 	g.tuneCoAP() // coapsock.go: workers per socket, batching
 
