@@ -69,6 +69,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/atomicfile"
 	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/keyfile"
@@ -519,7 +520,7 @@ func (g *Gateway) writeAdminInfo() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(g.cfg.DataDir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WritePerm(filepath.Join(g.cfg.DataDir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	return nil
