@@ -76,7 +76,7 @@ func (g *Gateway) Verify(ctx context.Context, dst, m2 []byte) ([]byte, Verificat
 // answer internal), and no m3, hence no session secret, is ever computed.
 // A gateway uses it for what must hold before a login may succeed, such
 // as a durable audit record. admit must not keep v's slices.
-func (g *Gateway) VerifyM2(ctx context.Context, dst []byte, m *M2, admit func(v *Verification) error) ([]byte, Verification, error) {
+func (g *Gateway) VerifyM2(ctx context.Context, dst []byte, m *M2, admit func(v Verification) error) ([]byte, Verification, error) {
 	v, m3, err := g.verify(ctx, m, admit)
 	if err != nil {
 		return AppendError(dst, m.Profile, CodeOf(err)), v, err
@@ -84,7 +84,7 @@ func (g *Gateway) VerifyM2(ctx context.Context, dst []byte, m *M2, admit func(v 
 	return m3.Append(dst), v, nil
 }
 
-func (g *Gateway) verify(ctx context.Context, m *M2, admit func(*Verification) error) (Verification, M3, error) {
+func (g *Gateway) verify(ctx context.Context, m *M2, admit func(Verification) error) (Verification, M3, error) {
 	if m.Profile != g.profile {
 		return Verification{}, M3{}, ReasonWrongProfile
 	}
@@ -152,7 +152,7 @@ func (g *Gateway) verify(ctx context.Context, m *M2, admit func(*Verification) e
 
 // answerClassic recomputes the tags, checks E_i and I_j, asks admit and
 // builds m3 (step 506, with the errata of spec section 5).
-func answerClassic(m *M2, ki, kj *GatewayKey, now uint64, v *Verification, admit func(*Verification) error) (M3, error) {
+func answerClassic(m *M2, ki, kj *GatewayKey, now uint64, v *Verification, admit func(Verification) error) (M3, error) {
 	tagI := userTag(Classic, ki, m.ID)
 	tagJ := deviceTag(Classic, kj, m.DID)
 	defer clear(tagI[:])
@@ -176,7 +176,7 @@ func answerClassic(m *M2, ki, kj *GatewayKey, now uint64, v *Verification, admit
 		return M3{}, ReasonBadE
 	}
 	if admit != nil {
-		if err := admit(v); err != nil {
+		if err := admit(*v); err != nil {
 			return M3{}, err
 		}
 	}
@@ -187,7 +187,7 @@ func answerClassic(m *M2, ki, kj *GatewayKey, now uint64, v *Verification, admit
 // answerHardened is the hardened gateway step of spec section 6, with
 // admit asked before m3 is built. The tags' HMAC states come from the tag
 // cache.
-func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *GatewayKey, now uint64, v *Verification, admit func(*Verification) error) (M3, error) {
+func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *GatewayKey, now uint64, v *Verification, admit func(Verification) error) (M3, error) {
 	x := getHasher()
 	defer putHasher(x)
 	tagI := g.tags.state(x, domainUser, kvi, ki, m.ID)
@@ -207,7 +207,7 @@ func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *GatewayKey, now 
 		return M3{}, ReasonBadE
 	}
 	if admit != nil {
-		if err := admit(v); err != nil {
+		if err := admit(*v); err != nil {
 			return M3{}, err
 		}
 	}

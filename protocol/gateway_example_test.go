@@ -29,7 +29,7 @@ func ExampleGateway_VerifyM2() {
 	}
 
 	auditUp := true
-	admit := func(v *protocol.Verification) error {
+	admit := func(v protocol.Verification) error {
 		if !auditUp {
 			return fmt.Errorf("%w: audit store down", protocol.ErrBusy)
 		}

@@ -146,6 +146,8 @@ type auditWriter struct {
 	// fault, when set (tests: export_test.go), fails journal appends
 	// with its error, as a full disk would.
 	fault atomic.Pointer[func() error]
+	// stored, when set, is called after records reached the store.
+	stored func()
 }
 
 func newAuditWriter(st store.Store, out io.Writer, log *slog.Logger) *auditWriter {
@@ -157,17 +159,18 @@ func newAuditWriterOpts(st store.Store, out io.Writer, log *slog.Logger, o audit
 		o.now = time.Now
 	}
 	w := &auditWriter{
-		st:    st,
-		out:   out,
-		log:   log,
-		names: make(map[string]string),
-		ch:    make(chan auditItem, auditQueue),
-		kick:  make(chan struct{}, 1),
-		flush: make(chan chan struct{}),
-		quit:  make(chan struct{}),
-		done:  make(chan struct{}),
-		m:     newAuditMetrics(),
-		now:   o.now,
+		st:     st,
+		out:    out,
+		log:    log,
+		names:  make(map[string]string),
+		ch:     make(chan auditItem, auditQueue),
+		kick:   make(chan struct{}, 1),
+		flush:  make(chan chan struct{}),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+		m:      newAuditMetrics(),
+		now:    o.now,
+		stored: o.stored,
 	}
 	w.health.init(log, &w.m)
 	w.sampler.init(o.sampleEvery, &w.m)
@@ -725,6 +728,9 @@ func (w *auditWriter) store(recs []store.AuditRecord, mark uint64) error {
 		if err := w.j.Ingested(mark); err != nil {
 			w.log.Warn("cannot delete audit journal segments the store holds", "err", err)
 		}
+	}
+	if w.stored != nil {
+		w.stored()
 	}
 	return nil
 }

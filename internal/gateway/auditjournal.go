@@ -60,13 +60,14 @@ const (
 type auditOptions struct {
 	sampleEvery time.Duration
 	now         func() time.Time
+	stored      func() // called after records reached the store
 }
 
 // openAudit starts the audit writer with its journal (replaying what a
 // crash left), its metrics, the CoAP server's commit hook and retention.
 func (g *Gateway) openAudit() error {
 	w := newAuditWriterOpts(auditStore{g.store, g.metrics}, g.cfg.AuditOut, g.log,
-		auditOptions{sampleEvery: g.cfg.AuditSampleEvery, now: g.now})
+		auditOptions{sampleEvery: g.cfg.AuditSampleEvery, now: g.now, stored: g.events.fire})
 	g.audit = w
 	g.metrics.reg.MustRegister(w.m.collectors()...)
 	if err := w.openJournal(journalDir(g.cfg.DataDir), g.cfg.AuditSync); err != nil {

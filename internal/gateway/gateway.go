@@ -135,15 +135,16 @@ type Config struct {
 	Logger *slog.Logger
 	// AuditOut receives one JSON line per audit record; default os.Stderr.
 	AuditOut io.Writer
-	// Store replaces the bbolt store in DataDir (shared backends). The
-	// gateway closes it.
+	// Store replaces the bbolt store in DataDir; the gateway closes it.
+	// A shared store (store.Store.Shared: PostgreSQL, opened by the
+	// command line from --store) makes the gateway a replica
+	// (backends.go).
 	Store store.Store
-	// StoreURL, when set to postgres://..., opens the shared PostgreSQL
-	// store of replicas (backends.go); empty means the embedded store.
-	StoreURL string
-	// ReplayURL, when set to redis://..., opens the shared Redis replay
-	// cache and lockout store of replicas; empty means in memory.
-	ReplayURL string
+	// SharedState is the replay cache and lockout state replicas share
+	// (Redis, from --replay), which needs a shared Store; its cache goes
+	// in Replay and its lockout store in LockoutStore too. The gateway
+	// closes it.
+	SharedState SharedState
 	// Replay replaces the in-memory replay cache (shared backends).
 	Replay protocol.ReplayCache
 	// KeyPoll is how often the key file is checked for changes; default 1 s.
@@ -237,6 +238,7 @@ type Gateway struct {
 
 	proofs   protocol.ReplayCache // I_j values seen (pipeline.go, firstProof)
 	verifier *verifier            // the verify pipeline (pipeline.go)
+	events   events               // state changes, for waiters (notify.go)
 
 	keysMu   sync.Mutex
 	keys     *keyfile.File

@@ -40,7 +40,58 @@ type syncBuffer struct {
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer wake.fire()
 	return s.b.Write(p)
+}
+
+// wakeBus wakes the tests waiting in await: it fires on every write to a
+// test gateway's log or audit output and on every state change of a
+// running test gateway (gateway.StateChanged).
+type wakeBus struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+var wake wakeBus
+
+// wait returns a channel closed at the next fire; take it before looking.
+func (b *wakeBus) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *wakeBus) fire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
+}
+
+// await waits until cond holds, looking again each time a test gateway's
+// state changes or it writes a log or audit line, and fails the test after
+// limit. It returns how long it waited.
+func await(t testing.TB, limit time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	timeout := time.NewTimer(limit)
+	defer timeout.Stop()
+	for {
+		next := wake.wait()
+		if cond() {
+			return time.Since(start)
+		}
+		select {
+		case <-next:
+		case <-timeout.C:
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+	}
 }
 
 func (s *syncBuffer) String() string {
@@ -95,6 +146,16 @@ func startGateway(t testing.TB, cfg gateway.Config) *testGW {
 	tg.cancel = cancel
 	tg.done = make(chan error, 1)
 	go func() { tg.done <- g.Run(ctx) }()
+	go func() { // the gateway's state changes wake await
+		for {
+			select {
+			case <-gateway.StateChanged(g):
+				wake.fire()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	if cfg.AdminToken != "" {
 		tg.token = cfg.AdminToken
 	} else {
@@ -342,7 +403,9 @@ func itoa(u uint64) string {
 	}
 }
 
-// eventually polls cond until it holds or 10 s pass.
+// eventually polls cond until it holds or 10 s pass. Only for state that
+// nothing announces (the admin listener's connection limits,
+// adminguard_test.go); everything else awaits.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -100,8 +100,10 @@ func (vf *verifier) verify(ctx context.Context, req *verifyRequest, dst []byte) 
 		out, v, why, err = vf.verifyLocked(ctx, req, &m, dst, start)
 	}
 	elapsed := time.Since(start)
-	var down *auditDownError
-	if errors.As(err, &down) {
+	// keep's error comes back from VerifyM2 as it was returned (no
+	// errors.As: its target would cost an allocation per verify).
+	down, _ := err.(*auditDownError)
+	if down != nil {
 		why = ReasonAuditDown
 	}
 	vf.metrics.observe(err, why, v.KVUser, v.KVDevice, elapsed, vf.now())
@@ -118,8 +120,8 @@ func (vf *verifier) verify(ctx context.Context, req *verifyRequest, dst []byte) 
 func (vf *verifier) verifyLocked(ctx context.Context, req *verifyRequest, m *protocol.M2, dst []byte, start time.Time) ([]byte, protocol.Verification, string, error) {
 	gd := vf.guard
 	if gd.off {
-		out, v, err := vf.proto.VerifyM2(ctx, dst, m, func(v *protocol.Verification) error {
-			return vf.keep(ctx, v, req, start)
+		out, v, err := vf.proto.VerifyM2(ctx, dst, m, func(v protocol.Verification) error {
+			return vf.keep(ctx, &v, req, start)
 		})
 		return out, v, "", err
 	}
@@ -158,11 +160,11 @@ func (vf *verifier) verifyLocked(ctx context.Context, req *verifyRequest, m *pro
 			return protocol.AppendError(dst, m.Profile, protocol.ErrRejected), v, le.reason(), le
 		}
 	}
-	out, v, err := vf.proto.VerifyM2(ctx, dst, m, func(v *protocol.Verification) error {
+	out, v, err := vf.proto.VerifyM2(ctx, dst, m, func(v protocol.Verification) error {
 		// Copies of this m2 must never count (firstProof); a cache that
 		// cannot say only costs that protection, not the login.
 		vf.firstProof(ctx, m)
-		if err := vf.keep(ctx, v, req, start); err != nil {
+		if err := vf.keep(ctx, &v, req, start); err != nil {
 			return err
 		}
 		if serr := gd.succeed(ctx, v.User, src, now); serr != nil {
