@@ -69,6 +69,9 @@ func (g *Gateway) openAudit() error {
 	w := newAuditWriterOpts(auditStore{g.store, g.metrics}, g.cfg.AuditOut, g.log,
 		auditOptions{sampleEvery: g.cfg.AuditSampleEvery, now: g.now, stored: g.events.fire})
 	g.audit = w
+	if g.bk != nil {
+		w.startCommits(g.bk.st) // replicas: durable commits of verify records
+	}
 	g.metrics.reg.MustRegister(w.m.collectors()...)
 	if err := w.openJournal(journalDir(g.cfg.DataDir), g.cfg.AuditSync); err != nil {
 		return fmt.Errorf("gateway: audit journal: %w", err)

@@ -155,3 +155,40 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// logRecord writes one audit record as a JSON line through slog: the
+// reference that appendRecordJSON, the one encoder of audit lines, must
+// match.
+// Every field is either fixed text or sanitized: JSON escaping does the rest.
+func logRecord(l *slog.Logger, r *store.AuditRecord) {
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs, slog.String("kind", r.Kind), slog.String("outcome", r.Outcome))
+	if r.Reason != "" {
+		attrs = append(attrs, slog.String("reason", r.Reason))
+	}
+	if r.User != "" {
+		attrs = append(attrs, slog.String("user", r.User))
+	}
+	if r.Device != "" {
+		attrs = append(attrs, slog.String("device", r.Device))
+	}
+	if r.Source != "" {
+		attrs = append(attrs, slog.String("source", r.Source))
+	}
+	if r.KVUser != 0 {
+		attrs = append(attrs, slog.Int("kv_user", int(r.KVUser)))
+	}
+	if r.KVDevice != 0 {
+		attrs = append(attrs, slog.Int("kv_device", int(r.KVDevice)))
+	}
+	if r.LatencyUS != 0 {
+		attrs = append(attrs, slog.Int64("latency_us", r.LatencyUS))
+	}
+	if r.Detail != "" {
+		attrs = append(attrs, slog.String("detail", r.Detail))
+	}
+	if r.Count > 1 {
+		attrs = append(attrs, slog.Int64("count", int64(r.Count)))
+	}
+	l.LogAttrs(context.Background(), slog.LevelInfo, "audit", attrs...)
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,19 +66,12 @@ type SharedState interface {
 // commit (a few ms), so more workers keep the socket read meanwhile.
 const DefaultReplicaWorkers = 64
 
-// Commit limits of the verify audit records.
-const (
-	commitBatch   = 512
-	commitTimeout = 2 * time.Second
-)
-
 // backends is what a replica holds beside the single-gateway state.
 type backends struct {
 	st     store.Store     // the shared store
 	redis  SharedState     // the shared replay cache and lockout; nil: in memory
 	shared *sharedRegistry // the registry verifies read
 	feed   store.Feed      // the change feed opened at Open, handed to Run
-	commit *auditCommitter // durable audit of successful verifies
 	keys   keySync         // notify.go
 	health struct {
 		mu      sync.Mutex
@@ -125,7 +117,6 @@ func (g *Gateway) openShared() error {
 	}
 	b := g.bk
 	b.shared = &sharedRegistry{mem: g.reg}
-	b.commit = newAuditCommitter(b.st, g.cfg.AuditOut, g.log)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := g.syncKeys(ctx, true); err != nil {
@@ -156,14 +147,11 @@ func (g *Gateway) verifyRegistry() protocol.Registry {
 	return g.reg
 }
 
-// closeBackends stops the audit committer and closes Redis; the store is
-// closed with the others by release.
+// closeBackends closes Redis; the store is closed with the others by
+// release, the audit commits with the audit writer.
 func (g *Gateway) closeBackends() {
 	if g.bk == nil {
 		return
-	}
-	if g.bk.commit != nil {
-		g.bk.commit.close()
 	}
 	if g.bk.redis != nil {
 		g.bk.redis.Close()
@@ -308,112 +296,6 @@ func (g *Gateway) setFeedHealth(err error) {
 			g.log.Error("PostgreSQL change feed lost: every verify answers busy until it is back and the registry is reloaded", "err", err)
 		}
 		b.health.lastErr = err.Error()
-	}
-}
-
-// auditCommitter appends the audit records of successful verifies to the
-// store before they are answered. Records that arrive while a commit runs
-// wait for the next one, so one commit serves every verify in flight.
-type auditCommitter struct {
-	st   store.Store
-	out  *slog.Logger
-	log  *slog.Logger
-	ch   chan commitReq
-	quit chan struct{}
-	done chan struct{}
-	once sync.Once
-}
-
-type commitReq struct {
-	rec  store.AuditRecord
-	done chan error
-}
-
-var errCommitterClosed = errors.New("gateway is shutting down")
-
-func newAuditCommitter(st store.Store, out interface{ Write([]byte) (int, error) }, log *slog.Logger) *auditCommitter {
-	c := &auditCommitter{
-		st:   st,
-		out:  slog.New(slog.NewJSONHandler(out, nil)),
-		log:  log,
-		ch:   make(chan commitReq, commitBatch),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
-	}
-	go c.loop()
-	return c
-}
-
-// commit stores rec (and writes its JSON line) before it returns nil.
-func (c *auditCommitter) commit(rec store.AuditRecord) error {
-	req := commitReq{rec: rec, done: make(chan error, 1)}
-	select {
-	case c.ch <- req:
-	case <-c.done:
-		return errCommitterClosed
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-c.done:
-		// The loop answers everything it took before it ends.
-		select {
-		case err := <-req.done:
-			return err
-		default:
-			return errCommitterClosed
-		}
-	}
-}
-
-func (c *auditCommitter) close() {
-	c.once.Do(func() { close(c.quit) })
-	<-c.done
-}
-
-func (c *auditCommitter) loop() {
-	defer close(c.done)
-	batch := make([]commitReq, 0, commitBatch)
-	recs := make([]store.AuditRecord, 0, commitBatch)
-	for {
-		select {
-		case r := <-c.ch:
-			batch = append(batch[:0], r)
-		case <-c.quit:
-			// Answer what is queued, then stop.
-			for {
-				select {
-				case r := <-c.ch:
-					r.done <- errCommitterClosed
-				default:
-					return
-				}
-			}
-		}
-	fill:
-		for len(batch) < commitBatch {
-			select {
-			case r := <-c.ch:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		recs = recs[:0]
-		for i := range batch {
-			recs = append(recs, batch[i].rec)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-		err := c.st.AppendAudit(ctx, recs...)
-		cancel()
-		if err == nil {
-			for i := range recs {
-				logRecord(c.out, &recs[i])
-			}
-		}
-		for _, r := range batch {
-			r.done <- err
-		}
 	}
 }
 

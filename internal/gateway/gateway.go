@@ -239,6 +239,10 @@ type Gateway struct {
 	proofs   protocol.ReplayCache // I_j values seen (pipeline.go, firstProof)
 	verifier *verifier            // the verify pipeline (pipeline.go)
 	events   events               // state changes, for waiters (notify.go)
+	waiters  changeWaiters        // writers waiting for the registry (regsync.go)
+	// localFeed is a private store's change feed, which Run follows
+	// (regsync.go); nil on a replica.
+	localFeed store.Feed
 
 	keysMu   sync.Mutex
 	keys     *keyfile.File
@@ -340,9 +344,7 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	}
 	g.verifier = &verifier{proto: g.proto, profile: g.profile, window: g.cfg.Window, now: g.now, guard: g.guard,
 		proofs: g.proofs, audit: g.audit, metrics: g.metrics, log: g.log}
-	if g.bk != nil {
-		g.verifier.commit = g.bk.commit
-	}
+	g.verifier.replica = g.bk != nil
 	return g, nil
 }
 
@@ -416,6 +418,9 @@ func (g *Gateway) openStore() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := g.openLocalFeed(ctx); err != nil { // regsync.go
+		return err
+	}
 	snap, err := g.store.Snapshot(ctx)
 	if err != nil {
 		return fmt.Errorf("gateway: reading the registry from the store: %w", err)

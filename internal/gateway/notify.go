@@ -75,6 +75,9 @@ const (
 // Run starts it; it returns at once on a single gateway.
 func (g *Gateway) watchShared(ctx context.Context) {
 	if g.bk == nil {
+		if g.localFeed != nil {
+			g.followLocal(ctx) // regsync.go
+		}
 		return
 	}
 	done := make(chan struct{})
@@ -165,6 +168,7 @@ func (g *Gateway) followChanges(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("applying changes: %w", err)
 		}
+		g.waiters.applied(batch) // regsync.go
 	}
 }
 
@@ -197,6 +201,7 @@ func (g *Gateway) reloadShared(ctx context.Context) error {
 	}
 	g.bk.reloads.Add(1)
 	defer g.events.fire()
+	defer g.waiters.applied([]store.Change{{Kind: store.ChangeReset}})
 	return g.syncKeys(ctx, false)
 }
 
@@ -227,7 +232,7 @@ func (g *Gateway) applyChanges(ctx context.Context, changes []store.Change) erro
 }
 
 func (g *Gateway) applyLocked(ctx context.Context, changes []store.Change) (reload bool, err error) {
-	st, err := g.bk.st.Current(ctx, changes)
+	st, err := g.store.Current(ctx, changes)
 	if err != nil {
 		return false, err
 	}
@@ -274,7 +279,7 @@ func (g *Gateway) applyLocked(ctx context.Context, changes []store.Change) (relo
 	for _, gr := range st.GoneGrants {
 		reg.Ungrant(gr.User, gr.Group)
 	}
-	if st.Keys != nil {
+	if st.Keys != nil && g.bk != nil {
 		g.banKeys(st.Keys)
 	}
 	return false, nil

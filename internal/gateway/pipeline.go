@@ -57,7 +57,7 @@ type verifier struct {
 	guard   *guard
 	proofs  protocol.ReplayCache // I_j values seen (firstProof)
 	audit   *auditWriter
-	commit  *auditCommitter // replicas: the durable commit of successes; nil on a single gateway
+	replica bool // a replica commits each success to the shared store before admitting it
 	metrics *gwMetrics
 	log     *slog.Logger
 }
@@ -141,7 +141,7 @@ func (vf *verifier) verifyLocked(ctx context.Context, req *verifyRequest, m *pro
 		// user's logins would keep every worker waiting on its stripe;
 		// the bound grows by the user's verifies in flight instead
 		// (docs/THREAT-MODEL.md).
-		if vf.commit == nil {
+		if !vf.replica {
 			mu := gd.userStripe(m.ID)
 			mu.Lock()
 			defer mu.Unlock()
@@ -189,14 +189,14 @@ func (vf *verifier) verifyLocked(ctx context.Context, req *verifyRequest, m *pro
 func (vf *verifier) keep(ctx context.Context, v *protocol.Verification, req *verifyRequest, start time.Time) error {
 	rec := store.AuditRecord{Time: vf.now(), Kind: KindVerify, Outcome: OutcomeOK, KVUser: v.KVUser, KVDevice: v.KVDevice,
 		LatencyUS: time.Since(start).Microseconds()}
-	if vf.commit == nil {
+	if !vf.replica {
 		if err := vf.audit.submitVerify(ctx, rec, v.User, v.Device, req.From, req.Slot, v.Profile); err != nil {
 			return &auditDownError{err}
 		}
 		return nil
 	}
 	fillVerifyNames(&rec, v.User, v.Device, req.From) // audit.go
-	err := vf.commit.commit(rec)
+	err := vf.audit.commit(rec)
 	if err == nil {
 		return nil
 	}
