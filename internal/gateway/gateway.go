@@ -22,12 +22,16 @@
 //
 // # Verify
 //
-// Each datagram to /tagauth/verify runs protocol.Gateway.Verify against an
-// in-memory registry (internal/registry) loaded from the store at start and
-// updated by every admin write before the write is answered, so a
-// revocation takes effect on the next verify. The key file is watched: a
-// rotation or retirement made with "tagauth gateway keys" reaches the
-// running gateway within a second (or at once on ReloadKeys).
+// Each datagram to /tagauth/verify goes through the verify pipeline
+// (pipeline.go: rate limits, the lock decision, protocol.Gateway.VerifyM2
+// on m2 parsed once, the audit record kept before m3 is built, failure
+// counting), against an in-memory registry (internal/registry) loaded
+// from the store at start and kept in line with it by the store's change
+// feed (regsync.go; notify.go on replicas). An admin write has reached
+// the registry before it is answered (ExpectChange waits for it), so a
+// revocation takes effect on the next verify. The key file is watched: a rotation or
+// retirement made with "tagauth gateway keys" reaches the running gateway
+// within a second (or at once on ReloadKeys).
 //
 // # Audit
 //
@@ -44,10 +48,11 @@
 //
 // # Seams
 //
-// Config.Store and Config.Replay accept any store.Store and
-// protocol.ReplayCache, so that replicas can share a database and a replay
-// cache; by default the gateway uses bbolt in the data directory and an
-// in-memory cache.
+// Config.Store, Config.Replay, Config.LockoutStore and Config.SharedState
+// take any store.Store, protocol.ReplayCache, lockout.Store and
+// SharedState: the command line opens PostgreSQL and Redis for replicas
+// (cmd/tagauth/backends.go); by default the gateway uses bbolt in the data
+// directory and in-memory caches.
 package gateway
 
 import (
