@@ -52,23 +52,43 @@ type Verification struct {
 // Err* reasons) for the audit log; the wire never does. On a valid request
 // it allocates nothing.
 func (g *Gateway) Verify(ctx context.Context, dst, m2 []byte) ([]byte, Verification, error) {
-	v, m3, err := g.verify(ctx, m2)
+	if err := CheckProfile(g.profile, m2); err != nil {
+		return AppendError(dst, ErrorProfile(m2), CodeOf(err)), Verification{}, err
+	}
+	m, err := ParseM2(m2)
 	if err != nil {
-		return AppendError(dst, ErrorProfile(m2), CodeOf(err)), v, err
+		return AppendError(dst, ErrorProfile(m2), CodeOf(err)), Verification{}, err
+	}
+	return g.VerifyM2(ctx, dst, &m, nil)
+}
+
+// VerifyM2 is Verify for an m2 the caller has parsed already (with
+// CheckProfile and ParseM2, which Verify calls), so that a gateway that
+// reads m2 before verifying it (a rate limit per device, a lockout per
+// user) parses it once. m must be of the gateway's profile. m's slices are
+// read during the call only; the Verification returned aliases them.
+//
+// admit, when not nil, is the caller's last word: it is called once every
+// check of the verify has passed (freshness, replay, standing, policy and
+// both proofs) and before m3 is built. If it returns an error the login
+// is refused with that error: the answer is the error message of
+// CodeOf(err) (wrap ErrBusy or ErrRejected to choose it; other errors
+// answer internal), and no m3, hence no session secret, is ever computed.
+// A gateway uses it for what must hold before a login may succeed, such
+// as a durable audit record. admit must not keep v's slices.
+func (g *Gateway) VerifyM2(ctx context.Context, dst []byte, m *M2, admit func(v Verification) error) ([]byte, Verification, error) {
+	v, m3, err := g.verify(ctx, m, admit)
+	if err != nil {
+		return AppendError(dst, m.Profile, CodeOf(err)), v, err
 	}
 	return m3.Append(dst), v, nil
 }
 
-func (g *Gateway) verify(ctx context.Context, b []byte) (Verification, M3, error) {
-	var v Verification
-	if err := CheckProfile(g.profile, b); err != nil {
-		return v, M3{}, err
+func (g *Gateway) verify(ctx context.Context, m *M2, admit func(Verification) error) (Verification, M3, error) {
+	if m.Profile != g.profile {
+		return Verification{}, M3{}, ReasonWrongProfile
 	}
-	m, err := ParseM2(b)
-	if err != nil {
-		return v, M3{}, err
-	}
-	v = Verification{Profile: m.Profile, User: m.ID, Device: m.DID, KVUser: m.KV, KVDevice: m.KVDev, T1: m.T1, T2: m.T2}
+	v := Verification{Profile: m.Profile, User: m.ID, Device: m.DID, KVUser: m.KV, KVDevice: m.KVDev, T1: m.T1, T2: m.T2}
 	now := g.cfg.nowMs()
 	v.T3 = now
 	w := g.cfg.window()
@@ -123,16 +143,16 @@ func (g *Gateway) verify(ctx context.Context, b []byte) (Verification, M3, error
 	}
 	var m3 M3
 	if m.Profile == Classic {
-		m3, err = answerClassic(&m, ki, kj, now)
+		m3, err = answerClassic(m, ki, kj, now, &v, admit)
 	} else {
-		m3, err = g.answerHardened(&m, kvi, kvj, ki, kj, now)
+		m3, err = g.answerHardened(m, kvi, kvj, ki, kj, now, &v, admit)
 	}
 	return v, m3, err
 }
 
-// answerClassic recomputes the tags, checks E_i and I_j and builds m3
-// (step 506, with the errata of spec section 5).
-func answerClassic(m *M2, ki, kj *GatewayKey, now uint64) (M3, error) {
+// answerClassic recomputes the tags, checks E_i and I_j, asks admit and
+// builds m3 (step 506, with the errata of spec section 5).
+func answerClassic(m *M2, ki, kj *GatewayKey, now uint64, v *Verification, admit func(Verification) error) (M3, error) {
 	tagI := userTag(Classic, ki, m.ID)
 	tagJ := deviceTag(Classic, kj, m.DID)
 	defer clear(tagI[:])
@@ -155,13 +175,19 @@ func answerClassic(m *M2, ki, kj *GatewayKey, now uint64) (M3, error) {
 	if !equal(e[:], m.E[:]) {
 		return M3{}, ReasonBadE
 	}
+	if admit != nil {
+		if err := admit(*v); err != nil {
+			return M3{}, err
+		}
+	}
 	pad := h(tagJ[:], t3[:])
 	return M3{Profile: Classic, T3: now, F: xor32(&beta, &pad), Gamma: h(tagI[:], did)}, nil
 }
 
-// answerHardened is the hardened gateway step of spec section 6. The tags'
-// HMAC states come from the tag cache.
-func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *GatewayKey, now uint64) (M3, error) {
+// answerHardened is the hardened gateway step of spec section 6, with
+// admit asked before m3 is built. The tags' HMAC states come from the tag
+// cache.
+func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *GatewayKey, now uint64, v *Verification, admit func(Verification) error) (M3, error) {
 	x := getHasher()
 	defer putHasher(x)
 	tagI := g.tags.state(x, domainUser, kvi, ki, m.ID)
@@ -179,6 +205,11 @@ func (g *Gateway) answerHardened(m *M2, kvi, kvj uint8, ki, kj *GatewayKey, now 
 	e := mac(beta[:], labelE, pair)
 	if !equal(e[:], m.E[:]) {
 		return M3{}, ReasonBadE
+	}
+	if admit != nil {
+		if err := admit(*v); err != nil {
+			return M3{}, err
+		}
 	}
 	pad := x.mac(tagJ, labelF, m.E[:], t3[:])
 	return M3{Profile: Hardened, T3: now, F: xor32(&beta, &pad), Gamma: x.mac(tagI, labelGamma, did, m.E[:], t3[:])}, nil

@@ -228,7 +228,6 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		DataDir: *data, Profile: p, CoAPAddr: *coapAddr, AdminAddr: *admin, Advertise: *advertise,
 		AdminToken: os.Getenv(envAdminToken), TLSCert: *cert, TLSKey: *key, Window: *window,
 		ReplaySize: *replaySize, AllowAll: *allowAll, Logger: logger, AuditOut: auditOut,
-		StoreURL: *storeURL, ReplayURL: *replayURL,
 		KDFFloor:        protocol.KDFParams{Time: uint32(*kdfMinT), MemoryKiB: uint32(*kdfMinM), Threads: 1},
 		InsecureTestKDF: *insecureKDF,
 	}
@@ -243,8 +242,14 @@ func gwServe(ctx context.Context, reload <-chan os.Signal, args []string, stdout
 		fmt.Fprintf(stderr, "tagauth gateway: %v\n", err)
 		return 2
 	}
+	closeBackends, err := openBackends(&cfg, *storeURL, *replayURL) // backends.go
+	if err != nil {
+		gwServeFail(stderr, err)
+		return 1
+	}
 	g, err := gateway.Open(cfg)
 	if err != nil {
+		closeBackends()
 		gwServeFail(stderr, err)
 		return 1
 	}

@@ -1,7 +1,8 @@
 // Package atomicfile writes secret files so that a crash never leaves a
 // half-written one: data goes to a synced temporary file in the same
 // directory, which is then moved into place and the directory synced. The
-// file's mode is exactly 0600 whatever the umask.
+// file's mode is exactly 0600 whatever the umask (WritePerm's: the mode
+// given, for files others may read, such as a certificate).
 package atomicfile
 
 import (
@@ -13,16 +14,22 @@ import (
 )
 
 // Write puts data at path, replacing any file there.
-func Write(path string, data []byte) error { return write(path, data, true) }
+func Write(path string, data []byte) error { return write(path, data, 0o600, true) }
+
+// WritePerm is Write with the file mode perm (exactly, whatever the umask)
+// instead of 0600.
+func WritePerm(path string, data []byte, perm fs.FileMode) error {
+	return write(path, data, perm, true)
+}
 
 // WriteNew puts data at path and fails with an error wrapping fs.ErrExist if
 // path exists. The move is a hard link, which fails atomically if path
 // exists; on file systems without hard links (FAT on a USB stick, say) it
 // falls back to a check and a rename, which only a concurrent writer of the
 // same path could race.
-func WriteNew(path string, data []byte) error { return write(path, data, false) }
+func WriteNew(path string, data []byte) error { return write(path, data, 0o600, false) }
 
-func write(path string, data []byte, replace bool) (err error) {
+func write(path string, data []byte, perm fs.FileMode, replace bool) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -34,7 +41,7 @@ func write(path string, data []byte, replace bool) (err error) {
 			os.Remove(tmp)
 		}
 	}()
-	err = f.Chmod(0o600)
+	err = f.Chmod(perm)
 	if err == nil {
 		_, err = f.Write(data)
 	}

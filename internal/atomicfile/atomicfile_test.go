@@ -55,3 +55,20 @@ func assertNoTemp(t *testing.T, dir string) {
 		t.Fatalf("directory holds %d entries, want only the file", len(es))
 	}
 }
+
+func TestWritePermSetsTheModeGiven(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "cert.pem")
+	if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WritePerm(p, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	st, _ := os.Stat(p)
+	if string(b) != "new" || st.Mode().Perm() != 0o644 {
+		t.Fatalf("got %q mode %v, want \"new\" mode 0644", b, st.Mode())
+	}
+	assertNoTemp(t, dir)
+}

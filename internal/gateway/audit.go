@@ -16,7 +16,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/tagauth/tagauth/internal/auditlog"
-	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -147,6 +146,13 @@ type auditWriter struct {
 	// fault, when set (tests: export_test.go), fails journal appends
 	// with its error, as a full disk would.
 	fault atomic.Pointer[func() error]
+	// stored, when set, is called after records reached the store.
+	stored func()
+
+	// Durable commits of a replica's verify records (startCommits).
+	commits     chan commitReq
+	commitsQuit chan struct{}
+	commitsDone chan struct{}
 }
 
 func newAuditWriter(st store.Store, out io.Writer, log *slog.Logger) *auditWriter {
@@ -158,17 +164,18 @@ func newAuditWriterOpts(st store.Store, out io.Writer, log *slog.Logger, o audit
 		o.now = time.Now
 	}
 	w := &auditWriter{
-		st:    st,
-		out:   out,
-		log:   log,
-		names: make(map[string]string),
-		ch:    make(chan auditItem, auditQueue),
-		kick:  make(chan struct{}, 1),
-		flush: make(chan chan struct{}),
-		quit:  make(chan struct{}),
-		done:  make(chan struct{}),
-		m:     newAuditMetrics(),
-		now:   o.now,
+		st:     st,
+		out:    out,
+		log:    log,
+		names:  make(map[string]string),
+		ch:     make(chan auditItem, auditQueue),
+		kick:   make(chan struct{}, 1),
+		flush:  make(chan chan struct{}),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+		m:      newAuditMetrics(),
+		now:    o.now,
+		stored: o.stored,
 	}
 	w.health.init(log, &w.m)
 	w.sampler.init(o.sampleEvery, &w.m)
@@ -338,15 +345,15 @@ func (r *rawID) set(b []byte) {
 // answers leave), else appended to the journal now. It returns an error
 // when the success cannot be recorded: the login must then be answered
 // busy.
-func (w *auditWriter) submitVerify(ctx context.Context, r store.AuditRecord, user, device []byte, req *coap.Request, p protocol.Profile) error {
+func (w *auditWriter) submitVerify(ctx context.Context, r store.AuditRecord, user, device []byte, from netip.AddrPort, slot int, p protocol.Profile) error {
 	if r.Outcome != OutcomeOK {
 		// The identities are copied even when the refusal is only
 		// counted: it may be the sample written when the interval ends.
-		it := auditItem{rec: r, raw: rawNames{set: true, from: req.From}}
+		it := auditItem{rec: r, raw: rawNames{set: true, from: from}}
 		it.raw.user.set(user)
 		it.raw.device.set(device)
 		if w.sampler.take(&it, r.Time) {
-			fillVerifyNames(&it.rec, user, device, req.From)
+			fillVerifyNames(&it.rec, user, device, from)
 			w.submit(it.rec)
 		}
 		return nil
@@ -355,7 +362,7 @@ func (w *auditWriter) submitVerify(ctx context.Context, r store.AuditRecord, use
 		if w.health.storeDown() {
 			return errAuditDown
 		}
-		ab.add(&r, user, device, req, p)
+		ab.add(&r, user, device, from, slot, p)
 		return nil
 	}
 	w.mu.RLock()
@@ -366,10 +373,10 @@ func (w *auditWriter) submitVerify(ctx context.Context, r store.AuditRecord, use
 	}
 	if w.j != nil {
 		var b auditlog.Batch
-		addVerify(&b, &r, user, device, req.From)
+		addVerify(&b, &r, user, device, from)
 		return w.appendJournal(&b)
 	}
-	it := auditItem{rec: r, raw: rawNames{set: true, from: req.From}}
+	it := auditItem{rec: r, raw: rawNames{set: true, from: from}}
 	it.raw.user.set(user)
 	it.raw.device.set(device)
 	w.enqueue(it)
@@ -481,6 +488,10 @@ func (w *auditWriter) close() error {
 	}
 	w.closed = true
 	w.mu.Unlock()
+	if w.commits != nil {
+		close(w.commitsQuit)
+		<-w.commitsDone
+	}
 	close(w.quit)
 	<-w.done
 	w.bg.Wait()
@@ -727,6 +738,9 @@ func (w *auditWriter) store(recs []store.AuditRecord, mark uint64) error {
 			w.log.Warn("cannot delete audit journal segments the store holds", "err", err)
 		}
 	}
+	if w.stored != nil {
+		w.stored()
+	}
 	return nil
 }
 
@@ -850,38 +864,107 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// logRecord writes one audit record as a JSON line through l, for callers
-// that log records one at a time; the audit writer uses appendRecordJSON.
-// Every field is either fixed text or sanitized: JSON escaping does the rest.
-func logRecord(l *slog.Logger, r *store.AuditRecord) {
-	attrs := make([]slog.Attr, 0, 12)
-	attrs = append(attrs, slog.String("kind", r.Kind), slog.String("outcome", r.Outcome))
-	if r.Reason != "" {
-		attrs = append(attrs, slog.String("reason", r.Reason))
+// Durable commits. On a replica a successful verify is admitted only once
+// its record is in the shared store (pipeline.go, keep): a replica killed
+// at any moment has then let no login through unrecorded. Records that
+// arrive while a commit runs wait for the next one, so one commit serves
+// every verify in flight. The JSON line is written once the commit holds,
+// with the same encoder as every other record (appendRecordJSON).
+
+// Commit limits of the verify audit records.
+const (
+	commitBatch   = 512
+	commitTimeout = 2 * time.Second
+)
+
+type commitReq struct {
+	rec  store.AuditRecord
+	done chan error
+}
+
+var errCommitterClosed = errors.New("gateway is shutting down")
+
+// startCommits starts the group commit of records to st, for commit. Call
+// it before the first commit; close stops it.
+func (w *auditWriter) startCommits(st store.Store) {
+	w.commits = make(chan commitReq, commitBatch)
+	w.commitsQuit = make(chan struct{})
+	w.commitsDone = make(chan struct{})
+	go w.commitLoop(st)
+}
+
+// commit stores rec (and writes its JSON line) before it returns nil.
+func (w *auditWriter) commit(rec store.AuditRecord) error {
+	req := commitReq{rec: rec, done: make(chan error, 1)}
+	select {
+	case w.commits <- req:
+	case <-w.commitsDone:
+		return errCommitterClosed
 	}
-	if r.User != "" {
-		attrs = append(attrs, slog.String("user", r.User))
+	select {
+	case err := <-req.done:
+		return err
+	case <-w.commitsDone:
+		// The loop answers everything it took before it ends.
+		select {
+		case err := <-req.done:
+			return err
+		default:
+			return errCommitterClosed
+		}
 	}
-	if r.Device != "" {
-		attrs = append(attrs, slog.String("device", r.Device))
+}
+
+func (w *auditWriter) commitLoop(st store.Store) {
+	defer close(w.commitsDone)
+	batch := make([]commitReq, 0, commitBatch)
+	recs := make([]store.AuditRecord, 0, commitBatch)
+	var line []byte
+	for {
+		select {
+		case r := <-w.commits:
+			batch = append(batch[:0], r)
+		case <-w.commitsQuit:
+			// Answer what is queued, then stop.
+			for {
+				select {
+				case r := <-w.commits:
+					r.done <- errCommitterClosed
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < commitBatch {
+			select {
+			case r := <-w.commits:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		recs = recs[:0]
+		for i := range batch {
+			recs = append(recs, batch[i].rec)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		err := st.AppendAudit(ctx, recs...)
+		cancel()
+		if err == nil {
+			line = line[:0]
+			for i := range recs {
+				line = appendRecordJSON(line, &recs[i])
+			}
+			if _, werr := w.out.Write(line); werr != nil {
+				w.log.Warn("audit lines not written", "records", len(recs), "err", werr)
+			}
+			if w.stored != nil {
+				w.stored()
+			}
+		}
+		for _, r := range batch {
+			r.done <- err
+		}
 	}
-	if r.Source != "" {
-		attrs = append(attrs, slog.String("source", r.Source))
-	}
-	if r.KVUser != 0 {
-		attrs = append(attrs, slog.Int("kv_user", int(r.KVUser)))
-	}
-	if r.KVDevice != 0 {
-		attrs = append(attrs, slog.Int("kv_device", int(r.KVDevice)))
-	}
-	if r.LatencyUS != 0 {
-		attrs = append(attrs, slog.Int64("latency_us", r.LatencyUS))
-	}
-	if r.Detail != "" {
-		attrs = append(attrs, slog.String("detail", r.Detail))
-	}
-	if r.Count > 1 {
-		attrs = append(attrs, slog.Int64("count", int64(r.Count)))
-	}
-	l.LogAttrs(context.Background(), slog.LevelInfo, "audit", attrs...)
 }

@@ -24,12 +24,16 @@ import (
 type slowStore struct {
 	store.Store
 	release chan struct{}
+	entered chan int // when not nil, gets each batch's size as it arrives
 	mu      sync.Mutex
 	got     []store.AuditRecord
 	batches int
 }
 
 func (s *slowStore) AppendAudit(_ context.Context, recs ...store.AuditRecord) error {
+	if s.entered != nil {
+		s.entered <- len(recs)
+	}
 	<-s.release
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -42,22 +46,37 @@ func (s *slowStore) AppendAudit(_ context.Context, recs ...store.AuditRecord) er
 // queue holds are submitted; none is dropped, they arrive in order and in
 // batches, and close flushes the rest.
 func TestAuditBackpressure(t *testing.T) {
-	st := &slowStore{release: make(chan struct{})}
+	st := &slowStore{release: make(chan struct{}), entered: make(chan int)}
 	var out testenv.LockedBuffer
 	w := newAuditWriter(st, &out, slog.New(slog.DiscardHandler))
 	const n = auditQueue + 2*auditMaxBatch
+	rec := func(i int) store.AuditRecord {
+		return store.AuditRecord{Kind: KindVerify, Outcome: OutcomeOK, LatencyUS: int64(i + 1)}
+	}
+	// The store is stalled with the first record in flight; then the
+	// queue fills up without waiting...
+	w.submit(rec(0))
+	if k := <-st.entered; k != 1 {
+		t.Fatalf("first batch of %d records, want the one submitted", k)
+	}
+	for i := 1; i <= auditQueue; i++ {
+		w.submit(rec(i))
+	}
+	if len(w.ch) != auditQueue {
+		t.Fatalf("queue holds %d records, want %d", len(w.ch), auditQueue)
+	}
+	// ...and the submitter of the rest must wait rather than drop.
 	submitted := make(chan struct{})
 	go func() {
-		for i := range n {
-			w.submit(store.AuditRecord{Kind: KindVerify, Outcome: OutcomeOK, LatencyUS: int64(i + 1)})
+		for i := auditQueue + 1; i < n; i++ {
+			w.submit(rec(i))
 		}
 		close(submitted)
 	}()
-	// The store is stalled: one batch is in flight, the queue fills up,
-	// and the submitter must wait rather than drop.
-	for len(w.ch) < auditQueue {
-		time.Sleep(time.Millisecond)
-	}
+	go func() { // later batches pass straight through
+		for range st.entered {
+		}
+	}()
 	select {
 	case <-submitted:
 		t.Fatal("all records submitted while the store was stalled: some were dropped")
@@ -71,6 +90,7 @@ func TestAuditBackpressure(t *testing.T) {
 	if err := w.close(); err != nil {
 		t.Fatal(err)
 	}
+	close(st.entered)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if len(st.got) != n {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -58,14 +59,18 @@ const (
 type auditOptions struct {
 	sampleEvery time.Duration
 	now         func() time.Time
+	stored      func() // called after records reached the store
 }
 
 // openAudit starts the audit writer with its journal (replaying what a
 // crash left), its metrics, the CoAP server's commit hook and retention.
 func (g *Gateway) openAudit() error {
 	w := newAuditWriterOpts(auditStore{g.store, g.metrics}, g.cfg.AuditOut, g.log,
-		auditOptions{sampleEvery: g.cfg.AuditSampleEvery, now: g.now})
+		auditOptions{sampleEvery: g.cfg.AuditSampleEvery, now: g.now, stored: g.events.fire})
 	g.audit = w
+	if g.bk != nil {
+		w.startCommits(g.bk.st) // replicas: durable commits of verify records
+	}
 	g.metrics.reg.MustRegister(w.m.collectors()...)
 	if err := w.openJournal(journalDir(g.cfg.DataDir), g.cfg.AuditSync); err != nil {
 		return fmt.Errorf("gateway: audit journal: %w", err)
@@ -201,12 +206,12 @@ func (w *auditWriter) commitHook(ctx context.Context) (context.Context, coap.Com
 	return context.WithValue(ctx, auditBatchKey{}, ab), ab
 }
 
-func (ab *auditBatch) add(r *store.AuditRecord, user, device []byte, req *coap.Request, p protocol.Profile) {
+func (ab *auditBatch) add(r *store.AuditRecord, user, device []byte, from netip.AddrPort, slot int, p protocol.Profile) {
 	if ab.committed {
 		ab.need, ab.committed = ab.need[:0], false
 	}
-	addVerify(&ab.b, r, user, device, req.From)
-	ab.need = append(ab.need, busyAnswer{index: req.Index, p: p})
+	addVerify(&ab.b, r, user, device, from)
+	ab.need = append(ab.need, busyAnswer{index: slot, p: p})
 }
 
 // Commit implements coap.Committer.

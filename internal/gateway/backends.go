@@ -4,67 +4,75 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/redisstate"
 	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/internal/store"
-	"github.com/tagauth/tagauth/internal/store/postgres"
 	"github.com/tagauth/tagauth/protocol"
 )
 
 // Replicas: shared backends.
 //
-// A gateway started with a PostgreSQL store (Config.StoreURL, or a
-// *postgres.Store in Config.Store) is a replica: several gateways share the
-// database, and with a Redis replay cache (Config.ReplayURL) also the
-// replay cache and the lockout counters. Then:
+// A gateway whose store is shared (Config.Store.Shared(): PostgreSQL,
+// opened by the command line from --store) is a replica: several gateways
+// share the database, and with Config.SharedState (Redis, from --replay)
+// also the replay cache and the lockout counters. The command line opens
+// the backends (cmd/tagauth/backends.go); this package only sees their
+// interfaces. Then:
 //
-//   - The registry in memory follows the database: notify.go LISTENs for
-//     the changes every replica (or an operator) commits and re-reads the
-//     entities they name, so a revocation, grant or new identity reaches
-//     every replica within milliseconds. The verify hot path still reads
-//     only memory.
+//   - The registry in memory follows the store: notify.go reads the
+//     store's change feed (store.Feed) for the changes every replica (or
+//     an operator) commits and re-reads the entities they name, so a
+//     revocation, grant or new identity reaches every replica within
+//     milliseconds. The verify hot path still reads only memory.
 //   - Fail closed: while the change feed is down the registry may be
 //     stale, so Standing fails and every verify answers busy, until the
 //     feed is back and the registry has been reloaded in full. A Redis
 //     failure fails Insert, which answers busy too. Both recover by
 //     themselves; BackendHealth and the log say what is happening.
 //   - Master keys stay in each replica's key file: every replica needs the
-//     same one (copy keys.json). The database records each version's
-//     fingerprint and retirement (never the key): a replica whose key file
-//     disagrees refuses to start, and a version retired on one replica is
-//     refused by all of them within a second.
-//   - A successful verify is answered only once its audit record is
-//     committed, in a group commit shared by the verifies in flight, so
-//     that a replica killed at any moment has not let a login through
-//     without its record. Refusals are recorded in the background, as on
-//     a single gateway.
+//     same one (copy keys.json). The store records each version's
+//     fingerprint and retirement (never the key; store.KeyVersion): a
+//     replica whose key file disagrees refuses to start, and a version
+//     retired on one replica is refused by all of them within a second.
+//   - A successful verify is admitted only once its audit record is
+//     committed (pipeline.go), in a group commit shared by the verifies in
+//     flight, so that a replica killed at any moment has not let a login
+//     through without its record. Refusals are recorded in the background,
+//     as on a single gateway.
+
+// SharedState is the state replicas share beside the store: a replay
+// cache and lockout store (*redisstate.State, opened from --replay). The
+// caller puts its replay cache in Config.Replay and its lockout store in
+// Config.LockoutStore; the gateway watches its health and quarantine, and
+// closes it.
+type SharedState interface {
+	// Quarantine reports whether logins must be refused until until,
+	// because the cache is new or lost its data (internal/redisstate).
+	Quarantine(ctx context.Context, now time.Time) (until time.Time, in bool, err error)
+	// Health is the connection's state as the last operation saw it.
+	Health() redisstate.Health
+	// Addr names the backend in messages.
+	Addr() string
+	// Close closes the connections.
+	Close() error
+}
 
 // DefaultReplicaWorkers is the CoAP worker count of a replica when
 // Config.CoAPWorkers is zero: a successful verify waits for its audit
 // commit (a few ms), so more workers keep the socket read meanwhile.
 const DefaultReplicaWorkers = 64
 
-// Commit limits of the verify audit records.
-const (
-	commitBatch   = 512
-	commitTimeout = 2 * time.Second
-)
-
 // backends is what a replica holds beside the single-gateway state.
 type backends struct {
-	pg     *postgres.Store   // the shared store
-	redis  *redisstate.State // the shared replay cache and lockout; nil: in memory
-	shared *sharedRegistry   // the registry verifies read
-	feed   *postgres.Feed    // the change feed opened at Open, handed to Run
-	commit *auditCommitter   // durable audit of successful verifies
-	keys   keySync           // notify.go
+	st     store.Store     // the shared store
+	redis  SharedState     // the shared replay cache and lockout; nil: in memory
+	shared *sharedRegistry // the registry verifies read
+	feed   store.Feed      // the change feed opened at Open, handed to Run
+	keys   keySync         // notify.go
 	health struct {
 		mu      sync.Mutex
 		ok      bool
@@ -76,59 +84,23 @@ type backends struct {
 	changes    atomic.Uint64
 }
 
-// openBackends opens the stores named by Config.StoreURL and ReplayURL, if
-// any, into Config.Store, Replay and LockoutStore. It runs before the
-// store is read.
+// openBackends makes the gateway a replica when its store is shared. It
+// runs before the store is read.
 func (g *Gateway) openBackends() error {
 	cfg := &g.cfg
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if cfg.StoreURL != "" && cfg.StoreURL != "bolt" {
-		if cfg.Store != nil {
-			return errors.New("gateway: give a store URL or a store, not both")
-		}
-		if !strings.HasPrefix(cfg.StoreURL, "postgres://") && !strings.HasPrefix(cfg.StoreURL, "postgresql://") {
-			return fmt.Errorf("gateway: --store %q: want postgres://... (or leave it out for the embedded store in the data directory)", cfg.StoreURL)
-		}
-		st, err := postgres.Open(ctx, cfg.StoreURL, postgres.Options{Logger: g.log.With("part", "postgres")})
-		if err != nil {
-			return fmt.Errorf("gateway: %w", err)
-		}
-		cfg.Store = st
+	shared := cfg.Store != nil && cfg.Store.Shared()
+	if cfg.SharedState != nil && !shared {
+		// A shared replay cache with a private registry would let
+		// replicas disagree on revocations: refuse the mix.
+		return errors.New("gateway: --replay redis://... needs --store postgres://... (replicas share both)")
 	}
-	pg, _ := cfg.Store.(*postgres.Store)
-	if cfg.ReplayURL != "" && cfg.ReplayURL != "memory" {
-		if cfg.Replay != nil {
-			return errors.New("gateway: give a replay URL or a replay cache, not both")
-		}
-		if pg == nil {
-			// A shared replay cache with a private registry would let
-			// replicas disagree on revocations: refuse the mix.
-			return errors.New("gateway: --replay redis://... needs --store postgres://... (replicas share both)")
-		}
-		rs, err := redisstate.Open(ctx, cfg.ReplayURL, redisstate.Options{Window: cfg.Window, Logger: g.log.With("part", "redis")})
-		if err != nil {
-			if cfg.StoreURL != "" {
-				pg.Close() // opened above; release never saw it
-			}
-			return fmt.Errorf("gateway: %w", err)
-		}
-		cfg.Replay = rs.Replay()
-		if cfg.LockoutStore == nil {
-			cfg.LockoutStore = rs.Lockout()
-		}
-		g.bk = &backends{redis: rs}
-	}
-	if pg == nil {
+	if !shared {
 		return nil
 	}
-	if g.bk == nil {
-		g.bk = &backends{}
-		if cfg.Replay == nil {
-			g.log.Warn("replica without a shared replay cache: a login replayed to another replica is not caught; give --replay redis://...")
-		}
+	g.bk = &backends{st: cfg.Store, redis: cfg.SharedState}
+	if cfg.Replay == nil {
+		g.log.Warn("replica without a shared replay cache: a login replayed to another replica is not caught; give --replay redis://...")
 	}
-	g.bk.pg = pg
 	if cfg.CoAPWorkers == 0 {
 		cfg.CoAPWorkers = DefaultReplicaWorkers
 	}
@@ -145,13 +117,12 @@ func (g *Gateway) openShared() error {
 	}
 	b := g.bk
 	b.shared = &sharedRegistry{mem: g.reg}
-	b.commit = newAuditCommitter(b.pg, g.cfg.AuditOut, g.log)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := g.syncKeys(ctx, true); err != nil {
 		return err
 	}
-	feed, err := b.pg.Listen(ctx)
+	feed, err := b.st.Listen(ctx)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -163,7 +134,7 @@ func (g *Gateway) openShared() error {
 	if b.redis != nil {
 		g.checkQuarantine(ctx)
 	}
-	g.log.Info("replica: registry follows the shared store", "schema", b.pg.Schema(), "replay", g.replayKind())
+	g.log.Info("replica: registry follows the shared store", "replay", g.replayKind())
 	return nil
 }
 
@@ -176,14 +147,11 @@ func (g *Gateway) verifyRegistry() protocol.Registry {
 	return g.reg
 }
 
-// closeBackends stops the audit committer and closes Redis; the store is
-// closed with the others by release.
+// closeBackends closes Redis; the store is closed with the others by
+// release, the audit commits with the audit writer.
 func (g *Gateway) closeBackends() {
 	if g.bk == nil {
 		return
-	}
-	if g.bk.commit != nil {
-		g.bk.commit.close()
 	}
 	if g.bk.redis != nil {
 		g.bk.redis.Close()
@@ -272,7 +240,7 @@ type BackendHealth struct {
 // metrics and health pages. A single gateway's embedded store and
 // in-memory cache are always OK.
 func (g *Gateway) BackendHealth() BackendHealth {
-	if g.bk == nil || g.bk.pg == nil {
+	if g.bk == nil {
 		h := BackendHealth{Store: ServiceHealth{Kind: "bbolt", OK: true}, Replay: ServiceHealth{Kind: "memory", OK: true}}
 		if g.cfg.Store != nil {
 			h.Store.Kind = "custom"
@@ -308,6 +276,7 @@ func (g *Gateway) BackendHealth() BackendHealth {
 // setFeedHealth records the change feed's state: err nil means up and the
 // registry reloaded. It logs each change of state once.
 func (g *Gateway) setFeedHealth(err error) {
+	defer g.events.fire()
 	b := g.bk
 	b.health.mu.Lock()
 	defer b.health.mu.Unlock()
@@ -330,126 +299,6 @@ func (g *Gateway) setFeedHealth(err error) {
 	}
 }
 
-// auditCommitter appends the audit records of successful verifies to the
-// store before they are answered. Records that arrive while a commit runs
-// wait for the next one, so one commit serves every verify in flight.
-type auditCommitter struct {
-	st   store.Store
-	out  *slog.Logger
-	log  *slog.Logger
-	ch   chan commitReq
-	quit chan struct{}
-	done chan struct{}
-	once sync.Once
-}
-
-type commitReq struct {
-	rec  store.AuditRecord
-	done chan error
-}
-
-var errCommitterClosed = errors.New("gateway is shutting down")
-
-func newAuditCommitter(st store.Store, out interface{ Write([]byte) (int, error) }, log *slog.Logger) *auditCommitter {
-	c := &auditCommitter{
-		st:   st,
-		out:  slog.New(slog.NewJSONHandler(out, nil)),
-		log:  log,
-		ch:   make(chan commitReq, commitBatch),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
-	}
-	go c.loop()
-	return c
-}
-
-// commit stores rec (and writes its JSON line) before it returns nil.
-func (c *auditCommitter) commit(rec store.AuditRecord) error {
-	req := commitReq{rec: rec, done: make(chan error, 1)}
-	select {
-	case c.ch <- req:
-	case <-c.done:
-		return errCommitterClosed
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-c.done:
-		// The loop answers everything it took before it ends.
-		select {
-		case err := <-req.done:
-			return err
-		default:
-			return errCommitterClosed
-		}
-	}
-}
-
-func (c *auditCommitter) close() {
-	c.once.Do(func() { close(c.quit) })
-	<-c.done
-}
-
-func (c *auditCommitter) loop() {
-	defer close(c.done)
-	batch := make([]commitReq, 0, commitBatch)
-	recs := make([]store.AuditRecord, 0, commitBatch)
-	for {
-		select {
-		case r := <-c.ch:
-			batch = append(batch[:0], r)
-		case <-c.quit:
-			// Answer what is queued, then stop.
-			for {
-				select {
-				case r := <-c.ch:
-					r.done <- errCommitterClosed
-				default:
-					return
-				}
-			}
-		}
-	fill:
-		for len(batch) < commitBatch {
-			select {
-			case r := <-c.ch:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		recs = recs[:0]
-		for i := range batch {
-			recs = append(recs, batch[i].rec)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-		err := c.st.AppendAudit(ctx, recs...)
-		cancel()
-		if err == nil {
-			for i := range recs {
-				logRecord(c.out, &recs[i])
-			}
-		}
-		for _, r := range batch {
-			r.done <- err
-		}
-	}
-}
-
 // ReasonAuditDown is the audit reason of a login refused (busy) because
 // its audit record could not be committed.
 const ReasonAuditDown = "audit store unavailable"
-
-// commitVerify commits the audit record of a successful verify and then
-// answers it; when the commit fails the login is answered busy instead,
-// and the refusal is recorded in the background.
-func (g *Gateway) commitVerify(rec *store.AuditRecord, code coap.Code, out, dst []byte, p protocol.Profile) (coap.Code, []byte) {
-	err := g.bk.commit.commit(*rec)
-	if err == nil {
-		return code, out
-	}
-	g.log.Warn("successful verify answered busy: its audit record could not be committed", "user", rec.User, "device", rec.Device, "err", err)
-	rec.Outcome, rec.Reason, rec.Detail = OutcomeRefused, ReasonAuditDown, err.Error()
-	g.audit.submit(*rec)
-	return coap.ForProtocol(protocol.ErrBusy), protocol.AppendError(dst[:0], p, protocol.ErrBusy)
-}

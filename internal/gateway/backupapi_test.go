@@ -71,7 +71,7 @@ func testBackupUnderLoad(t *testing.T, backend string) {
 	var target *postgres.Store
 	if backend == "postgres" {
 		su, _ := pgtest.Schema(t)
-		cfg.StoreURL = su
+		cfg = withBackends(t, cfg, su, "")
 		cfg.AdminToken = "backup-test-admin-token-0123456789"
 		tu, _ := pgtest.Schema(t)
 		var err error
@@ -191,7 +191,7 @@ func testBackupUnderLoad(t *testing.T, backend string) {
 
 	cfg2 := testConfig(dir, protocol.Hardened)
 	if target != nil {
-		cfg2.StoreURL = pgURL(t, target.Schema())
+		cfg2 = withBackends(t, cfg2, pgURL(t, target.Schema()), "")
 		cfg2.AdminToken = cfg.AdminToken
 	}
 	tg2 := startGateway(t, cfg2)

@@ -15,7 +15,7 @@ import (
 // consoleClient is a browser-like client of the console: cookies, no
 // redirects followed, so that each answer can be checked.
 type consoleClient struct {
-	t    *testing.T
+	t    testing.TB
 	tg   *testGW
 	hc   *http.Client
 	csrf string

@@ -162,7 +162,7 @@ func (g *Gateway) openDataDir() error {
 		g.cfg.DataDir = tmp
 		return nil
 	case dirUsed:
-		return checkDataDirComplete(dir, g.cfg.Store == nil && (g.cfg.StoreURL == "" || g.cfg.StoreURL == "bolt"))
+		return checkDataDirComplete(dir, g.cfg.Store == nil)
 	}
 	return checkDataDirComplete(dir, false) // dirKeysOnly: the store is made
 }

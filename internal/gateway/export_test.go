@@ -24,3 +24,9 @@ func FlushAuditSamples(g *Gateway) error {
 	g.audit.sampler.due(g.now(), g.audit.submitSample)
 	return g.audit.sync(context.Background())
 }
+
+// StateChanged returns a channel closed at the gateway's next state
+// change: registry changes applied, backend health or quarantine looked
+// at, key versions synced or the key file reloaded, audit records
+// stored. Take it before looking at the state.
+func StateChanged(g *Gateway) <-chan struct{} { return g.events.wait() }

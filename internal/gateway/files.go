@@ -21,6 +21,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/tagauth/tagauth/internal/atomicfile"
 )
 
 // certLifetime is the validity of the self-signed admin certificate.
@@ -41,7 +43,7 @@ func (g *Gateway) openToken() error {
 				return fmt.Errorf("gateway: drawing the admin token: %w", err)
 			}
 			tok = hex.EncodeToString(raw[:])
-			if err := writeFileAtomic(g.tokenPath, []byte(tok+"\n"), 0o600); err != nil {
+			if err := atomicfile.Write(g.tokenPath, []byte(tok+"\n")); err != nil {
 				return fmt.Errorf("gateway: %w", err)
 			}
 			g.log.Info("created admin token", "path", g.tokenPath)
@@ -132,10 +134,10 @@ func (g *Gateway) makeCert(certPath, keyPath string) error {
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
 	defer clear(keyPEM)
 	defer clear(pkcs8)
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	if err := writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.WritePerm(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	g.log.Info("created self-signed admin certificate", "path", certPath)
@@ -206,46 +208,6 @@ func readPrivate(path string) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// writeFileAtomic replaces path with data: a temporary file in the same
-// directory, synced, renamed over path, and the directory synced, so a
-// crash leaves the old content or the new.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // fileStamp identifies a version of a file cheaply, to notice changes.

@@ -22,12 +22,16 @@
 //
 // # Verify
 //
-// Each datagram to /tagauth/verify runs protocol.Gateway.Verify against an
-// in-memory registry (internal/registry) loaded from the store at start and
-// updated by every admin write before the write is answered, so a
-// revocation takes effect on the next verify. The key file is watched: a
-// rotation or retirement made with "tagauth gateway keys" reaches the
-// running gateway within a second (or at once on ReloadKeys).
+// Each datagram to /tagauth/verify goes through the verify pipeline
+// (pipeline.go: rate limits, the lock decision, protocol.Gateway.VerifyM2
+// on m2 parsed once, the audit record kept before m3 is built, failure
+// counting), against an in-memory registry (internal/registry) loaded
+// from the store at start and kept in line with it by the store's change
+// feed (regsync.go; notify.go on replicas). An admin write has reached
+// the registry before it is answered (ExpectChange waits for it), so a
+// revocation takes effect on the next verify. The key file is watched: a rotation or
+// retirement made with "tagauth gateway keys" reaches the running gateway
+// within a second (or at once on ReloadKeys).
 //
 // # Audit
 //
@@ -44,10 +48,11 @@
 //
 // # Seams
 //
-// Config.Store and Config.Replay accept any store.Store and
-// protocol.ReplayCache, so that replicas can share a database and a replay
-// cache; by default the gateway uses bbolt in the data directory and an
-// in-memory cache.
+// Config.Store, Config.Replay, Config.LockoutStore and Config.SharedState
+// take any store.Store, protocol.ReplayCache, lockout.Store and
+// SharedState: the command line opens PostgreSQL and Redis for replicas
+// (cmd/tagauth/backends.go); by default the gateway uses bbolt in the data
+// directory and in-memory caches.
 package gateway
 
 import (
@@ -70,6 +75,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/atomicfile"
 	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
@@ -136,15 +142,16 @@ type Config struct {
 	Logger *slog.Logger
 	// AuditOut receives one JSON line per audit record; default os.Stderr.
 	AuditOut io.Writer
-	// Store replaces the bbolt store in DataDir (shared backends). The
-	// gateway closes it.
+	// Store replaces the bbolt store in DataDir; the gateway closes it.
+	// A shared store (store.Store.Shared: PostgreSQL, opened by the
+	// command line from --store) makes the gateway a replica
+	// (backends.go).
 	Store store.Store
-	// StoreURL, when set to postgres://..., opens the shared PostgreSQL
-	// store of replicas (backends.go); empty means the embedded store.
-	StoreURL string
-	// ReplayURL, when set to redis://..., opens the shared Redis replay
-	// cache and lockout store of replicas; empty means in memory.
-	ReplayURL string
+	// SharedState is the replay cache and lockout state replicas share
+	// (Redis, from --replay), which needs a shared Store; its cache goes
+	// in Replay and its lockout store in LockoutStore too. The gateway
+	// closes it.
+	SharedState SharedState
 	// Replay replaces the in-memory replay cache (shared backends).
 	Replay protocol.ReplayCache
 	// KeyPoll is how often the key file is checked for changes; default 1 s.
@@ -237,7 +244,13 @@ type Gateway struct {
 	console     consoleMount      // opsapi.go
 	admin       *adminsvc.Service // adminwire.go: the admin API's and console's rules
 
-	proofs protocol.ReplayCache // I_j values seen (limits.go, firstProof)
+	proofs   protocol.ReplayCache // I_j values seen (pipeline.go, firstProof)
+	verifier *verifier            // the verify pipeline (pipeline.go)
+	events   events               // state changes, for waiters (notify.go)
+	waiters  changeWaiters        // writers waiting for the registry (regsync.go)
+	// localFeed is a private store's change feed, which Run follows
+	// (regsync.go); nil on a replica.
+	localFeed store.Feed
 
 	keysMu   sync.Mutex
 	keys     *keyfile.File
@@ -337,6 +350,9 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	if err := g.openAudit(); err != nil { // auditjournal.go
 		return nil, err
 	}
+	g.verifier = &verifier{proto: g.proto, profile: g.profile, window: g.cfg.Window, now: g.now, guard: g.guard,
+		proofs: g.proofs, audit: g.audit, metrics: g.metrics, log: g.log}
+	g.verifier.replica = g.bk != nil
 	return g, nil
 }
 
@@ -410,6 +426,9 @@ func (g *Gateway) openStore() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := g.openLocalFeed(ctx); err != nil { // regsync.go
+		return err
+	}
 	snap, err := g.store.Snapshot(ctx)
 	if err != nil {
 		return fmt.Errorf("gateway: reading the registry from the store: %w", err)
@@ -462,7 +481,11 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	g.adminURL = "https://" + g.public(g.adminLn.Addr())
 
 	mux := coap.NewMux()
-	mux.Handle(VerifyPath, coap.HandlerFunc(g.serveVerify))
+	// The pipeline is complete once Open has opened the audit writer,
+	// before Run serves anything.
+	mux.Handle(VerifyPath, coap.HandlerFunc(func(ctx context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
+		return serveVerify(g.verifier, ctx, req, dst) // verify.go
+	}))
 	g.coapSrv = &coap.Server{Handler: mux, Workers: g.cfg.CoAPWorkers, Logger: g.log.With("part", "coap")}
 	g.tuneCoAP() // coapsock.go: workers per socket, batching
 
@@ -508,7 +531,7 @@ func (g *Gateway) writeAdminInfo() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(g.cfg.DataDir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WritePerm(filepath.Join(g.cfg.DataDir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	return nil

@@ -22,7 +22,6 @@ import (
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/internal/store/bolt"
-	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -364,7 +363,9 @@ func TestMalformedDatagrams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testenv.Eventually(t, "malformed datagrams counted", func() bool { return tg.g.CoAPStats().Malformed.Load() >= before+3 })
+	// The server logs each malformed datagram (debug) once counted: await
+	// wakes on the log line.
+	await(t, 10*time.Second, "malformed datagrams counted", func() bool { return tg.g.CoAPStats().Malformed.Load() >= before+3 })
 
 	// A well-formed CoAP request whose payload is not m2: 4.00 malformed.
 	for _, payload := range [][]byte{nil, {0x02}, {0x02, 0x02, 0x00}, bytes.Repeat([]byte{0x02}, 300), {0x07, 0x02}} {
@@ -575,7 +576,7 @@ func TestKeyRotation(t *testing.T) {
 
 func waitVersions(t *testing.T, tg *testGW, want string) {
 	t.Helper()
-	testenv.Eventually(t, "key versions "+want, func() bool {
+	await(t, 10*time.Second, "key versions "+want, func() bool {
 		var info adminapi.Info
 		tg.call(http.MethodGet, "/v1/info", nil, &info)
 		var s []string

@@ -1,17 +1,20 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,9 +32,78 @@ var fastKDF = protocol.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 
 const password = "correct horse battery staple"
 
+// syncBuffer is a bytes.Buffer safe for the gateway's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer wake.fire()
+	return s.b.Write(p)
+}
+
+// wakeBus wakes the tests waiting in await: it fires on every write to a
+// test gateway's log or audit output and on every state change of a
+// running test gateway (gateway.StateChanged).
+type wakeBus struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+var wake wakeBus
+
+// wait returns a channel closed at the next fire; take it before looking.
+func (b *wakeBus) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *wakeBus) fire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
+}
+
+// await waits until cond holds, looking again each time a test gateway's
+// state changes or it writes a log or audit line, and fails the test after
+// limit. It returns how long it waited.
+func await(t testing.TB, limit time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	timeout := time.NewTimer(limit)
+	defer timeout.Stop()
+	for {
+		next := wake.wait()
+		if cond() {
+			return time.Since(start)
+		}
+		select {
+		case <-next:
+		case <-timeout.C:
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+	}
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // testGW is a gateway running on loopback ports in a test's directory.
 type testGW struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	g      *gateway.Gateway
 	cancel context.CancelFunc
@@ -60,7 +132,7 @@ func testConfig(dir string, p protocol.Profile) gateway.Config {
 
 // startGateway opens and runs a gateway; it is stopped at the end of the
 // test unless the test stops it first.
-func startGateway(t *testing.T, cfg gateway.Config) *testGW {
+func startGateway(t testing.TB, cfg gateway.Config) *testGW {
 	t.Helper()
 	tg := &testGW{t: t, dir: cfg.DataDir, audit: &testenv.LockedBuffer{}, logs: &testenv.LockedBuffer{},
 		coap: &coap.Client{ACKTimeout: 100 * time.Millisecond, MaxRetransmit: 4}}
@@ -75,6 +147,16 @@ func startGateway(t *testing.T, cfg gateway.Config) *testGW {
 	tg.cancel = cancel
 	tg.done = make(chan error, 1)
 	go func() { tg.done <- g.Run(ctx) }()
+	go func() { // the gateway's state changes wake await
+		for {
+			select {
+			case <-gateway.StateChanged(g):
+				wake.fire()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	if cfg.AdminToken != "" {
 		tg.token = cfg.AdminToken
 	} else {
@@ -137,7 +219,7 @@ func (tg *testGW) enrolCode(user string) string {
 }
 
 // registration builds m_reg for user id the way the user CLI does.
-func registration(t *testing.T, p protocol.Profile, id, code string) adminapi.RegisterRequest {
+func registration(t testing.TB, p protocol.Profile, id, code string) adminapi.RegisterRequest {
 	t.Helper()
 	req, err := protocol.NewRegistrationRequest(p, id, password, fastKDF, clientConfig())
 	if err != nil {
@@ -321,6 +403,22 @@ func itoa(u uint64) string {
 		}
 	}
 }
+
+// eventually polls cond until it holds or 10 s pass. Only for state that
+// nothing announces (the admin listener's connection limits,
+// adminguard_test.go); everything else awaits.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var _ io.Writer = (*syncBuffer)(nil)
 
 // tlsDial opens a TLS connection to the host of an https URL with at most
 // the given TLS version.

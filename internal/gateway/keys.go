@@ -114,6 +114,7 @@ func (g *Gateway) ReloadKeys() error {
 	}
 	g.keys = f
 	g.keyStamp = stamp
+	g.events.fire()
 	return nil
 }
 

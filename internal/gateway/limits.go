@@ -1,18 +1,14 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"net/netip"
 	"sync"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/lockout"
-	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -94,7 +90,6 @@ type guard struct {
 	off    bool
 	policy lockout.Policy
 	store  lockout.Store
-	mem    *lockout.Memory // store, when it is the in-memory one
 	fam    lockout.Familiarity
 	tokens *tokenGuard  // admin token backoff (adminguard.go)
 	conns  *connLimiter // admin connection limits, once listening
@@ -115,10 +110,7 @@ func newGuard(cfg *Config) *guard {
 	gd := &guard{off: cfg.LockoutOff, policy: cfg.Lockout.WithDefaults(), store: cfg.LockoutStore, seed: maphash.MakeSeed()}
 	gd.fam = gd.policy.Familiarity()
 	if gd.store == nil {
-		gd.mem = lockout.NewMemory(0)
-		gd.store = gd.mem
-	} else if m, ok := gd.store.(*lockout.Memory); ok {
-		gd.mem = m
+		gd.store = lockout.NewMemory(0)
 	}
 	if cfg.SourceLimit.Rate > 0 {
 		gd.source = newLimiter(cfg.SourceLimit, DefaultMaxLimitKeys, hashAddr)
@@ -150,51 +142,6 @@ func deviceKeyOf(id []byte) deviceKey {
 	return k
 }
 
-// rateLimit applies the rate limits to a verify request before anything
-// else runs. When it refuses, it returns the busy answer and true.
-func (g *Gateway) rateLimit(req *coap.Request, dst []byte) (coap.Code, []byte, bool) {
-	gd := g.guard
-	if gd.source == nil && gd.device == nil {
-		return 0, nil, false
-	}
-	now := g.now()
-	if gd.source != nil {
-		if ok, n := gd.source.allow(req.From.Addr().Unmap(), now); !ok {
-			return g.limited(req, dst, ReasonLimitedSource, nil, n, now)
-		}
-	}
-	if gd.device != nil {
-		// A message that does not parse goes on to Verify, which refuses
-		// it as malformed.
-		if m, err := protocol.ParseM2(req.Payload); err == nil {
-			if ok, n := gd.device.allow(deviceKeyOf(m.DID), now); !ok {
-				return g.limited(req, dst, ReasonLimitedDevice, m.DID, n, now)
-			}
-		}
-	}
-	return 0, nil, false
-}
-
-// limited answers a rate-limited request busy, counts it and, when n > 0,
-// audits the n refusals of this key since its previous record.
-func (g *Gateway) limited(req *coap.Request, dst []byte, reason string, device []byte, n int, now time.Time) (coap.Code, []byte, bool) {
-	g.metrics.limitedOne(reason, now)
-	if n > 0 {
-		what := "this source address"
-		if device != nil {
-			what = "this device id"
-		}
-		g.audit.submit(store.AuditRecord{Time: now, Kind: KindVerify, Outcome: OutcomeRefused, Reason: reason,
-			Device: SanitizeID(device), Source: req.From.String(),
-			Detail: fmt.Sprintf("%d requests for %s answered busy in the last %s or less", n, what, auditEvery)})
-	}
-	p := protocol.Profile(0)
-	if len(req.Payload) > 0 && protocol.Profile(req.Payload[0]).Valid() {
-		p = protocol.Profile(req.Payload[0])
-	}
-	return coap.ServiceUnavailable, protocol.AppendError(dst, p, protocol.ErrBusy), true
-}
-
 // lockedError is the refusal of a login that a lock refuses. On the wire
 // it is rejected, like a wrong password.
 type lockedError struct {
@@ -224,163 +171,17 @@ func (e *lockedError) reason() string {
 // whether a login is locked: the gateway fails closed.
 var errLockoutDown = fmt.Errorf("%w: lockout store unavailable", protocol.ErrBusy)
 
-// verifyLocked is the verify of m2 with the lockout around it. It returns
-// the answer, the verification, a reason that overrides the error's in
-// the audit record (or "") and the error to report.
-func (g *Gateway) verifyLocked(ctx context.Context, req *coap.Request, dst []byte) ([]byte, protocol.Verification, string, error) {
-	gd := g.guard
-	if gd.off {
-		out, v, err := g.proto.Verify(ctx, dst, req.Payload)
-		return out, v, "", err
-	}
-	src := lockout.SourceOf(req.Source)
-	now := g.now()
-	var d lockout.Decision
-	// A message that does not parse goes on to Verify, which refuses it
-	// as malformed. An id with a NUL cannot be registered: Verify refuses
-	// it as unknown, and it could not be told apart in the store's keys.
-	// So do a message of the other profile and a stale one: section 7's
-	// first checks and freshness come before any registry or policy
-	// check, and their answers must not tell anyone who is locked.
-	m, perr := protocol.ParseM2(req.Payload)
-	if perr == nil && bytes.IndexByte(m.ID, 0) < 0 && m.Profile == g.profile && g.inWindow(&m, now) {
-		// From the lock decision to the count of the failure, one
-		// verify of a user at a time (per stripe of users): else every
-		// guess in flight when the limit is reached would pass the
-		// decision and count past the limit. Not for replicas: there
-		// this span holds network round trips, and a flood of one
-		// user's logins would keep every worker waiting on its stripe;
-		// the bound grows by the user's verifies in flight instead
-		// (docs/THREAT-MODEL.md).
-		if g.bk == nil {
-			mu := gd.userStripe(m.ID)
-			mu.Lock()
-			defer mu.Unlock()
-		}
-		v := protocol.Verification{Profile: m.Profile, User: m.ID, Device: m.DID, KVUser: m.KV, KVDevice: m.KVDev}
-		var err error
-		d, err = gd.decide(ctx, m.ID, &src, now)
-		if err != nil {
-			// No log line per request: the shared store logs when it
-			// becomes unreachable and again when it is back.
-			g.metrics.storeError("lockout")
-			return protocol.AppendError(dst, m.Profile, protocol.ErrBusy), v, ReasonLockoutDown, fmt.Errorf("%w (%v)", errLockoutDown, err)
-		}
-		if d.Locked() {
-			le := &lockedError{d: d, src: src}
-			return protocol.AppendError(dst, m.Profile, protocol.ErrRejected), v, le.reason(), le
-		}
-	}
-	out, v, err := g.proto.Verify(ctx, dst, req.Payload)
-	switch {
-	case err == nil:
-		// Copies of this m2 must never count (firstProof); a cache
-		// that cannot say only costs that protection, not the login.
-		g.firstProof(ctx, &m)
-		if serr := gd.succeed(ctx, v.User, &src, now); serr != nil {
-			// Availability only: the login stands, the source is not
-			// remembered this time.
-			g.metrics.storeError("lockout")
-			g.log.Error("lockout store failed to remember a source", "err", serr)
-		}
-	case errors.Is(err, protocol.ReasonBadE):
-		if g.firstProof(ctx, &m) {
-			g.countFailure(ctx, v, src, d, now)
-		}
-	}
-	return out, v, "", err
-}
-
-// inWindow reports whether m2's T1 and T2 are within dT of now, the
-// freshness that Verify checks first (spec section 6).
-func (g *Gateway) inWindow(m *protocol.M2, now time.Time) bool {
-	ms, w := uint64(max(now.UnixMilli(), 0)), uint64(g.cfg.Window.Milliseconds())
-	in := func(t uint64) bool {
-		if t >= ms {
-			return t-ms <= w
-		}
-		return ms-t <= w
-	}
-	return in(m.T1) && in(m.T2)
-}
-
-// proofDomain is the first byte of the replay-cache keys of firstProof,
-// beside the protocol's own domains (0x01 to 0x03).
-const proofDomain = 0x80
-
-// firstProof reports whether m2 is the first verify request to carry its
-// I_j, and remembers it for dT past T2 (in the replay cache when replicas
-// share one, else in a cache of its own). I_j covers E_i, DID_j and T2
-// only (spec section 6), not ID_i, n_i, T1 or the Source option: whoever
-// sees one m2 on its way from a device could send copies with any user's
-// ID_i, a new n_i or T1 and any Source, each of them a failed proof with a
-// valid I_j, and lock any user's familiar sources. So only the first m2
-// with a given I_j may count as a failure, and a successful verify marks
-// its I_j too, so that copies of a genuine login never count. A cache that
-// cannot answer lets the failure count: guesses stay bounded. Under the
-// classic profile I_j does not cover T2 either, so a copy counts again
-// once the mark expires.
-func (g *Gateway) firstProof(ctx context.Context, m *protocol.M2) bool {
-	var k protocol.ReplayKey
-	k[0] = proofDomain
-	k[1] = byte(copy(k[2:2+protocol.MaxIDLen], m.DID))
-	copy(k[2+protocol.MaxIDLen:], m.I[:])
-	now := uint64(g.now().UnixMilli())
-	fresh, err := g.proofs.Insert(ctx, k, max(m.T2, now)+uint64(g.cfg.Window.Milliseconds()), now)
-	return fresh || err != nil
-}
-
-// countFailure charges a wrong password to the user's counters and locks
-// what reached its limit.
-func (g *Gateway) countFailure(ctx context.Context, v protocol.Verification, src lockout.Source, d lockout.Decision, now time.Time) {
-	gd := g.guard
-	user := SanitizeID(v.User)
-	f, err := lockout.RecordFailure(ctx, gd.store, gd.policy, string(v.User), src, d, now)
-	if err != nil {
-		g.metrics.storeError("lockout")
-		g.log.Error("lockout store failed to count a failure", "user", user, "source", src.String(), "err", err)
-	}
-	lock := func(scope lockout.Scope, o lockout.Outcome, limit int) {
-		if !o.Locked {
-			return
-		}
-		g.metrics.lockouts.Inc()
-		what := "source " + src.String()
-		if scope == lockout.ScopeUnfamiliar {
-			what = "unfamiliar sources (the last: " + src.String() + ")"
-		}
-		g.log.Warn("user locked out", "user", user, "scope", scope.String(), "source", src.String(), "failures", o.Failures,
-			"until", o.Until.UTC().Format(time.RFC3339))
-		g.audit.submit(store.AuditRecord{Time: now, Kind: KindLockout, Outcome: OutcomeLocked, Reason: "too many failed logins (" + scope.String() + ")",
-			User: user, Device: SanitizeID(v.Device),
-			Detail: fmt.Sprintf("%d failures within %s (limit %d) from %s; locked until %s", o.Failures, gd.policy.Window, limit, what, o.Until.UTC().Format(time.RFC3339))})
-	}
-	lock(lockout.ScopeSource, f.Source, gd.policy.MaxFailures)
-	lock(lockout.ScopeUnfamiliar, f.Unfamiliar, gd.policy.UnfamiliarFailures)
-}
-
 // decide asks the store whether a login of user from src is locked. For
 // the in-memory store it allocates nothing.
-func (gd *guard) decide(ctx context.Context, user []byte, src *lockout.Source, now time.Time) (lockout.Decision, error) {
-	var buf [2 + lockout.MaxSourceName]byte
-	key := src.AppendKey(buf[:0])
-	if gd.mem != nil {
-		return lockout.Decide(gd.mem.StatusBytes(user, key, now), *src), nil
-	}
-	st, err := gd.store.Status(ctx, string(user), string(key), now)
-	return lockout.Decide(st, *src), err
+func (gd *guard) decide(ctx context.Context, user []byte, src lockout.Source, now time.Time) (lockout.Decision, error) {
+	st, err := gd.store.Status(ctx, user, src, now)
+	return lockout.Decide(st, src), err
 }
 
 // succeed records a successful login. For the in-memory store and a
 // source already familiar it allocates nothing.
-func (gd *guard) succeed(ctx context.Context, user []byte, src *lockout.Source, now time.Time) error {
-	var buf [2 + lockout.MaxSourceName]byte
-	key := src.AppendKey(buf[:0])
-	if gd.mem != nil {
-		gd.mem.SucceedBytes(user, key, now, gd.fam)
-		return nil
-	}
-	return gd.store.Succeed(ctx, string(user), string(key), now, gd.fam)
+func (gd *guard) succeed(ctx context.Context, user []byte, src lockout.Source, now time.Time) error {
+	return gd.store.Succeed(ctx, user, src, now, gd.fam)
 }
 
 // unlock removes every lock and failure of a user.

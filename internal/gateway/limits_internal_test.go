@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/lockout"
+	"github.com/tagauth/tagauth/protocol"
 )
 
 // TestHotPathAllocs: what limits.go and metrics.go add to a successful
@@ -18,21 +18,23 @@ func TestHotPathAllocs(t *testing.T) {
 	g := &Gateway{cfg: Config{}, log: slog.New(slog.DiscardHandler), now: time.Now}
 	g.guard = newGuard(&g.cfg)
 	g.metrics = newMetrics(g)
-	req := &coap.Request{Payload: []byte{0x02, 0x02}, From: netip.MustParseAddrPort("127.0.0.1:5683")}
+	vf := &verifier{guard: g.guard, metrics: g.metrics, now: g.now, log: g.log}
+	req := &verifyRequest{M2: []byte{0x02, 0x02}, From: netip.MustParseAddrPort("127.0.0.1:5683")}
+	m, perr := protocol.ParseM2(req.M2)
 	dst := make([]byte, 0, 512)
 	user := []byte("alice")
 	ctx := context.Background()
 	g.metrics.observe(nil, "", 1, 1, time.Microsecond, time.Now()) // resolves the kv counters once
 	for _, src := range []lockout.Source{lockout.SourceOf([]byte{192, 0, 2, 1}), lockout.SourceOf(net.ParseIP("2001:db8::1")), lockout.SourceOf([]byte("mqtt-client-7")), lockout.Unverified} {
 		n := testing.AllocsPerRun(1000, func() {
-			if _, _, limited := g.rateLimit(req, dst); limited {
+			if _, limited := vf.rateLimit(req, &m, perr, dst); limited {
 				t.Fatal("limited with no limits")
 			}
 			now := time.Now()
-			if d, err := g.guard.decide(ctx, user, &src, now); err != nil || d.Locked() {
+			if d, err := g.guard.decide(ctx, user, src, now); err != nil || d.Locked() {
 				t.Fatal(d, err)
 			}
-			if err := g.guard.succeed(ctx, user, &src, now); err != nil {
+			if err := g.guard.succeed(ctx, user, src, now); err != nil {
 				t.Fatal(err)
 			}
 			g.metrics.observe(nil, "", 1, 1, 30*time.Microsecond, time.Now())
@@ -43,8 +45,8 @@ func TestHotPathAllocs(t *testing.T) {
 	}
 	// The rate limiters allocate nothing for a key they hold.
 	g.guard.source = newLimiter(RateLimit{Rate: 1e9, Burst: 1e9}, 64, func(s maphashSeed, a netip.Addr) uint64 { return hashAddr(s, a) })
-	g.rateLimit(req, dst)
-	if n := testing.AllocsPerRun(1000, func() { g.rateLimit(req, dst) }); n != 0 {
+	vf.rateLimit(req, &m, perr, dst)
+	if n := testing.AllocsPerRun(1000, func() { vf.rateLimit(req, &m, perr, dst) }); n != 0 {
 		t.Errorf("%v allocations per rate-limited verify, want 0", n)
 	}
 }

@@ -53,6 +53,7 @@ var (
 		{OutcomeRefused, protocol.ErrBusy.String(), ReasonLimitedSource},
 		{OutcomeRefused, protocol.ErrBusy.String(), ReasonLimitedDevice},
 		{OutcomeRefused, protocol.ErrBusy.String(), ReasonLockoutDown},
+		{OutcomeRefused, protocol.ErrBusy.String(), ReasonAuditDown},
 	}
 )
 

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/tagauth/tagauth/internal/keyfile"
-	"github.com/tagauth/tagauth/internal/store/postgres"
+	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -28,6 +29,36 @@ import (
 // read back and applied, under the admin lock so that the admin API's own
 // writes to the registry never interleave with it.
 
+// events wakes whoever waits for the gateway's state to move: the
+// registry applied changes, a backend's health or quarantine was looked
+// at, key versions were synced or the key file reloaded, audit records
+// were stored. Tests wait on it (export_test.go) instead of polling.
+type events struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// wait returns a channel closed at the next fire. Take it before looking
+// at the state, so that a change in between is not missed.
+func (e *events) wait() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ch == nil {
+		e.ch = make(chan struct{})
+	}
+	return e.ch
+}
+
+// fire wakes the waiters. It costs a lock when nobody waits.
+func (e *events) fire() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ch != nil {
+		close(e.ch)
+		e.ch = nil
+	}
+}
+
 // Change-feed timing.
 const (
 	feedHeartbeat  = time.Second
@@ -44,6 +75,9 @@ const (
 // Run starts it; it returns at once on a single gateway.
 func (g *Gateway) watchShared(ctx context.Context) {
 	if g.bk == nil {
+		if g.localFeed != nil {
+			g.followLocal(ctx) // regsync.go
+		}
 		return
 	}
 	done := make(chan struct{})
@@ -83,7 +117,7 @@ func (g *Gateway) followChanges(ctx context.Context) error {
 	b.feed = nil
 	if feed == nil {
 		c, cancel := context.WithTimeout(ctx, feedOpTimeout)
-		f, err := b.pg.Listen(c)
+		f, err := b.st.Listen(c)
 		cancel()
 		if err != nil {
 			return err
@@ -107,7 +141,7 @@ func (g *Gateway) followChanges(ctx context.Context) error {
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, postgres.ErrFeedTimeout):
+		case errors.Is(err, store.ErrFeedTimeout):
 			if err := g.feedIdle(ctx, feed, &lastPing); err != nil {
 				return err
 			}
@@ -115,12 +149,12 @@ func (g *Gateway) followChanges(ctx context.Context) error {
 		case err != nil:
 			return err
 		}
-		batch := []postgres.Change{ch}
+		batch := []store.Change{ch}
 		for len(batch) < feedMaxBatch {
 			c, cancel := context.WithTimeout(ctx, feedDrain)
 			ch, err := feed.Next(c)
 			cancel()
-			if errors.Is(err, postgres.ErrFeedTimeout) {
+			if errors.Is(err, store.ErrFeedTimeout) {
 				break
 			}
 			if err != nil {
@@ -134,13 +168,14 @@ func (g *Gateway) followChanges(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("applying changes: %w", err)
 		}
+		g.waiters.applied(batch) // regsync.go
 	}
 }
 
 // feedIdle is the feed's housekeeping between notifications: publish a
 // key file change (a map comparison when there is none), and ping the
 // connection once per heartbeat.
-func (g *Gateway) feedIdle(ctx context.Context, feed *postgres.Feed, lastPing *time.Time) error {
+func (g *Gateway) feedIdle(ctx context.Context, feed store.Feed, lastPing *time.Time) error {
 	c, cancel := context.WithTimeout(ctx, feedPing)
 	defer cancel()
 	if err := g.syncKeys(c, false); err != nil {
@@ -165,6 +200,8 @@ func (g *Gateway) reloadShared(ctx context.Context) error {
 		return fmt.Errorf("the shared store's registry is inconsistent: %w", err)
 	}
 	g.bk.reloads.Add(1)
+	defer g.events.fire()
+	defer g.waiters.applied([]store.Change{{Kind: store.ChangeReset}})
 	return g.syncKeys(ctx, false)
 }
 
@@ -172,10 +209,11 @@ func (g *Gateway) reloadShared(ctx context.Context) error {
 // entities the changes name. Identities are only ever created and revoked
 // through the store's API; anything else (a row deleted or a table
 // truncated by hand) is handled by a full reload.
-func (g *Gateway) applyChanges(ctx context.Context, changes []postgres.Change) error {
+func (g *Gateway) applyChanges(ctx context.Context, changes []store.Change) error {
 	g.bk.changes.Add(uint64(len(changes)))
+	defer g.events.fire()
 	for _, c := range changes {
-		if c.Kind == postgres.ChangeReset {
+		if c.Kind == store.ChangeReset {
 			g.log.Info("shared store reset: reloading the registry")
 			return g.reloadShared(ctx)
 		}
@@ -193,8 +231,8 @@ func (g *Gateway) applyChanges(ctx context.Context, changes []postgres.Change) e
 	return nil
 }
 
-func (g *Gateway) applyLocked(ctx context.Context, changes []postgres.Change) (reload bool, err error) {
-	st, err := g.bk.pg.Current(ctx, changes)
+func (g *Gateway) applyLocked(ctx context.Context, changes []store.Change) (reload bool, err error) {
+	st, err := g.store.Current(ctx, changes)
 	if err != nil {
 		return false, err
 	}
@@ -241,7 +279,7 @@ func (g *Gateway) applyLocked(ctx context.Context, changes []postgres.Change) (r
 	for _, gr := range st.GoneGrants {
 		reg.Ungrant(gr.User, gr.Group)
 	}
-	if st.Keys != nil {
+	if st.Keys != nil && g.bk != nil {
 		g.banKeys(st.Keys)
 	}
 	return false, nil
@@ -266,7 +304,8 @@ func (g *Gateway) watchRedis(ctx context.Context) {
 }
 
 func (g *Gateway) checkQuarantine(ctx context.Context) {
-	until, in, err := g.bk.redis.Replay().Quarantine(ctx, g.now())
+	defer g.events.fire()
+	until, in, err := g.bk.redis.Quarantine(ctx, g.now())
 	switch {
 	case err != nil:
 	case in:
@@ -282,28 +321,28 @@ type keySync struct {
 	retired   []uint8            // retirements last published
 	missing   map[uint8]bool     // versions others use that this file lacks, warned of
 	conflict  map[uint8]bool     // versions warned of as conflicting
-	recorded  []postgres.KeyVersion
+	recorded  []store.KeyVersion
 }
 
 // localKeys lists the key file's versions and their fingerprints, and the
 // versions the file retired: those below its newest that it lacks (a key
 // file only ever gains version max+1, so a gap is a retirement).
-func (g *Gateway) localKeys() (map[uint8][32]byte, []uint8, []postgres.KeyVersion) {
+func (g *Gateway) localKeys() (map[uint8][32]byte, []uint8, []store.KeyVersion) {
 	g.keysMu.Lock()
 	f := g.keys
 	g.keysMu.Unlock()
 	return keysOf(f)
 }
 
-func keysOf(f *keyfile.File) (map[uint8][32]byte, []uint8, []postgres.KeyVersion) {
+func keysOf(f *keyfile.File) (map[uint8][32]byte, []uint8, []store.KeyVersion) {
 	live := map[uint8][32]byte{}
-	var kvs []postgres.KeyVersion
+	var kvs []store.KeyVersion
 	for _, k := range f.Keys {
 		mk := protocol.MasterKey{Version: k.Version, Key: k.Key}
-		fp := postgres.KeyFingerprint(mk)
+		fp := store.KeyFingerprint(mk)
 		clear(mk.Key[:])
 		live[k.Version] = fp
-		kvs = append(kvs, postgres.KeyVersion{Version: k.Version, Fingerprint: fp, Created: k.Created})
+		kvs = append(kvs, store.KeyVersion{Version: k.Version, Fingerprint: fp, Created: k.Created})
 	}
 	var gone []uint8
 	newest := f.Newest().Version
@@ -326,11 +365,11 @@ func (g *Gateway) syncKeys(ctx context.Context, force bool) error {
 	if !force && b.keys.recorded != nil && mapsEqual(live, b.keys.published) && slices.Equal(gone, b.keys.retired) {
 		return nil
 	}
-	all, err := b.pg.PublishKeys(ctx, kvs, gone, g.now())
-	if err != nil && !errors.Is(err, postgres.ErrKeyConflict) {
+	all, err := b.st.PublishKeys(ctx, kvs, gone, g.now())
+	if err != nil && !errors.Is(err, store.ErrKeyConflict) {
 		return fmt.Errorf("gateway: publishing key versions: %w", err)
 	}
-	if errors.Is(err, postgres.ErrKeyConflict) && force {
+	if errors.Is(err, store.ErrKeyConflict) && force {
 		return fmt.Errorf("gateway: key file %s does not match the other replicas' (%v, recorded in the shared store): every replica needs the same key file; copy keys.json from a running replica into this data directory", g.keyPath, err)
 	}
 	b.keys.published, b.keys.retired = live, gone
@@ -341,7 +380,7 @@ func (g *Gateway) syncKeys(ctx context.Context, force bool) error {
 // banKeys refuses, on this replica, the key versions that are retired in
 // the shared store or whose recorded key differs from the local one, and
 // warns once of versions the others use that the local key file lacks.
-func (g *Gateway) banKeys(all []postgres.KeyVersion) {
+func (g *Gateway) banKeys(all []store.KeyVersion) {
 	b := g.bk
 	live, _, _ := g.localKeys()
 	var banned [256]bool
@@ -368,6 +407,7 @@ func (g *Gateway) banKeys(all []postgres.KeyVersion) {
 	}
 	b.keys.recorded = all
 	b.shared.banned.Store(&banned)
+	g.events.fire()
 }
 
 func mapsEqual(a, b map[uint8][32]byte) bool {

@@ -290,7 +290,7 @@ type barrierStore struct {
 	once sync.Once
 }
 
-func (b *barrierStore) Status(ctx context.Context, user, source string, now time.Time) (lockout.Status, error) {
+func (b *barrierStore) Status(ctx context.Context, user []byte, source lockout.Source, now time.Time) (lockout.Status, error) {
 	st, err := b.Memory.Status(ctx, user, source, now)
 	b.mu.Lock()
 	b.n++

@@ -96,15 +96,19 @@ type Store interface {
 	// Locked lists the keys locked at now.
 	Locked(ctx context.Context, now time.Time) ([]Lock, error)
 
-	// Status reports, in one read, the locks of SourceKey(user, source)
-	// and UnfamiliarKey(user) in force at now and whether source is
-	// familiar to user at now.
-	Status(ctx context.Context, user, source string, now time.Time) (Status, error)
-	// Succeed records a successful login of user from source at now: the
-	// failures of SourceKey(user, source) are cleared and, if source is
+	// Status reports, in one read, the locks of SourceKey(user,
+	// src.Key()) and UnfamiliarKey(user) in force at now and whether src
+	// is familiar to user at now. The gateway calls it before every
+	// verify, with user aliasing the request: it must not keep user, and
+	// the in-memory store allocates nothing (hence bytes and a Source
+	// value, which an interface call does not move to the heap).
+	Status(ctx context.Context, user []byte, src Source, now time.Time) (Status, error)
+	// Succeed records a successful login of user from src at now: the
+	// failures of SourceKey(user, src.Key()) are cleared and, if src is
 	// not Unverified, it is familiar to user until now+f.For; the user
-	// keeps the f.Max sources familiar the longest.
-	Succeed(ctx context.Context, user, source string, now time.Time, f Familiarity) error
+	// keeps the f.Max sources familiar the longest. Like Status, it must
+	// not keep user.
+	Succeed(ctx context.Context, user []byte, src Source, now time.Time, f Familiarity) error
 	// UnlockUser removes every lock of user's keys and discounts every
 	// failure of them recorded at or before now. It reports whether a lock
 	// was in force at now.

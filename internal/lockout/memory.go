@@ -198,14 +198,10 @@ func appendKey(dst, user, suffix []byte) []byte {
 	return append(dst, suffix...)
 }
 
-// Status implements Store.
-func (m *Memory) Status(_ context.Context, user, source string, now time.Time) (Status, error) {
-	return m.StatusBytes([]byte(user), []byte(source), now), nil
-}
-
-// StatusBytes is Status for a user and source key held as bytes. It
-// allocates nothing: the gateway calls it before every verify.
-func (m *Memory) StatusBytes(user, source []byte, now time.Time) Status {
+// Status implements Store. It allocates nothing.
+func (m *Memory) Status(_ context.Context, user []byte, src Source, now time.Time) (Status, error) {
+	var sb [2 + MaxSourceName]byte
+	source := src.AppendKey(sb[:0])
 	var buf [maxKey]byte
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -221,22 +217,18 @@ func (m *Memory) StatusBytes(user, source []byte, now time.Time) Status {
 			st.Familiar = true
 		}
 	}
-	return st
+	return st, nil
 }
 
-// Succeed implements Store.
-func (m *Memory) Succeed(_ context.Context, user, source string, now time.Time, f Familiarity) error {
-	m.SucceedBytes([]byte(user), []byte(source), now, f)
-	return nil
-}
-
-// SucceedBytes is Succeed for a user and source key held as bytes. Once
-// the source is familiar it allocates nothing.
-func (m *Memory) SucceedBytes(user, source []byte, now time.Time, f Familiarity) {
+// Succeed implements Store. Once the source is familiar it allocates
+// nothing.
+func (m *Memory) Succeed(_ context.Context, user []byte, src Source, now time.Time, f Familiarity) error {
+	var sb [2 + MaxSourceName]byte
+	source := src.AppendKey(sb[:0])
 	var buf [maxKey]byte
 	key := appendKey(buf[:0], user, source)
 	if m.succeedNoop(user, source, key, now, f) {
-		return
+		return nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -251,14 +243,14 @@ func (m *Memory) SucceedBytes(user, source []byte, now time.Time, f Familiarity)
 		}
 	}
 	if len(source) == 0 || source[0] == kindUnverified || f.Max <= 0 {
-		return
+		return nil
 	}
 	until := now.Add(f.For)
 	fs, ok := m.known[string(user)]
 	for i := range fs {
 		if fs[i].src == string(source) {
 			fs[i].until = until
-			return
+			return nil
 		}
 	}
 	if !ok && len(m.known) >= m.max {
@@ -277,6 +269,7 @@ func (m *Memory) SucceedBytes(user, source []byte, now time.Time, f Familiarity)
 		fs = fs[:min(len(fs), f.Max-1)]
 	}
 	m.known[string(user)] = append(fs, familiar{src: string(source), until: until})
+	return nil
 }
 
 // succeedNoop tells, under the read lock only, whether a success would

@@ -152,7 +152,8 @@ return {redis.call('ZSCORE', KEYS[1], ARGV[1]), redis.call('ZSCORE', KEYS[1], AR
 `)
 
 // Status implements lockout.Store in one round trip.
-func (l *Lockout) Status(ctx context.Context, user, source string, now time.Time) (lockout.Status, error) {
+func (l *Lockout) Status(ctx context.Context, userB []byte, src lockout.Source, now time.Time) (lockout.Status, error) {
+	user, source := string(userB), src.Key()
 	v, err := statusScript.Run(ctx, l.s.rdb, []string{l.locks, l.knownKey(user)},
 		lockout.SourceKey(user, source), lockout.UnfamiliarKey(user), source).Slice()
 	if err := l.s.note(err); err != nil {
@@ -203,9 +204,10 @@ return 0
 `)
 
 // Succeed implements lockout.Store.
-func (l *Lockout) Succeed(ctx context.Context, user, source string, now time.Time, f lockout.Familiarity) error {
+func (l *Lockout) Succeed(ctx context.Context, userB []byte, src lockout.Source, now time.Time, f lockout.Familiarity) error {
+	user, source := string(userB), src.Key()
 	remember := "1"
-	if src, ok := sourceOfKey(source); !ok || !src.Verified() || f.Max <= 0 {
+	if !src.Verified() || f.Max <= 0 {
 		remember = "0"
 	}
 	until := now.Add(f.For)
@@ -215,11 +217,6 @@ func (l *Lockout) Succeed(ctx context.Context, user, source string, now time.Tim
 		return keyError("lockout", err)
 	}
 	return nil
-}
-
-func sourceOfKey(k string) (lockout.Source, bool) {
-	_, scope, src, ok := lockout.ParseKey(lockout.SourceKey("", k))
-	return src, ok && scope == lockout.ScopeSource
 }
 
 // unlockUserScript: KEYS[1] the lock set, KEYS[2] the user's unlock mark;

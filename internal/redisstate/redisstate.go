@@ -211,6 +211,12 @@ func redact(raw string) string {
 // Replay is the shared replay cache.
 func (s *State) Replay() *ReplayCache { return s.replay }
 
+// Quarantine is Replay().Quarantine: whether logins must be refused
+// until the returned time because the cache is new or forgot.
+func (s *State) Quarantine(ctx context.Context, now time.Time) (time.Time, bool, error) {
+	return s.replay.Quarantine(ctx, now)
+}
+
 // Lockout is the shared lockout store.
 func (s *State) Lockout() *Lockout { return s.lockout }
 

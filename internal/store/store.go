@@ -227,6 +227,28 @@ type Store interface {
 	// Snapshot returns every user, device and grant, consistently (one
 	// transaction).
 	Snapshot(ctx context.Context) (Snapshot, error)
+
+	// Shared reports whether other processes may write the store (the
+	// replicas sharing a database): then the registry a gateway holds is
+	// only as fresh as its feed, and it refuses logins while the feed is
+	// down. An embedded store is written by its own process only.
+	Shared() bool
+	// Listen returns a feed of the changes committed from now on (see
+	// changes.go): every create, revoke, grant and ungrant, and every key
+	// version published or retired.
+	Listen(ctx context.Context) (Feed, error)
+	// Current reads, consistently, the state of every entity the changes
+	// name. A ChangeReset names nothing: reload with Snapshot.
+	Current(ctx context.Context, changes []Change) (State, error)
+	// PublishKeys records the versions of a gateway's key file: live
+	// versions not yet recorded are added, and versions in retire are
+	// marked retired (the first retirement time is kept), all or none.
+	// If a live version is recorded with another fingerprint, nothing is
+	// changed and the error wraps ErrKeyConflict, naming the versions.
+	// It returns every version recorded after the call, oldest first.
+	PublishKeys(ctx context.Context, live []KeyVersion, retire []uint8, at time.Time) ([]KeyVersion, error)
+	// KeyVersions lists every key version recorded, oldest first.
+	KeyVersions(ctx context.Context) ([]KeyVersion, error)
 	// Close releases the store. Closing twice is not an error; other
 	// methods fail after Close.
 	Close() error

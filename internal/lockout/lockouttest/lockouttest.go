@@ -242,7 +242,7 @@ var (
 
 func status(t *testing.T, s lockout.Store, user string, src lockout.Source, now time.Time) lockout.Status {
 	t.Helper()
-	st, err := s.Status(ctx, user, src.Key(), now)
+	st, err := s.Status(ctx, []byte(user), src, now)
 	if err != nil {
 		t.Fatalf("Status(%s, %v): %v", user, src, err)
 	}
@@ -251,7 +251,7 @@ func status(t *testing.T, s lockout.Store, user string, src lockout.Source, now 
 
 func succeed(t *testing.T, s lockout.Store, user string, src lockout.Source, now time.Time, f lockout.Familiarity) {
 	t.Helper()
-	if err := s.Succeed(ctx, user, src.Key(), now, f); err != nil {
+	if err := s.Succeed(ctx, []byte(user), src, now, f); err != nil {
 		t.Fatalf("Succeed(%s, %v): %v", user, src, err)
 	}
 }

@@ -93,6 +93,7 @@ var (
 type Store struct {
 	db   *bbolt.DB
 	path string
+	hub  hub // the change feeds (changes.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -287,7 +288,10 @@ func (s *Store) Path() string { return s.path }
 
 // Close closes the file and releases the lock. Closing twice is not an
 // error.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.hub.close()
+	return s.db.Close()
+}
 
 // isNoSpace reports a full disk or quota. bbolt formats some I/O errors
 // with %s (growing the file), which loses the errno, hence the text match.
@@ -398,7 +402,7 @@ func (s *Store) CreateUser(ctx context.Context, u store.User, p protocol.Profile
 	if err := store.CheckUser(&u); err != nil {
 		return err
 	}
-	return s.update(ctx, func(tx *bbolt.Tx) error {
+	return s.updateAnnounce(ctx, store.Change{Kind: store.ChangeUser, ID: u.ID}, func(tx *bbolt.Tx) error {
 		return create(tx, bucketUsers, bucketDevices, "user", "device", u.ID, p,
 			userRec{KV: u.KV, Created: norm(u.Created)})
 	})
@@ -412,7 +416,7 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device, p protocol.Pro
 	if err := store.CheckDevice(&d); err != nil {
 		return err
 	}
-	return s.update(ctx, func(tx *bbolt.Tx) error {
+	return s.updateAnnounce(ctx, store.Change{Kind: store.ChangeDevice, ID: d.ID}, func(tx *bbolt.Tx) error {
 		return create(tx, bucketDevices, bucketUsers, "device", "user", d.ID, p,
 			deviceRec{KV: d.KV, Group: d.Group, Created: norm(d.Created)})
 	})
@@ -434,7 +438,7 @@ func create(tx *bbolt.Tx, own, other []byte, kind, otherKind, id string, p proto
 
 // RevokeUser implements store.Store.
 func (s *Store) RevokeUser(ctx context.Context, id string, at time.Time) error {
-	return s.update(ctx, func(tx *bbolt.Tx) error {
+	return s.updateAnnounce(ctx, store.Change{Kind: store.ChangeUser, ID: id}, func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketUsers)
 		v := b.Get([]byte(id))
 		if v == nil {
@@ -454,7 +458,7 @@ func (s *Store) RevokeUser(ctx context.Context, id string, at time.Time) error {
 
 // RevokeDevice implements store.Store.
 func (s *Store) RevokeDevice(ctx context.Context, id string, at time.Time) error {
-	return s.update(ctx, func(tx *bbolt.Tx) error {
+	return s.updateAnnounce(ctx, store.Change{Kind: store.ChangeDevice, ID: id}, func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketDevices)
 		v := b.Get([]byte(id))
 		if v == nil {
@@ -484,7 +488,7 @@ func (s *Store) Grant(ctx context.Context, g store.Grant) error {
 	if err := store.CheckGrant(&g); err != nil {
 		return err
 	}
-	return s.update(ctx, func(tx *bbolt.Tx) error {
+	return s.updateAnnounce(ctx, store.Change{Kind: store.ChangeGrant, ID: g.User, Group: g.Group}, func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketGrants).Put(grantKey(g), []byte{})
 	})
 }
@@ -494,7 +498,7 @@ func (s *Store) Ungrant(ctx context.Context, g store.Grant) error {
 	if err := store.CheckGrant(&g); err != nil {
 		return err
 	}
-	return s.update(ctx, func(tx *bbolt.Tx) error {
+	return s.updateAnnounce(ctx, store.Change{Kind: store.ChangeGrant, ID: g.User, Group: g.Group}, func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketGrants)
 		k := grantKey(g)
 		if b.Get(k) == nil {

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,43 +14,27 @@ import (
 	"github.com/tagauth/tagauth/protocol"
 )
 
-// ChangeKind says what a notification is about.
-type ChangeKind uint8
-
-// Kinds of Change.
-const (
-	// ChangeReset: a table was truncated or a notification could not be
-	// read: reload everything.
-	ChangeReset ChangeKind = iota
-	ChangeUser
-	ChangeDevice
-	ChangeGrant
-	ChangeKey
+// The change feed's types are the store package's; these names keep the
+// package's own spelling working.
+type (
+	// ChangeKind is store.ChangeKind.
+	ChangeKind = store.ChangeKind
+	// Change is store.Change.
+	Change = store.Change
+	// State is store.State.
+	State = store.State
+	// KeyVersion is store.KeyVersion.
+	KeyVersion = store.KeyVersion
 )
 
-func (k ChangeKind) String() string {
-	switch k {
-	case ChangeUser:
-		return "user"
-	case ChangeDevice:
-		return "device"
-	case ChangeGrant:
-		return "grant"
-	case ChangeKey:
-		return "key"
-	}
-	return "reset"
-}
-
-// Change names one entity whose row changed. It carries no state: the
-// reader asks Current for the state as it is now, so that notifications
-// read late or twice never bring an old state back.
-type Change struct {
-	Kind    ChangeKind
-	ID      string // user or device id; a grant's user
-	Group   string // a grant's group
-	Version uint8  // a key version
-}
+// Kinds of Change (store's).
+const (
+	ChangeReset  = store.ChangeReset
+	ChangeUser   = store.ChangeUser
+	ChangeDevice = store.ChangeDevice
+	ChangeGrant  = store.ChangeGrant
+	ChangeKey    = store.ChangeKey
+)
 
 // parseChange reads a trigger's payload; anything unexpected is a reset.
 func parseChange(payload string) Change {
@@ -87,14 +70,13 @@ type Feed struct {
 	conn *pgx.Conn
 }
 
-// ErrFeedTimeout is returned by Feed.Next when its context ended while the
-// connection stayed healthy.
-var ErrFeedTimeout = errors.New("postgres: no notification before the deadline")
+// ErrFeedTimeout is store.ErrFeedTimeout.
+var ErrFeedTimeout = store.ErrFeedTimeout
 
 // Listen opens a connection of its own and LISTENs on the store's channel.
 // Changes committed after Listen returns are delivered by Next, in commit
 // order; read the state they lead to with Current (or Snapshot).
-func (s *Store) Listen(ctx context.Context) (*Feed, error) {
+func (s *Store) Listen(ctx context.Context) (store.Feed, error) {
 	if s.isClosed() {
 		return nil, errClosed
 	}
@@ -147,18 +129,6 @@ func (f *Feed) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	f.conn.Close(ctx)
-}
-
-// State is the current state of the entities named by some changes.
-type State struct {
-	Users       []store.User   // users that exist
-	GoneUsers   []string       // users named but not in the store
-	Devices     []store.Device // devices that exist
-	GoneDevices []string
-	Grants      []store.Grant // grants that exist
-	GoneGrants  []store.Grant
-	// Keys is every key version, when a change named one.
-	Keys []KeyVersion
 }
 
 // Current reads, in one consistent transaction, the state of every entity
@@ -237,27 +207,8 @@ func missing[T any](ids []string, found []T, id func(T) string) []string {
 	return out
 }
 
-// KeyVersion is what the shared store knows of one master-key version:
-// never the key, only a fingerprint that lets replicas check that their
-// key files agree.
-type KeyVersion struct {
-	Version     uint8
-	Fingerprint [32]byte
-	Created     time.Time
-	Retired     bool
-	RetiredAt   time.Time
-}
-
-// KeyFingerprint is HMAC-SHA256 under the key of a fixed label and the
-// version: equal for equal keys, and useless for finding the key.
-func KeyFingerprint(mk protocol.MasterKey) [32]byte {
-	m := hmac.New(sha256.New, mk.Key[:])
-	m.Write([]byte("tagauth key fingerprint v1"))
-	m.Write([]byte{mk.Version})
-	var out [32]byte
-	m.Sum(out[:0])
-	return out
-}
+// KeyFingerprint is store.KeyFingerprint.
+func KeyFingerprint(mk protocol.MasterKey) [32]byte { return store.KeyFingerprint(mk) }
 
 // KeyVersions lists every key version recorded, oldest first.
 func (s *Store) KeyVersions(ctx context.Context) ([]KeyVersion, error) {
@@ -295,9 +246,8 @@ func queryKeys(ctx context.Context, tx pgx.Tx) ([]KeyVersion, error) {
 	})
 }
 
-// ErrKeyConflict: a key version is recorded with another fingerprint: two
-// replicas hold different keys under one version.
-var ErrKeyConflict = errors.New("postgres: key version recorded with a different key")
+// ErrKeyConflict is store.ErrKeyConflict.
+var ErrKeyConflict = store.ErrKeyConflict
 
 // PublishKeys records the versions of a replica's key file: live versions
 // not yet recorded are added, and versions in retire are marked retired
@@ -357,3 +307,6 @@ func (s *Store) PublishKeys(ctx context.Context, live []KeyVersion, retire []uin
 	}
 	return all, nil
 }
+
+// Shared implements store.Store: replicas share the database.
+func (s *Store) Shared() bool { return true }

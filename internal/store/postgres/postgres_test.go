@@ -182,7 +182,7 @@ func TestSchemaName(t *testing.T) {
 	}
 }
 
-func nextChange(t *testing.T, f *Feed) Change {
+func nextChange(t *testing.T, f store.Feed) Change {
 	t.Helper()
 	c, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

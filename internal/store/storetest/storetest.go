@@ -73,6 +73,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store, opts ...Option) {
 	t.Run("AuditPrune", h(testAuditPrune))
 	t.Run("AuditJournalMark", h(testAuditJournalMark))
 	t.Run("Snapshot", h(testSnapshot))
+	t.Run("ChangeFeed", h(testChangeFeed))
+	t.Run("KeyPublication", h(testKeyPublication))
 	t.Run("CanceledContext", h(testCanceled))
 	t.Run("Close", h(testClose))
 	if c.reopen != nil {
@@ -988,4 +990,150 @@ func testAuditJournalMark(t *testing.T, s store.Store) {
 	if recs, _ := query(t, s, store.AuditFilter{}); len(recs) != 4 {
 		t.Fatalf("%d records, want 4", len(recs))
 	}
+}
+
+// nextChanges reads the feed until want has gone by in order (other
+// changes may come between: a backend may announce one write twice), and
+// returns every change read.
+func nextChanges(t *testing.T, f store.Feed, want ...store.Change) []store.Change {
+	t.Helper()
+	var got []store.Change
+	for i := 0; i < len(want); {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := f.Next(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("after %v: waiting for %v: %v", got, want[i], err)
+		}
+		if c.Kind == store.ChangeReset {
+			t.Fatalf("after %v: a reset instead of %v", got, want[i])
+		}
+		got = append(got, c)
+		if c == want[i] {
+			i++
+		}
+	}
+	return got
+}
+
+func testChangeFeed(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	f, err := s.Listen(ctx)
+	mustOK(t, "Listen", err)
+	defer f.Close()
+	mustOK(t, "Ping", f.Ping(ctx))
+	mustOK(t, "CreateUser", s.CreateUser(ctx, store.User{ID: "alice", KV: 1, Created: at(0)}, protocol.Hardened))
+	// A write that fails commits nothing and announces nothing.
+	mustErr(t, "CreateUser again", s.CreateUser(ctx, store.User{ID: "alice", KV: 1, Created: at(0)}, protocol.Hardened), store.ErrExists)
+	mustOK(t, "CreateDevice", s.CreateDevice(ctx, store.Device{ID: "d1", KV: 1, Group: "g", Created: at(1)}, protocol.Hardened))
+	mustOK(t, "Grant", s.Grant(ctx, store.Grant{User: "alice", Group: "g"}))
+	mustOK(t, "RevokeUser", s.RevokeUser(ctx, "alice", at(2)))
+	mustOK(t, "Ungrant", s.Ungrant(ctx, store.Grant{User: "alice", Group: "g"}))
+	fp := store.KeyFingerprint(protocol.MasterKey{Version: 1})
+	_, err = s.PublishKeys(ctx, []store.KeyVersion{{Version: 1, Fingerprint: fp, Created: at(3)}}, nil, at(3))
+	mustOK(t, "PublishKeys", err)
+	user := store.Change{Kind: store.ChangeUser, ID: "alice"}
+	device := store.Change{Kind: store.ChangeDevice, ID: "d1"}
+	grant := store.Change{Kind: store.ChangeGrant, ID: "alice", Group: "g"}
+	key := store.Change{Kind: store.ChangeKey, Version: 1}
+	got := nextChanges(t, f, user, device, grant, user, grant, key)
+	for i, c := range got[:len(got)-1] {
+		if c == user && got[i+1] == user {
+			t.Fatalf("changes %v: the refused CreateUser was announced", got)
+		}
+	}
+
+	// Nothing more: Next waits, and says so with ErrFeedTimeout.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	c, err := f.Next(short)
+	cancel()
+	if !errors.Is(err, store.ErrFeedTimeout) {
+		t.Fatalf("Next with nothing to read: %v, %v; want ErrFeedTimeout", c, err)
+	}
+	mustOK(t, "Ping", f.Ping(ctx))
+
+	st, err := s.Current(ctx, append(got, store.Change{Kind: store.ChangeUser, ID: "nobody"}, store.Change{Kind: store.ChangeDevice, ID: "nothing"}))
+	mustOK(t, "Current", err)
+	if len(st.Users) != 1 || !userEq(st.Users[0], store.User{ID: "alice", KV: 1, Created: at(0), Revoked: true, RevokedAt: at(2)}) {
+		t.Errorf("Current users: %+v", st.Users)
+	}
+	if len(st.Devices) != 1 || !deviceEq(st.Devices[0], store.Device{ID: "d1", KV: 1, Group: "g", Created: at(1)}) {
+		t.Errorf("Current devices: %+v", st.Devices)
+	}
+	if len(st.Grants) != 0 || len(st.GoneGrants) != 1 || st.GoneGrants[0] != (store.Grant{User: "alice", Group: "g"}) {
+		t.Errorf("Current grants: %+v, gone %+v", st.Grants, st.GoneGrants)
+	}
+	if len(st.GoneUsers) != 1 || st.GoneUsers[0] != "nobody" || len(st.GoneDevices) != 1 || st.GoneDevices[0] != "nothing" {
+		t.Errorf("Current gone: users %v devices %v", st.GoneUsers, st.GoneDevices)
+	}
+	if len(st.Keys) != 1 || st.Keys[0].Version != 1 || st.Keys[0].Fingerprint != fp {
+		t.Errorf("Current keys: %+v", st.Keys)
+	}
+	// A change that names no key reads no keys.
+	st, err = s.Current(ctx, []store.Change{user})
+	mustOK(t, "Current", err)
+	if st.Keys != nil {
+		t.Errorf("Current of a user read keys: %+v", st.Keys)
+	}
+
+	// A closed feed hears nothing more; another feed still does.
+	f.Close()
+	f2, err := s.Listen(ctx)
+	mustOK(t, "Listen", err)
+	defer f2.Close()
+	mustOK(t, "Grant", s.Grant(ctx, store.Grant{User: "alice", Group: "h"}))
+	nextChanges(t, f2, store.Change{Kind: store.ChangeGrant, ID: "alice", Group: "h"})
+}
+
+func testKeyPublication(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	ks, err := s.KeyVersions(ctx)
+	mustOK(t, "KeyVersions", err)
+	if len(ks) != 0 {
+		t.Fatalf("a new store has key versions %+v", ks)
+	}
+	fp1 := store.KeyFingerprint(protocol.MasterKey{Version: 1, Key: [32]byte{1}})
+	fp2 := store.KeyFingerprint(protocol.MasterKey{Version: 2, Key: [32]byte{2}})
+	if fp1 == fp2 || fp1 != store.KeyFingerprint(protocol.MasterKey{Version: 1, Key: [32]byte{1}}) {
+		t.Fatal("KeyFingerprint is not a function of the key and version")
+	}
+	v1 := store.KeyVersion{Version: 1, Fingerprint: fp1, Created: at(0)}
+	v2 := store.KeyVersion{Version: 2, Fingerprint: fp2, Created: at(10)}
+	all, err := s.PublishKeys(ctx, []store.KeyVersion{v1, v2}, nil, at(10))
+	mustOK(t, "PublishKeys", err)
+	check := func(what string, got []store.KeyVersion, want ...store.KeyVersion) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %+v, want %+v", what, got, want)
+		}
+		for i := range got {
+			g, w := got[i], want[i]
+			if g.Version != w.Version || g.Fingerprint != w.Fingerprint || !g.Created.Equal(w.Created) || g.Retired != w.Retired || !g.RetiredAt.Equal(w.RetiredAt) {
+				t.Fatalf("%s: version %d is %+v, want %+v", what, w.Version, g, w)
+			}
+		}
+	}
+	check("PublishKeys", all, v1, v2)
+	ks, err = s.KeyVersions(ctx)
+	mustOK(t, "KeyVersions", err)
+	check("KeyVersions", ks, v1, v2)
+
+	// Another key under a recorded version changes nothing at all, not
+	// even the retirement asked for in the same call.
+	other := store.KeyVersion{Version: 1, Fingerprint: fp2, Created: at(20)}
+	_, err = s.PublishKeys(ctx, []store.KeyVersion{other, {Version: 3, Fingerprint: fp1, Created: at(20)}}, []uint8{2}, at(20))
+	mustErr(t, "PublishKeys with another key", err, store.ErrKeyConflict)
+	ks, err = s.KeyVersions(ctx)
+	mustOK(t, "KeyVersions", err)
+	check("after a conflict", ks, v1, v2)
+
+	// Publishing again is idempotent; a retirement keeps its first time.
+	all, err = s.PublishKeys(ctx, []store.KeyVersion{v2}, []uint8{1}, at(30))
+	mustOK(t, "PublishKeys retiring 1", err)
+	r1 := v1
+	r1.Retired, r1.RetiredAt = true, at(30)
+	check("retired", all, r1, v2)
+	all, err = s.PublishKeys(ctx, []store.KeyVersion{v2}, []uint8{1}, at(40))
+	mustOK(t, "PublishKeys retiring 1 again", err)
+	check("retired twice", all, r1, v2)
 }
