@@ -116,6 +116,15 @@ CREATE TABLE audit_journal (
 	seq bigint NOT NULL CHECK (seq >= 0)
 );
 `},
+	{5, "admin tokens", `
+CREATE TABLE admin_tokens (
+	name      text PRIMARY KEY,
+	role      text NOT NULL,
+	hash      bytea NOT NULL UNIQUE CHECK (length(hash) = 32),
+	created   timestamptz NOT NULL,
+	last_used timestamptz
+);
+`},
 }
 
 // SchemaVersion is the newest migration this binary knows.
