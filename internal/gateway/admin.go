@@ -54,9 +54,7 @@ type (
 
 func (g *Gateway) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	adminRoutes(mux, g.admin, g.auth)
-	g.opsRoutes(mux)    // opsapi.go: metrics, console
-	g.backupRoutes(mux) // backupapi.go
+	g.routes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -64,9 +62,25 @@ func (g *Gateway) adminHandler() http.Handler {
 	})
 }
 
+// routes adds every route of the admin port to mux; each is in the
+// table of roles (roles.go), which TestRouteRoles checks on this list.
+func (g *Gateway) routes(mux router) {
+	adminRoutes(mux, g.admin, g.auth)
+	g.opsRoutes(mux)    // opsapi.go: metrics, console
+	g.backupRoutes(mux) // backupapi.go
+	g.tokenRoutes(mux)  // tokenapi.go
+}
+
+// router is where routes are added: the admin mux, or a test's recorder
+// of every route (roles_test.go).
+type router interface {
+	Handle(pattern string, h http.Handler)
+	HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request))
+}
+
 // adminRoutes adds the admin API's JSON routes over svc to mux; auth
-// admits the requests that bear the admin token.
-func adminRoutes(mux *http.ServeMux, svc *adminsvc.Service, auth func(http.HandlerFunc) http.Handler) {
+// admits the requests whose token's role may use the route (roles.go).
+func adminRoutes(mux router, svc *adminsvc.Service, auth func(http.HandlerFunc) http.Handler) {
 	a := &adminHTTP{svc: svc}
 	mux.HandleFunc("GET "+adminapi.PathInfo, a.info)
 	mux.HandleFunc("POST "+adminapi.PathRegister, a.register)
@@ -89,28 +103,6 @@ func adminRoutes(mux *http.ServeMux, svc *adminsvc.Service, auth func(http.Handl
 	mux.Handle("POST "+adminapi.PathKeysRotate, auth(a.rotate))
 	mux.Handle("POST "+adminapi.PatternKeyRetire, auth(a.retire))
 	mux.Handle("GET "+adminapi.PathStats, auth(a.stats))
-}
-
-// auth admits requests bearing the admin token. Both sides are hashed
-// first, so the comparison is constant-time whatever the lengths. Wrong
-// tokens are counted per source: after a few, the source waits before its
-// next token is even checked (adminguard.go), and the log gets one line
-// per source per minute, not one per guess.
-func (g *Gateway) auth(h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		ok, wait := g.tokenCheck(r, tok, func(tok string) bool { return g.checkAdminToken(tok) && bearer })
-		if wait > 0 {
-			tooMany(w, wait) // adminguard.go: a source that guessed waits
-			return
-		}
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tagauth admin"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong admin token: send Authorization: Bearer TOKEN (the token is in the gateway's DATA/admin-token, or TAGAUTH_ADMIN_TOKEN)")
-			return
-		}
-		h(w, r)
-	})
 }
 
 // adminHTTP is the admin API's handlers over the service.

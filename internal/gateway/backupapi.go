@@ -11,6 +11,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/dump"
+	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/store"
 )
 
@@ -22,7 +23,7 @@ import (
 const KindBackup = "backup"
 
 // backupRoutes adds the backup route to the admin mux.
-func (g *Gateway) backupRoutes(mux *http.ServeMux) {
+func (g *Gateway) backupRoutes(mux router) {
 	mux.Handle("POST "+adminapi.PathBackup, g.auth(g.handleBackup))
 }
 
@@ -61,7 +62,7 @@ func (g *Gateway) handleBackup(w http.ResponseWriter, r *http.Request) {
 	// The record comes first: a copy of the keys leaves the gateway.
 	rec := store.AuditRecord{Time: g.now(), Kind: KindBackup, Outcome: OutcomeOK, Reason: "backup taken", Source: r.RemoteAddr,
 		Detail: fmt.Sprintf("encrypted to %d recipient(s)", len(recips))}
-	if err := g.audit.record(rec); err != nil {
+	if err := g.audit.record(adminsvc.ByCaller(r.Context(), rec)); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "the backup's audit record could not be written ("+err.Error()+"): no backup was taken")
 		return
 	}
@@ -86,7 +87,7 @@ func (g *Gateway) handleBackup(w http.ResponseWriter, r *http.Request) {
 	// The client's going away is the usual cause; either way the record
 	// of the backup taken is followed by the record that it did not end.
 	g.log.Error("backup failed; the connection is cut so that the client keeps no partial backup", "err", err)
-	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindBackup, Outcome: OutcomeError, Reason: "backup not completed", Source: r.RemoteAddr})
+	g.audit.submit(adminsvc.ByCaller(r.Context(), store.AuditRecord{Time: g.now(), Kind: KindBackup, Outcome: OutcomeError, Reason: "backup not completed", Source: r.RemoteAddr}))
 	panic(http.ErrAbortHandler)
 }
 

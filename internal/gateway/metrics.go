@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"math"
 	"net/http"
 	"strconv"
@@ -292,24 +291,9 @@ func (m *gwMetrics) kvCounter(role int, kv uint8) prometheus.Counter {
 
 func (m *gwMetrics) storeError(op string) { m.storeErr.WithLabelValues(op).Inc() }
 
-// serveMetrics is GET /metrics: the admin token or the metrics token.
+// serveMetrics is GET /metrics, behind auth: the roles of routeRoles or
+// the metrics token.
 func (g *Gateway) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	ok, wait := g.tokenCheck(r, tok, func(tok string) bool { // adminguard.go: backoff on wrong tokens
-		sum := sha256.Sum256([]byte(tok))
-		admin := subtle.ConstantTimeCompare(sum[:], g.tokenHash[:])
-		metrics := subtle.ConstantTimeCompare(sum[:], g.metrics.metricsTokenHash[:])
-		return bearer && (admin == 1 || (metrics == 1 && g.metrics.hasMetricsToken))
-	})
-	if wait > 0 {
-		tooMany(w, wait)
-		return
-	}
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tagauth metrics"`)
-		writeError(w, http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer TOKEN with the admin token or the metrics token")
-		return
-	}
 	g.metrics.handler.ServeHTTP(w, r)
 }
 

@@ -97,7 +97,7 @@ func (s *Service) EnrolCode(ctx context.Context, source string, req adminapi.Enr
 	if err := s.c.Store.PutEnrolCode(ctx, hashCode(code), req.User, expires); err != nil {
 		return adminapi.EnrolCode{}, s.storeError("enrolment code", err)
 	}
-	if err := s.audited(store.AuditRecord{Time: s.now(), Kind: adminapi.KindEnrol, Outcome: adminapi.OutcomeOK, Reason: "code issued",
+	if err := s.audited(ctx, store.AuditRecord{Time: s.now(), Kind: adminapi.KindEnrol, Outcome: adminapi.OutcomeOK, Reason: "code issued",
 		User: req.User, Source: source, Detail: "enrolment code valid until " + expires.Format(time.RFC3339)}, "the code was stored"); err != nil {
 		return adminapi.EnrolCode{}, err
 	}
@@ -190,7 +190,7 @@ func (s *Service) Register(ctx context.Context, source string, body adminapi.Reg
 		return adminapi.Card{}, s.storeError("registering user", err)
 	}
 	s.c.Applied(ctx, Change{Op: AddUser, ID: body.ID})
-	if err := s.audited(store.AuditRecord{Time: s.now(), Kind: adminapi.KindEnrol, Outcome: adminapi.OutcomeOK, Reason: "registered",
+	if err := s.audited(ctx, store.AuditRecord{Time: s.now(), Kind: adminapi.KindEnrol, Outcome: adminapi.OutcomeOK, Reason: "registered",
 		User: body.ID, Source: source, KVUser: kv}, "the user was registered"); err != nil {
 		return adminapi.Card{}, err
 	}

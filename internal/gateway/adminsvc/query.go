@@ -125,8 +125,8 @@ func (s *Service) Unlock(ctx context.Context, source, id string) (adminapi.Unloc
 	if was {
 		detail = "lock lifted; failures cleared"
 	}
-	s.c.Audit.Submit(store.AuditRecord{Time: s.now(), Kind: adminapi.KindLockout, Outcome: adminapi.OutcomeOK, Reason: "unlocked by admin",
-		User: id, Source: source, Detail: detail})
+	s.c.Audit.Submit(ByCaller(ctx, store.AuditRecord{Time: s.now(), Kind: adminapi.KindLockout, Outcome: adminapi.OutcomeOK, Reason: "unlocked by admin",
+		User: id, Source: source, Detail: detail}))
 	return adminapi.Unlocked{ID: id, WasLocked: was}, nil
 }
 

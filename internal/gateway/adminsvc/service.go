@@ -209,10 +209,11 @@ func (s *Service) auditReady() error {
 	return nil
 }
 
-// audited keeps the record of an action that took effect; done says
-// what took effect, for the refusal when the record cannot be kept.
-func (s *Service) audited(rec store.AuditRecord, done string) error {
-	if err := s.c.Audit.Record(rec); err != nil {
+// audited keeps the record of an action that took effect, naming the
+// token of ctx's caller (tokens.go); done says what took effect, for the
+// refusal when the record cannot be kept.
+func (s *Service) audited(ctx context.Context, rec store.AuditRecord, done string) error {
+	if err := s.c.Audit.Record(ByCaller(ctx, rec)); err != nil {
 		return failWith(Unavailable, err, "%s, but its audit record could not be written (%v): the action stands; fix the disk or store", done, err)
 	}
 	return nil

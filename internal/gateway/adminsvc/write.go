@@ -44,7 +44,7 @@ func (s *Service) Provision(ctx context.Context, source string, req adminapi.Dev
 		return nil, s.storeError("provisioning device", err)
 	}
 	s.c.Applied(ctx, Change{Op: AddDevice, ID: d.ID, Group: d.Group})
-	if err := s.audited(store.AuditRecord{Time: s.now(), Kind: adminapi.KindProvision, Outcome: adminapi.OutcomeOK, Device: d.ID,
+	if err := s.audited(ctx, store.AuditRecord{Time: s.now(), Kind: adminapi.KindProvision, Outcome: adminapi.OutcomeOK, Device: d.ID,
 		Source: source, KVDevice: d.KV, Detail: groupDetail(d.Group)}, "the device was provisioned"); err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ func (s *Service) revoke(ctx context.Context, source, id string, device bool) (a
 	} else {
 		rec.User = id
 	}
-	if err := s.audited(rec, "the "+what+" was revoked"); err != nil {
+	if err := s.audited(ctx, rec, "the "+what+" was revoked"); err != nil {
 		return adminapi.Revoked{}, err
 	}
 	return adminapi.Revoked{ID: id, RevokedAt: at.UTC()}, nil
@@ -153,6 +153,6 @@ func (s *Service) policy(ctx context.Context, source string, g adminapi.Grant, g
 		return s.storeError("policy", err)
 	}
 	s.c.Applied(ctx, Change{Op: op, ID: sg.User, Group: sg.Group})
-	return s.audited(store.AuditRecord{Time: s.now(), Kind: adminapi.KindPolicy, Outcome: adminapi.OutcomeOK, Reason: what,
+	return s.audited(ctx, store.AuditRecord{Time: s.now(), Kind: adminapi.KindPolicy, Outcome: adminapi.OutcomeOK, Reason: what,
 		User: sg.User, Source: source, Detail: "group " + sg.Group}, "the policy was changed")
 }

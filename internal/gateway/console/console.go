@@ -13,7 +13,11 @@
 //
 // # Sessions and forms
 //
-// An operator logs in with the admin token. The console keeps a
+// An operator logs in with an admin token of any role (adminapi.Role);
+// every action is then checked against the gateway's one table of roles
+// (Config.Allowed) before it runs, and the session's token is checked
+// again at each request, so that a token revoked ends its sessions at
+// once. The nav shows only the pages the role may open. The console keeps a
 // server-side session and gives the browser only a random session id,
 // in a cookie that is Secure, HttpOnly, SameSite=Strict and __Host-
 // prefixed. Every POST form carries the session's CSRF token, compared in
@@ -30,6 +34,8 @@ package console
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"crypto/rand"
 	"crypto/subtle"
 	"embed"
@@ -49,6 +55,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 )
 
@@ -78,11 +85,17 @@ type Config struct {
 	// Admin is the gateway's admin service, which every page reads and
 	// every form writes through. Required.
 	Admin *adminsvc.Service
-	// CheckToken reports whether a login form's token is the admin token
-	// (in constant time); a positive wait means the request's source must
-	// wait that long after wrong tokens, and the token was not checked.
-	// Required.
-	CheckToken func(r *http.Request, token string) (ok bool, wait time.Duration)
+	// CheckToken finds who holds a login form's token (ok false: nobody);
+	// a positive wait means the request's source must wait that long
+	// after wrong tokens, and the token was not checked; err is the
+	// gateway's failure. Required.
+	CheckToken func(r *http.Request, token string) (c adminsvc.Caller, ok bool, wait time.Duration, err error)
+	// Recheck finds a session's caller again from its token's SHA-256,
+	// at each request: false once the token is revoked. Required.
+	Recheck func(ctx context.Context, tokenHash [32]byte) (c adminsvc.Caller, ok bool, err error)
+	// Allowed reports whether role may use action ("METHOD /console/path",
+	// see Actions): the gateway's table of roles. Required.
+	Allowed func(role adminapi.Role, action string) bool
 	// Logger receives login and logout events; default discards.
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -112,6 +125,8 @@ type session struct {
 	seen    time.Time
 	flash   []flash
 	pending map[string]*pendingCred
+	caller  adminsvc.Caller // who logged in; rechecked at each request
+	token   [32]byte        // the SHA-256 of their token, for Recheck
 }
 
 type flash struct {
@@ -128,8 +143,8 @@ type pendingCred struct {
 
 // New parses the console's templates.
 func New(cfg Config) (*Console, error) {
-	if cfg.CheckToken == nil || cfg.Admin == nil {
-		return nil, errors.New("console: Config.CheckToken and Config.Admin are required")
+	if cfg.CheckToken == nil || cfg.Admin == nil || cfg.Recheck == nil || cfg.Allowed == nil {
+		return nil, errors.New("console: Config.CheckToken, Recheck, Allowed and Admin are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -219,7 +234,25 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, s, http.StatusNotFound, "error", "Not found", "There is no such console page.")
 		return
 	}
-	h(w, r, s)
+	caller, ok, err := c.cfg.Recheck(r.Context(), s.token)
+	if err != nil {
+		c.render(w, r, s, http.StatusServiceUnavailable, "error", "Error", "Checking your token failed: "+err.Error())
+		return
+	}
+	if !ok {
+		c.mu.Lock()
+		c.dropLocked(s)
+		c.mu.Unlock()
+		c.log.Info("console session ended: its token was revoked", "token", s.caller.Token, "source", r.RemoteAddr)
+		http.Error(w, "your token was revoked: the session has ended", http.StatusUnauthorized)
+		return
+	}
+	if action := r.Method + " " + p; !c.cfg.Allowed(caller.Role, action) {
+		c.render(w, r, s, http.StatusForbidden, "error", "Not allowed",
+			fmt.Sprintf("Your token %q has the %s role, which may not use this page or action.", caller.Token, caller.Role))
+		return
+	}
+	h(w, r.WithContext(adminsvc.WithCaller(r.Context(), caller)), s)
 }
 
 // sameOrigin accepts a POST without an Origin header (old browsers, the
@@ -235,9 +268,27 @@ func sameOrigin(r *http.Request) bool {
 
 type handler func(w http.ResponseWriter, r *http.Request, s *session)
 
+type routeKey struct{ m, p string }
+
+// Actions lists every console action as "METHOD /console/path", the keys
+// of the gateway's table of roles.
+func (c *Console) Actions() []string {
+	var out []string
+	for k := range c.routes() {
+		out = append(out, k.m+" "+k.p)
+	}
+	sort.Strings(out)
+	return out
+}
+
 func (c *Console) route(method, path string) (handler, bool) {
-	type key struct{ m, p string }
-	routes := map[key]handler{
+	h, ok := c.routes()[routeKey{method, path}]
+	return h, ok
+}
+
+func (c *Console) routes() map[routeKey]handler {
+	type key = routeKey
+	return map[key]handler{
 		{"GET", "/console/"}:                    c.overview,
 		{"GET", "/console/users"}:               c.users,
 		{"POST", "/console/users/enrol-code"}:   c.enrolCode,
@@ -258,9 +309,10 @@ func (c *Console) route(method, path string) (handler, bool) {
 		{"POST", "/console/keys/retire"}:        c.retireKey,
 		{"GET", "/console/audit"}:               c.audit,
 		{"POST", "/console/logout"}:             c.logout,
+		{"GET", "/console/tokens"}:              c.tokens,
+		{"POST", "/console/tokens/create"}:      c.createToken,
+		{"POST", "/console/tokens/revoke"}:      c.revokeToken,
 	}
-	h, ok := routes[key{method, path}]
-	return h, ok
 }
 
 func randomHex(n int) string {
@@ -337,19 +389,24 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok := strings.TrimSpace(r.PostForm.Get("token"))
-	ok, wait := c.cfg.CheckToken(r, tok)
+	caller, ok, wait, err := c.cfg.CheckToken(r, tok)
 	if wait > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
 		c.loginFormStatus(w, r, http.StatusTooManyRequests, fmt.Sprintf("Too many wrong tokens from your address: try again in %s.", (wait+time.Second).Round(time.Second)))
 		return
 	}
+	if err != nil {
+		c.loginFormStatus(w, r, http.StatusServiceUnavailable, "Checking the token failed: "+err.Error())
+		return
+	}
 	if !ok {
 		// CheckToken logs wrong tokens in aggregate.
-		c.loginForm(w, r, "That is not the admin token.")
+		c.loginForm(w, r, "That is not an admin token.")
 		return
 	}
 	now := c.now()
-	s := &session{id: randomHex(32), csrf: randomHex(32), created: now, seen: now, pending: map[string]*pendingCred{}}
+	s := &session{id: randomHex(32), csrf: randomHex(32), created: now, seen: now, pending: map[string]*pendingCred{},
+		caller: caller, token: sha256.Sum256([]byte(tok))}
 	c.mu.Lock()
 	for len(c.sessions) >= MaxSessions {
 		var oldest *session
@@ -362,11 +419,26 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	c.sessions[s.id] = s
 	c.mu.Unlock()
-	c.log.Info("console login", "source", r.RemoteAddr)
+	c.log.Info("console login", "token", caller.Token, "role", string(caller.Role), "source", r.RemoteAddr)
 	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.id, Path: "/", Secure: true, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(MaxLife / time.Second)})
-	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
+	next := safeNext(r.PostForm.Get("next"))
+	if path, _, _ := strings.Cut(next, "?"); !c.cfg.Allowed(caller.Role, "GET "+path) {
+		next = c.landing(caller.Role)
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// landing is the first page a role may open: the overview, the users or
+// the audit log.
+func (c *Console) landing(role adminapi.Role) string {
+	for _, p := range []string{"/console/", "/console/users", "/console/audit"} {
+		if c.cfg.Allowed(role, "GET "+p) {
+			return p
+		}
+	}
+	return "/console/login"
 }
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request, s *session) {
@@ -401,6 +473,14 @@ type page struct {
 	CSRF    string
 	Flash   []flash
 	Data    any
+	Caller  adminsvc.Caller
+	allowed func(adminapi.Role, string) bool
+}
+
+// Can reports whether the page's caller may use action ("GET
+// /console/keys"): the nav and forms show only what the role may use.
+func (p page) Can(action string) bool {
+	return p.allowed != nil && p.allowed(p.Caller.Role, action)
 }
 
 func (c *Console) render(w http.ResponseWriter, _ *http.Request, s *session, status int, name, title string, data any) {
@@ -409,7 +489,8 @@ func (c *Console) render(w http.ResponseWriter, _ *http.Request, s *session, sta
 	case "confirm", "code", "credential", "error":
 		nav = ""
 	}
-	c.renderPage(w, status, name, page{Title: title, Nav: nav, Profile: c.cfg.Profile, CSRF: s.csrf, Flash: c.takeFlash(s), Data: data})
+	c.renderPage(w, status, name, page{Title: title, Nav: nav, Profile: c.cfg.Profile, CSRF: s.csrf, Flash: c.takeFlash(s), Data: data,
+		Caller: s.caller, allowed: c.cfg.Allowed})
 }
 
 func (c *Console) renderPage(w http.ResponseWriter, status int, name string, p page) {

@@ -407,7 +407,7 @@ type auditForm struct {
 
 // Audit filter choices.
 var (
-	auditKinds    = []string{"verify", "enrol", "provision", "revoke", "policy", "key", "lockout"}
+	auditKinds    = []string{"verify", "enrol", "provision", "revoke", "policy", "key", "lockout", adminapi.KindToken}
 	auditOutcomes = []string{"ok", "refused", "error", "locked"}
 )
 
