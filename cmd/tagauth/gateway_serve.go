@@ -58,6 +58,7 @@ func gwSubcommands() []gwSubcommand {
 		{"load", "--in FILE (--data DIR | --store URL)", "load a dump into an empty store", gwLoad},
 		{"backup", "--out FILE [--recipient age1...] [admin flags]", "online, encrypted backup of the store and key file", gwBackup},
 		{"restore", "--in FILE --data DIR [--store URL]", "restore a backup into an empty data directory", gwRestore},
+		{"token", "add --name N --role R [--out FILE] | list [--json] | revoke NAME", "admin tokens with a role: admin, operator or auditor", gwToken},
 	}
 }
 
