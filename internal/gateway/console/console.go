@@ -401,7 +401,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if !ok {
 		// CheckToken logs wrong tokens in aggregate.
-		c.loginForm(w, r, "That is not an admin token.")
+		c.loginForm(w, r, "That is not the admin token, nor a token an admin created.")
 		return
 	}
 	now := c.now()
