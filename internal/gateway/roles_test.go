@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -293,4 +294,64 @@ func TestTokenBackoffAllTokens(t *testing.T) {
 	if code, _ := httpStatus(t, guesser, users, ops); code != http.StatusTooManyRequests {
 		t.Fatalf("the operator's token while its source waits: %d, want 429", code)
 	}
+}
+
+// TestConsoleTokens: an admin creates a token in the console and sees it
+// once; the list shows it and revokes it; an operator's console shows
+// only the operator's pages and lands on Users.
+func TestConsoleTokens(t *testing.T) {
+	tg := startGateway(t, testConfig(t.TempDir(), protocol.Hardened))
+	admin := newConsoleClient(tg)
+	admin.login(tg.token)
+	_, page := admin.do(http.MethodGet, "/console/tokens", nil, "")
+	if !strings.Contains(page, "No tokens yet") {
+		t.Fatalf("tokens page before any:\n%s", page)
+	}
+	resp, page := admin.do(http.MethodPost, "/console/tokens/create", url.Values{"csrf": {admin.csrf}, "name": {"ops"}, "role": {"operator"}}, "")
+	m := regexp.MustCompile(`<p class="secret" id="token">([0-9a-f]{64})</p>`).FindStringSubmatch(page)
+	if resp.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("create: %d\n%s", resp.StatusCode, page)
+	}
+	if _, page = admin.do(http.MethodGet, "/console/tokens", nil, ""); strings.Contains(page, m[1]) || !strings.Contains(page, "<td>ops</td><td>operator</td>") {
+		t.Fatalf("tokens page after creation (the token must not be shown again):\n%s", page)
+	}
+
+	ops := newConsoleClient(tg)
+	if resp := ops.loginTo(m[1], "/console/"); resp.Header.Get("Location") != "/console/users" {
+		t.Fatalf("operator's landing: %q", resp.Header.Get("Location"))
+	}
+	_, page = ops.do(http.MethodGet, "/console/users", nil, "")
+	for _, link := range []string{`href="/console/users"`, `href="/console/devices"`, `href="/console/policy"`} {
+		if !strings.Contains(page, link) {
+			t.Errorf("operator's nav lacks %s", link)
+		}
+	}
+	for _, link := range []string{`href="/console/keys"`, `href="/console/audit"`, `href="/console/tokens"`, `href="/console/"`} {
+		if strings.Contains(page, link) {
+			t.Errorf("operator's nav shows %s", link)
+		}
+	}
+
+	resp, _ = admin.do(http.MethodPost, "/console/tokens/revoke", url.Values{"csrf": {admin.csrf}, "name": {"ops"}}, "")
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke: %d", resp.StatusCode)
+	}
+	if _, page = admin.do(http.MethodGet, "/console/tokens", nil, ""); !strings.Contains(page, "Revoked token ops") || strings.Contains(page, "<td>ops</td>") {
+		t.Fatalf("tokens page after revocation:\n%s", page)
+	}
+	if resp, _ := ops.do(http.MethodGet, "/console/users", nil, ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the revoked operator's session: %d", resp.StatusCode)
+	}
+}
+
+// loginTo is login with the page to go to after it.
+func (c *consoleClient) loginTo(token, next string) *http.Response {
+	c.t.Helper()
+	_, page := c.do(http.MethodGet, "/console/login", nil, "")
+	m := regexp.MustCompile(`name="nonce" value="([0-9a-f]+)"`).FindStringSubmatch(page)
+	if m == nil {
+		c.t.Fatalf("login page without a nonce:\n%s", page)
+	}
+	resp, _ := c.do(http.MethodPost, "/console/login", url.Values{"nonce": {m[1]}, "token": {token}, "next": {next}}, "")
+	return resp
 }
