@@ -155,6 +155,10 @@ type Config struct {
 	// NoListen serves no CoAP socket: the requests come through another
 	// binding (the MQTT broker) that feeds them to Handler.
 	NoListen bool
+	// Conn, when set, is the packet conn the agent serves CoAP on instead
+	// of a UDP socket at Listen: an in-process network (package memnet)
+	// in tests. The agent closes it when it stops.
+	Conn coap.PacketConn
 
 	// SessionIdle and SessionLife bound an established session; zero
 	// means 5 minutes and 1 hour (spec section 9).
@@ -202,7 +206,7 @@ type Agent struct {
 	log     *slog.Logger
 	dev     *protocol.Device
 	relay   transport.Poster
-	conn    *net.UDPConn // nil with NoListen
+	conn    coap.PacketConn // nil with NoListen
 	srv     *coap.Server
 	mux     *coap.Mux
 
@@ -308,15 +312,17 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device: credential: %w", err)
 	}
-	var conn *net.UDPConn
-	if !cfg.NoListen {
+	conn := cfg.Conn
+	if conn == nil && !cfg.NoListen {
 		laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("device: listen address %q: %w", cfg.Listen, err)
 		}
-		if conn, err = net.ListenUDP("udp", laddr); err != nil {
+		udp, err := net.ListenUDP("udp", laddr)
+		if err != nil {
 			return nil, fmt.Errorf("device: cannot listen on %s: %w", cfg.Listen, err)
 		}
+		conn = coap.UDP(udp)
 	}
 	a := &Agent{
 		cfg:      cfg,
@@ -376,7 +382,7 @@ func (a *Agent) Addr() net.Addr {
 	if a.conn == nil {
 		return nil
 	}
-	return a.conn.LocalAddr()
+	return coap.LocalAddr(a.conn)
 }
 
 // Handler returns the handler of the agent's endpoints, for a binding
@@ -415,7 +421,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	served := make(chan error, 1)
 	if a.conn != nil {
 		listen = a.Addr().String()
-		go func() { served <- a.srv.Serve(a.conn) }()
+		go func() { served <- a.srv.ServePacket(a.conn) }()
 	}
 	a.log.Info("device agent serving", "profile", a.dev.Profile().String(), "listen", listen, "gateway", a.gateway)
 	tick := time.NewTicker(sweepEvery)
