@@ -21,8 +21,8 @@
 //
 // Integrators register named handlers with [Agent.Handle]: a handler gets
 // the authenticated user id and the task's arguments and returns a result.
-// The task plaintexts are the JSON objects of [userclient.TaskRequest] and
-// [userclient.TaskResponse]. Unless [Config.NoBuiltins] is set, New
+// The task plaintexts are the JSON objects of [coapbind.TaskRequest] and
+// [coapbind.TaskResponse]. Unless [Config.NoBuiltins] is set, New
 // registers three demonstration handlers: "echo" (returns its arguments),
 // "sensor.read" (a simulated reading, see [SensorReading]) and
 // "control.write" (records the instruction and who sent it, readable with
@@ -89,6 +89,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
@@ -347,10 +348,10 @@ func New(cfg Config) (*Agent, error) {
 		logs:     &logSampler{limit: refusalLogLines, interval: refusalLogEvery},
 	}
 	mux := coap.NewMux()
-	mux.Handle(pathLogin, coap.HandlerFunc(a.serveLogin))
-	mux.Handle(pathInfo, coap.HandlerFunc(a.serveInfo))
-	mux.Handle(pathConfirm, coap.HandlerFunc(a.serveConfirm))
-	mux.Handle(pathTask, coap.HandlerFunc(a.serveTask))
+	mux.Handle(coapbind.PathLogin, coap.HandlerFunc(a.serveLogin))
+	mux.Handle(coapbind.PathInfo, coap.HandlerFunc(a.serveInfo))
+	mux.Handle(coapbind.PathConfirm, coap.HandlerFunc(a.serveConfirm))
+	mux.Handle(coapbind.PathTask, coap.HandlerFunc(a.serveTask))
 	a.mux = mux
 	a.srv = &coap.Server{
 		Handler: mux,
@@ -367,15 +368,6 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return a, nil
 }
-
-// CoAP paths the agent serves (spec section 11).
-const (
-	pathLogin   = "/tagauth/login"
-	pathConfirm = "/tagauth/confirm"
-	pathTask    = "/tagauth/task"
-	pathInfo    = "/tagauth/info"   // binding extension: which device this is
-	pathVerify  = "/tagauth/verify" // the gateway's
-)
 
 // Addr returns the address the agent listens on, nil with NoListen.
 func (a *Agent) Addr() net.Addr {

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -25,7 +26,7 @@ func profileOf(b []byte) protocol.Profile {
 // refuse answers with the error message of spec section 7 and the CoAP code
 // of section 11.
 func refuse(dst, req []byte, c protocol.Code) (coap.Code, []byte) {
-	return coap.ForProtocol(c), protocol.AppendError(dst, profileOf(req), c)
+	return coapbind.Code(c), protocol.AppendError(dst, profileOf(req), c)
 }
 
 // serveLogin handles m1: Start, relay m2 to the gateway, Respond with m4.
@@ -95,7 +96,7 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.GatewayTimeout)
 	// A binding without addresses (MQTT) names the verified requester
 	// in req.Peer; CoAP never sets it.
-	code, m3, err := a.relay.Post(ctx, pathVerify, m2, transport.Options{Source: source})
+	code, m3, err := a.relay.Post(ctx, coapbind.PathVerify, m2, transport.Options{Source: source})
 	cancel()
 	if err != nil {
 		dl.Close()

@@ -18,6 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -105,7 +106,7 @@ func TestEchoChallenge(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req, resp, n := rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1)
+			req, resp, n := rawExchange(t, "127.0.0.1:0", r.addr, coapbind.PathLogin, m1)
 			echo, err := resp.Options.GetBytes(coap.OptionEcho)
 			if coap.Code(resp.Code) != coap.Unauthorized || err != nil || len(echo) == 0 || len(resp.Payload) != 0 {
 				t.Fatalf("first m1 answered %s, Echo %x (%v), payload %x; want 4.01 with Echo and no payload", coap.Code(resp.Code), echo, err, resp.Payload)
@@ -118,21 +119,21 @@ func TestEchoChallenge(t *testing.T) {
 			}
 
 			// An Echo value is bound to its address.
-			_, resp, _ = rawExchange(t, "127.0.0.2:0", r.addr, pathLogin, m1, message.Option{ID: coap.OptionEcho, Value: echo})
+			_, resp, _ = rawExchange(t, "127.0.0.2:0", r.addr, coapbind.PathLogin, m1, message.Option{ID: coap.OptionEcho, Value: echo})
 			if coap.Code(resp.Code) != coap.Unauthorized || len(resp.Payload) != 0 {
 				t.Fatalf("m1 from 127.0.0.2 with 127.0.0.1's Echo answered %s %x, want a new challenge", coap.Code(resp.Code), resp.Payload)
 			}
 			// A tampered one is no good either.
 			bad := bytes.Clone(echo)
 			bad[len(bad)-1] ^= 1
-			_, resp, _ = rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1, message.Option{ID: coap.OptionEcho, Value: bad})
+			_, resp, _ = rawExchange(t, "127.0.0.1:0", r.addr, coapbind.PathLogin, m1, message.Option{ID: coap.OptionEcho, Value: bad})
 			if coap.Code(resp.Code) != coap.Unauthorized || len(resp.Payload) != 0 {
 				t.Fatalf("m1 with a tampered Echo answered %s %x, want a new challenge", coap.Code(resp.Code), resp.Payload)
 			}
 
 			// The same m1 (never seen by the replay cache) with the Echo
 			// value, from another port of the same address.
-			_, resp, _ = rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1, message.Option{ID: coap.OptionEcho, Value: echo})
+			_, resp, _ = rawExchange(t, "127.0.0.1:0", r.addr, coapbind.PathLogin, m1, message.Option{ID: coap.OptionEcho, Value: echo})
 			if coap.Code(resp.Code) != coap.Changed {
 				t.Fatalf("m1 with its Echo answered %s %x, want 2.04 and m4", coap.Code(resp.Code), resp.Payload)
 			}
@@ -157,7 +158,7 @@ func TestNoSourceVerification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, resp, _ := rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1); coap.Code(resp.Code) != coap.Changed {
+	if _, resp, _ := rawExchange(t, "127.0.0.1:0", r.addr, coapbind.PathLogin, m1); coap.Code(resp.Code) != coap.Changed {
 		t.Fatalf("m1 answered %s, want 2.04", coap.Code(resp.Code))
 	}
 	if s := r.gw.seenSources(); len(s) != 1 || s[0] != "" {
@@ -227,7 +228,7 @@ func TestSourceFloodDoesNotDenyOthers(t *testing.T) {
 	mallory := clientFrom("127.0.0.2", 200*time.Millisecond)
 	var busy, rejected int
 	for range 30 {
-		code, resp, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice))
+		code, resp, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, forgeM1(t, alice))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -252,7 +253,7 @@ func TestSourceFloodDoesNotDenyOthers(t *testing.T) {
 	wantSample(t, text, `tagauth_device_logins_total{outcome="refused",reason="source rate limit",step="m1"} 25`)
 	// Tokens come back with time.
 	r.clk.Advance(time.Second)
-	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice)); err != nil {
+	if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, forgeM1(t, alice)); err != nil {
 		t.Fatal(err)
 	}
 	if got := len(r.gw.seenSources()); got != 5+1+1 {
@@ -272,7 +273,7 @@ func TestRelayShare(t *testing.T) {
 	mallory := clientFrom("127.0.0.2", 500*time.Millisecond)
 	// Verify 127.0.0.2 first, so that the concurrent m1s below all go
 	// straight to the limits.
-	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, []byte{0x02}); err != nil {
+	if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, []byte{0x02}); err != nil {
 		t.Fatal(err)
 	}
 	r.agent.verified.add(netip.MustParseAddr("127.0.0.2"), r.clk.Now())
@@ -282,7 +283,7 @@ func TestRelayShare(t *testing.T) {
 	for range MaxRelaysPerSource + extra {
 		m1 := forgeM1(t, alice)
 		go func() {
-			_, resp, err := mallory.Post(context.Background(), r.addr, pathLogin, m1)
+			_, resp, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, m1)
 			_, c, perr := protocol.ParseError(resp)
 			if err != nil || perr != nil {
 				c = 0
@@ -331,7 +332,7 @@ func TestRefusalLogBounded(t *testing.T) {
 	mallory := clientFrom("127.0.0.2", 200*time.Millisecond)
 	const flood = 60
 	for range flood {
-		if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice)); err != nil {
+		if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, forgeM1(t, alice)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -347,7 +348,7 @@ func TestRefusalLogBounded(t *testing.T) {
 	}
 	// The next interval logs again.
 	r.mustLogin(alice)
-	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice)); err != nil {
+	if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, forgeM1(t, alice)); err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(r.logs.String(), "outcome=refused"); n != refusalLogLines+1 {
@@ -406,7 +407,7 @@ func TestPerUserPendingCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, resp := r.post(pathConfirm, protocol.AppendConfirmPayload(nil, s.SID(), m5)); code != coap.Changed {
+	if code, resp := r.post(coapbind.PathConfirm, protocol.AppendConfirmPayload(nil, s.SID(), m5)); code != coap.Changed {
 		t.Fatalf("confirming alice's newest login: %s %x", code, resp)
 	}
 	wantSample(t, scrapeAgent(t, r.agent), `tagauth_device_user_evictions_total{table="pending"} 3`)
@@ -515,7 +516,7 @@ func TestLogsSanitizeIDs(t *testing.T) {
 	odd := "admin\u202e\u200bnimda"
 	u := r.enrol(odd)
 	mallory := clientFrom("127.0.0.2", 200*time.Millisecond)
-	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, u)); err != nil {
+	if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, forgeM1(t, u)); err != nil {
 		t.Fatal(err)
 	}
 	c := r.mustLogin(u)

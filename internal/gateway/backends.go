@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/redisstate"
 	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/internal/store"
@@ -451,5 +452,5 @@ func (g *Gateway) commitVerify(rec *store.AuditRecord, code coap.Code, out, dst 
 	g.log.Warn("successful verify answered busy: its audit record could not be committed", "user", rec.User, "device", rec.Device, "err", err)
 	rec.Outcome, rec.Reason, rec.Detail = OutcomeRefused, ReasonAuditDown, err.Error()
 	g.audit.submit(*rec)
-	return coap.ForProtocol(protocol.ErrBusy), protocol.AppendError(dst[:0], p, protocol.ErrBusy)
+	return coapbind.Code(protocol.ErrBusy), protocol.AppendError(dst[:0], p, protocol.ErrBusy)
 }

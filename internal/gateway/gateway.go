@@ -71,6 +71,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/lockout"
 	"github.com/tagauth/tagauth/internal/registry"
@@ -99,7 +100,7 @@ const (
 )
 
 // VerifyPath is the CoAP path of the verify service.
-const VerifyPath = "/tagauth/verify"
+const VerifyPath = coapbind.PathVerify
 
 // Config configures a gateway. Only DataDir is required.
 type Config struct {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -31,7 +32,7 @@ func (g *Gateway) serveVerify(ctx context.Context, req *coap.Request, dst []byte
 	}
 	if err != nil {
 		wire := protocol.CodeOf(err)
-		code = coap.ForProtocol(wire)
+		code = coapbind.Code(wire)
 		rec.Outcome = OutcomeRefused
 		if wire == protocol.ErrInternal {
 			rec.Outcome = OutcomeError
@@ -51,7 +52,7 @@ func (g *Gateway) serveVerify(ctx context.Context, req *coap.Request, dst []byte
 	// a login that cannot be recorded is answered busy.
 	if g.audit.submitVerify(ctx, rec, v.User, v.Device, req, v.Profile) != nil {
 		clear(out[len(dst):]) // an m3 must not stay in a buffer that is reused
-		return coap.ForProtocol(protocol.ErrBusy), protocol.AppendError(dst, v.Profile, protocol.ErrBusy)
+		return coapbind.Code(protocol.ErrBusy), protocol.AppendError(dst, v.Profile, protocol.ErrBusy)
 	}
 	return code, out
 }

@@ -14,16 +14,9 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/device"
 	"github.com/tagauth/tagauth/protocol"
-)
-
-// CoAP paths (spec section 11).
-const (
-	pathVerify  = "/tagauth/verify"
-	pathLogin   = "/tagauth/login"
-	pathConfirm = "/tagauth/confirm"
-	pathTask    = "/tagauth/task"
 )
 
 // Client-side retransmission: a loopback datagram is lost only when a
@@ -172,7 +165,7 @@ func VerifyOps(f *Fleet, gateway string, tr *Traffic, workers int) (func(int) (O
 		}
 		devs[i] = d
 	}
-	opts := pathOptions(pathVerify)
+	opts := pathOptions(coapbind.PathVerify)
 	return func(w int) (Op, error) {
 		c, err := dialCoAP(gateway, nil, ackTimeout, maxRetransmit, &tr.Retransmits)
 		if err != nil {
@@ -284,7 +277,7 @@ func (a *Agents) Stop() {
 // practice (an agent finds m5's login by the sid in front of it, from any
 // address).
 func LoginOps(f *Fleet, ag *Agents, tr *Traffic, workers int, login *Hist) func(int) (Op, error) {
-	optLogin, optConfirm, optTask := pathOptions(pathLogin), pathOptions(pathConfirm), pathOptions(pathTask)
+	optLogin, optConfirm, optTask := pathOptions(coapbind.PathLogin), pathOptions(coapbind.PathConfirm), pathOptions(coapbind.PathTask)
 	task := []byte(`{"task":"sensor.read","args":"temperature"}`)
 	return func(w int) (Op, error) {
 		d := w % len(ag.agents)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -133,7 +134,7 @@ func TestToAnswer(t *testing.T) {
 			continue
 		}
 		p, c, err := protocol.ParseError(out)
-		if err != nil || c != tc.want || p != protocol.Hardened || code != coap.ForProtocol(tc.want) {
+		if err != nil || c != tc.want || p != protocol.Hardened || code != coapbind.Code(tc.want) {
 			t.Errorf("%s: answer %x (%v %v %v), code %s", tc.code, out, p, c, err, code)
 		}
 	}

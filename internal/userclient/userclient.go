@@ -14,6 +14,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -68,7 +69,7 @@ func LoginVia(ctx context.Context, u *protocol.User, dev transport.Poster, did s
 		return nil, err
 	}
 	defer l.Close()
-	code, m4, err := dev.Post(ctx, "/tagauth/login", m1, transport.Options{})
+	code, m4, err := dev.Post(ctx, coapbind.PathLogin, m1, transport.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +82,7 @@ func LoginVia(ctx context.Context, u *protocol.User, dev transport.Poster, did s
 	}
 	if m5 != nil {
 		// The confirm request names its login by sid (spec section 11).
-		code, resp, err := dev.Post(ctx, "/tagauth/confirm", protocol.AppendConfirmPayload(nil, s.SID(), m5), transport.Options{})
+		code, resp, err := dev.Post(ctx, coapbind.PathConfirm, protocol.AppendConfirmPayload(nil, s.SID(), m5), transport.Options{})
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -106,44 +107,31 @@ func wireError(step, addr string, code coap.Code, payload []byte) error {
 	return fmt.Errorf("%s at %s answered %s", step, addr, code)
 }
 
-// TaskRequest and TaskResponse are the plaintexts of a task exchange.
-type TaskRequest struct {
-	Task string `json:"task"`
-	Args string `json:"args,omitempty"`
-}
-
-// TaskResponse is the device's answer to a task.
-type TaskResponse struct {
-	OK     bool   `json:"ok"`
-	Result string `json:"result,omitempty"`
-	Error  string `json:"error,omitempty"`
-}
-
 // Task seals a task for the device, sends it to /tagauth/task and opens
 // the sealed answer.
-func (c *Conn) Task(ctx context.Context, name, args string) (TaskResponse, error) {
-	pt, err := json.Marshal(TaskRequest{Task: name, Args: args})
+func (c *Conn) Task(ctx context.Context, name, args string) (coapbind.TaskResponse, error) {
+	pt, err := json.Marshal(coapbind.TaskRequest{Task: name, Args: args})
 	if err != nil {
-		return TaskResponse{}, err
+		return coapbind.TaskResponse{}, err
 	}
 	rec, err := c.Session.Seal(nil, pt)
 	if err != nil {
-		return TaskResponse{}, err
+		return coapbind.TaskResponse{}, err
 	}
-	code, resp, err := c.device.Post(ctx, "/tagauth/task", rec, transport.Options{})
+	code, resp, err := c.device.Post(ctx, coapbind.PathTask, rec, transport.Options{})
 	if err != nil {
-		return TaskResponse{}, err
+		return coapbind.TaskResponse{}, err
 	}
 	if code != coap.Changed {
-		return TaskResponse{}, wireError("task", c.DeviceAddr, code, resp)
+		return coapbind.TaskResponse{}, wireError("task", c.DeviceAddr, code, resp)
 	}
 	out, err := c.Session.Open(nil, resp)
 	if err != nil {
-		return TaskResponse{}, fmt.Errorf("task answer from %s refused: %w", c.DeviceAddr, err)
+		return coapbind.TaskResponse{}, fmt.Errorf("task answer from %s refused: %w", c.DeviceAddr, err)
 	}
-	var tr TaskResponse
+	var tr coapbind.TaskResponse
 	if err := json.Unmarshal(out, &tr); err != nil {
-		return TaskResponse{}, fmt.Errorf("task answer from %s is not valid JSON", c.DeviceAddr)
+		return coapbind.TaskResponse{}, fmt.Errorf("task answer from %s is not valid JSON", c.DeviceAddr)
 	}
 	return tr, nil
 }
@@ -151,19 +139,10 @@ func (c *Conn) Task(ctx context.Context, name, args string) (TaskResponse, error
 // Close ends the session.
 func (c *Conn) Close() { c.Session.Close() }
 
-// Device identification (a binding extension in front of spec section 11).
-//
-// POST /tagauth/info asks a device agent which profile and DID_j it serves.
-// The request's payload is InfoRequestSize bytes (zeros; a device ignores
-// them): at least as large as any answer, so that the answer cannot
-// amplify a spoofed request. The answer is 2.04 with profile byte ||
-// id8(DID_j).
-const (
-	pathInfo = "/tagauth/info"
-	// InfoRequestSize is the padding of an info request: the largest
-	// answer, a profile byte and id8 of a 64-byte identity.
-	InfoRequestSize = 1 + 1 + protocol.MaxIDLen
-)
+// Device identification (a binding extension in front of spec section 11):
+// POST /tagauth/info asks a device agent which profile and DID_j it
+// serves, with coapbind.InfoRequestSize bytes of padding; the answer is
+// 2.04 with coapbind.AppendDeviceInfo's encoding.
 
 // ErrWrongDevice says that the device at an address serves another DID_j
 // or profile than the one the user asked for; nothing was sent to it that
@@ -174,37 +153,10 @@ var ErrWrongDevice = errors.New("wrong device")
 // agent older than the extension. The caller may go on with the login.
 var ErrNoDeviceInfo = errors.New("device does not say which DID it serves")
 
-// AppendDeviceInfo appends the info answer for profile p and identity did.
-func AppendDeviceInfo(dst []byte, p protocol.Profile, did string) []byte {
-	dst = append(dst, byte(p), byte(len(did)))
-	return append(dst, did...)
-}
-
-// ParseDeviceInfo decodes an info answer, which comes from the network
-// and is untrusted: it checks the profile byte and that the identity is a
-// valid one (1 to 64 bytes of UTF-8, no NUL), with nothing after it.
-func ParseDeviceInfo(b []byte) (protocol.Profile, string, error) {
-	if len(b) < 2 {
-		return 0, "", errors.New("device info: too short")
-	}
-	p := protocol.Profile(b[0])
-	if !p.Valid() {
-		return 0, "", fmt.Errorf("device info: unknown profile byte 0x%02x", b[0])
-	}
-	n := int(b[1])
-	if len(b) != 2+n {
-		return 0, "", fmt.Errorf("device info: identity length %d, but %d bytes follow", n, len(b)-2)
-	}
-	if !protocol.ValidIdentity(b[2:]) {
-		return 0, "", errors.New("device info: not a valid identity (1 to 64 bytes of UTF-8, no NUL)")
-	}
-	return p, string(b[2:]), nil
-}
-
 // DeviceInfo asks the device agent at addr which profile and DID_j it
 // serves. A device without the extension gives ErrNoDeviceInfo.
 func DeviceInfo(ctx context.Context, client *coap.Client, addr string) (protocol.Profile, string, error) {
-	code, resp, err := client.Post(ctx, addr, pathInfo, make([]byte, InfoRequestSize))
+	code, resp, err := client.Post(ctx, addr, coapbind.PathInfo, make([]byte, coapbind.InfoRequestSize))
 	if err != nil {
 		return 0, "", err
 	}
@@ -215,7 +167,7 @@ func DeviceInfo(ctx context.Context, client *coap.Client, addr string) (protocol
 	default:
 		return 0, "", fmt.Errorf("device info from %s: answered %s", addr, code)
 	}
-	p, did, err := ParseDeviceInfo(resp)
+	p, did, err := coapbind.ParseDeviceInfo(resp)
 	if err != nil {
 		return 0, "", fmt.Errorf("%s: %w", addr, err)
 	}
