@@ -16,6 +16,7 @@ import (
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/device"
+	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -266,11 +267,12 @@ func (a *Agents) Stop() {
 }
 
 // LoginOps returns the operations of full-login load: each worker is a
-// user's card talking CoAP to one device agent: m1 to /tagauth/login, m4
-// back, m5 to /tagauth/confirm (hardened), then one sealed task
-// (sensor.read) to /tagauth/task and its sealed answer. login, when not
-// nil, records the latency of the login alone (m1 to the acknowledgement
-// of m5), without the task.
+// user's card talking CoAP to one device agent, through the user client's
+// login flow (userclient.Flow): m1 to /tagauth/login, m4 back, m5 to
+// /tagauth/confirm (hardened), then one sealed task (sensor.read) to
+// /tagauth/task and its sealed answer. login, when not nil, records the
+// latency of the login alone (m1 to the acknowledgement of m5), without
+// the task.
 //
 // Workers send from their own loopback address (127.1.x.y) when the
 // agents listen on 127.0.0.1, since distinct users are distinct hosts in
@@ -290,80 +292,69 @@ func LoginOps(f *Fleet, ag *Agents, tr *Traffic, workers int, login *Hist) func(
 		if err != nil {
 			return nil, err
 		}
-		return &loginOp{
+		o := &loginOp{
 			pick: newUserPicker(f),
-			f:    f, did: ag.agents[d].ID(), conn: c, tr: tr, w: w, workers: workers, login: login,
-			optLogin: optLogin, optConfirm: optConfirm, optTask: optTask, task: task,
-		}, nil
+			f:    f, did: ag.agents[d].ID(), conn: c, w: w, workers: workers, login: login, task: task,
+		}
+		// The flow's requests go through this worker's lean CoAP
+		// endpoint, with each path's options made once above.
+		o.flow = userclient.Flow{Device: addr.String(), Post: func(_ context.Context, path string, payload []byte) (coap.Code, []byte, error) {
+			switch path {
+			case coapbind.PathLogin:
+				return c.post(optLogin, payload, &tr.CardDevice)
+			case coapbind.PathConfirm:
+				return c.post(optConfirm, payload, &tr.CardDevice)
+			case coapbind.PathTask:
+				return c.post(optTask, payload, &tr.Task)
+			}
+			return c.post(pathOptions(path), payload, nil)
+		}}
+		return o, nil
 	}
 }
 
 type loginOp struct {
-	pick                          userPicker
-	f                             *Fleet
-	did                           string
-	conn                          *coapConn
-	tr                            *Traffic
-	w, workers, n                 int
-	login                         *Hist
-	optLogin, optConfirm, optTask message.Options
-	task, rec, pt, confirm        []byte
+	pick          userPicker
+	f             *Fleet
+	did           string
+	conn          *coapConn
+	flow          userclient.Flow
+	w, workers, n int
+	login         *Hist
+	task          []byte
 }
 
-func (o *loginOp) Do(context.Context) error {
+func (o *loginOp) Do(ctx context.Context) error {
 	ui := o.pick.next(o.w, o.workers)
 	o.n++
 	start := time.Now()
-	l, m1, err := o.f.Users[ui].Login(o.did)
+	s, err := o.flow.Login(ctx, o.f.Users[ui], o.did)
 	o.pick.used(ui)
 	if err != nil {
-		return err
-	}
-	defer l.Close()
-	code, m4, err := o.conn.post(o.optLogin, m1, &o.tr.CardDevice)
-	if err != nil {
-		return err
-	}
-	if code != coap.Changed {
-		return replyError("device login", code, m4)
-	}
-	s, m5, err := l.Finish(m4)
-	if err != nil {
-		return fmt.Errorf("m4 refused by the card: %w", err)
+		return flowError(err)
 	}
 	defer s.Close()
-	if m5 != nil {
-		o.confirm = protocol.AppendConfirmPayload(o.confirm[:0], s.SID(), m5) // spec section 11: sid || m5
-		code, resp, err := o.conn.post(o.optConfirm, o.confirm, &o.tr.CardDevice)
-		if err != nil {
-			return err
-		}
-		if code != coap.Changed {
-			return replyError("device confirm", code, resp)
-		}
-	}
 	if o.login != nil {
 		o.login.Record(time.Since(start))
 	}
-	o.rec, err = s.Seal(o.rec[:0], o.task)
+	pt, err := o.flow.Task(ctx, s, o.task)
 	if err != nil {
-		return err
+		return flowError(err)
 	}
-	code, resp, err := o.conn.post(o.optTask, o.rec, &o.tr.Task)
-	if err != nil {
-		return err
-	}
-	if code != coap.Changed {
-		return replyError("device task", code, resp)
-	}
-	o.pt, err = s.Open(o.pt[:0], resp)
-	if err != nil {
-		return withKind(KindBadResponse, fmt.Errorf("sealed task answer: %w", err))
-	}
-	if !bytes.HasPrefix(o.pt, []byte(`{"ok":true`)) {
-		return withKind(KindBadResponse, fmt.Errorf("task failed: %s", o.pt))
+	if !bytes.HasPrefix(pt, []byte(`{"ok":true`)) {
+		return withKind(KindBadResponse, fmt.Errorf("task failed: %s", pt))
 	}
 	return nil
+}
+
+// flowError sorts an error of the user client's flow: an answer it could
+// not use is a bad response; the rest (wire codes, timeouts, sockets) sort
+// themselves.
+func flowError(err error) error {
+	if errors.Is(err, userclient.ErrBadAnswer) {
+		return withKind(KindBadResponse, err)
+	}
+	return err
 }
 
 func (o *loginOp) Close() { o.conn.Close() }

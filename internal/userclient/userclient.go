@@ -49,7 +49,7 @@ func Enroll(ctx context.Context, hc *http.Client, adminURL, code, id, password s
 type Conn struct {
 	Session    *protocol.Session
 	DeviceAddr string
-	device     transport.Poster
+	flow       *Flow
 }
 
 // Login runs the login of FIG. 5 against the device agent at addr (its
@@ -63,36 +63,92 @@ func Login(ctx context.Context, u *protocol.User, client *coap.Client, addr, did
 // LoginVia is Login through any binding: dev carries the requests to the
 // device (CoAP, or MQTT through a broker).
 func LoginVia(ctx context.Context, u *protocol.User, dev transport.Poster, did string) (*Conn, error) {
-	addr := dev.Name()
+	f := &Flow{Device: dev.Name(), Post: func(ctx context.Context, path string, payload []byte) (coap.Code, []byte, error) {
+		return dev.Post(ctx, path, payload, transport.Options{})
+	}}
+	s, err := f.Login(ctx, u, did)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{Session: s, DeviceAddr: f.Device, flow: f}, nil
+}
+
+// Flow is the card's side of a login and of its tasks (spec sections 7
+// and 11), written once for every caller: Login and Conn.Task run it for
+// one session, the load tool runs one Flow per worker for thousands of
+// logins, reusing its buffers, over a CoAP endpoint of its own.
+type Flow struct {
+	// Post carries one request to the device and returns its answer,
+	// which may alias the poster's memory until its next call.
+	Post func(ctx context.Context, path string, payload []byte) (coap.Code, []byte, error)
+	// Device names the device in errors (its address).
+	Device string
+
+	confirm, rec, pt []byte
+}
+
+// ErrBadAnswer marks an answer that is not what the step expects: a
+// refusal without the error message of spec section 7, or a sealed task
+// answer that does not open or parse.
+var ErrBadAnswer = errors.New("bad answer")
+
+// Login logs u in to the device did: m1 to /tagauth/login, m4 back, and
+// under hardened sid || m5 to /tagauth/confirm. The caller closes the
+// session.
+func (f *Flow) Login(ctx context.Context, u *protocol.User, did string) (*protocol.Session, error) {
 	l, m1, err := u.Login(did)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Close()
-	code, m4, err := dev.Post(ctx, coapbind.PathLogin, m1, transport.Options{})
+	code, m4, err := f.Post(ctx, coapbind.PathLogin, m1)
 	if err != nil {
 		return nil, err
 	}
 	if code != coap.Changed {
-		return nil, wireError("login", addr, code, m4)
+		return nil, wireError("login", f.Device, code, m4)
 	}
 	s, m5, err := l.Finish(m4)
 	if err != nil {
-		return nil, fmt.Errorf("login to %s: device's answer refused: %w", addr, err)
+		return nil, fmt.Errorf("login to %s: device's answer refused: %w", f.Device, err)
 	}
 	if m5 != nil {
 		// The confirm request names its login by sid (spec section 11).
-		code, resp, err := dev.Post(ctx, coapbind.PathConfirm, protocol.AppendConfirmPayload(nil, s.SID(), m5), transport.Options{})
+		f.confirm = protocol.AppendConfirmPayload(f.confirm[:0], s.SID(), m5)
+		code, resp, err := f.Post(ctx, coapbind.PathConfirm, f.confirm)
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
 		if code != coap.Changed {
 			s.Close()
-			return nil, wireError("confirm", addr, code, resp)
+			return nil, wireError("confirm", f.Device, code, resp)
 		}
 	}
-	return &Conn{Session: s, DeviceAddr: addr, device: dev}, nil
+	return s, nil
+}
+
+// Task seals the plaintext pt (a coapbind.TaskRequest in JSON) under s,
+// sends it to /tagauth/task and opens the sealed answer, which it returns
+// in memory of f's that the next Task reuses.
+func (f *Flow) Task(ctx context.Context, s *protocol.Session, pt []byte) ([]byte, error) {
+	var err error
+	f.rec, err = s.Seal(f.rec[:0], pt)
+	if err != nil {
+		return nil, err
+	}
+	code, resp, err := f.Post(ctx, coapbind.PathTask, f.rec)
+	if err != nil {
+		return nil, err
+	}
+	if code != coap.Changed {
+		return nil, wireError("task", f.Device, code, resp)
+	}
+	f.pt, err = s.Open(f.pt[:0], resp)
+	if err != nil {
+		return nil, fmt.Errorf("task answer from %s refused: %w: %w", f.Device, ErrBadAnswer, err)
+	}
+	return f.pt, nil
 }
 
 // wireError turns an error reply into an error that says what happened.
@@ -104,7 +160,7 @@ func wireError(step, addr string, code coap.Code, payload []byte) error {
 		}
 		return fmt.Errorf("%s at %s refused (%s): %w%s", step, addr, code, c, hint)
 	}
-	return fmt.Errorf("%s at %s answered %s", step, addr, code)
+	return fmt.Errorf("%s at %s answered %s: %w", step, addr, code, ErrBadAnswer)
 }
 
 // Task seals a task for the device, sends it to /tagauth/task and opens
@@ -114,24 +170,13 @@ func (c *Conn) Task(ctx context.Context, name, args string) (coapbind.TaskRespon
 	if err != nil {
 		return coapbind.TaskResponse{}, err
 	}
-	rec, err := c.Session.Seal(nil, pt)
+	out, err := c.flow.Task(ctx, c.Session, pt)
 	if err != nil {
 		return coapbind.TaskResponse{}, err
-	}
-	code, resp, err := c.device.Post(ctx, coapbind.PathTask, rec, transport.Options{})
-	if err != nil {
-		return coapbind.TaskResponse{}, err
-	}
-	if code != coap.Changed {
-		return coapbind.TaskResponse{}, wireError("task", c.DeviceAddr, code, resp)
-	}
-	out, err := c.Session.Open(nil, resp)
-	if err != nil {
-		return coapbind.TaskResponse{}, fmt.Errorf("task answer from %s refused: %w", c.DeviceAddr, err)
 	}
 	var tr coapbind.TaskResponse
 	if err := json.Unmarshal(out, &tr); err != nil {
-		return coapbind.TaskResponse{}, fmt.Errorf("task answer from %s is not valid JSON", c.DeviceAddr)
+		return coapbind.TaskResponse{}, fmt.Errorf("task answer from %s is not valid JSON: %w", c.DeviceAddr, ErrBadAnswer)
 	}
 	return tr, nil
 }
