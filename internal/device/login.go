@@ -33,7 +33,8 @@ func refuse(dst, req []byte, c protocol.Code) (coap.Code, []byte) {
 // It blocks its worker for at most GatewayTimeout, holding a relay slot.
 func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
 	m1 := req.Payload // valid until we return, which is all Start needs
-	// The first checks of spec section 7 come before we read the user.
+	// The first checks of spec section 7 come before we read the user;
+	// m1 is parsed here once, and started from the parsed form below.
 	if err := protocol.CheckProfile(a.dev.Profile(), m1); err != nil {
 		a.junk(req.From, "m1", err)
 		return refuse(dst, m1, protocol.CodeOf(err))
@@ -86,7 +87,7 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 		a.refused(user, req.From, "m1", busyError(err.Error()))
 		return refuse(dst, m1, protocol.ErrBusy)
 	}
-	dl, m2, err := a.dev.Start(a.ctx, m1)
+	dl, m2, err := a.dev.StartParsed(a.ctx, parsed)
 	if err != nil {
 		a.drop(p)
 		a.refused(user, req.From, "m1", err)
