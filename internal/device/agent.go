@@ -91,6 +91,7 @@ import (
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/internal/echo"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 	"github.com/tagauth/tagauth/replay"
@@ -231,10 +232,10 @@ type Agent struct {
 	userSess map[string][]*session
 	userWait map[string][]*pendingLogin
 
-	echo     *echoer        // source.go
-	verified *verifiedTable // addresses that answered an Echo
-	limits   *sourceLimits  // per-address token buckets and relay shares
-	logs     *logSampler    // bounds the lines of refusals
+	echo     *echo.Minter            // Echo values (package echo)
+	verified *echo.Table[netip.Addr] // addresses that answered an Echo
+	limits   *sourceLimits           // per-address token buckets and relay shares
+	logs     *logSampler             // bounds the lines of refusals
 
 	hmu      sync.RWMutex
 	handlers map[string]TaskFunc
@@ -302,9 +303,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxPendingPerUser <= 0 {
 		cfg.MaxPendingPerUser = DefaultMaxPendingPerUser
 	}
-	echo, err := newEchoer()
+	echoes, err := echo.NewMinter()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("device: %w", err)
 	}
 	pcfg := protocol.Config{Now: cfg.Now, Rand: cfg.Rand, Window: cfg.Window, SessionIdle: cfg.SessionIdle, SessionLife: cfg.SessionLife}
 	// The replay cache must hold every m1 accepted within 2 dT; refusing
@@ -342,8 +343,8 @@ func New(cfg Config) (*Agent, error) {
 		handlers: make(map[string]TaskFunc),
 		userSess: make(map[string][]*session),
 		userWait: make(map[string][]*pendingLogin),
-		echo:     echo,
-		verified: newVerifiedTable(cfg.VerifiedSources, VerifiedFor),
+		echo:     echoes,
+		verified: echo.NewTable[netip.Addr](cfg.VerifiedSources, VerifiedFor),
 		limits:   newSourceLimits(cfg.SourceRate, cfg.SourceBurst),
 		logs:     &logSampler{limit: refusalLogLines, interval: refusalLogEvery},
 	}

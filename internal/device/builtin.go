@@ -10,14 +10,14 @@ import (
 )
 
 func (a *Agent) registerBuiltins() {
-	a.Handle("echo", echo)
+	a.Handle("echo", echoTask)
 	a.Handle("sensor.read", a.sensorRead)
 	a.Handle("control.write", a.controlWrite)
 }
 
-// echo returns its arguments: the simplest proof that a sealed round trip
+// echoTask returns its arguments: the simplest proof that a sealed round trip
 // works.
-func echo(_ context.Context, _ string, args []byte) ([]byte, error) {
+func echoTask(_ context.Context, _ string, args []byte) ([]byte, error) {
 	return args, nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/coapbind"
+	"github.com/tagauth/tagauth/internal/echo"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -56,16 +57,17 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 		// an Echo of its own: its name is the source.
 		source = req.Peer
 	default:
-		if !a.verified.has(from, now) {
-			if req.Echo == nil || !a.echo.valid(req.Echo, from, now) {
+		if !a.verified.Has(from, now) {
+			if req.Echo == nil || !a.echo.Valid(req.Echo, addrKey(from), now) {
 				// RFC 9175 section 2.4: prove that you receive at this
 				// address. Nothing else runs, the replay cache is not
 				// touched, and the answer is smaller than the request.
 				a.metrics.echoChallenges.Inc()
-				req.SetResponseEcho(a.echo.mint(from, now))
+				var buf [echo.Size]byte
+				req.SetResponseEcho(a.echo.Mint(buf[:0], addrKey(from), now))
 				return coap.Unauthorized, dst
 			}
-			a.verified.add(from, now)
+			a.verified.Add(from, now)
 		}
 		source = sourceOption(from)[0].Value
 	}

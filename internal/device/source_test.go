@@ -166,59 +166,6 @@ func TestNoSourceVerification(t *testing.T) {
 	}
 }
 
-func TestEchoValues(t *testing.T) {
-	e, err := newEchoer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
-	t0 := time.Unix(1_800_000_000, 0) // a minute boundary
-	v := e.mint(a1, t0)
-	for _, tc := range []struct {
-		name string
-		v    []byte
-		addr netip.Addr
-		at   time.Time
-		want bool
-	}{
-		{"same minute", v, a1, t0.Add(59 * time.Second), true},
-		{"next minute", v, a1, t0.Add(119 * time.Second), true},
-		{"two minutes on", v, a1, t0.Add(2 * time.Minute), false},
-		{"before it was minted", v, a1, t0.Add(-time.Second), false},
-		{"another address", v, a2, t0, false},
-		{"byte wrapped", v, a1, t0.Add(256 * time.Minute), false},
-		{"truncated", v[:len(v)-1], a1, t0, false},
-		{"tampered", append(bytes.Clone(v[:len(v)-1]), v[len(v)-1]^0x80), a1, t0, false},
-		{"IPv6", e.mint(a2, t0), a2, t0, true},
-	} {
-		if got := e.valid(tc.v, tc.addr, tc.at); got != tc.want {
-			t.Errorf("%s: valid = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-	if other, _ := newEchoer(); other.valid(v, a1, t0) {
-		t.Error("an Echo value verified under another agent's secret")
-	}
-}
-
-func TestVerifiedTableBounded(t *testing.T) {
-	v := newVerifiedTable(3, time.Minute)
-	t0 := time.Unix(1_800_000_000, 0)
-	addr := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, 0, i}) }
-	for i := range byte(4) {
-		v.add(addr(i), t0)
-	}
-	if v.len() != 3 || v.has(addr(0), t0) || !v.has(addr(1), t0) || !v.has(addr(3), t0) {
-		t.Fatalf("after 4 adds to a table of 3: len %d, want the oldest forgotten", v.len())
-	}
-	if v.has(addr(3), t0.Add(time.Minute)) {
-		t.Error("an entry outlived its lifetime")
-	}
-	v.add(addr(1), t0.Add(time.Minute)) // renewed in place
-	if !v.has(addr(1), t0.Add(90*time.Second)) || v.len() != 3 {
-		t.Error("a renewed entry was not renewed")
-	}
-}
-
 // TestSourceFloodDoesNotDenyOthers is item 8: a flood of forged m1s from
 // one address is cut by its token bucket, while a user from another
 // address logs in.
@@ -276,7 +223,7 @@ func TestRelayShare(t *testing.T) {
 	if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, []byte{0x02}); err != nil {
 		t.Fatal(err)
 	}
-	r.agent.verified.add(netip.MustParseAddr("127.0.0.2"), r.clk.Now())
+	r.agent.verified.Add(netip.MustParseAddr("127.0.0.2"), r.clk.Now())
 	r.gw.hang.Store(true)
 	const extra = 3
 	codes := make(chan protocol.Code, MaxRelaysPerSource+extra)
