@@ -1,7 +1,6 @@
 package coap
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"syscall"
@@ -108,10 +107,4 @@ func LocalAddr(pc PacketConn) net.Addr {
 		return u.c.LocalAddr()
 	}
 	return net.UDPAddrFromAddrPort(pc.LocalAddrPort())
-}
-
-// isTimeout reports whether err is a read deadline passing.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
