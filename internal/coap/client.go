@@ -197,9 +197,9 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, maxResponse+1); ret
 //
 //	coap: no answer from 127.0.0.1:5683 after 5 tries (timeout)
 //
-// Each call uses an ephemeral UDP socket of its own, connected to addr so
-// that only addr's datagrams are read and an ICMP port-unreachable ends
-// the wait at once. A (non-nil) Client keeps the socket of a successful
+// Each call uses an ephemeral UDP socket of its own (or an endpoint from
+// Client.Listen), connected to addr so that only addr's datagrams are read
+// and an ICMP port-unreachable ends the wait at once. A (non-nil) Client keeps the socket of a successful
 // exchange for its next Post to the same address: a device relaying
 // thousands of logins to its gateway then saves a socket, a connect and a
 // close per login. A response code in class 4 or 5 is returned as a Code,

@@ -11,6 +11,9 @@ import (
 	"github.com/tagauth/tagauth/internal/memnet"
 )
 
+// memnet's endpoints are PacketConns, though memnet does not import coap.
+var _ PacketConn = (*memnet.Conn)(nil)
+
 // servePacket runs s on an endpoint of nw at addr until the test ends.
 func servePacket(t testing.TB, s *Server, nw *memnet.Network, addr string) {
 	t.Helper()
