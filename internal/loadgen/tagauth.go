@@ -166,9 +166,9 @@ func VerifyOps(f *Fleet, gateway string, tr *Traffic, workers int) (func(int) (O
 		}
 		devs[i] = d
 	}
-	opts := pathOptions(coapbind.PathVerify)
+	opts := userclient.PathOptions(coapbind.PathVerify)
 	return func(w int) (Op, error) {
-		c, err := dialCoAP(gateway, nil, ackTimeout, maxRetransmit, &tr.Retransmits)
+		c, err := userclient.DialEndpoint(gateway, nil, ackTimeout, maxRetransmit, &tr.Retransmits)
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +180,7 @@ type verifyOp struct {
 	pick       userPicker
 	f          *Fleet
 	devs       []*protocol.Device
-	conn       *coapConn
+	conn       *userclient.Endpoint
 	opts       message.Options
 	tr         *Traffic
 	w, workers int
@@ -202,7 +202,7 @@ func (o *verifyOp) Do(ctx context.Context) error {
 		return err
 	}
 	defer dl.Close()
-	code, m3, err := o.conn.post(o.opts, m2, &o.tr.DeviceGateway)
+	code, m3, err := o.conn.Post(o.opts, m2, &o.tr.DeviceGateway)
 	if err != nil {
 		return err
 	}
@@ -279,7 +279,7 @@ func (a *Agents) Stop() {
 // practice (an agent finds m5's login by the sid in front of it, from any
 // address).
 func LoginOps(f *Fleet, ag *Agents, tr *Traffic, workers int, login *Hist) func(int) (Op, error) {
-	optLogin, optConfirm, optTask := pathOptions(coapbind.PathLogin), pathOptions(coapbind.PathConfirm), pathOptions(coapbind.PathTask)
+	optLogin, optConfirm, optTask := userclient.PathOptions(coapbind.PathLogin), userclient.PathOptions(coapbind.PathConfirm), userclient.PathOptions(coapbind.PathTask)
 	task := []byte(`{"task":"sensor.read","args":"temperature"}`)
 	return func(w int) (Op, error) {
 		d := w % len(ag.agents)
@@ -288,7 +288,7 @@ func LoginOps(f *Fleet, ag *Agents, tr *Traffic, workers int, login *Hist) func(
 		if addr.IP.Equal(net.IPv4(127, 0, 0, 1)) {
 			local = &net.UDPAddr{IP: net.IPv4(127, 1, byte(w/250), byte(w%250+1))}
 		}
-		c, err := dialCoAP(addr.String(), local, ackTimeout, maxRetransmit, &tr.Retransmits)
+		c, err := userclient.DialEndpoint(addr.String(), local, ackTimeout, maxRetransmit, &tr.Retransmits)
 		if err != nil {
 			return nil, err
 		}
@@ -301,13 +301,13 @@ func LoginOps(f *Fleet, ag *Agents, tr *Traffic, workers int, login *Hist) func(
 		o.flow = userclient.Flow{Device: addr.String(), Post: func(_ context.Context, path string, payload []byte) (coap.Code, []byte, error) {
 			switch path {
 			case coapbind.PathLogin:
-				return c.post(optLogin, payload, &tr.CardDevice)
+				return c.Post(optLogin, payload, &tr.CardDevice)
 			case coapbind.PathConfirm:
-				return c.post(optConfirm, payload, &tr.CardDevice)
+				return c.Post(optConfirm, payload, &tr.CardDevice)
 			case coapbind.PathTask:
-				return c.post(optTask, payload, &tr.Task)
+				return c.Post(optTask, payload, &tr.Task)
 			}
-			return c.post(pathOptions(path), payload, nil)
+			return c.Post(userclient.PathOptions(path), payload, nil) // no other path: the flow names the three above
 		}}
 		return o, nil
 	}
@@ -317,7 +317,7 @@ type loginOp struct {
 	pick          userPicker
 	f             *Fleet
 	did           string
-	conn          *coapConn
+	conn          *userclient.Endpoint
 	flow          userclient.Flow
 	w, workers, n int
 	login         *Hist
