@@ -1,6 +1,10 @@
 // Package userclient is the user's side of tagauth over the network: it
 // enrols with the gateway's HTTPS admin port (pinned by certificate
-// fingerprint), logs in to a device over CoAP and runs sealed tasks.
+// fingerprint), logs in to a device and runs sealed tasks. The login and
+// task flow (Flow) is written once here: the CLI, the demo, the load tool
+// and the e2e tests run it, over coap.Client (or MQTT, through a
+// transport.Poster) or, for the load tool, over Endpoint, a lean CoAP
+// client of one peer.
 package userclient
 
 import (
