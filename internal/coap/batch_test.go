@@ -242,9 +242,19 @@ func TestBatchSendSkipsRefusedResponse(t *testing.T) {
 // TestBatchCloseUnderFlood: a worker that always finds a full batch must
 // still let its socket close; Serve returns soon after Close.
 func TestBatchCloseUnderFlood(t *testing.T) {
+	// The handler is slower than the sender by construction: each call
+	// waits until two more requests have been sent, so the socket never
+	// runs dry while the flood lasts.
+	sent := make(chan struct{}, 1024)
+	stop := make(chan struct{})
 	mux := NewMux()
 	mux.Handle("/p", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
-		time.Sleep(time.Millisecond) // slower than the sender
+		for range 2 {
+			select {
+			case <-sent:
+			case <-stop:
+			}
+		}
 		return Changed, dst
 	}))
 	s := &Server{Handler: mux, Workers: 1, Batch: 8}
@@ -255,7 +265,6 @@ func TestBatchCloseUnderFlood(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(conn) }()
 	c := dial(t, conn.LocalAddr().String())
-	stop := make(chan struct{})
 	flooding := make(chan struct{})
 	go func() {
 		defer close(flooding)
@@ -266,6 +275,10 @@ func TestBatchCloseUnderFlood(t *testing.T) {
 			default:
 			}
 			c.Write(post(t, mid, "/p", nil))
+			select {
+			case sent <- struct{}{}:
+			default: // the handler is far behind: the socket is full anyway
+			}
 		}
 	}()
 	defer func() { close(stop); <-flooding }()
