@@ -28,9 +28,10 @@ func TestBatchAnswersEveryDatagram(t *testing.T) {
 	var calls atomic.Int64
 	var once sync.Once
 	mux := NewMux()
+	entered := make(chan struct{})
 	mux.Handle("/p", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
 		calls.Add(1)
-		once.Do(func() { <-hold })
+		once.Do(func() { close(entered); <-hold })
 		return Changed, append(append(dst, "re:"...), req.Payload...)
 	}))
 	s := &Server{Handler: mux, Workers: 1, Batch: 16}
@@ -40,7 +41,7 @@ func TestBatchAnswersEveryDatagram(t *testing.T) {
 	if _, err := first.Write(post(t, 1, "/p", []byte("first"))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the first request reaches the handler", func() bool { return calls.Load() == 1 })
+	<-entered // the first request is in the handler, which holds the worker
 
 	// While the worker is held, queue 3 peers x 4 requests, plus a
 	// retransmission of one of them.
@@ -307,10 +308,12 @@ func TestBatchWorkersShareSocket(t *testing.T) {
 	const workers = 4
 	var inside, most atomic.Int64
 	all := make(chan struct{})
+	entered := make(chan struct{}, workers)
 	var once sync.Once
 	mux := NewMux()
 	mux.Handle("/p", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
 		n := inside.Add(1)
+		entered <- struct{}{}
 		defer inside.Add(-1)
 		for {
 			m := most.Load()
@@ -337,7 +340,8 @@ func TestBatchWorkersShareSocket(t *testing.T) {
 		if _, err := peers[i].Write(post(t, uint16(i), "/p", nil)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the request reaches a handler", func() bool { return inside.Load() == int64(i+1) || most.Load() == workers })
+		<-entered // a worker has it in a handler
+
 	}
 	for _, p := range peers {
 		read(t, p)
