@@ -28,8 +28,9 @@
 // counting), against an in-memory registry (internal/registry) loaded
 // from the store at start and kept in line with it by the store's change
 // feed (regsync.go; notify.go on replicas). An admin write has reached
-// the registry before it is answered (ExpectChange waits for it), so a
-// revocation takes effect on the next verify. The key file is watched: a rotation or
+// the registry before it is answered (applyAdmin reads its entity back
+// from the store as the feed does), so a revocation takes effect on the
+// next verify. The key file is watched: a rotation or
 // retirement made with "tagauth gateway keys" reaches the running gateway
 // within a second (or at once on ReloadKeys).
 //
