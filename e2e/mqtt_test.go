@@ -16,6 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/tagauth/tagauth/internal/card"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/mqttbind"
 	"github.com/tagauth/tagauth/internal/mqttbind/mqtttest"
 	"github.com/tagauth/tagauth/internal/testenv"
@@ -172,7 +173,7 @@ func grepLines(s, sub string) string {
 func TestMQTTForgedAnswerRefused(t *testing.T) {
 	w := newMQTTWorld(t, "hardened")
 	forger, _, _ := mqtttest.Raw(t, w.broker, "sensor-7", mqttUsers["sensor-7"])
-	topic := mqttbind.DeviceTopic(mqttbind.DefaultRoot, "sensor-7", mqttbind.PathLogin)
+	topic := mqttbind.DeviceTopic(mqttbind.DefaultRoot, "sensor-7", coapbind.PathLogin)
 	forged := make(chan struct{}, 16)
 	forger.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) {
 		p := pr.Packet
@@ -246,7 +247,7 @@ func TestMQTTDuplicateLoginAnsweredFromCache(t *testing.T) {
 	cl, reply, answers := mqtttest.Raw(t, w.broker, "alice", mqttUsers["alice"])
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
-	topic := mqttbind.DeviceTopic(mqttbind.DefaultRoot, "sensor-7", mqttbind.PathLogin)
+	topic := mqttbind.DeviceTopic(mqttbind.DefaultRoot, "sensor-7", coapbind.PathLogin)
 	send := func(corr []byte, echo string) *paho.Publish {
 		t.Helper()
 		props := &paho.PublishProperties{ResponseTopic: reply, CorrelationData: corr}
@@ -330,7 +331,7 @@ func TestMQTTOutsiderCannotLockOutUser(t *testing.T) {
 		}
 		dev := rq.Device("sensor-7")
 		for range 6 {
-			_, out, err := dev.Post(ctx, mqttbind.PathLogin, forged(), transport.Options{})
+			_, out, err := dev.Post(ctx, coapbind.PathLogin, forged(), transport.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

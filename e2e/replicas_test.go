@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/card"
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/credfile"
 	gw "github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/redisstate/redistest"
@@ -154,6 +156,10 @@ type attempt struct {
 // moves on to another one.
 var loginClient = &coap.Client{ACKTimeout: 60 * time.Millisecond, MaxRetransmit: 1}
 
+// login runs the card's side through the user client's flow
+// (userclient.Flow), whose requests a device played here in process
+// answers: m1 starts the device's half, whose m2 goes to the replica at
+// addr; m3 gives m4, and m5 ends the login on both sides.
 func login(c protocol.Card, cred credfile.Credential, addr string) attempt {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -163,42 +169,65 @@ func login(c protocol.Card, cred credfile.Credential, addr string) attempt {
 		return attempt{bad: err}
 	}
 	defer u.Close()
-	l, m1, err := u.Login(nil, cred.ID)
-	if err != nil {
-		return attempt{bad: err}
-	}
-	defer l.Close()
 	dev, err := protocol.NewDevice(cred.DeviceCredential, replay.New(8), cfg)
 	if err != nil {
 		return attempt{bad: err}
 	}
-	dl, m2, err := dev.Start(ctx, nil, m1)
-	if err != nil {
-		return attempt{bad: err}
-	}
-	defer dl.Close()
-	a := attempt{m2: m2}
-	var m3 []byte
-	a.code, m3, a.netErr = postM2(addr, m2, &a.wire)
-	if a.netErr != nil || a.code != coap.Changed {
+	var (
+		a     attempt
+		dl    *protocol.DeviceLogin
+		dsess *protocol.Session
+	)
+	defer func() {
+		if dl != nil {
+			dl.Close()
+		}
+	}()
+	// errDone ends the flow where the attempt has its outcome already.
+	errDone := errors.New("attempt decided")
+	flow := userclient.Flow{Device: "in-process device", Post: func(ctx context.Context, path string, payload []byte) (coap.Code, []byte, error) {
+		switch path {
+		case coapbind.PathLogin:
+			var m2 []byte
+			if dl, m2, err = dev.Start(ctx, nil, payload); err != nil {
+				a.bad = err
+				return 0, nil, errDone
+			}
+			a.m2 = m2
+			var m3 []byte
+			a.code, m3, a.netErr = postM2(addr, m2, &a.wire)
+			if a.netErr != nil || a.code != coap.Changed {
+				return 0, nil, errDone
+			}
+			m4, s, err := dl.Respond(nil, m3)
+			if err != nil {
+				a.bad = fmt.Errorf("device refused the m3 of a 2.04: %w", err)
+				return 0, nil, errDone
+			}
+			dsess = s
+			return coap.Changed, m4, nil
+		case coapbind.PathConfirm:
+			_, m5, err := protocol.SplitConfirmPayload(payload)
+			if err == nil {
+				dsess, err = dl.Confirm(m5)
+			}
+			if err != nil {
+				a.bad = fmt.Errorf("device refused m5: %w", err)
+				return 0, nil, errDone
+			}
+			return coap.Changed, nil, nil
+		}
+		return coap.NotFound, nil, nil
+	}}
+	usess, err := flow.Login(ctx, u, cred.ID)
+	switch {
+	case errors.Is(err, errDone):
 		return a
-	}
-	m4, dsess, err := dl.Respond(nil, m3)
-	if err != nil {
-		a.bad = fmt.Errorf("device refused the m3 of a 2.04: %w", err)
-		return a
-	}
-	usess, m5, err := l.Finish(nil, m4)
-	if err != nil {
+	case err != nil:
 		a.bad = fmt.Errorf("card refused m4 after a 2.04: %w", err)
 		return a
 	}
-	if m5 != nil {
-		if dsess, err = dl.Confirm(m5); err != nil {
-			a.bad = fmt.Errorf("device refused m5: %w", err)
-			return a
-		}
-	}
+	defer usess.Close()
 	if usess.Fingerprint() != dsess.Fingerprint() {
 		a.bad = fmt.Errorf("card and device derived different session keys")
 		return a

@@ -93,6 +93,17 @@ func (d *Device) Start(ctx context.Context, dst, m1 []byte) (*DeviceLogin, []byt
 	if err != nil {
 		return nil, nil, err
 	}
+	return d.StartParsed(ctx, dst, m)
+}
+
+// StartParsed is Start for an m1 already parsed by ParseM1, for a caller
+// that reads m1 before it decides to start (a device agent charges the
+// claimed user's limits first), so that m1 is parsed once. m aliases the
+// bytes it was parsed from, which must not change until it returns.
+func (d *Device) StartParsed(ctx context.Context, dst []byte, m M1) (*DeviceLogin, []byte, error) {
+	if m.Profile != d.cred.Profile {
+		return nil, nil, ReasonWrongProfile
+	}
 	now := d.cfg.nowMs()
 	w := d.cfg.window()
 	if !fresh(m.T1, now, w) {

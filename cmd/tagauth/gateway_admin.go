@@ -176,8 +176,9 @@ func gwInfo(args []string, stdout, stderr io.Writer) int {
 	for i, v := range info.KeyVersions {
 		vs[i] = strconv.Itoa(int(v))
 	}
-	fmt.Fprintf(stdout, "profile:      %s\nspec version: %s\nkey versions: %s\nCoAP verify:  %s\nadmin API:    %s\nfingerprint:  %s\n",
-		gwText(info.Profile), gwText(info.SpecVersion), strings.Join(vs, ", "), gwText(info.CoAP), c.Base, gwText(info.Fingerprint))
+	fmt.Fprintf(stdout, "profile:      %s\nspec version: %s\nkey versions: %s\nCoAP verify:  %s\nadmin API:    %s\nfingerprint:  %s\nversion:      %s %s (%s)\n",
+		gwText(info.Profile), gwText(info.SpecVersion), strings.Join(vs, ", "), gwText(info.CoAP), c.Base, gwText(info.Fingerprint),
+		gwText(info.Build.Version), gwText(info.Build.Revision), gwText(info.Build.GoVersion))
 	return 0
 }
 

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tagauth/tagauth/internal/buildinfo"
 	"io"
 	"net/http"
 	"net/url"
@@ -208,6 +209,10 @@ type Info struct {
 	KeyVersions []int  `json:"key_versions"`
 	Fingerprint string `json:"fingerprint"`
 	CoAP        string `json:"coap"`
+	// Build is what the gateway's binary knows of its build: module
+	// version, VCS revision, Go version, spec version and profiles (the
+	// same as "tagauth version --json").
+	Build buildinfo.Info `json:"build"`
 }
 
 // ErrorBody is every error answer's body.

@@ -5,7 +5,6 @@ package coap
 import (
 	"encoding/binary"
 	"errors"
-	"net"
 	"net/netip"
 	"syscall"
 	"time"
@@ -143,8 +142,14 @@ func (b *batch) peer(i int) (netip.AddrPort, bool) {
 // worker per socket, as the gateway runs it.
 // Workers that share a socket handle outside the callback, since the
 // descriptor's read lock, held during the callback, would serialize them.
-func (w *worker) loopBatch(conn *net.UDPConn) bool {
-	rc, err := conn.SyscallConn()
+func (w *worker) loopBatch(conn PacketConn) bool {
+	sc, ok := conn.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	})
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return false
 	}
@@ -252,7 +257,7 @@ func (w *worker) handleBatch(b *batch) {
 		b.oiov[b.pending].SetLen(len(reply))
 		b.pending++
 	}
-	w.endBatch(b, nil) // commit.go: before any response leaves
+	w.endBatch(b) // commit.go: before any response leaves
 	w.s.Stats.batchReads.Add(1)
 	if b.n > 1 {
 		w.s.Stats.batchedReads.Add(1)

@@ -2,11 +2,9 @@
 
 package coap
 
-import "net"
-
 // loopBatch reports that batched I/O is not available here: the worker
 // reads one datagram at a time.
-func (w *worker) loopBatch(*net.UDPConn) bool { return false }
+func (w *worker) loopBatch(PacketConn) bool { return false }
 
 // batch is unused where batched I/O is not available.
 type batch struct{}

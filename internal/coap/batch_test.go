@@ -29,9 +29,10 @@ func TestBatchAnswersEveryDatagram(t *testing.T) {
 	var calls atomic.Int64
 	var once sync.Once
 	mux := NewMux()
+	entered := make(chan struct{})
 	mux.Handle("/p", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
 		calls.Add(1)
-		once.Do(func() { <-hold })
+		once.Do(func() { close(entered); <-hold })
 		return Changed, append(append(dst, "re:"...), req.Payload...)
 	}))
 	s := &Server{Handler: mux, Workers: 1, Batch: 16}
@@ -41,7 +42,7 @@ func TestBatchAnswersEveryDatagram(t *testing.T) {
 	if _, err := first.Write(post(t, 1, "/p", []byte("first"))); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, "the first request reaches the handler", func() bool { return calls.Load() == 1 })
+	<-entered // the first request is in the handler, which holds the worker
 
 	// While the worker is held, queue 3 peers x 4 requests, plus a
 	// retransmission of one of them.
@@ -243,9 +244,19 @@ func TestBatchSendSkipsRefusedResponse(t *testing.T) {
 // TestBatchCloseUnderFlood: a worker that always finds a full batch must
 // still let its socket close; Serve returns soon after Close.
 func TestBatchCloseUnderFlood(t *testing.T) {
+	// The handler is slower than the sender by construction: each call
+	// waits until two more requests have been sent, so the socket never
+	// runs dry while the flood lasts.
+	sent := make(chan struct{}, 1024)
+	stop := make(chan struct{})
 	mux := NewMux()
 	mux.Handle("/p", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
-		time.Sleep(time.Millisecond) // slower than the sender
+		for range 2 {
+			select {
+			case <-sent:
+			case <-stop:
+			}
+		}
 		return Changed, dst
 	}))
 	s := &Server{Handler: mux, Workers: 1, Batch: 8}
@@ -256,7 +267,6 @@ func TestBatchCloseUnderFlood(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(conn) }()
 	c := dial(t, conn.LocalAddr().String())
-	stop := make(chan struct{})
 	flooding := make(chan struct{})
 	go func() {
 		defer close(flooding)
@@ -267,6 +277,10 @@ func TestBatchCloseUnderFlood(t *testing.T) {
 			default:
 			}
 			c.Write(post(t, mid, "/p", nil))
+			select {
+			case sent <- struct{}{}:
+			default: // the handler is far behind: the socket is full anyway
+			}
 		}
 	}()
 	defer func() { close(stop); <-flooding }()
@@ -295,10 +309,12 @@ func TestBatchWorkersShareSocket(t *testing.T) {
 	const workers = 4
 	var inside, most atomic.Int64
 	all := make(chan struct{})
+	entered := make(chan struct{}, workers)
 	var once sync.Once
 	mux := NewMux()
 	mux.Handle("/p", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
 		n := inside.Add(1)
+		entered <- struct{}{}
 		defer inside.Add(-1)
 		for {
 			m := most.Load()
@@ -325,7 +341,8 @@ func TestBatchWorkersShareSocket(t *testing.T) {
 		if _, err := peers[i].Write(post(t, uint16(i), "/p", nil)); err != nil {
 			t.Fatal(err)
 		}
-		testenv.Eventually(t, "the request reaches a handler", func() bool { return inside.Load() == int64(i+1) || most.Load() == workers })
+		<-entered // a worker has it in a handler
+
 	}
 	for _, p := range peers {
 		read(t, p)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -53,6 +54,11 @@ type Client struct {
 	// (its port normally zero); nil lets the system choose. A device
 	// or a test with several addresses picks one.
 	LocalAddr *net.UDPAddr
+	// Listen, when set, opens the endpoint an exchange sends from
+	// instead of a UDP socket: a PacketConn of another network, such as
+	// an in-process one (package memnet). Addresses given to Post must
+	// then be numeric ("ip:port"), and LocalAddr is ignored.
+	Listen func(ctx context.Context) (PacketConn, error)
 
 	// idle keeps the sockets of finished exchanges for the next Post to
 	// the same address (see Post).
@@ -65,10 +71,80 @@ type Client struct {
 // socket (one endpoint, for the server) never reuses an ID within
 // RFC 7252's EXCHANGE_LIFETIME: it is retired after socketUses exchanges.
 type clientSocket struct {
-	conn *net.UDPConn
+	conn exchConn
 	mid  uint16
 	uses int
 }
+
+// exchConn is an exchange's endpoint, which hears only its server.
+type exchConn interface {
+	Write(b []byte) (int, error)
+	Read(b []byte) (int, error)
+	SetReadDeadline(t time.Time) error
+	Close() error
+}
+
+// dial opens an endpoint for exchanges with addr: a UDP socket connected
+// to it, or a conn from c.Listen that filters by sender.
+func (c *Client) dial(ctx context.Context, addr string) (exchConn, error) {
+	if c != nil && c.Listen != nil {
+		to, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		pc, err := c.Listen(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &peerConn{pc: pc, peer: netip.AddrPortFrom(to.Addr().Unmap(), to.Port())}, nil
+	}
+	var d net.Dialer
+	if c != nil && c.LocalAddr != nil {
+		d.LocalAddr = c.LocalAddr
+	}
+	nc, err := d.DialContext(ctx, "udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return nc.(*net.UDPConn), nil
+}
+
+// peerConn is a PacketConn that sends to one peer and reads only its
+// datagrams, as a connected UDP socket does.
+type peerConn struct {
+	pc    PacketConn
+	peer  netip.AddrPort
+	bufs  [1][]byte
+	sizes [1]int
+	from  [1]netip.AddrPort
+}
+
+func (p *peerConn) Write(b []byte) (int, error) {
+	p.bufs[0] = b
+	_, err := p.pc.WriteBatch(p.bufs[:], []netip.AddrPort{p.peer})
+	p.bufs[0] = nil
+	if err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (p *peerConn) Read(b []byte) (int, error) {
+	for {
+		p.bufs[0] = b
+		_, err := p.pc.ReadBatch(p.bufs[:], p.sizes[:], p.from[:])
+		p.bufs[0] = nil
+		if err != nil {
+			return 0, err
+		}
+		if f := p.from[0]; f.Port() == p.peer.Port() && f.Addr().Unmap() == p.peer.Addr() {
+			return p.sizes[0], nil
+		}
+	}
+}
+
+func (p *peerConn) SetReadDeadline(t time.Time) error { return p.pc.SetReadDeadline(t) }
+func (p *peerConn) Close() error                      { return p.pc.Close() }
 
 // Socket reuse bounds: sockets kept per address and addresses kept.
 const (
@@ -121,9 +197,9 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, maxResponse+1); ret
 //
 //	coap: no answer from 127.0.0.1:5683 after 5 tries (timeout)
 //
-// Each call uses an ephemeral UDP socket of its own, connected to addr so
-// that only addr's datagrams are read and an ICMP port-unreachable ends
-// the wait at once. A (non-nil) Client keeps the socket of a successful
+// Each call uses an ephemeral UDP socket of its own (or an endpoint from
+// Client.Listen), connected to addr so that only addr's datagrams are read
+// and an ICMP port-unreachable ends the wait at once. A (non-nil) Client keeps the socket of a successful
 // exchange for its next Post to the same address: a device relaying
 // thousands of logins to its gateway then saves a socket, a connect and a
 // close per login. A response code in class 4 or 5 is returned as a Code,
@@ -178,15 +254,11 @@ func (c *Client) exchange(ctx context.Context, addr, path string, payload []byte
 	token := ids[3 : 3+4+int(ids[2])%5] // 4 to 8 bytes: unguessable by off-path senders
 	sock := c.take(addr)
 	if sock == nil {
-		var d net.Dialer
-		if c != nil && c.LocalAddr != nil {
-			d.LocalAddr = c.LocalAddr
-		}
-		nc, err := d.DialContext(ctx, "udp", addr)
+		nc, err := c.dial(ctx, addr)
 		if err != nil {
 			return 0, nil, nil, fmt.Errorf("coap: %s: %w", addr, err)
 		}
-		sock = &clientSocket{conn: nc.(*net.UDPConn), mid: binary.BigEndian.Uint16(ids[:2])}
+		sock = &clientSocket{conn: nc, mid: binary.BigEndian.Uint16(ids[:2])}
 	}
 	sock.mid++
 	sock.uses++
@@ -368,7 +440,7 @@ func (c *Client) take(addr string) *clientSocket {
 	for list := c.idle[addr]; len(list) > 0; list = c.idle[addr] {
 		s := list[len(list)-1]
 		c.idle[addr] = list[:len(list)-1]
-		if clearSocketError(s.conn) {
+		if u, ok := s.conn.(*net.UDPConn); !ok || clearSocketError(u) {
 			return s
 		}
 		s.conn.Close()

@@ -58,23 +58,22 @@ func TestClientReusesSocket(t *testing.T) {
 // kept, so its late answer cannot meet a later exchange, and later Posts
 // get their own answers.
 func TestClientDropsFailedSocket(t *testing.T) {
-	delay := make(chan time.Duration, 10)
+	hold := make(chan struct{})
 	mux := NewMux()
 	mux.Handle("/p", HandlerFunc(func(_ context.Context, req *Request, dst []byte) (Code, []byte) {
-		select {
-		case d := <-delay:
-			time.Sleep(d)
-		default:
+		if string(req.Payload) == "late" {
+			<-hold // answered only once the client has given up
 		}
 		return Changed, append(dst, req.Payload...)
 	}))
-	addr := serve(t, &Server{Handler: mux, Workers: 4})
+	// One worker: the late answer is sent before any later request is
+	// read, so the Posts below come after it without waiting for it.
+	addr := serve(t, &Server{Handler: mux, Workers: 1})
 	c := &Client{ACKTimeout: 30 * time.Millisecond, MaxRetransmit: 1}
 	defer c.CloseIdle()
 	if _, _, err := c.Post(context.Background(), addr, "/p", []byte("warm")); err != nil {
 		t.Fatal(err)
 	}
-	delay <- 300 * time.Millisecond // the next answer comes too late
 	if _, _, err := c.Post(context.Background(), addr, "/p", []byte("late")); err == nil {
 		t.Fatal("a late answer was waited for")
 	}
@@ -84,7 +83,7 @@ func TestClientDropsFailedSocket(t *testing.T) {
 	if kept != 0 {
 		t.Fatalf("%d sockets kept after a failed Post, want 0", kept)
 	}
-	time.Sleep(400 * time.Millisecond) // the late answer arrives meanwhile
+	close(hold)
 	for i := range 3 {
 		code, resp, err := c.Post(context.Background(), addr, "/p", []byte("fresh"))
 		if err != nil || code != Changed || string(resp) != "fresh" {

@@ -1,7 +1,5 @@
 package coap
 
-import "github.com/tagauth/tagauth/protocol"
-
 // Code is a CoAP code byte: class<<5 | detail, written "class.detail".
 type Code uint8
 
@@ -47,22 +45,4 @@ func (c Code) isResponse() bool {
 		return true
 	}
 	return false
-}
-
-// ForProtocol maps a protocol wire error code to the CoAP response code of
-// spec section 11: malformed and unsupported_profile are the client's
-// fault (4.00), stale_timestamp, replayed and rejected are refusals (4.01),
-// busy asks the client to come back (5.03) and everything else, including a
-// code the spec does not define, is internal (5.00).
-func ForProtocol(c protocol.Code) Code {
-	switch c {
-	case protocol.ErrMalformed, protocol.ErrUnsupportedProfile:
-		return BadRequest
-	case protocol.ErrStaleTimestamp, protocol.ErrReplayed, protocol.ErrRejected:
-		return Unauthorized
-	case protocol.ErrBusy:
-		return ServiceUnavailable
-	default:
-		return InternalServerError
-	}
 }

@@ -1,39 +1,6 @@
 package coap
 
-import (
-	"testing"
-
-	"github.com/tagauth/tagauth/protocol"
-)
-
-func TestForProtocol(t *testing.T) {
-	want := map[protocol.Code]Code{ // spec section 11
-		protocol.ErrMalformed:          BadRequest,
-		protocol.ErrUnsupportedProfile: BadRequest,
-		protocol.ErrStaleTimestamp:     Unauthorized,
-		protocol.ErrReplayed:           Unauthorized,
-		protocol.ErrRejected:           Unauthorized,
-		protocol.ErrBusy:               ServiceUnavailable,
-		protocol.ErrInternal:           InternalServerError,
-	}
-	for c := range 256 {
-		pc := protocol.Code(c)
-		w, ok := want[pc]
-		if pc.Valid() != ok {
-			t.Fatalf("protocol code %v: the table above misses it", pc)
-		}
-		if !ok {
-			w = InternalServerError // not a spec code: nothing better to say
-		}
-		if got := ForProtocol(pc); got != w {
-			t.Errorf("ForProtocol(%v) = %v, want %v", pc, got, w)
-		}
-	}
-	// The reasons a handler meets map through their code.
-	if got := ForProtocol(protocol.CodeOf(protocol.ReasonUnknownUser)); got != Unauthorized {
-		t.Errorf("unknown user maps to %v", got)
-	}
-}
+import "testing"
 
 func TestCodeString(t *testing.T) {
 	for c, s := range map[Code]string{

@@ -26,7 +26,7 @@ type Committer interface {
 type held struct {
 	t     ticket
 	index int    // Request.Index of its request
-	out   int    // its slot in the batch's send queue, -1 when not batching
+	out   int    // its slot in the batch's send queue
 	reply []byte // the encoded response (aliases a worker buffer)
 	token [message.MaxTokenSize]byte
 	tkl   uint8
@@ -43,12 +43,17 @@ func (w *worker) hold(t ticket, index int, reply []byte) {
 	w.held = append(w.held, h)
 }
 
+// replies is a batch's send queue, whose responses endBatch may replace.
+type replies interface {
+	setReply(k int, reply []byte)
+}
+
 // endBatch commits the batch just handled. On failure it replaces the held
-// responses the committer names, in place: in b's send queue when
-// batching, else it returns single's replacement. Then it caches them.
-func (w *worker) endBatch(b *batch, single []byte) []byte {
+// responses the committer names, in place in b's send queue. Then it
+// caches them.
+func (w *worker) endBatch(b replies) {
 	if w.commit == nil {
-		return single
+		return
 	}
 	var err error
 	if w.calls > 0 {
@@ -60,10 +65,8 @@ func (w *worker) endBatch(b *batch, single []byte) []byte {
 			if code, payload, ok := w.commit.Replace(h.index, w.pbuf[:0]); ok {
 				if r := w.encodeHeld(h, code, payload); r != nil {
 					h.reply = r
-					if h.out >= 0 && b != nil {
+					if h.out >= 0 {
 						b.setReply(h.out, r)
-					} else {
-						single = r
 					}
 				}
 			}
@@ -74,7 +77,6 @@ func (w *worker) endBatch(b *batch, single []byte) []byte {
 		*h = held{}
 	}
 	w.held, w.calls = w.held[:0], 0
-	return single
 }
 
 // encodeHeld encodes a replacement response for h's request into the

@@ -1,6 +1,9 @@
-// Package coap is tagauth's CoAP over UDP transport (spec section 11): the
-// subset of RFC 7252 that the protocol needs, a server for the gateway and
-// the device agent, and a client for relays and the user CLI.
+// Package coap is tagauth's CoAP transport (spec section 11): the subset of
+// RFC 7252 that the protocol needs, a server for the gateway and the device
+// agent, and a client for relays and the user CLI. Both run over a
+// PacketConn: a UDP socket (UDPConn), or an in-process network (package
+// memnet) in tests. The package knows nothing of the protocol's messages;
+// package coapbind maps the protocol's outcomes to CoAP codes.
 //
 // # Why the server is hand-rolled
 //
@@ -12,7 +15,7 @@
 // as datagrams arrive (plgd-dev/go-coap#586). The wire format itself is not
 // the problem, so this package uses only go-coap's codec
 // (packages message, message/codes and udp/coder) and runs its own loop on a
-// plain *net.UDPConn: a few worker goroutines each read into their own
+// PacketConn (a plain *net.UDPConn in production): a few worker goroutines each read into their own
 // buffer, decode into a reused message.Message, call the handler with a
 // reusable response buffer and encode into another reused buffer. In steady
 // state a request costs no heap allocation (see BenchmarkServerHandle).

@@ -158,10 +158,19 @@ func (s *Server) init() *state {
 	return s.rt
 }
 
-// Serve answers requests arriving on conn until conn is closed, then returns
-// nil. Read errors other than a closed socket are logged and retried with a
-// backoff, so a transient failure does not take the server down.
+// Serve answers requests arriving on a UDP socket until it is closed, then
+// returns nil. See ServePacket.
 func (s *Server) Serve(conn *net.UDPConn) error {
+	if conn == nil {
+		return errors.New("coap: Serve on a nil connection")
+	}
+	return s.ServePacket(UDP(conn))
+}
+
+// ServePacket answers requests arriving on conn until conn is closed, then
+// returns nil. Read errors other than a closed conn are logged and retried
+// with a backoff, so a transient failure does not take the server down.
+func (s *Server) ServePacket(conn PacketConn) error {
 	if s.Handler == nil {
 		return errNoHandler
 	}
@@ -238,13 +247,45 @@ func (s *Server) newWorker(ctx context.Context) *worker {
 	return w
 }
 
-func (w *worker) loop(conn *net.UDPConn) {
-	if w.rt.batch > 1 && w.loopBatch(conn) {
+func (w *worker) loop(conn PacketConn) {
+	if w.rt.batch > 1 && w.loopBatch(conn) { // batch_linux.go: the fast path
 		return
+	}
+	w.loopPackets(conn)
+}
+
+// packets is one worker's batch for PacketConn.ReadBatch and WriteBatch.
+type packets struct {
+	bufs  [][]byte
+	sizes []int
+	from  []netip.AddrPort
+	wbufs [][]byte // encoded responses, one per slot
+	out   [][]byte // the responses to send, in order
+	to    []netip.AddrPort
+}
+
+func (p *packets) setReply(k int, reply []byte) { p.out[k] = reply }
+
+// loopPackets serves conn through its PacketConn methods, up to
+// Server.Batch datagrams at a time.
+func (w *worker) loopPackets(conn PacketConn) {
+	n := w.rt.batch
+	p := &packets{
+		bufs:  make([][]byte, n),
+		sizes: make([]int, n),
+		from:  make([]netip.AddrPort, n),
+		wbufs: make([][]byte, n),
+		out:   make([][]byte, 0, n),
+		to:    make([]netip.AddrPort, 0, n),
+	}
+	p.bufs[0], p.wbufs[0] = w.rbuf, w.wbuf
+	for i := 1; i < n; i++ {
+		p.bufs[i] = make([]byte, len(w.rbuf))
+		p.wbufs[i] = make([]byte, len(w.wbuf))
 	}
 	backoff := time.Duration(0)
 	for {
-		n, from, err := conn.ReadFromUDPAddrPort(w.rbuf)
+		k, err := conn.ReadBatch(p.bufs, p.sizes, p.from)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -254,15 +295,38 @@ func (w *worker) loop(conn *net.UDPConn) {
 			continue
 		}
 		backoff = 0
-		reply := w.endBatch(nil, w.handle(w.rbuf[:n], from))
-		if reply == nil {
-			continue
+		p.out, p.to = p.out[:0], p.to[:0]
+		for i := range k {
+			// handle encodes into w.wbuf: give it this slot's buffer,
+			// and keep the buffer it leaves (it may have grown).
+			w.wbuf = p.wbufs[i]
+			held := len(w.held)
+			reply := w.handle(p.bufs[i][:p.sizes[i]], p.from[i])
+			p.wbufs[i] = w.wbuf
+			if reply == nil {
+				continue
+			}
+			if len(w.held) > held {
+				w.held[held].out = len(p.out) // commit.go
+			}
+			p.out = append(p.out, reply)
+			p.to = append(p.to, p.from[i])
 		}
-		if _, err := conn.WriteToUDPAddrPort(reply, from); err != nil {
-			w.sendFailed(from, err)
-			continue
+		w.endBatch(p) // commit.go: before any response leaves
+		for sent := 0; sent < len(p.out); {
+			m, err := conn.WriteBatch(p.out[sent:], p.to[sent:])
+			w.s.Stats.Responses.Add(uint64(m))
+			sent += m
+			if err == nil {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				w.s.Stats.Dropped.Add(uint64(len(p.out) - sent))
+				return
+			}
+			w.sendFailed(p.to[sent], err)
+			sent++
 		}
-		w.s.Stats.Responses.Add(1)
 	}
 }
 
@@ -278,9 +342,9 @@ func (w *worker) sendFailed(to netip.AddrPort, err error) {
 
 // readFailed logs a read error other than a closed socket and returns the
 // backoff to sleep before the next read.
-func (w *worker) readFailed(conn *net.UDPConn, err error, backoff time.Duration) time.Duration {
+func (w *worker) readFailed(conn PacketConn, err error, backoff time.Duration) time.Duration {
 	backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-	w.rt.log.Warn("coap: read failed, retrying", "local", conn.LocalAddr().String(), "err", err, "backoff", backoff)
+	w.rt.log.Warn("coap: read failed, retrying", "local", conn.LocalAddrPort().String(), "err", err, "backoff", backoff)
 	return backoff
 }
 

@@ -251,7 +251,7 @@ func TestResponseCodes(t *testing.T) {
 	mux.Handle("/panic", HandlerFunc(func(context.Context, *Request, []byte) (Code, []byte) { panic("boom") }))
 	mux.Handle("/bad-code", HandlerFunc(func(_ context.Context, _ *Request, dst []byte) (Code, []byte) { return methodPOST, dst }))
 	mux.Handle("/refuse", HandlerFunc(func(_ context.Context, _ *Request, dst []byte) (Code, []byte) {
-		return ForProtocol(0x05), append(dst, 0x7f)
+		return Unauthorized, append(dst, 0x7f) // a refusal, as coapbind.Code(rejected) answers
 	}))
 	addr := serve(t, &Server{Handler: mux})
 	c := dial(t, addr)

@@ -21,8 +21,8 @@
 //
 // Integrators register named handlers with [Agent.Handle]: a handler gets
 // the authenticated user id and the task's arguments and returns a result.
-// The task plaintexts are the JSON objects of [userclient.TaskRequest] and
-// [userclient.TaskResponse]. Unless [Config.NoBuiltins] is set, New
+// The task plaintexts are the JSON objects of [coapbind.TaskRequest] and
+// [coapbind.TaskResponse]. Unless [Config.NoBuiltins] is set, New
 // registers three demonstration handlers: "echo" (returns its arguments),
 // "sensor.read" (a simulated reading, see [SensorReading]) and
 // "control.write" (records the instruction and who sent it, readable with
@@ -90,7 +90,9 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/internal/echo"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 	"github.com/tagauth/tagauth/replay"
@@ -156,6 +158,10 @@ type Config struct {
 	// NoListen serves no CoAP socket: the requests come through another
 	// binding (the MQTT broker) that feeds them to Handler.
 	NoListen bool
+	// Conn, when set, is the packet conn the agent serves CoAP on instead
+	// of a UDP socket at Listen: an in-process network (package memnet)
+	// in tests. The agent closes it when it stops.
+	Conn coap.PacketConn
 
 	// SessionIdle and SessionLife bound an established session; zero
 	// means 5 minutes and 1 hour (spec section 9).
@@ -203,7 +209,7 @@ type Agent struct {
 	log     *slog.Logger
 	dev     *protocol.Device
 	relay   transport.Poster
-	conn    *net.UDPConn // nil with NoListen
+	conn    coap.PacketConn // nil with NoListen
 	srv     *coap.Server
 	mux     *coap.Mux
 
@@ -227,10 +233,10 @@ type Agent struct {
 	userSess map[string][]*session
 	userWait map[string][]*pendingLogin
 
-	echo     *echoer        // source.go
-	verified *verifiedTable // addresses that answered an Echo
-	limits   *sourceLimits  // per-address token buckets and relay shares
-	logs     *logSampler    // bounds the lines of refusals
+	echo     *echo.Minter            // Echo values (package echo)
+	verified *echo.Table[netip.Addr] // addresses that answered an Echo
+	limits   *sourceLimits           // per-address token buckets and relay shares
+	logs     *logSampler             // bounds the lines of refusals
 
 	hmu      sync.RWMutex
 	handlers map[string]TaskFunc
@@ -298,9 +304,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxPendingPerUser <= 0 {
 		cfg.MaxPendingPerUser = DefaultMaxPendingPerUser
 	}
-	echo, err := newEchoer()
+	echoes, err := echo.NewMinter()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("device: %w", err)
 	}
 	pcfg := protocol.Config{Now: cfg.Now, Rand: cfg.Rand, Window: cfg.Window, SessionIdle: cfg.SessionIdle, SessionLife: cfg.SessionLife}
 	// The replay cache must hold every m1 accepted within 2 dT; refusing
@@ -309,15 +315,17 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device: credential: %w", err)
 	}
-	var conn *net.UDPConn
-	if !cfg.NoListen {
+	conn := cfg.Conn
+	if conn == nil && !cfg.NoListen {
 		laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("device: listen address %q: %w", cfg.Listen, err)
 		}
-		if conn, err = net.ListenUDP("udp", laddr); err != nil {
+		udp, err := net.ListenUDP("udp", laddr)
+		if err != nil {
 			return nil, fmt.Errorf("device: cannot listen on %s: %w", cfg.Listen, err)
 		}
+		conn = coap.UDP(udp)
 	}
 	a := &Agent{
 		cfg:      cfg,
@@ -336,16 +344,16 @@ func New(cfg Config) (*Agent, error) {
 		handlers: make(map[string]TaskFunc),
 		userSess: make(map[string][]*session),
 		userWait: make(map[string][]*pendingLogin),
-		echo:     echo,
-		verified: newVerifiedTable(cfg.VerifiedSources, VerifiedFor),
+		echo:     echoes,
+		verified: echo.NewTable[netip.Addr](cfg.VerifiedSources, VerifiedFor),
 		limits:   newSourceLimits(cfg.SourceRate, cfg.SourceBurst),
 		logs:     &logSampler{limit: refusalLogLines, interval: refusalLogEvery},
 	}
 	mux := coap.NewMux()
-	mux.Handle(pathLogin, coap.HandlerFunc(a.serveLogin))
-	mux.Handle(pathInfo, coap.HandlerFunc(a.serveInfo))
-	mux.Handle(pathConfirm, coap.HandlerFunc(a.serveConfirm))
-	mux.Handle(pathTask, coap.HandlerFunc(a.serveTask))
+	mux.Handle(coapbind.PathLogin, coap.HandlerFunc(a.serveLogin))
+	mux.Handle(coapbind.PathInfo, coap.HandlerFunc(a.serveInfo))
+	mux.Handle(coapbind.PathConfirm, coap.HandlerFunc(a.serveConfirm))
+	mux.Handle(coapbind.PathTask, coap.HandlerFunc(a.serveTask))
 	a.mux = mux
 	a.srv = &coap.Server{
 		Handler: mux,
@@ -363,21 +371,12 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-// CoAP paths the agent serves (spec section 11).
-const (
-	pathLogin   = "/tagauth/login"
-	pathConfirm = "/tagauth/confirm"
-	pathTask    = "/tagauth/task"
-	pathInfo    = "/tagauth/info"   // binding extension: which device this is
-	pathVerify  = "/tagauth/verify" // the gateway's
-)
-
 // Addr returns the address the agent listens on, nil with NoListen.
 func (a *Agent) Addr() net.Addr {
 	if a.conn == nil {
 		return nil
 	}
-	return a.conn.LocalAddr()
+	return coap.LocalAddr(a.conn)
 }
 
 // Handler returns the handler of the agent's endpoints, for a binding
@@ -416,7 +415,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	served := make(chan error, 1)
 	if a.conn != nil {
 		listen = a.Addr().String()
-		go func() { served <- a.srv.Serve(a.conn) }()
+		go func() { served <- a.srv.ServePacket(a.conn) }()
 	}
 	a.log.Info("device agent serving", "profile", a.dev.Profile().String(), "listen", listen, "gateway", a.gateway)
 	tick := time.NewTicker(sweepEvery)

@@ -23,6 +23,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/internal/testenv"
@@ -95,7 +96,7 @@ func startGateway(t *testing.T, p protocol.Profile, clk *clock) *fakeGateway {
 		t.Fatal(err)
 	}
 	mux := coap.NewMux()
-	mux.Handle(pathVerify, coap.HandlerFunc(func(ctx context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
+	mux.Handle(coapbind.PathVerify, coap.HandlerFunc(func(ctx context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
 		fg.smu.Lock()
 		fg.sources = append(fg.sources, string(req.Source))
 		fg.smu.Unlock()
@@ -109,7 +110,7 @@ func startGateway(t *testing.T, p protocol.Profile, clk *clock) *fakeGateway {
 		}
 		out, _, err := g.Verify(ctx, dst, req.Payload)
 		if err != nil {
-			return coap.ForProtocol(protocol.CodeOf(err)), out
+			return coapbind.Code(protocol.CodeOf(err)), out
 		}
 		return coap.Changed, out
 	}))
@@ -245,8 +246,8 @@ func (r *rig) post(path string, payload []byte) (coap.Code, []byte) {
 func wantError(t *testing.T, what string, code coap.Code, resp []byte, c protocol.Code) {
 	t.Helper()
 	_, got, err := protocol.ParseError(resp)
-	if err != nil || got != c || code != coap.ForProtocol(c) {
-		t.Fatalf("%s: answer %s %x, want %s with error %s", what, code, resp, coap.ForProtocol(c), c)
+	if err != nil || got != c || code != coapbind.Code(c) {
+		t.Fatalf("%s: answer %s %x, want %s with error %s", what, code, resp, coapbind.Code(c), c)
 	}
 }
 
@@ -359,7 +360,7 @@ func TestHandleCustomTask(t *testing.T) {
 
 	// A sealed plaintext that is not a task object gets an answer, sealed.
 	rec, _ := c.Session.Seal(nil, []byte(`{"task":"valve.open","args":"V5","sudo":true}`))
-	code, sealed := r.post(pathTask, rec)
+	code, sealed := r.post(coapbind.PathTask, rec)
 	pt, err := c.Session.Open(nil, sealed)
 	if code != coap.Changed || err != nil || !bytes.Contains(pt, []byte(`"ok":false`)) {
 		t.Fatalf("task with an unknown field: %s %q %v", code, pt, err)
@@ -453,7 +454,7 @@ func (r *rig) startLogin(u *protocol.User) (*protocol.Login, []byte) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	code, m4 := r.post(pathLogin, m1)
+	code, m4 := r.post(coapbind.PathLogin, m1)
 	if code != coap.Changed {
 		r.t.Fatalf("login: %s %x", code, m4)
 	}
@@ -531,22 +532,22 @@ func TestConfirmFoundBySID(t *testing.T) {
 	confirm := func(s *protocol.Session, m5 []byte) []byte { return protocol.AppendConfirmPayload(nil, s.SID(), m5) }
 
 	// alice's sid with bob's tau_i: refused, and both logins stay pending.
-	code, resp := r.post(pathConfirm, confirm(sa, m5b))
+	code, resp := r.post(coapbind.PathConfirm, confirm(sa, m5b))
 	wantError(t, "a valid sid with another login's tau_i", code, resp, protocol.ErrRejected)
 	wantPending("after another login's tau_i", 2, 0)
 	// A forged tau_i does not cancel the genuine login either.
 	forged := bytes.Clone(m5a)
 	forged[len(forged)-1] ^= 1
-	code, resp = r.post(pathConfirm, confirm(sa, forged))
+	code, resp = r.post(coapbind.PathConfirm, confirm(sa, forged))
 	wantError(t, "forged m5", code, resp, protocol.ErrRejected)
 	// An unknown sid is rejected.
 	unknown := confirm(sa, m5a)
 	unknown[0] ^= 1
-	code, resp = r.post(pathConfirm, unknown)
+	code, resp = r.post(coapbind.PathConfirm, unknown)
 	wantError(t, "unknown sid", code, resp, protocol.ErrRejected)
 	// Under 9 bytes: malformed, with profile byte 0x00.
 	for _, short := range [][]byte{nil, {0x02}, confirm(sa, m5a)[:protocol.SIDSize]} {
-		code, resp = r.post(pathConfirm, short)
+		code, resp = r.post(coapbind.PathConfirm, short)
 		wantError(t, fmt.Sprintf("confirm payload of %d bytes", len(short)), code, resp, protocol.ErrMalformed)
 		if p, _, _ := protocol.ParseError(resp); p != 0 {
 			t.Errorf("confirm payload of %d bytes: error carries profile %v, want 0x00", len(short), p)
@@ -556,25 +557,25 @@ func TestConfirmFoundBySID(t *testing.T) {
 
 	// alice's m5 from another address than her m1: accepted.
 	_, port, _ := net.SplitHostPort(r.addr)
-	code, resp = rawPost(t, "127.0.0.2:0", "127.0.0.1:"+port, pathConfirm, confirm(sa, m5a))
+	code, resp = rawPost(t, "127.0.0.2:0", "127.0.0.1:"+port, coapbind.PathConfirm, confirm(sa, m5a))
 	if code != coap.Changed || len(resp) != 0 {
 		t.Fatalf("m5 from another address: %s %x, want 2.04 and no payload", code, resp)
 	}
 	wantPending("after alice's m5", 1, 1)
 	rec, _ := sa.Seal(nil, []byte(`{"task":"echo","args":"hi"}`))
-	code, sealed := r.post(pathTask, rec)
+	code, sealed := r.post(coapbind.PathTask, rec)
 	if pt, err := sa.Open(nil, sealed); code != coap.Changed || err != nil || !bytes.Contains(pt, []byte(`"result":"hi"`)) {
 		t.Fatalf("task after confirm: %s %q %v", code, pt, err)
 	}
 	// A second m5 (a new request, not a retransmission): the login has
 	// passed that step, so it is replayed (section 7) and confirms nothing.
-	code, resp = r.post(pathConfirm, confirm(sa, m5a))
+	code, resp = r.post(coapbind.PathConfirm, confirm(sa, m5a))
 	wantError(t, "m5 again", code, resp, protocol.ErrReplayed)
 	wantPending("after m5 again", 1, 1)
 
 	// bob's m5 after the device dropped his pending login (dT after m4).
 	r.clk.Advance(protocol.DefaultWindow + time.Millisecond)
-	code, resp = r.post(pathConfirm, confirm(sb, m5b))
+	code, resp = r.post(coapbind.PathConfirm, confirm(sb, m5b))
 	wantError(t, "m5 after the pending login expired", code, resp, protocol.ErrRejected)
 	wantPending("after the late m5", 0, 1)
 }
@@ -590,22 +591,22 @@ func TestTaskRefusals(t *testing.T) {
 			}
 			unknown := append([]byte(nil), rec...)
 			unknown[2] ^= 0xff // the sid
-			code, resp := r.post(pathTask, unknown)
+			code, resp := r.post(coapbind.PathTask, unknown)
 			wantError(t, "unknown sid", code, resp, protocol.ErrRejected)
 
 			tampered := append([]byte(nil), rec...)
 			tampered[len(tampered)-1] ^= 1
-			code, resp = r.post(pathTask, tampered)
+			code, resp = r.post(coapbind.PathTask, tampered)
 			wantError(t, "tampered record", code, resp, protocol.ErrRejected)
 
-			code, resp = r.post(pathTask, rec[:10])
+			code, resp = r.post(coapbind.PathTask, rec[:10])
 			wantError(t, "truncated record", code, resp, protocol.ErrMalformed)
 
-			if code, _ := r.post(pathTask, rec); code != coap.Changed {
+			if code, _ := r.post(coapbind.PathTask, rec); code != coap.Changed {
 				t.Fatalf("genuine record after the refusals: %s", code)
 			}
 			// The same record again, in a new CoAP exchange: a replay.
-			code, resp = r.post(pathTask, rec)
+			code, resp = r.post(coapbind.PathTask, rec)
 			wantError(t, "replayed record", code, resp, protocol.ErrReplayed)
 		})
 	}
@@ -667,14 +668,14 @@ func TestMalformedInput(t *testing.T) {
 		want    protocol.Code
 		profile protocol.Profile
 	}{
-		{"garbage m1", pathLogin, []byte{0x02, 0x01, 0xde, 0xad}, protocol.ErrMalformed, protocol.Hardened},
-		{"empty m1", pathLogin, nil, protocol.ErrMalformed, 0},
-		{"unknown profile", pathLogin, []byte{0x09, 0x01}, protocol.ErrUnsupportedProfile, 0},
-		{"classic m1 to a hardened device", pathLogin, classicM1, protocol.ErrUnsupportedProfile, protocol.Classic},
-		{"garbage m5", pathConfirm, append(make([]byte, protocol.SIDSize), 0x02, 0x05, 1), protocol.ErrMalformed, protocol.Hardened},
-		{"confirm shorter than sid and a byte", pathConfirm, []byte{0x02, 0x05, 1}, protocol.ErrMalformed, 0},
-		{"garbage record", pathTask, []byte("hello"), protocol.ErrUnsupportedProfile, 0},
-		{"short record", pathTask, []byte{0x02, 0x10, 1}, protocol.ErrMalformed, protocol.Hardened},
+		{"garbage m1", coapbind.PathLogin, []byte{0x02, 0x01, 0xde, 0xad}, protocol.ErrMalformed, protocol.Hardened},
+		{"empty m1", coapbind.PathLogin, nil, protocol.ErrMalformed, 0},
+		{"unknown profile", coapbind.PathLogin, []byte{0x09, 0x01}, protocol.ErrUnsupportedProfile, 0},
+		{"classic m1 to a hardened device", coapbind.PathLogin, classicM1, protocol.ErrUnsupportedProfile, protocol.Classic},
+		{"garbage m5", coapbind.PathConfirm, append(make([]byte, protocol.SIDSize), 0x02, 0x05, 1), protocol.ErrMalformed, protocol.Hardened},
+		{"confirm shorter than sid and a byte", coapbind.PathConfirm, []byte{0x02, 0x05, 1}, protocol.ErrMalformed, 0},
+		{"garbage record", coapbind.PathTask, []byte("hello"), protocol.ErrUnsupportedProfile, 0},
+		{"short record", coapbind.PathTask, []byte{0x02, 0x10, 1}, protocol.ErrMalformed, protocol.Hardened},
 	} {
 		code, resp := r.post(c.path, c.payload)
 		wantError(t, c.name, code, resp, c.want)
@@ -861,7 +862,7 @@ func TestGatewayAnswers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		code, resp := r.post(pathLogin, m1)
+		code, resp := r.post(coapbind.PathLogin, m1)
 		wantError(t, c.name, code, resp, c.want)
 		l.Close()
 	}
@@ -882,12 +883,12 @@ func TestReplayedM1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if code, _ := r.post(pathLogin, m1); code != coap.Changed {
+	if code, _ := r.post(coapbind.PathLogin, m1); code != coap.Changed {
 		t.Fatalf("first m1: %s", code)
 	}
 	// A new exchange with the same m1 (a retransmission would reuse the
 	// message ID and be answered from the CoAP cache instead).
-	code, resp := r.post(pathLogin, m1)
+	code, resp := r.post(coapbind.PathLogin, m1)
 	wantError(t, "m1 again", code, resp, protocol.ErrReplayed)
 	if st := r.agent.Stats(); st.Sessions != 1 || st.Pending != 0 {
 		t.Errorf("after a replayed m1: %+v", st)

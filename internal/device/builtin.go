@@ -11,11 +11,11 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/tagauth/tagauth/internal/userclient"
+	"github.com/tagauth/tagauth/internal/coapbind"
 )
 
 func (a *Agent) registerBuiltins() {
-	a.Handle("echo", echo)
+	a.Handle("echo", echoTask)
 	a.Handle("sensor.read", a.sensorRead)
 	a.Handle("control.write", a.controlWrite)
 	a.Handle("tasks", a.listTasks)
@@ -79,13 +79,13 @@ func (a *Agent) listTasks(_ context.Context, _ string, args []byte) ([]byte, err
 
 // answerSize is the size of the JSON answer that carries result.
 func answerSize(result []byte) int {
-	b, _ := json.Marshal(userclient.TaskResponse{OK: true, Result: string(result)})
+	b, _ := json.Marshal(coapbind.TaskResponse{OK: true, Result: string(result)})
 	return len(b)
 }
 
-// echo returns its arguments: the simplest proof that a sealed round trip
+// echoTask returns its arguments: the simplest proof that a sealed round trip
 // works.
-func echo(_ context.Context, _ string, args []byte) ([]byte, error) {
+func echoTask(_ context.Context, _ string, args []byte) ([]byte, error) {
 	return args, nil
 }
 

@@ -44,7 +44,7 @@ func FuzzAgent(f *testing.F) {
 	from := netip.MustParseAddrPort("127.0.0.1:40000")
 	// A verified source, so that well-formed m1s reach the relay rather
 	// than the Echo challenge (whose answer is no error message).
-	a.verified.add(from.Addr(), time.Now())
+	a.verified.Add(from.Addr(), time.Now())
 	f.Fuzz(func(t *testing.T, which uint8, payload []byte) {
 		req := &coap.Request{Payload: payload, From: from}
 		var code coap.Code

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -38,11 +39,11 @@ func TestDeviceInfo(t *testing.T) {
 		t.Errorf("asking for the device's info left %d pending logins", st.Pending)
 	}
 	// Without the padding, no answer larger than the request.
-	req, resp, n := rawExchange(t, "127.0.0.1:0", r.addr, pathInfo, []byte{0})
+	req, resp, n := rawExchange(t, "127.0.0.1:0", r.addr, coapbind.PathInfo, []byte{0})
 	if coap.Code(resp.Code) != coap.BadRequest || len(resp.Payload) != 0 || n >= len(req) {
 		t.Errorf("unpadded info request answered %s with %d bytes (request %d)", coap.Code(resp.Code), n, len(req))
 	}
-	req, resp, n = rawExchange(t, "127.0.0.1:0", r.addr, pathInfo, make([]byte, userclient.InfoRequestSize))
+	req, resp, n = rawExchange(t, "127.0.0.1:0", r.addr, coapbind.PathInfo, make([]byte, coapbind.InfoRequestSize))
 	if coap.Code(resp.Code) != coap.Changed || n >= len(req) {
 		t.Errorf("info answered %s with %d bytes for a request of %d", coap.Code(resp.Code), n, len(req))
 	}

@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
+	"github.com/tagauth/tagauth/internal/echo"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -25,14 +27,15 @@ func profileOf(b []byte) protocol.Profile {
 // refuse answers with the error message of spec section 7 and the CoAP code
 // of section 11.
 func refuse(dst, req []byte, c protocol.Code) (coap.Code, []byte) {
-	return coap.ForProtocol(c), protocol.AppendError(dst, profileOf(req), c)
+	return coapbind.Code(c), protocol.AppendError(dst, profileOf(req), c)
 }
 
 // serveLogin handles m1: Start, relay m2 to the gateway, Respond with m4.
 // It blocks its worker for at most GatewayTimeout, holding a relay slot.
 func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
 	m1 := req.Payload // valid until we return, which is all Start needs
-	// The first checks of spec section 7 come before we read the user.
+	// The first checks of spec section 7 come before we read the user;
+	// m1 is parsed here once, and started from the parsed form below.
 	if err := protocol.CheckProfile(a.dev.Profile(), m1); err != nil {
 		a.junk(req.From, "m1", err)
 		return refuse(dst, m1, protocol.CodeOf(err))
@@ -54,16 +57,17 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 		// an Echo of its own: its name is the source.
 		source = req.Peer
 	default:
-		if !a.verified.has(from, now) {
-			if req.Echo == nil || !a.echo.valid(req.Echo, from, now) {
+		if !a.verified.Has(from, now) {
+			if req.Echo == nil || !a.echo.Valid(req.Echo, addrKey(from), now) {
 				// RFC 9175 section 2.4: prove that you receive at this
 				// address. Nothing else runs, the replay cache is not
 				// touched, and the answer is smaller than the request.
 				a.metrics.echoChallenges.Inc()
-				req.SetResponseEcho(a.echo.mint(from, now))
+				var buf [echo.Size]byte
+				req.SetResponseEcho(a.echo.Mint(buf[:0], addrKey(from), now))
 				return coap.Unauthorized, dst
 			}
-			a.verified.add(from, now)
+			a.verified.Add(from, now)
 		}
 		source = sourceOption(from)[0].Value
 	}
@@ -85,7 +89,7 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 		a.refused(user, req.From, "m1", busyError(err.Error()))
 		return refuse(dst, m1, protocol.ErrBusy)
 	}
-	dl, m2, err := a.dev.Start(a.ctx, nil, m1)
+	dl, m2, err := a.dev.StartParsed(a.ctx, nil, parsed)
 	if err != nil {
 		a.drop(p)
 		a.refused(user, req.From, "m1", err)
@@ -95,7 +99,7 @@ func (a *Agent) serveLogin(_ context.Context, req *coap.Request, dst []byte) (co
 	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.GatewayTimeout)
 	// A binding without addresses (MQTT) names the verified requester
 	// in req.Peer; CoAP never sets it.
-	code, m3, err := a.relay.Post(ctx, pathVerify, m2, transport.Options{Source: source})
+	code, m3, err := a.relay.Post(ctx, coapbind.PathVerify, m2, transport.Options{Source: source})
 	cancel()
 	if err != nil {
 		dl.Close()

@@ -69,7 +69,7 @@ func newAgentMetrics(a *Agent) *agentMetrics {
 	gauge("tagauth_device_sessions_open", "Established sessions, expired ones not yet swept included.", func() float64 { return float64(a.Stats().Sessions) })
 	gauge("tagauth_device_pending_logins", "Logins between m1 and m5 (classic: m4).", func() float64 { return float64(a.Stats().Pending) })
 	gauge("tagauth_device_relays_in_flight", "Logins waiting for the gateway now (at most MaxRelays).", func() float64 { return float64(len(a.relays)) })
-	gauge("tagauth_device_verified_sources", "Client addresses that proved return routability lately (Echo).", func() float64 { return float64(a.verified.len()) })
+	gauge("tagauth_device_verified_sources", "Client addresses that proved return routability lately (Echo).", func() float64 { return float64(a.verified.Len()) })
 	gauge("tagauth_device_tasks_in_flight", "Task handlers running now (at most MaxTasks).", func() float64 { return float64(len(a.tasks)) })
 	stat := func(name, help string, v func() uint64) {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tagauth_device_coap_" + name + "_total", Help: help},

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -60,7 +61,7 @@ func TestAgentMetrics(t *testing.T) {
 	if resp, err := c1.Task(ctx, "no.such.task", ""); err != nil || resp.OK {
 		t.Fatalf("unknown task: %+v %v", resp, err)
 	}
-	r.post(pathLogin, []byte{0x02, 0x01, 0xff}) // junk m1
+	r.post(coapbind.PathLogin, []byte{0x02, 0x01, 0xff}) // junk m1
 
 	text := scrapeAgent(t, r.agent)
 	wantSample(t, text, `tagauth_device_logins_total{outcome="established",reason="",step="m5"} 2`)

@@ -1,11 +1,6 @@
 package device
 
 import (
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
-	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -29,12 +24,8 @@ import (
 // that address. This is a transport-binding step in front of spec section
 // 11; the protocol's messages are unchanged.
 //
-// An Echo value is stateless: one byte of a minute counter and a truncated
-// HMAC-SHA256, under a secret drawn at start, of a label, the full counter
-// and the address. It is valid during its minute and the next, so a client
-// has at least a minute to answer. Addresses proven this way are kept in a
-// bounded table for VerifiedFor, so that a user logging in again skips the
-// extra round trip.
+// Echo values and the table of verified addresses are package echo's,
+// shared with the MQTT binding, keyed here by the client's address.
 
 // Defaults of source verification and per-source limits.
 const (
@@ -55,116 +46,12 @@ const (
 	maxSourceBuckets = 4096
 )
 
-const (
-	echoLabel  = "tagauth/echo-v1"
-	echoBucket = time.Minute
-	echoMAC    = 8 // bytes of HMAC: 2^-64 odds for a blind guess
-	echoLen    = 1 + echoMAC
-)
-
-// echoer mints and checks Echo values.
-type echoer struct {
-	secret [32]byte
-}
-
-func newEchoer() (*echoer, error) {
-	e := new(echoer)
-	// Drawn from the system's generator, not Config.Rand: the secret
-	// must be unpredictable even when tests script the protocol's
-	// randomness.
-	if _, err := rand.Read(e.secret[:]); err != nil {
-		return nil, fmt.Errorf("device: drawing the Echo secret: %w", err)
-	}
-	return e, nil
-}
-
-func (e *echoer) mac(dst []byte, minute uint64, addr netip.Addr) []byte {
-	h := hmac.New(sha256.New, e.secret[:])
-	var b [len(echoLabel) + 8 + 16]byte
-	n := copy(b[:], echoLabel)
-	binary.BigEndian.PutUint64(b[n:], minute)
-	a16 := addr.As16()
-	copy(b[n+8:], a16[:])
-	h.Write(b[:])
-	var sum [sha256.Size]byte
-	return append(dst, h.Sum(sum[:0])[:echoMAC]...)
-}
-
-func minuteOf(now time.Time) uint64 { return uint64(now.Unix()) / uint64(echoBucket/time.Second) }
-
-// mint returns a fresh Echo value for addr.
-func (e *echoer) mint(addr netip.Addr, now time.Time) []byte {
-	m := minuteOf(now)
-	return e.mac(append(make([]byte, 0, echoLen), byte(m)), m, addr)
-}
-
-// valid reports whether v is an Echo value minted for addr during this
-// minute or the previous one. The MAC covers the full counter, so a value
-// does not come back to life when its byte wraps.
-func (e *echoer) valid(v []byte, addr netip.Addr, now time.Time) bool {
-	if len(v) != echoLen {
-		return false
-	}
-	cur := minuteOf(now)
-	var buf [echoLen]byte
-	for _, m := range [2]uint64{cur, cur - 1} {
-		if byte(m) != v[0] {
-			continue
-		}
-		if hmac.Equal(e.mac(append(buf[:0], byte(m)), m, addr), v) {
-			return true
-		}
-	}
-	return false
-}
-
-// verifiedTable remembers the addresses that proved return routability,
-// each for ttl, at most len(ring): the oldest verification is forgotten
-// first. A forgotten address costs its user one more round trip, nothing
-// else.
-type verifiedTable struct {
-	mu   sync.Mutex
-	ttl  time.Duration
-	at   map[netip.Addr]time.Time
-	ring []netip.Addr // insertion order
-	head int
-}
-
-func newVerifiedTable(size int, ttl time.Duration) *verifiedTable {
-	return &verifiedTable{ttl: ttl, at: make(map[netip.Addr]time.Time, size), ring: make([]netip.Addr, 0, size)}
-}
-
-// has reports whether addr was verified less than ttl ago.
-func (v *verifiedTable) has(addr netip.Addr, now time.Time) bool {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	at, ok := v.at[addr]
-	return ok && now.Sub(at) < v.ttl
-}
-
-// add records that addr proved return routability now.
-func (v *verifiedTable) add(addr netip.Addr, now time.Time) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.at[addr]; ok {
-		// Renewed in its slot: the ring still bounds the table.
-		v.at[addr] = now
-		return
-	}
-	if len(v.ring) < cap(v.ring) {
-		v.ring = append(v.ring, addr)
-	} else {
-		delete(v.at, v.ring[v.head])
-		v.ring[v.head] = addr
-		v.head = (v.head + 1) % len(v.ring)
-	}
-	v.at[addr] = now
-}
-
-func (v *verifiedTable) len() int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return len(v.at)
+// addrKey is an address as the Echo values of package echo key it: its
+// 16-byte form, so that an IPv4 address and its IPv4-mapped IPv6
+// spelling are one key.
+func addrKey(a netip.Addr) []byte {
+	b := a.As16()
+	return b[:]
 }
 
 // sourceLimits is the per-source token bucket of logins and the count of

@@ -18,6 +18,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
@@ -106,7 +107,7 @@ func TestEchoChallenge(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req, resp, n := rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1)
+			req, resp, n := rawExchange(t, "127.0.0.1:0", r.addr, coapbind.PathLogin, m1)
 			echo, err := resp.Options.GetBytes(coap.OptionEcho)
 			if coap.Code(resp.Code) != coap.Unauthorized || err != nil || len(echo) == 0 || len(resp.Payload) != 0 {
 				t.Fatalf("first m1 answered %s, Echo %x (%v), payload %x; want 4.01 with Echo and no payload", coap.Code(resp.Code), echo, err, resp.Payload)
@@ -119,21 +120,21 @@ func TestEchoChallenge(t *testing.T) {
 			}
 
 			// An Echo value is bound to its address.
-			_, resp, _ = rawExchange(t, "127.0.0.2:0", r.addr, pathLogin, m1, message.Option{ID: coap.OptionEcho, Value: echo})
+			_, resp, _ = rawExchange(t, "127.0.0.2:0", r.addr, coapbind.PathLogin, m1, message.Option{ID: coap.OptionEcho, Value: echo})
 			if coap.Code(resp.Code) != coap.Unauthorized || len(resp.Payload) != 0 {
 				t.Fatalf("m1 from 127.0.0.2 with 127.0.0.1's Echo answered %s %x, want a new challenge", coap.Code(resp.Code), resp.Payload)
 			}
 			// A tampered one is no good either.
 			bad := bytes.Clone(echo)
 			bad[len(bad)-1] ^= 1
-			_, resp, _ = rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1, message.Option{ID: coap.OptionEcho, Value: bad})
+			_, resp, _ = rawExchange(t, "127.0.0.1:0", r.addr, coapbind.PathLogin, m1, message.Option{ID: coap.OptionEcho, Value: bad})
 			if coap.Code(resp.Code) != coap.Unauthorized || len(resp.Payload) != 0 {
 				t.Fatalf("m1 with a tampered Echo answered %s %x, want a new challenge", coap.Code(resp.Code), resp.Payload)
 			}
 
 			// The same m1 (never seen by the replay cache) with the Echo
 			// value, from another port of the same address.
-			_, resp, _ = rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1, message.Option{ID: coap.OptionEcho, Value: echo})
+			_, resp, _ = rawExchange(t, "127.0.0.1:0", r.addr, coapbind.PathLogin, m1, message.Option{ID: coap.OptionEcho, Value: echo})
 			if coap.Code(resp.Code) != coap.Changed {
 				t.Fatalf("m1 with its Echo answered %s %x, want 2.04 and m4", coap.Code(resp.Code), resp.Payload)
 			}
@@ -158,64 +159,11 @@ func TestNoSourceVerification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, resp, _ := rawExchange(t, "127.0.0.1:0", r.addr, pathLogin, m1); coap.Code(resp.Code) != coap.Changed {
+	if _, resp, _ := rawExchange(t, "127.0.0.1:0", r.addr, coapbind.PathLogin, m1); coap.Code(resp.Code) != coap.Changed {
 		t.Fatalf("m1 answered %s, want 2.04", coap.Code(resp.Code))
 	}
 	if s := r.gw.seenSources(); len(s) != 1 || s[0] != "" {
 		t.Fatalf("gateway saw Source options %q, want one verify without", s)
-	}
-}
-
-func TestEchoValues(t *testing.T) {
-	e, err := newEchoer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
-	t0 := time.Unix(1_800_000_000, 0) // a minute boundary
-	v := e.mint(a1, t0)
-	for _, tc := range []struct {
-		name string
-		v    []byte
-		addr netip.Addr
-		at   time.Time
-		want bool
-	}{
-		{"same minute", v, a1, t0.Add(59 * time.Second), true},
-		{"next minute", v, a1, t0.Add(119 * time.Second), true},
-		{"two minutes on", v, a1, t0.Add(2 * time.Minute), false},
-		{"before it was minted", v, a1, t0.Add(-time.Second), false},
-		{"another address", v, a2, t0, false},
-		{"byte wrapped", v, a1, t0.Add(256 * time.Minute), false},
-		{"truncated", v[:len(v)-1], a1, t0, false},
-		{"tampered", append(bytes.Clone(v[:len(v)-1]), v[len(v)-1]^0x80), a1, t0, false},
-		{"IPv6", e.mint(a2, t0), a2, t0, true},
-	} {
-		if got := e.valid(tc.v, tc.addr, tc.at); got != tc.want {
-			t.Errorf("%s: valid = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-	if other, _ := newEchoer(); other.valid(v, a1, t0) {
-		t.Error("an Echo value verified under another agent's secret")
-	}
-}
-
-func TestVerifiedTableBounded(t *testing.T) {
-	v := newVerifiedTable(3, time.Minute)
-	t0 := time.Unix(1_800_000_000, 0)
-	addr := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, 0, i}) }
-	for i := range byte(4) {
-		v.add(addr(i), t0)
-	}
-	if v.len() != 3 || v.has(addr(0), t0) || !v.has(addr(1), t0) || !v.has(addr(3), t0) {
-		t.Fatalf("after 4 adds to a table of 3: len %d, want the oldest forgotten", v.len())
-	}
-	if v.has(addr(3), t0.Add(time.Minute)) {
-		t.Error("an entry outlived its lifetime")
-	}
-	v.add(addr(1), t0.Add(time.Minute)) // renewed in place
-	if !v.has(addr(1), t0.Add(90*time.Second)) || v.len() != 3 {
-		t.Error("a renewed entry was not renewed")
 	}
 }
 
@@ -228,7 +176,7 @@ func TestSourceFloodDoesNotDenyOthers(t *testing.T) {
 	mallory := clientFrom("127.0.0.2", 200*time.Millisecond)
 	var busy, rejected int
 	for range 30 {
-		code, resp, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice))
+		code, resp, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, forgeM1(t, alice))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,7 +201,7 @@ func TestSourceFloodDoesNotDenyOthers(t *testing.T) {
 	wantSample(t, text, `tagauth_device_logins_total{outcome="refused",reason="source rate limit",step="m1"} 25`)
 	// Tokens come back with time.
 	r.clk.Advance(time.Second)
-	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice)); err != nil {
+	if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, forgeM1(t, alice)); err != nil {
 		t.Fatal(err)
 	}
 	if got := len(r.gw.seenSources()); got != 5+1+1 {
@@ -273,17 +221,17 @@ func TestRelayShare(t *testing.T) {
 	mallory := clientFrom("127.0.0.2", 500*time.Millisecond)
 	// Verify 127.0.0.2 first, so that the concurrent m1s below all go
 	// straight to the limits.
-	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, []byte{0x02}); err != nil {
+	if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, []byte{0x02}); err != nil {
 		t.Fatal(err)
 	}
-	r.agent.verified.add(netip.MustParseAddr("127.0.0.2"), r.clk.Now())
+	r.agent.verified.Add(netip.MustParseAddr("127.0.0.2"), r.clk.Now())
 	r.gw.hang.Store(true)
 	const extra = 3
 	codes := make(chan protocol.Code, MaxRelaysPerSource+extra)
 	for range MaxRelaysPerSource + extra {
 		m1 := forgeM1(t, alice)
 		go func() {
-			_, resp, err := mallory.Post(context.Background(), r.addr, pathLogin, m1)
+			_, resp, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, m1)
 			_, c, perr := protocol.ParseError(resp)
 			if err != nil || perr != nil {
 				c = 0
@@ -332,7 +280,7 @@ func TestRefusalLogBounded(t *testing.T) {
 	mallory := clientFrom("127.0.0.2", 200*time.Millisecond)
 	const flood = 60
 	for range flood {
-		if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice)); err != nil {
+		if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, forgeM1(t, alice)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -348,7 +296,7 @@ func TestRefusalLogBounded(t *testing.T) {
 	}
 	// The next interval logs again.
 	r.mustLogin(alice)
-	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, alice)); err != nil {
+	if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, forgeM1(t, alice)); err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(r.logs.String(), "outcome=refused"); n != refusalLogLines+1 {
@@ -407,7 +355,7 @@ func TestPerUserPendingCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, resp := r.post(pathConfirm, protocol.AppendConfirmPayload(nil, s.SID(), m5)); code != coap.Changed {
+	if code, resp := r.post(coapbind.PathConfirm, protocol.AppendConfirmPayload(nil, s.SID(), m5)); code != coap.Changed {
 		t.Fatalf("confirming alice's newest login: %s %x", code, resp)
 	}
 	wantSample(t, scrapeAgent(t, r.agent), `tagauth_device_user_evictions_total{table="pending"} 3`)
@@ -516,7 +464,7 @@ func TestLogsSanitizeIDs(t *testing.T) {
 	odd := "admin\u202e\u200bnimda"
 	u := r.enrol(odd)
 	mallory := clientFrom("127.0.0.2", 200*time.Millisecond)
-	if _, _, err := mallory.Post(context.Background(), r.addr, pathLogin, forgeM1(t, u)); err != nil {
+	if _, _, err := mallory.Post(context.Background(), r.addr, coapbind.PathLogin, forgeM1(t, u)); err != nil {
 		t.Fatal(err)
 	}
 	c := r.mustLogin(u)

@@ -8,7 +8,7 @@ import (
 	"fmt"
 
 	"github.com/tagauth/tagauth/internal/coap"
-	"github.com/tagauth/tagauth/internal/userclient"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -79,7 +79,7 @@ func (a *Agent) serveTask(_ context.Context, req *coap.Request, dst []byte) (coa
 	clear(pt)
 	out, err := json.Marshal(resp)
 	if err == nil && len(out) > MaxResult {
-		out, err = json.Marshal(userclient.TaskResponse{Error: fmt.Sprintf("result too large (%d bytes of JSON, limit %d)", len(out), MaxResult)})
+		out, err = json.Marshal(coapbind.TaskResponse{Error: fmt.Sprintf("result too large (%d bytes of JSON, limit %d)", len(out), MaxResult)})
 	}
 	if err != nil {
 		a.log.Error("task answer cannot be encoded", "user", logID(s.user), "err", err.Error())
@@ -98,20 +98,20 @@ func (a *Agent) serveTask(_ context.Context, req *coap.Request, dst []byte) (coa
 // runTask decodes a task request and runs its handler. Failures become an
 // answer with ok false: the request was authenticated, so the user is told
 // what went wrong over the sealed channel.
-func (a *Agent) runTask(user string, pt []byte) userclient.TaskResponse {
-	var tr userclient.TaskRequest
+func (a *Agent) runTask(user string, pt []byte) coapbind.TaskResponse {
+	var tr coapbind.TaskRequest
 	dec := json.NewDecoder(bytes.NewReader(pt))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&tr); err != nil || dec.More() || tr.Task == "" {
 		a.log.Info("task", "user", logID(user), "outcome", "refused", "reason", "request is not a JSON task object")
 		a.metrics.task(taskInvalid, "refused")
-		return userclient.TaskResponse{Error: `task request must be one JSON object {"task":NAME,"args":STRING}`}
+		return coapbind.TaskResponse{Error: `task request must be one JSON object {"task":NAME,"args":STRING}`}
 	}
 	f := a.handler(tr.Task)
 	if f == nil {
 		a.log.Info("task", "user", logID(user), "task", logName(tr.Task), "outcome", "refused", "reason", "unknown task")
 		a.metrics.task(taskUnknown, "refused")
-		return userclient.TaskResponse{Error: fmt.Sprintf("unknown task %q", logName(tr.Task))}
+		return coapbind.TaskResponse{Error: fmt.Sprintf("unknown task %q", logName(tr.Task))}
 	}
 	ctx, cancel := context.WithTimeout(a.ctx, a.cfg.TaskTimeout)
 	defer cancel()
@@ -119,11 +119,11 @@ func (a *Agent) runTask(user string, pt []byte) userclient.TaskResponse {
 	if err != nil {
 		a.log.Info("task", "user", logID(user), "task", tr.Task, "outcome", "failed", "reason", err.Error())
 		a.metrics.task(tr.Task, "failed")
-		return userclient.TaskResponse{Error: err.Error()}
+		return coapbind.TaskResponse{Error: err.Error()}
 	}
 	a.log.Info("task", "user", logID(user), "task", tr.Task, "outcome", "ok")
 	a.metrics.task(tr.Task, "ok")
-	return userclient.TaskResponse{OK: true, Result: string(res)}
+	return coapbind.TaskResponse{OK: true, Result: string(res)}
 }
 
 // call runs f, turning a panic into an error so that one faulty handler

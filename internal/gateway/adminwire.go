@@ -60,28 +60,28 @@ func (g *Gateway) openAdmin() error {
 func (g *Gateway) Admin() *adminsvc.Service { return g.admin }
 
 // applyAdmin brings the registry in line with an admin write the store
-// accepted. The store is the authority: when the registry disagrees it is
-// reloaded from the store.
+// accepted, before the write is answered, by the one path every registry
+// update takes: the entity the write names is read back from the store
+// and applied (applyLocked, as the change feed does in notify.go and
+// regsync.go). The feed's own notice of the write comes later and finds
+// it applied. The service holds adminMu, which applyLocked wants. When
+// the registry cannot follow (a row changed by hand), it is reloaded.
 func (g *Gateway) applyAdmin(ctx context.Context, c adminsvc.Change) {
-	var err error
+	sc := store.Change{ID: c.ID}
 	switch c.Op {
-	case adminsvc.AddUser:
-		err = g.reg.AddUser(c.ID)
-	case adminsvc.AddDevice:
-		err = g.reg.AddDeviceInGroup(c.ID, c.Group)
-	case adminsvc.RevokeUser:
-		err = g.reg.RevokeUser(c.ID)
-	case adminsvc.RevokeDevice:
-		err = g.reg.RevokeDevice(c.ID)
-	case adminsvc.Grant:
-		g.reg.Grant(c.ID, c.Group)
-	case adminsvc.Ungrant:
-		g.reg.Ungrant(c.ID, c.Group)
+	case adminsvc.AddUser, adminsvc.RevokeUser:
+		sc.Kind = store.ChangeUser
+	case adminsvc.AddDevice, adminsvc.RevokeDevice:
+		sc.Kind = store.ChangeDevice
+	case adminsvc.Grant, adminsvc.Ungrant:
+		sc.Kind, sc.Group = store.ChangeGrant, c.Group
 	}
-	if err != nil {
+	reload, err := g.applyLocked(ctx, []store.Change{sc})
+	if err != nil || reload {
 		g.log.Error("registry disagrees with the store; reloading", "err", err)
 		g.reloadRegistry(ctx)
 	}
+	g.events.fire()
 }
 
 // reloadRegistry refills the registry from the store, for the rare case

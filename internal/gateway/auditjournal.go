@@ -16,6 +16,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -238,7 +239,7 @@ func (ab *auditBatch) Commit() error {
 func (ab *auditBatch) Replace(index int, dst []byte) (coap.Code, []byte, bool) {
 	for _, n := range ab.need {
 		if n.index == index {
-			return coap.ForProtocol(protocol.ErrBusy), protocol.AppendError(dst, n.p, protocol.ErrBusy), true
+			return coapbind.Code(protocol.ErrBusy), protocol.AppendError(dst, n.p, protocol.ErrBusy), true
 		}
 	}
 	return 0, nil, false

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"net"
 	"runtime"
 
 	"github.com/tagauth/tagauth/internal/coap"
@@ -28,8 +27,13 @@ func (g *Gateway) nonBlockingVerify() bool {
 }
 
 // listenCoAP binds the CoAP sockets: g.coapConn and, for a non-blocking
-// verify, g.coapMore on the same port.
+// verify, g.coapMore on the same port. A conn given in Config.CoAPConn
+// is used alone instead.
 func (g *Gateway) listenCoAP() error {
+	if g.cfg.CoAPConn != nil {
+		g.coapConn = g.cfg.CoAPConn
+		return nil
+	}
 	n := 1
 	if g.nonBlockingVerify() {
 		n = g.cfg.CoAPWorkers
@@ -41,7 +45,8 @@ func (g *Gateway) listenCoAP() error {
 	if err != nil {
 		return fmt.Errorf("gateway: cannot listen for CoAP on %s: %w (is another gateway or CoAP server using it? choose another with --coap)", g.cfg.CoAPAddr, err)
 	}
-	g.coapConn, g.coapMore = conns[0], conns[1:]
+	pcs := coap.UDPConns(conns)
+	g.coapConn, g.coapMore = pcs[0], pcs[1:]
 	return nil
 }
 
@@ -63,10 +68,10 @@ func (g *Gateway) tuneCoAP() {
 // serveCoAP serves every CoAP socket until they are closed; when one
 // stops, it closes the others.
 func (g *Gateway) serveCoAP() error {
-	conns := append([]*net.UDPConn{g.coapConn}, g.coapMore...)
+	conns := append([]coap.PacketConn{g.coapConn}, g.coapMore...)
 	errc := make(chan error, len(conns))
 	for _, c := range conns {
-		go func() { errc <- g.coapSrv.Serve(c) }()
+		go func() { errc <- g.coapSrv.ServePacket(c) }()
 	}
 	err := <-errc
 	g.closeCoAP()

@@ -28,8 +28,9 @@
 // counting), against an in-memory registry (internal/registry) loaded
 // from the store at start and kept in line with it by the store's change
 // feed (regsync.go; notify.go on replicas). An admin write has reached
-// the registry before it is answered (ExpectChange waits for it), so a
-// revocation takes effect on the next verify. The key file is watched: a rotation or
+// the registry before it is answered (applyAdmin reads its entity back
+// from the store as the feed does), so a revocation takes effect on the
+// next verify. The key file is watched: a rotation or
 // retirement made with "tagauth gateway keys" reaches the running gateway
 // within a second (or at once on ReloadKeys).
 //
@@ -78,6 +79,7 @@ import (
 	"github.com/tagauth/tagauth/internal/atomicfile"
 	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/lockout"
@@ -107,7 +109,7 @@ const (
 )
 
 // VerifyPath is the CoAP path of the verify service.
-const VerifyPath = "/tagauth/verify"
+const VerifyPath = coapbind.PathVerify
 
 // Config configures a gateway. Only DataDir is required.
 type Config struct {
@@ -118,6 +120,10 @@ type Config struct {
 	Profile protocol.Profile
 	// CoAPAddr is the UDP address of /tagauth/verify; default ":5683".
 	CoAPAddr string
+	// CoAPConn, when set, carries the verify service instead of a UDP
+	// socket at CoAPAddr: an in-process network (package memnet) in
+	// tests. The gateway closes it when it stops.
+	CoAPConn coap.PacketConn
 	// AdminAddr is the TCP address of the HTTPS admin API; default
 	// "127.0.0.1:8443".
 	AdminAddr string
@@ -222,8 +228,8 @@ type Gateway struct {
 	proto *protocol.Gateway
 	pcfg  protocol.Config
 
-	coapConn *net.UDPConn
-	coapMore []*net.UDPConn // more SO_REUSEPORT sockets on the CoAP port (coapsock.go)
+	coapConn coap.PacketConn
+	coapMore []coap.PacketConn // more SO_REUSEPORT sockets on the CoAP port (coapsock.go)
 	coapSrv  *coap.Server
 	adminLn  net.Listener
 	httpSrv  *http.Server
@@ -477,7 +483,7 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 		return fmt.Errorf("gateway: cannot listen for the admin API on %s: %w (choose another with --admin)", g.cfg.AdminAddr, err)
 	}
 	g.adminLn = g.limitAdmin(g.adminLn) // adminguard.go: connection limits
-	g.coapPublic = g.public(g.coapConn.LocalAddr())
+	g.coapPublic = g.public(coap.LocalAddr(g.coapConn))
 	g.adminURL = "https://" + g.public(g.adminLn.Addr())
 
 	mux := coap.NewMux()
@@ -538,7 +544,7 @@ func (g *Gateway) writeAdminInfo() error {
 }
 
 // CoAPAddr is the bound address of the CoAP verify service.
-func (g *Gateway) CoAPAddr() net.Addr { return g.coapConn.LocalAddr() }
+func (g *Gateway) CoAPAddr() net.Addr { return coap.LocalAddr(g.coapConn) }
 
 // CoAPPublic is the CoAP address clients dial (in device credentials).
 func (g *Gateway) CoAPPublic() string { return g.coapPublic }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/tagauth/tagauth/internal/buildinfo"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -20,5 +21,14 @@ func TestInfoJSON(t *testing.T) {
 	}
 	if got := string(raw["spec_version"]); got != `"`+protocol.SpecVersion+`"` || protocol.SpecVersion != "1.1" {
 		t.Errorf("spec_version %s, want \"1.1\"", got)
+	}
+	// The binary's build, as "tagauth version --json" prints it.
+	var build buildinfo.Info
+	if err := json.Unmarshal(raw["build"], &build); err != nil {
+		t.Fatalf("build %s: %v", raw["build"], err)
+	}
+	if want := buildinfo.Read(); build.GoVersion != want.GoVersion || build.Module != want.Module || build.Version != want.Version ||
+		build.Revision != want.Revision || build.SpecVersion != protocol.SpecVersion || len(build.Profiles) != 2 {
+		t.Errorf("build %+v, want %+v", build, want)
 	}
 }

@@ -14,8 +14,9 @@ import (
 // the shared store's (notify.go, with fail-closed health and key
 // publication), a single gateway the in-process feed of its embedded
 // store (followLocal). A writer that must not answer before the registry
-// has its write (an admin action: a login right after provisioning must
-// work) brackets the write with ExpectChange and Wait.
+// has its write brackets the write with ExpectChange and Wait; the admin
+// service's writes are applied at once by applyAdmin, through the same
+// read-back of the entity (applyLocked).
 
 // ChangeWait is a pending wait for one change to reach the registry; see
 // Gateway.ExpectChange.
@@ -68,10 +69,11 @@ func (ws *changeWaiters) applied(batch []store.Change) {
 	}
 }
 
-// ExpectChange is the admin side's wait for its own write: call it before
-// the store write that makes c, then Wait after the write succeeded (or
-// Cancel when it failed), so that the action is answered only once the
-// registry the verify path reads has it. c names the entity as the feed
+// ExpectChange is the wait of an in-process writer that writes the store
+// directly (not through the admin service, whose writes applyAdmin
+// applies at once): call it before the store write that makes c, then
+// Wait after the write succeeded (or Cancel when it failed), so that the
+// writer goes on only once the registry the verify path reads has it. c names the entity as the feed
 // does: store.Change{Kind: store.ChangeUser, ID: id} for a created or
 // revoked user, ChangeDevice likewise, ChangeGrant with ID the user and
 // Group the group.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/redisstate"
@@ -85,7 +86,7 @@ func within(t *testing.T, d time.Duration, what string, cond func() bool) time.D
 }
 
 func refusedWith(r loginResult, wire protocol.Code) bool {
-	return r.err == nil && r.wire == wire && r.code == coap.ForProtocol(wire)
+	return r.err == nil && r.wire == wire && r.code == coapbind.Code(wire)
 }
 
 // TestReplicasShareRegistry: identities and grants made on one replica

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -15,7 +16,7 @@ func serveVerify(vf *verifier, ctx context.Context, req *coap.Request, dst []byt
 	in := verifyRequest{M2: req.Payload, From: req.From, Source: req.Source, Slot: req.Index}
 	out, err := vf.verify(ctx, &in, dst)
 	if err != nil {
-		return coap.ForProtocol(protocol.CodeOf(err)), out
+		return coapbind.Code(protocol.CodeOf(err)), out
 	}
 	return coap.Changed, out
 }

@@ -34,7 +34,8 @@
 // operation's scheduled start, so that a server falling behind is charged
 // for the queue). A warm-up precedes each measured window; the window ends
 // after a duration or a count, so every run stops by itself. Latencies go
-// into per-worker log-linear histograms (under 1 % error). The CoAP client
-// keeps one socket per worker and moves to a new one every 30 000 requests
+// into per-worker log-linear histograms (under 1 % error). A login runs
+// the user client's flow (userclient.Flow) over its lean CoAP endpoint
+// (userclient.Endpoint), which keeps one socket per worker and moves to a new one every 30 000 requests
 // (RFC 7252 forbids reusing a message ID with a server within 247 s).
 package loadgen

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -88,7 +89,7 @@ func KindOf(err error) ErrKind {
 			return KindInternal
 		}
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, coap.ErrTimeout) {
 		return KindTimeout
 	}
 	var ne net.Error

@@ -18,6 +18,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/tagauth/tagauth/internal/coapbind"
+	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -444,7 +446,7 @@ func m2Datagram(f *Fleet) (int, error) {
 		return 0, fmt.Errorf("loadgen: sizing the echo datagram: %w", err)
 	}
 	defer dl.Close()
-	m := message.Message{Token: make([]byte, 4), Options: pathOptions(pathVerify), Code: codes.POST, Payload: m2, Type: message.Confirmable}
+	m := message.Message{Token: make([]byte, 4), Options: userclient.PathOptions(coapbind.PathVerify), Code: codes.POST, Payload: m2, Type: message.Confirmable}
 	n, err := coder.DefaultCoder.Size(m)
 	if err != nil {
 		return 0, fmt.Errorf("loadgen: sizing the echo datagram: %w", err)

@@ -14,16 +14,10 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/device"
+	"github.com/tagauth/tagauth/internal/userclient"
 	"github.com/tagauth/tagauth/protocol"
-)
-
-// CoAP paths (spec section 11).
-const (
-	pathVerify  = "/tagauth/verify"
-	pathLogin   = "/tagauth/login"
-	pathConfirm = "/tagauth/confirm"
-	pathTask    = "/tagauth/task"
 )
 
 // Client-side retransmission: a loopback datagram is lost only when a
@@ -172,9 +166,9 @@ func VerifyOps(f *Fleet, gateway string, tr *Traffic, workers int) (func(int) (O
 		}
 		devs[i] = d
 	}
-	opts := pathOptions(pathVerify)
+	opts := userclient.PathOptions(coapbind.PathVerify)
 	return func(w int) (Op, error) {
-		c, err := dialCoAP(gateway, nil, ackTimeout, maxRetransmit, &tr.Retransmits)
+		c, err := userclient.DialEndpoint(gateway, nil, ackTimeout, maxRetransmit, &tr.Retransmits)
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +180,7 @@ type verifyOp struct {
 	pick       userPicker
 	f          *Fleet
 	devs       []*protocol.Device
-	conn       *coapConn
+	conn       *userclient.Endpoint
 	opts       message.Options
 	tr         *Traffic
 	w, workers int
@@ -208,7 +202,7 @@ func (o *verifyOp) Do(ctx context.Context) error {
 		return err
 	}
 	defer dl.Close()
-	code, m3, err := o.conn.post(o.opts, m2, &o.tr.DeviceGateway)
+	code, m3, err := o.conn.Post(o.opts, m2, &o.tr.DeviceGateway)
 	if err != nil {
 		return err
 	}
@@ -273,18 +267,19 @@ func (a *Agents) Stop() {
 }
 
 // LoginOps returns the operations of full-login load: each worker is a
-// user's card talking CoAP to one device agent: m1 to /tagauth/login, m4
-// back, m5 to /tagauth/confirm (hardened), then one sealed task
-// (sensor.read) to /tagauth/task and its sealed answer. login, when not
-// nil, records the latency of the login alone (m1 to the acknowledgement
-// of m5), without the task.
+// user's card talking CoAP to one device agent, through the user client's
+// login flow (userclient.Flow): m1 to /tagauth/login, m4 back, m5 to
+// /tagauth/confirm (hardened), then one sealed task (sensor.read) to
+// /tagauth/task and its sealed answer. login, when not nil, records the
+// latency of the login alone (m1 to the acknowledgement of m5), without
+// the task.
 //
 // Workers send from their own loopback address (127.1.x.y) when the
 // agents listen on 127.0.0.1, since distinct users are distinct hosts in
 // practice (an agent finds m5's login by the sid in front of it, from any
 // address).
 func LoginOps(f *Fleet, ag *Agents, tr *Traffic, workers int, login *Hist) func(int) (Op, error) {
-	optLogin, optConfirm, optTask := pathOptions(pathLogin), pathOptions(pathConfirm), pathOptions(pathTask)
+	optLogin, optConfirm, optTask := userclient.PathOptions(coapbind.PathLogin), userclient.PathOptions(coapbind.PathConfirm), userclient.PathOptions(coapbind.PathTask)
 	task := []byte(`{"task":"sensor.read","args":"temperature"}`)
 	return func(w int) (Op, error) {
 		d := w % len(ag.agents)
@@ -293,84 +288,73 @@ func LoginOps(f *Fleet, ag *Agents, tr *Traffic, workers int, login *Hist) func(
 		if addr.IP.Equal(net.IPv4(127, 0, 0, 1)) {
 			local = &net.UDPAddr{IP: net.IPv4(127, 1, byte(w/250), byte(w%250+1))}
 		}
-		c, err := dialCoAP(addr.String(), local, ackTimeout, maxRetransmit, &tr.Retransmits)
+		c, err := userclient.DialEndpoint(addr.String(), local, ackTimeout, maxRetransmit, &tr.Retransmits)
 		if err != nil {
 			return nil, err
 		}
-		return &loginOp{
+		o := &loginOp{
 			pick: newUserPicker(f),
-			f:    f, did: ag.agents[d].ID(), conn: c, tr: tr, w: w, workers: workers, login: login,
-			optLogin: optLogin, optConfirm: optConfirm, optTask: optTask, task: task,
-		}, nil
+			f:    f, did: ag.agents[d].ID(), conn: c, w: w, workers: workers, login: login, task: task,
+		}
+		// The flow's requests go through this worker's lean CoAP
+		// endpoint, with each path's options made once above.
+		o.flow = userclient.Flow{Device: addr.String(), Post: func(_ context.Context, path string, payload []byte) (coap.Code, []byte, error) {
+			switch path {
+			case coapbind.PathLogin:
+				return c.Post(optLogin, payload, &tr.CardDevice)
+			case coapbind.PathConfirm:
+				return c.Post(optConfirm, payload, &tr.CardDevice)
+			case coapbind.PathTask:
+				return c.Post(optTask, payload, &tr.Task)
+			}
+			return c.Post(userclient.PathOptions(path), payload, nil) // no other path: the flow names the three above
+		}}
+		return o, nil
 	}
 }
 
 type loginOp struct {
-	pick                          userPicker
-	f                             *Fleet
-	did                           string
-	conn                          *coapConn
-	tr                            *Traffic
-	w, workers, n                 int
-	login                         *Hist
-	optLogin, optConfirm, optTask message.Options
-	task, rec, pt, confirm        []byte
+	pick          userPicker
+	f             *Fleet
+	did           string
+	conn          *userclient.Endpoint
+	flow          userclient.Flow
+	w, workers, n int
+	login         *Hist
+	task          []byte
 }
 
-func (o *loginOp) Do(context.Context) error {
+func (o *loginOp) Do(ctx context.Context) error {
 	ui := o.pick.next(o.w, o.workers)
 	o.n++
 	start := time.Now()
-	l, m1, err := o.f.Users[ui].Login(nil, o.did)
+	s, err := o.flow.Login(ctx, o.f.Users[ui], o.did)
 	o.pick.used(ui)
 	if err != nil {
-		return err
-	}
-	defer l.Close()
-	code, m4, err := o.conn.post(o.optLogin, m1, &o.tr.CardDevice)
-	if err != nil {
-		return err
-	}
-	if code != coap.Changed {
-		return replyError("device login", code, m4)
-	}
-	s, m5, err := l.Finish(nil, m4)
-	if err != nil {
-		return fmt.Errorf("m4 refused by the card: %w", err)
+		return flowError(err)
 	}
 	defer s.Close()
-	if m5 != nil {
-		o.confirm = protocol.AppendConfirmPayload(o.confirm[:0], s.SID(), m5) // spec section 11: sid || m5
-		code, resp, err := o.conn.post(o.optConfirm, o.confirm, &o.tr.CardDevice)
-		if err != nil {
-			return err
-		}
-		if code != coap.Changed {
-			return replyError("device confirm", code, resp)
-		}
-	}
 	if o.login != nil {
 		o.login.Record(time.Since(start))
 	}
-	o.rec, err = s.Seal(o.rec[:0], o.task)
+	pt, err := o.flow.Task(ctx, s, o.task)
 	if err != nil {
-		return err
+		return flowError(err)
 	}
-	code, resp, err := o.conn.post(o.optTask, o.rec, &o.tr.Task)
-	if err != nil {
-		return err
-	}
-	if code != coap.Changed {
-		return replyError("device task", code, resp)
-	}
-	o.pt, err = s.Open(o.pt[:0], resp)
-	if err != nil {
-		return withKind(KindBadResponse, fmt.Errorf("sealed task answer: %w", err))
-	}
-	if !bytes.HasPrefix(o.pt, []byte(`{"ok":true`)) {
-		return withKind(KindBadResponse, fmt.Errorf("task failed: %s", o.pt))
+	if !bytes.HasPrefix(pt, []byte(`{"ok":true`)) {
+		return withKind(KindBadResponse, fmt.Errorf("task failed: %s", pt))
 	}
 	return nil
+}
+
+// flowError sorts an error of the user client's flow: an answer it could
+// not use is a bad response; the rest (wire codes, timeouts, sockets) sort
+// themselves.
+func flowError(err error) error {
+	if errors.Is(err, userclient.ErrBadAnswer) {
+		return withKind(KindBadResponse, err)
+	}
+	return err
 }
 
 func (o *loginOp) Close() { o.conn.Close() }

@@ -11,6 +11,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/mqttbind"
 	"github.com/tagauth/tagauth/internal/mqttbind/mqtttest"
 	"github.com/tagauth/tagauth/internal/testenv"
@@ -66,7 +67,7 @@ func (h *counter) ServeCoAP(_ context.Context, req *coap.Request, dst []byte) (c
 	for i := len(req.Payload) - 1; i >= 0; i-- {
 		dst = append(dst, req.Payload[i])
 	}
-	if req.Path == mqttbind.PathTask && len(req.Payload) == 0 {
+	if req.Path == coapbind.PathTask && len(req.Payload) == 0 {
 		return coap.BadRequest, dst
 	}
 	return coap.Changed, dst
@@ -107,7 +108,7 @@ func TestRequestThroughBrokerWithEcho(t *testing.T) {
 	dev := req.Device("sensor-7")
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	code, out, err := dev.Post(ctx, mqttbind.PathLogin, []byte{1, 2, 3}, transport.Options{})
+	code, out, err := dev.Post(ctx, coapbind.PathLogin, []byte{1, 2, 3}, transport.Options{})
 	if err != nil || code != coap.Changed || !bytes.Equal(out, []byte{3, 2, 1}) {
 		t.Fatalf("login: %v %s %x", err, code, out)
 	}
@@ -118,14 +119,14 @@ func TestRequestThroughBrokerWithEcho(t *testing.T) {
 		t.Fatalf("handler saw peer %q, want the requester's client id %q", got, uc.ClientID())
 	}
 	// Verified now: no second challenge.
-	if _, _, err := dev.Post(ctx, mqttbind.PathLogin, []byte{4}, transport.Options{}); err != nil {
+	if _, _, err := dev.Post(ctx, coapbind.PathLogin, []byte{4}, transport.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := resp.Stats.EchoChallenges.Load(); got != 1 {
 		t.Fatalf("echo challenges = %d after a verified login, want 1", got)
 	}
 	// A failure code without an error message becomes one.
-	code, out, err = dev.Post(ctx, mqttbind.PathTask, nil, transport.Options{})
+	code, out, err = dev.Post(ctx, coapbind.PathTask, nil, transport.Options{})
 	if err != nil || code != coap.BadRequest {
 		t.Fatalf("task: %v %s", err, code)
 	}
@@ -149,7 +150,7 @@ func TestDuplicateAnsweredFromCache(t *testing.T) {
 	c, reply, answers := rawConn(t, b, "alice")
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	topic := mqttbind.DeviceTopic(mqttbind.DefaultRoot, "sensor-7", mqttbind.PathTask)
+	topic := mqttbind.DeviceTopic(mqttbind.DefaultRoot, "sensor-7", coapbind.PathTask)
 	corr := []byte("0123456789abcdef")
 	pub := func(payload []byte, corr []byte, rt string) {
 		t.Helper()

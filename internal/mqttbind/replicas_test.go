@@ -16,6 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/mqttbind"
 	"github.com/tagauth/tagauth/internal/redisstate/redistest"
 	"github.com/tagauth/tagauth/internal/transport"
@@ -85,7 +86,7 @@ func TestReplicasOneKilledUnderLoad(t *testing.T) {
 				payload := make([]byte, 40)
 				rand.Read(payload)
 				ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-				code, out, err := gw.Post(ctx, mqttbind.PathVerify, payload, transport.Options{})
+				code, out, err := gw.Post(ctx, coapbind.PathVerify, payload, transport.Options{})
 				cancel()
 				switch {
 				case errors.Is(err, mqttbind.ErrTimeout):

@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -107,7 +108,7 @@ func (e endpoint) Name() string {
 func (e endpoint) Post(ctx context.Context, path string, payload []byte, o transport.Options) (coap.Code, []byte, error) {
 	var topic string
 	if e.gateway {
-		if path == PathVerify {
+		if path == coapbind.PathVerify {
 			topic = VerifyTopic(e.r.conn.root)
 		}
 	} else {
@@ -182,7 +183,7 @@ func (r *Requester) exchange(ctx context.Context, topic string, payload []byte, 
 func Answer(b []byte) (coap.Code, []byte) {
 	if len(b) >= 2 && b[1] == errorType {
 		if _, c, err := protocol.ParseError(b); err == nil {
-			return coap.ForProtocol(c), b
+			return coapbind.Code(c), b
 		}
 		return coap.InternalServerError, b
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -86,7 +87,7 @@ func DeviceRoutes(root, did string) map[string]string {
 
 // GatewayRoutes is the gateways' verify topic.
 func GatewayRoutes(root string) map[string]string {
-	return map[string]string{VerifyTopic(root): PathVerify}
+	return map[string]string{VerifyTopic(root): coapbind.PathVerify}
 }
 
 // NewResponder subscribes to cfg.Routes on conn and serves them until ctx
@@ -188,7 +189,7 @@ func (r *Responder) serve(p *paho.Publish, path, peer string) {
 	if r.cfg.Echo != nil {
 		req.Peer = SourceName(peer)
 		req.From = PeerAddr(peer)
-		if path == PathLogin {
+		if path == coapbind.PathLogin {
 			now := r.cfg.Now()
 			if !r.cfg.Echo.Verified(peer, now) {
 				if v := pr.User.Get(PropEcho); v != "" && r.cfg.Echo.Valid(v, peer, now) {

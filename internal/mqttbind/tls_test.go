@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/mqttbind"
 	"github.com/tagauth/tagauth/internal/mqttbind/mqtttest"
 	"github.com/tagauth/tagauth/internal/transport"
@@ -112,7 +113,7 @@ func TestTLSClientCertificate(t *testing.T) {
 	ready(t, user)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	code, out, err := rq.Device("sensor-7").Post(ctx, mqttbind.PathTask, []byte{1, 2}, transport.Options{})
+	code, out, err := rq.Device("sensor-7").Post(ctx, coapbind.PathTask, []byte{1, 2}, transport.Options{})
 	if err != nil || code != coap.Changed || !bytes.Equal(out, []byte{2, 1}) {
 		t.Fatalf("task over TLS: %v %s %x", err, code, out)
 	}

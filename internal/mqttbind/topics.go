@@ -3,18 +3,13 @@ package mqttbind
 import (
 	"encoding/hex"
 	"strings"
+
+	"github.com/tagauth/tagauth/internal/coapbind"
 )
 
-// Endpoint paths of spec section 11 and their topic suffixes of section 12.
-const (
-	PathLogin   = "/tagauth/login"
-	PathConfirm = "/tagauth/confirm"
-	PathTask    = "/tagauth/task"
-	PathVerify  = "/tagauth/verify"
-)
-
-// deviceEndpoints maps a device's paths to the last level of its topics.
-var deviceEndpoints = map[string]string{PathLogin: "login", PathConfirm: "confirm", PathTask: "task"}
+// deviceEndpoints maps a device's paths (spec section 11) to the last
+// level of its topics (section 12).
+var deviceEndpoints = map[string]string{coapbind.PathLogin: "login", coapbind.PathConfirm: "confirm", coapbind.PathTask: "task"}
 
 // DeviceLevel is the topic level that names a device: the lowercase hex of
 // the bytes of DID_j, never the raw identity (which may hold '/', '+' or

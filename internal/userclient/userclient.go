@@ -1,6 +1,10 @@
 // Package userclient is the user's side of tagauth over the network: it
 // enrols with the gateway's HTTPS admin port (pinned by certificate
-// fingerprint), logs in to a device over CoAP and runs sealed tasks.
+// fingerprint), logs in to a device and runs sealed tasks. The login and
+// task flow (Flow) is written once here: the CLI, the demo, the load tool
+// and the e2e tests run it, over coap.Client (or MQTT, through a
+// transport.Poster) or, for the load tool, over Endpoint, a lean CoAP
+// client of one peer.
 package userclient
 
 import (
@@ -14,6 +18,7 @@ import (
 
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/coap"
+	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/transport"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -48,7 +53,7 @@ func Enroll(ctx context.Context, hc *http.Client, adminURL, code, id, password s
 type Conn struct {
 	Session    *protocol.Session
 	DeviceAddr string
-	device     transport.Poster
+	flow       *Flow
 }
 
 // Login runs the login of FIG. 5 against the device agent at addr (its
@@ -62,36 +67,94 @@ func Login(ctx context.Context, u *protocol.User, client *coap.Client, addr, did
 // LoginVia is Login through any binding: dev carries the requests to the
 // device (CoAP, or MQTT through a broker).
 func LoginVia(ctx context.Context, u *protocol.User, dev transport.Poster, did string) (*Conn, error) {
-	addr := dev.Name()
-	l, m1, err := u.Login(nil, did)
+	f := &Flow{Device: dev.Name(), Post: func(ctx context.Context, path string, payload []byte) (coap.Code, []byte, error) {
+		return dev.Post(ctx, path, payload, transport.Options{})
+	}}
+	s, err := f.Login(ctx, u, did)
 	if err != nil {
 		return nil, err
 	}
+	return &Conn{Session: s, DeviceAddr: f.Device, flow: f}, nil
+}
+
+// Flow is the card's side of a login and of its tasks (spec sections 7
+// and 11), written once for every caller: Login and Conn.Task run it for
+// one session, the load tool runs one Flow per worker for thousands of
+// logins, reusing its buffers, over a CoAP endpoint of its own.
+type Flow struct {
+	// Post carries one request to the device and returns its answer,
+	// which may alias the poster's memory until its next call.
+	Post func(ctx context.Context, path string, payload []byte) (coap.Code, []byte, error)
+	// Device names the device in errors (its address).
+	Device string
+
+	m1, m5, confirm, rec, pt []byte
+}
+
+// ErrBadAnswer marks an answer that is not what the step expects: a
+// refusal without the error message of spec section 7, or a sealed task
+// answer that does not open or parse.
+var ErrBadAnswer = errors.New("bad answer")
+
+// Login logs u in to the device did: m1 to /tagauth/login, m4 back, and
+// under hardened sid || m5 to /tagauth/confirm. The caller closes the
+// session.
+func (f *Flow) Login(ctx context.Context, u *protocol.User, did string) (*protocol.Session, error) {
+	l, m1, err := u.Login(f.m1[:0], did)
+	if err != nil {
+		return nil, err
+	}
+	f.m1 = m1
 	defer l.Close()
-	code, m4, err := dev.Post(ctx, "/tagauth/login", m1, transport.Options{})
+	code, m4, err := f.Post(ctx, coapbind.PathLogin, m1)
 	if err != nil {
 		return nil, err
 	}
 	if code != coap.Changed {
-		return nil, wireError("login", addr, code, m4)
+		return nil, wireError("login", f.Device, code, m4)
 	}
-	s, m5, err := l.Finish(nil, m4)
+	s, m5, err := l.Finish(f.m5[:0], m4)
 	if err != nil {
-		return nil, fmt.Errorf("login to %s: device's answer refused: %w", addr, err)
+		return nil, fmt.Errorf("login to %s: device's answer refused: %w", f.Device, err)
 	}
 	if m5 != nil {
+		f.m5 = m5
 		// The confirm request names its login by sid (spec section 11).
-		code, resp, err := dev.Post(ctx, "/tagauth/confirm", protocol.AppendConfirmPayload(nil, s.SID(), m5), transport.Options{})
+		f.confirm = protocol.AppendConfirmPayload(f.confirm[:0], s.SID(), m5)
+		code, resp, err := f.Post(ctx, coapbind.PathConfirm, f.confirm)
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
 		if code != coap.Changed {
 			s.Close()
-			return nil, wireError("confirm", addr, code, resp)
+			return nil, wireError("confirm", f.Device, code, resp)
 		}
 	}
-	return &Conn{Session: s, DeviceAddr: addr, device: dev}, nil
+	return s, nil
+}
+
+// Task seals the plaintext pt (a coapbind.TaskRequest in JSON) under s,
+// sends it to /tagauth/task and opens the sealed answer, which it returns
+// in memory of f's that the next Task reuses.
+func (f *Flow) Task(ctx context.Context, s *protocol.Session, pt []byte) ([]byte, error) {
+	var err error
+	f.rec, err = s.Seal(f.rec[:0], pt)
+	if err != nil {
+		return nil, err
+	}
+	code, resp, err := f.Post(ctx, coapbind.PathTask, f.rec)
+	if err != nil {
+		return nil, err
+	}
+	if code != coap.Changed {
+		return nil, wireError("task", f.Device, code, resp)
+	}
+	f.pt, err = s.Open(f.pt[:0], resp)
+	if err != nil {
+		return nil, fmt.Errorf("task answer from %s refused: %w: %w", f.Device, ErrBadAnswer, err)
+	}
+	return f.pt, nil
 }
 
 // wireError turns an error reply into an error that says what happened.
@@ -103,47 +166,23 @@ func wireError(step, addr string, code coap.Code, payload []byte) error {
 		}
 		return fmt.Errorf("%s at %s refused (%s): %w%s", step, addr, code, c, hint)
 	}
-	return fmt.Errorf("%s at %s answered %s", step, addr, code)
-}
-
-// TaskRequest and TaskResponse are the plaintexts of a task exchange.
-type TaskRequest struct {
-	Task string `json:"task"`
-	Args string `json:"args,omitempty"`
-}
-
-// TaskResponse is the device's answer to a task.
-type TaskResponse struct {
-	OK     bool   `json:"ok"`
-	Result string `json:"result,omitempty"`
-	Error  string `json:"error,omitempty"`
+	return fmt.Errorf("%s at %s answered %s: %w", step, addr, code, ErrBadAnswer)
 }
 
 // Task seals a task for the device, sends it to /tagauth/task and opens
 // the sealed answer.
-func (c *Conn) Task(ctx context.Context, name, args string) (TaskResponse, error) {
-	pt, err := json.Marshal(TaskRequest{Task: name, Args: args})
+func (c *Conn) Task(ctx context.Context, name, args string) (coapbind.TaskResponse, error) {
+	pt, err := json.Marshal(coapbind.TaskRequest{Task: name, Args: args})
 	if err != nil {
-		return TaskResponse{}, err
+		return coapbind.TaskResponse{}, err
 	}
-	rec, err := c.Session.Seal(nil, pt)
+	out, err := c.flow.Task(ctx, c.Session, pt)
 	if err != nil {
-		return TaskResponse{}, err
+		return coapbind.TaskResponse{}, err
 	}
-	code, resp, err := c.device.Post(ctx, "/tagauth/task", rec, transport.Options{})
-	if err != nil {
-		return TaskResponse{}, err
-	}
-	if code != coap.Changed {
-		return TaskResponse{}, wireError("task", c.DeviceAddr, code, resp)
-	}
-	out, err := c.Session.Open(nil, resp)
-	if err != nil {
-		return TaskResponse{}, fmt.Errorf("task answer from %s refused: %w", c.DeviceAddr, err)
-	}
-	var tr TaskResponse
+	var tr coapbind.TaskResponse
 	if err := json.Unmarshal(out, &tr); err != nil {
-		return TaskResponse{}, fmt.Errorf("task answer from %s is not valid JSON", c.DeviceAddr)
+		return coapbind.TaskResponse{}, fmt.Errorf("task answer from %s is not valid JSON: %w", c.DeviceAddr, ErrBadAnswer)
 	}
 	return tr, nil
 }
@@ -151,19 +190,10 @@ func (c *Conn) Task(ctx context.Context, name, args string) (TaskResponse, error
 // Close ends the session.
 func (c *Conn) Close() { c.Session.Close() }
 
-// Device identification (a binding extension in front of spec section 11).
-//
-// POST /tagauth/info asks a device agent which profile and DID_j it serves.
-// The request's payload is InfoRequestSize bytes (zeros; a device ignores
-// them): at least as large as any answer, so that the answer cannot
-// amplify a spoofed request. The answer is 2.04 with profile byte ||
-// id8(DID_j).
-const (
-	pathInfo = "/tagauth/info"
-	// InfoRequestSize is the padding of an info request: the largest
-	// answer, a profile byte and id8 of a 64-byte identity.
-	InfoRequestSize = 1 + 1 + protocol.MaxIDLen
-)
+// Device identification (a binding extension in front of spec section 11):
+// POST /tagauth/info asks a device agent which profile and DID_j it
+// serves, with coapbind.InfoRequestSize bytes of padding; the answer is
+// 2.04 with coapbind.AppendDeviceInfo's encoding.
 
 // ErrWrongDevice says that the device at an address serves another DID_j
 // or profile than the one the user asked for; nothing was sent to it that
@@ -174,37 +204,10 @@ var ErrWrongDevice = errors.New("wrong device")
 // agent older than the extension. The caller may go on with the login.
 var ErrNoDeviceInfo = errors.New("device does not say which DID it serves")
 
-// AppendDeviceInfo appends the info answer for profile p and identity did.
-func AppendDeviceInfo(dst []byte, p protocol.Profile, did string) []byte {
-	dst = append(dst, byte(p), byte(len(did)))
-	return append(dst, did...)
-}
-
-// ParseDeviceInfo decodes an info answer, which comes from the network
-// and is untrusted: it checks the profile byte and that the identity is a
-// valid one (1 to 64 bytes of UTF-8, no NUL), with nothing after it.
-func ParseDeviceInfo(b []byte) (protocol.Profile, string, error) {
-	if len(b) < 2 {
-		return 0, "", errors.New("device info: too short")
-	}
-	p := protocol.Profile(b[0])
-	if !p.Valid() {
-		return 0, "", fmt.Errorf("device info: unknown profile byte 0x%02x", b[0])
-	}
-	n := int(b[1])
-	if len(b) != 2+n {
-		return 0, "", fmt.Errorf("device info: identity length %d, but %d bytes follow", n, len(b)-2)
-	}
-	if !protocol.ValidIdentity(b[2:]) {
-		return 0, "", errors.New("device info: not a valid identity (1 to 64 bytes of UTF-8, no NUL)")
-	}
-	return p, string(b[2:]), nil
-}
-
 // DeviceInfo asks the device agent at addr which profile and DID_j it
 // serves. A device without the extension gives ErrNoDeviceInfo.
 func DeviceInfo(ctx context.Context, client *coap.Client, addr string) (protocol.Profile, string, error) {
-	code, resp, err := client.Post(ctx, addr, pathInfo, make([]byte, InfoRequestSize))
+	code, resp, err := client.Post(ctx, addr, coapbind.PathInfo, make([]byte, coapbind.InfoRequestSize))
 	if err != nil {
 		return 0, "", err
 	}
@@ -215,7 +218,7 @@ func DeviceInfo(ctx context.Context, client *coap.Client, addr string) (protocol
 	default:
 		return 0, "", fmt.Errorf("device info from %s: answered %s", addr, code)
 	}
-	p, did, err := ParseDeviceInfo(resp)
+	p, did, err := coapbind.ParseDeviceInfo(resp)
 	if err != nil {
 		return 0, "", fmt.Errorf("%s: %w", addr, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tagauth/tagauth/internal/buildinfo"
 	"log/slog"
 	"sync"
 	"time"
@@ -250,5 +251,5 @@ func (s *Service) Info() adminapi.Info {
 	}
 	ep := s.c.Endpoints()
 	return adminapi.Info{Profile: s.c.Profile.String(), SpecVersion: protocol.SpecVersion,
-		KeyVersions: kvs, Fingerprint: ep.Fingerprint, CoAP: ep.CoAP}
+		KeyVersions: kvs, Fingerprint: ep.Fingerprint, CoAP: ep.CoAP, Build: buildinfo.Read()}
 }

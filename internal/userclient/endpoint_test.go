@@ -1,4 +1,4 @@
-package loadgen
+package userclient
 
 import (
 	"net"
@@ -10,10 +10,10 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 )
 
-// TestLinkRepeats: a retransmitted request and the late duplicate answer
+// TestEndpointRepeats: a retransmitted request and the late duplicate answer
 // it draws are counted as repeats, so that datagrams less repeats stay two
 // per exchange however many were lost.
-func TestLinkRepeats(t *testing.T) {
+func TestEndpointRepeats(t *testing.T) {
 	srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -48,19 +48,19 @@ func TestLinkRepeats(t *testing.T) {
 			}
 		}
 	}()
-	var link Link
-	c, err := dialCoAP(srv.LocalAddr().String(), nil, 20*time.Millisecond, 4, nil)
+	var link meter
+	c, err := DialEndpoint(srv.LocalAddr().String(), nil, 20*time.Millisecond, 4, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	opts := pathOptions("/x")
+	opts := PathOptions("/x")
 	for range 2 {
-		if code, _, err := c.post(opts, []byte("hello"), &link); err != nil || code != 0x44 {
+		if code, _, err := c.Post(opts, []byte("hello"), &link); err != nil || code != 0x44 {
 			t.Fatalf("post: %v %v", code, err)
 		}
 	}
-	got := link.read()
+	got := link
 	// 2 + 1 for the first exchange, 1 + 1 + the late duplicate for the
 	// second: 6, of which 2 repeats. A slow machine may retransmit more,
 	// which adds repeats only.
@@ -68,3 +68,9 @@ func TestLinkRepeats(t *testing.T) {
 		t.Fatalf("link %+v, want 4 datagrams besides at least 2 repeats", got)
 	}
 }
+
+// meter counts what an Endpoint reports.
+type meter struct{ Datagrams, Repeats int }
+
+func (m *meter) Datagram(int) { m.Datagrams++ }
+func (m *meter) Repeat()      { m.Repeats++ }
