@@ -146,22 +146,22 @@ func (k adminKeys) Versions() []adminsvc.KeyVersion {
 	return out
 }
 
-func (k adminKeys) Rotate(now time.Time) (uint8, error) {
-	return k.g.changeKeys(func(f *keyfile.File) (uint8, error) {
+func (k adminKeys) Rotate(ctx context.Context, now time.Time) (uint8, error) {
+	return k.g.changeKeys(ctx, func(f *keyfile.File) (uint8, error) {
 		key, err := f.Rotate(rand.Reader, now)
 		return key.Version, err
 	})
 }
 
-func (k adminKeys) Retire(v uint8) error {
-	_, err := k.g.changeKeys(func(f *keyfile.File) (uint8, error) { return v, f.Retire(v) })
+func (k adminKeys) Retire(ctx context.Context, v uint8) error {
+	_, err := k.g.changeKeys(ctx, func(f *keyfile.File) (uint8, error) { return v, f.Retire(v) })
 	return err
 }
 
 // changeKeys edits the key file (re-read first, so that an edit made with
 // "tagauth gateway keys" meanwhile is kept) and reloads it, which audits
-// the change.
-func (g *Gateway) changeKeys(edit func(f *keyfile.File) (uint8, error)) (uint8, error) {
+// the change, naming ctx's caller.
+func (g *Gateway) changeKeys(ctx context.Context, edit func(f *keyfile.File) (uint8, error)) (uint8, error) {
 	g.keysMu.Lock()
 	f, err := keyfile.Load(g.keyPath)
 	var v uint8
@@ -175,7 +175,7 @@ func (g *Gateway) changeKeys(edit func(f *keyfile.File) (uint8, error)) (uint8, 
 	if err != nil {
 		return 0, err
 	}
-	return v, g.ReloadKeys()
+	return v, g.reloadKeys(ctx)
 }
 
 // stats is this replica's verifies per minute over the last hour, and

@@ -61,7 +61,11 @@ func (g *Gateway) pollKeys(ctx context.Context) {
 // refused from the next verify. A file that does not load (bad mode,
 // corrupt, another profile) changes nothing: the gateway keeps the keys it
 // has and logs why. Every change is audited.
-func (g *Gateway) ReloadKeys() error {
+func (g *Gateway) ReloadKeys() error { return g.reloadKeys(context.Background()) }
+
+// reloadKeys is ReloadKeys whose audit records name ctx's caller (an
+// admin's rotate or retire through the admin service).
+func (g *Gateway) reloadKeys(ctx context.Context) error {
 	g.keysMu.Lock()
 	defer g.keysMu.Unlock()
 	stamp, _ := stampOf(g.keyPath)
@@ -95,12 +99,12 @@ func (g *Gateway) ReloadKeys() error {
 		switch {
 		case !had:
 			g.reg.AddKey(k)
-			g.keyEvent("added", k.Version, newest)
+			g.keyEvent(ctx, "added", k.Version, newest)
 		case prev != k.Key:
 			// Versions are never reused by the key tools; a changed key
 			// under an old version is an operator's hand edit.
 			g.reg.AddKey(k)
-			g.keyEvent("replaced", k.Version, newest)
+			g.keyEvent(ctx, "replaced", k.Version, newest)
 		}
 	}
 	gone := make([]uint8, 0, len(old))
@@ -110,7 +114,7 @@ func (g *Gateway) ReloadKeys() error {
 	slices.Sort(gone)
 	for _, v := range gone {
 		g.reg.RetireKey(v)
-		g.keyEvent("retired", v, newest)
+		g.keyEvent(ctx, "retired", v, newest)
 	}
 	g.keys = f
 	g.keyStamp = stamp
@@ -118,10 +122,10 @@ func (g *Gateway) ReloadKeys() error {
 	return nil
 }
 
-func (g *Gateway) keyEvent(what string, v, newest uint8) {
+func (g *Gateway) keyEvent(ctx context.Context, what string, v, newest uint8) {
 	g.log.Info("master key "+what, "version", v, "newest", newest)
-	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindKey, Outcome: OutcomeOK, Reason: what,
-		Detail: fmt.Sprintf("key version %d %s; newest is %d", v, what, newest)})
+	g.audit.submit(adminsvc.ByCaller(ctx, store.AuditRecord{Time: g.now(), Kind: KindKey, Outcome: OutcomeOK, Reason: what,
+		Detail: fmt.Sprintf("key version %d %s; newest is %d", v, what, newest)}))
 }
 
 // maxHoldersShown is how many ids of a key version's holders a refusal

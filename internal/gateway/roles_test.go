@@ -219,6 +219,17 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("token record %+v", rec)
 	}
 
+	// A key rotated by a second admin names it too (the key file's reload
+	// writes that record).
+	root := tg.newToken("root-2", adminapi.RoleAdmin)
+	if err := adminapi.DoJSON(context.Background(), tg.hc, http.MethodPost, tg.url(adminapi.PathKeysRotate), root, nil, nil); err != nil {
+		t.Fatalf("rotate with a second admin's token: %v", err)
+	}
+	if rec := tg.lastAudit(adminapi.KindKey); rec.Reason != "added" || !strings.HasSuffix(rec.Detail, "; by token root-2") {
+		t.Fatalf("key record %+v: want the second admin's token named", rec)
+	}
+	tg.call(http.MethodPost, adminapi.PathTokensRevoke, adminapi.TokenName{Name: "root-2"}, nil)
+
 	// Listed, with its last use; never the token.
 	var list adminapi.TokenList
 	tg.call(http.MethodGet, adminapi.PathTokens, nil, &list)

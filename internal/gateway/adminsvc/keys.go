@@ -95,8 +95,8 @@ func (s *Service) Keys(ctx context.Context) (adminapi.KeyList, error) {
 }
 
 // RotateKey adds a master-key version; new cards and credentials use it.
-func (s *Service) RotateKey(context.Context) (adminapi.KeyChange, error) {
-	v, err := s.c.Keys.Rotate(s.now())
+func (s *Service) RotateKey(ctx context.Context) (adminapi.KeyChange, error) {
+	v, err := s.c.Keys.Rotate(ctx, s.now())
 	if err != nil {
 		return adminapi.KeyChange{}, failWith(Conflict, err, "rotate: %v", err)
 	}
@@ -118,7 +118,7 @@ func (s *Service) RetireKey(ctx context.Context, v uint8, force bool) (adminapi.
 	if err := RetireCheck(held, force); err != nil {
 		return adminapi.KeyChange{}, failWith(Conflict, err, "retire: %v", err)
 	}
-	if err := s.c.Keys.Retire(v); err != nil {
+	if err := s.c.Keys.Retire(ctx, v); err != nil {
 		return adminapi.KeyChange{}, failWith(Conflict, err, "retire: %v", err)
 	}
 	kc := adminapi.KeyChange{Version: v, Newest: s.newestVersion()}

@@ -69,8 +69,9 @@ type Keyring interface {
 	Versions() []KeyVersion
 	// Rotate adds a version, Retire removes one; both take effect (and
 	// are audited) before they return.
-	Rotate(now time.Time) (uint8, error)
-	Retire(version uint8) error
+	// ctx carries the caller, whom the change's audit records name.
+	Rotate(ctx context.Context, now time.Time) (uint8, error)
+	Retire(ctx context.Context, version uint8) error
 }
 
 // Locks is the lockout store's part the operator uses (lockout.Store has

@@ -118,7 +118,7 @@ func (k *Keys) Versions() []adminsvc.KeyVersion {
 }
 
 // Rotate implements adminsvc.Keyring.
-func (k *Keys) Rotate(time.Time) (uint8, error) {
+func (k *Keys) Rotate(context.Context, time.Time) (uint8, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	v := k.keys[len(k.keys)-1].Version + 1
@@ -127,7 +127,7 @@ func (k *Keys) Rotate(time.Time) (uint8, error) {
 }
 
 // Retire implements adminsvc.Keyring.
-func (k *Keys) Retire(v uint8) error {
+func (k *Keys) Retire(_ context.Context, v uint8) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if len(k.keys) == 1 {
