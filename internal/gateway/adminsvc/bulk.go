@@ -1,0 +1,167 @@
+package adminsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/credfile"
+	"github.com/tagauth/tagauth/internal/store"
+	"github.com/tagauth/tagauth/protocol"
+)
+
+// Bulk provisioning: every row of a batch is checked before any device is
+// created, the store creates them all or none (store.DeviceBatcher), and
+// each device gets its own audit record, as a single Provision writes it
+// (with the batch's size in Detail), so that "who provisioned device X"
+// has one answer whichever way it was provisioned.
+
+// maxProblems is how many bad rows a refusal names; it says how many
+// more there are.
+const maxProblems = 20
+
+// ProvisionBatch provisions every device of rows under the newest master
+// key, or none: a refusal names the line of every bad row it found (up
+// to maxProblems): an invalid id or group, an id twice in the batch, an
+// id already provisioned (revoked ids stay taken) or, under classic, a
+// user's. The result holds each device's credential file, in the rows'
+// order; the caller clears it once sent (BatchResult.Clear).
+func (s *Service) ProvisionBatch(ctx context.Context, source string, rows []adminapi.DeviceRow) (adminapi.BatchResult, error) {
+	switch {
+	case len(rows) == 0:
+		return adminapi.BatchResult{}, fail(Invalid, "no devices in the batch")
+	case len(rows) > adminapi.MaxBatchRows:
+		return adminapi.BatchResult{}, fail(Invalid, "%d devices: a batch holds at most %d (split the file; each part is provisioned all or none)", len(rows), adminapi.MaxBatchRows)
+	}
+	batcher, ok := s.c.Store.(store.DeviceBatcher)
+	if !ok {
+		return adminapi.BatchResult{}, fail(Internal, "this gateway's store cannot provision a batch in one transaction: provision the devices one by one")
+	}
+	ds := make([]store.Device, len(rows))
+	var p problems
+	seen := make(map[string]int, len(rows))
+	wellFormed := make([]bool, len(rows))
+	for i, r := range rows {
+		ds[i] = store.Device{ID: r.ID, Group: r.Group, KV: 1, Created: s.now()}
+		if err := store.CheckDevice(&ds[i]); err != nil {
+			p.add(r.Line, Invalid, "%s", strings.TrimPrefix(err.Error(), store.ErrInvalid.Error()+": "))
+			continue
+		}
+		if first, dup := seen[r.ID]; dup {
+			p.add(r.Line, Invalid, "device %q is also on line %d", r.ID, rows[first].Line)
+			continue
+		}
+		seen[r.ID] = i
+		wellFormed[i] = true
+	}
+	s.c.Mu.Lock()
+	defer s.c.Mu.Unlock()
+	for i, r := range rows {
+		if !wellFormed[i] {
+			continue
+		}
+		if err := s.taken(true, r.ID); err != nil {
+			p.add(r.Line, Conflict, "%s", err.Error())
+		}
+	}
+	if err := p.err(len(rows)); err != nil {
+		return adminapi.BatchResult{}, err
+	}
+
+	mk := s.c.Keys.Newest()
+	creds := make([]protocol.DeviceCredential, len(rows))
+	defer func() {
+		for i := range creds {
+			clear(creds[i].Tag[:])
+		}
+	}()
+	for i, r := range rows {
+		cred, err := protocol.ProvisionDevice(s.c.Profile, r.ID, mk)
+		if err != nil {
+			clear(mk.Key[:])
+			return adminapi.BatchResult{}, failWith(Invalid, err, "line %d: device: %v; nothing was provisioned", r.Line, err)
+		}
+		creds[i] = cred
+		ds[i].KV = mk.Version
+		if s.c.Profile == protocol.Classic {
+			ds[i].KV = protocol.ClassicKeyVersion
+		}
+	}
+	clear(mk.Key[:])
+
+	ctx, cancel := context.WithTimeout(ctx, CallBudget)
+	defer cancel()
+	if err := s.auditReady(); err != nil {
+		return adminapi.BatchResult{}, err
+	}
+	if err := batcher.CreateDevices(ctx, ds, s.c.Profile); err != nil {
+		var re *store.RowError
+		if errors.As(err, &re) && re.Index >= 0 && re.Index < len(rows) {
+			e := s.storeError(fmt.Sprintf("line %d: device %q", rows[re.Index].Line, re.ID), re.Err)
+			e.Msg += "; nothing was provisioned"
+			return adminapi.BatchResult{}, e
+		}
+		return adminapi.BatchResult{}, s.storeError("provisioning the batch (nothing was provisioned)", err)
+	}
+	for _, d := range ds {
+		s.c.Applied(ctx, Change{Op: AddDevice, ID: d.ID, Group: d.Group})
+	}
+	batch := fmt.Sprintf(" (batch of %d)", len(ds))
+	for _, d := range ds {
+		if err := s.audited(store.AuditRecord{Time: s.now(), Kind: adminapi.KindProvision, Outcome: adminapi.OutcomeOK, Device: d.ID,
+			Source: source, KVDevice: d.KV, Detail: groupDetail(d.Group) + batch}, fmt.Sprintf("the %d devices were provisioned", len(ds))); err != nil {
+			return adminapi.BatchResult{}, err
+		}
+	}
+
+	ep := s.c.Endpoints()
+	out := adminapi.BatchResult{Devices: make([]adminapi.BatchDevice, len(rows))}
+	for i, r := range rows {
+		b, err := credfile.Marshal(credfile.Credential{DeviceCredential: creds[i], Gateway: ep.CoAP,
+			AdminURL: ep.AdminURL, Fingerprint: ep.Fingerprint})
+		if err != nil {
+			out.Clear()
+			return adminapi.BatchResult{}, failWith(Internal, err, "encoding the credential of line %d failed: %v (the devices are provisioned: revoke them)", r.Line, err)
+		}
+		out.Devices[i] = adminapi.BatchDevice{Line: r.Line, ID: r.ID, File: adminapi.CredentialFileName(r.ID), KV: ds[i].KV, Credential: b}
+	}
+	return out, nil
+}
+
+// problems are the bad rows of a batch, for one refusal.
+type problems struct {
+	lines    []string
+	n        int
+	conflict bool // only conflicts: the rows are well formed, the ids taken
+	invalid  bool
+}
+
+func (p *problems) add(line int, k Kind, format string, args ...any) {
+	p.n++
+	if k == Conflict {
+		p.conflict = true
+	} else {
+		p.invalid = true
+	}
+	if len(p.lines) < maxProblems {
+		p.lines = append(p.lines, fmt.Sprintf("line %d: %s", line, fmt.Sprintf(format, args...)))
+	}
+}
+
+// err is the refusal, or nil when no row was bad.
+func (p *problems) err(rows int) error {
+	if p.n == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("%d of %d rows refused, nothing was provisioned:\n  %s", p.n, rows, strings.Join(p.lines, "\n  "))
+	if more := p.n - len(p.lines); more > 0 {
+		msg += fmt.Sprintf("\n  ... and %d more", more)
+	}
+	k := Invalid
+	if p.conflict && !p.invalid {
+		k = Conflict
+	}
+	return fail(k, "%s", msg)
+}
