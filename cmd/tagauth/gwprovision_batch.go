@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
@@ -22,6 +23,9 @@ import (
 
 // maxListed is how many clashing files or lines an error names.
 const maxListed = 20
+
+// writers is how many credential files are written at once.
+const writers = 32
 
 // gwProvisionBatch provisions every device of the CSV file from, all or
 // none, and writes one credential file per device into outDir. Every
@@ -67,9 +71,27 @@ func gwProvisionBatch(fset *flag.FlagSet, c *adminapi.Client, from, outDir strin
 	if err := os.MkdirAll(outDir, 0o700); err != nil {
 		return fail("the %d devices are provisioned but %s cannot be made: %v (revoke them, or move the answer's credentials by hand)", len(rows), outDir, err)
 	}
+	// Each file is synced before the command says it is written; the
+	// syncs run side by side, so that the file system commits them in
+	// groups (one at a time, 10 000 took 26 s instead of a few).
+	errs := make([]error, len(rows))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range writers {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = writeBatchCredential(outDir, rows[i].ID, res.Devices[i])
+			}
+		})
+	}
+	for i := range rows {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 	var lost []string
-	for i, d := range res.Devices {
-		if err := writeBatchCredential(outDir, rows[i].ID, d); err != nil {
+	for i, err := range errs {
+		if err != nil {
 			lost = append(lost, fmt.Sprintf("line %d (%s): %v", rows[i].Line, gwText(rows[i].ID), err))
 		}
 	}

@@ -108,12 +108,8 @@ func (s *Service) ProvisionBatch(ctx context.Context, source string, rows []admi
 	for _, d := range ds {
 		s.c.Applied(ctx, Change{Op: AddDevice, ID: d.ID, Group: d.Group})
 	}
-	batch := fmt.Sprintf(" (batch of %d)", len(ds))
-	for _, d := range ds {
-		if err := s.audited(store.AuditRecord{Time: s.now(), Kind: adminapi.KindProvision, Outcome: adminapi.OutcomeOK, Device: d.ID,
-			Source: source, KVDevice: d.KV, Detail: groupDetail(d.Group) + batch}, fmt.Sprintf("the %d devices were provisioned", len(ds))); err != nil {
-			return adminapi.BatchResult{}, err
-		}
+	if err := s.auditBatch(source, ds); err != nil {
+		return adminapi.BatchResult{}, err
 	}
 
 	ep := s.c.Endpoints()
@@ -128,6 +124,38 @@ func (s *Service) ProvisionBatch(ctx context.Context, source string, rows []admi
 		out.Devices[i] = adminapi.BatchDevice{Line: r.Line, ID: r.ID, File: adminapi.CredentialFileName(r.ID), KV: ds[i].KV, Credential: b}
 	}
 	return out, nil
+}
+
+// BatchAuditor is an Auditor that can keep the records of one action in
+// one step (the gateway's journal: one append, one sync); the service
+// uses it when its Auditor has it.
+type BatchAuditor interface {
+	// RecordAll is Record for many records, all or none.
+	RecordAll([]store.AuditRecord) error
+}
+
+// auditBatch keeps one record per device of a batch.
+func (s *Service) auditBatch(source string, ds []store.Device) error {
+	done := fmt.Sprintf("the %d devices were provisioned", len(ds))
+	batch := fmt.Sprintf(" (batch of %d)", len(ds))
+	recs := make([]store.AuditRecord, len(ds))
+	now := s.now()
+	for i, d := range ds {
+		recs[i] = store.AuditRecord{Time: now, Kind: adminapi.KindProvision, Outcome: adminapi.OutcomeOK, Device: d.ID,
+			Source: source, KVDevice: d.KV, Detail: groupDetail(d.Group) + batch}
+	}
+	if ba, ok := s.c.Audit.(BatchAuditor); ok {
+		if err := ba.RecordAll(recs); err != nil {
+			return failWith(Unavailable, err, "%s, but their audit records could not be written (%v): the devices stand but their credentials are not given out; revoke them, fix the disk or store, and provision other ids", done, err)
+		}
+		return nil
+	}
+	for _, r := range recs {
+		if err := s.audited(r, done); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // problems are the bad rows of a batch, for one refusal.
