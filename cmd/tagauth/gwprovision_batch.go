@@ -54,7 +54,7 @@ func gwProvisionBatch(fset *flag.FlagSet, c *adminapi.Client, from, outDir strin
 		return fail("%s: %v; nothing was provisioned", from, err)
 	}
 	if msg := checkOutDir(outDir, rows); msg != "" {
-		return fail("%s; nothing was provisioned", msg)
+		return fail("%s", msg)
 	}
 	ctx, done := gwCall(c)
 	defer done()
@@ -118,9 +118,9 @@ func checkOutDir(dir string, rows []adminapi.DeviceRow) string {
 	case errors.Is(err, fs.ErrNotExist):
 		return "" // made after the gateway answered
 	case err != nil:
-		return err.Error()
+		return err.Error() + "; nothing was provisioned"
 	case !fi.IsDir():
-		return dir + " is not a directory"
+		return dir + " is not a directory; nothing was provisioned"
 	}
 	var clashes []string
 	folded := make(map[string]int, len(rows))
@@ -145,7 +145,7 @@ func checkOutDir(dir string, rows []adminapi.DeviceRow) string {
 	if n > maxListed {
 		clashes = append(clashes[:maxListed], fmt.Sprintf("... and %d more", n-maxListed))
 	}
-	return fmt.Sprintf("%d credential files cannot be written as new files into %s (credentials are never overwritten; choose another --out-dir, or remove the rows already provisioned):\n  %s",
+	return fmt.Sprintf("%d credential files cannot be written as new files into %s, so nothing was provisioned (credentials are never overwritten: choose another --out-dir, or remove the rows already provisioned):\n  %s",
 		n, dir, strings.Join(clashes, "\n  "))
 }
 
