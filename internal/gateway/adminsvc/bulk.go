@@ -1,9 +1,11 @@
 package adminsvc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
@@ -43,10 +45,15 @@ func (s *Service) ProvisionBatch(ctx context.Context, source string, rows []admi
 	var p problems
 	seen := make(map[string]int, len(rows))
 	wellFormed := make([]bool, len(rows))
+	now := s.now()
 	for i, r := range rows {
-		ds[i] = store.Device{ID: r.ID, Group: r.Group, KV: 1, Created: s.now()}
-		if err := store.CheckDevice(&ds[i]); err != nil {
-			p.add(r.Line, Invalid, "%s", strings.TrimPrefix(err.Error(), store.ErrInvalid.Error()+": "))
+		ds[i] = store.Device{ID: r.ID, Group: r.Group, KV: 1, Created: now}
+		if err := store.CheckID(r.ID); err != nil {
+			p.add(r.Line, Invalid, "id: %s", invalidText(err))
+			continue
+		}
+		if err := store.CheckGroup(r.Group, false); err != nil {
+			p.add(r.Line, Invalid, "%s", invalidText(err))
 			continue
 		}
 		if first, dup := seen[r.ID]; dup {
@@ -158,38 +165,53 @@ func (s *Service) auditBatch(source string, ds []store.Device) error {
 	return nil
 }
 
+// invalidText is a validation error without the store's prefix, for a
+// line of a refusal.
+func invalidText(err error) string {
+	return strings.ReplaceAll(err.Error(), store.ErrInvalid.Error()+": ", "")
+}
+
 // problems are the bad rows of a batch, for one refusal.
 type problems struct {
-	lines    []string
-	n        int
-	conflict bool // only conflicts: the rows are well formed, the ids taken
-	invalid  bool
+	rows     []problem
+	conflict bool // a row's id is taken
+	invalid  bool // a row is malformed
+}
+
+type problem struct {
+	line int
+	text string
 }
 
 func (p *problems) add(line int, k Kind, format string, args ...any) {
-	p.n++
 	if k == Conflict {
 		p.conflict = true
 	} else {
 		p.invalid = true
 	}
-	if len(p.lines) < maxProblems {
-		p.lines = append(p.lines, fmt.Sprintf("line %d: %s", line, fmt.Sprintf(format, args...)))
-	}
+	p.rows = append(p.rows, problem{line, fmt.Sprintf(format, args...)})
 }
 
-// err is the refusal, or nil when no row was bad.
+// err is the refusal, naming the first maxProblems bad rows in the
+// file's order, or nil when no row was bad. It is a Conflict when every
+// bad row is well formed but taken (a re-run), Invalid otherwise.
 func (p *problems) err(rows int) error {
-	if p.n == 0 {
+	n := len(p.rows)
+	if n == 0 {
 		return nil
 	}
-	msg := fmt.Sprintf("%d of %d rows refused, nothing was provisioned:\n  %s", p.n, rows, strings.Join(p.lines, "\n  "))
-	if more := p.n - len(p.lines); more > 0 {
-		msg += fmt.Sprintf("\n  ... and %d more", more)
+	slices.SortStableFunc(p.rows, func(a, b problem) int { return cmp.Compare(a.line, b.line) })
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d of %d rows refused, nothing was provisioned:", n, rows)
+	for _, r := range p.rows[:min(n, maxProblems)] {
+		fmt.Fprintf(&b, "\n  line %d: %s", r.line, r.text)
+	}
+	if n > maxProblems {
+		fmt.Fprintf(&b, "\n  ... and %d more", n-maxProblems)
 	}
 	k := Invalid
 	if p.conflict && !p.invalid {
 		k = Conflict
 	}
-	return fail(k, "%s", msg)
+	return fail(k, "%s", b.String())
 }

@@ -114,15 +114,18 @@ func TestProvisionBatchRefusals(t *testing.T) {
 		"7 of 9 rows refused, nothing was provisioned",
 		`line 2: device "old" is already provisioned (revoked ids stay taken)`,
 		`line 3: classic profile: "alice" is a user id`,
-		"line 4: empty identity",
+		"line 4: id: empty identity",
 		`line 5: device "ok-1" is also on line 1`,
-		"line 6: identity of 65 bytes",
+		"line 6: id: identity of 65 bytes",
 		"line 7: group \"*\" is reserved",
-		"line 8: identity is not UTF-8",
+		"line 8: id: identity is not UTF-8",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("refusal %q does not say %q", err, want)
 		}
+	}
+	if i, j := strings.Index(err.Error(), "line 2:"), strings.Index(err.Error(), "line 8:"); i < 0 || j < i {
+		t.Errorf("refusal %q does not name the rows in the file's order", err)
 	}
 	if strings.Contains(err.Error(), "line 1:") || strings.Contains(err.Error(), "line 9:") {
 		t.Errorf("refusal %q names a good row", err)
