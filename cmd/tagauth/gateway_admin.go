@@ -245,22 +245,37 @@ func gwShellWord(s string) string {
 }
 
 func gwProvision(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("provision", "--id DID [--group G] --out FILE [admin flags]",
+	fset := gwFlags("provision", "--id DID [--group G] --out FILE [admin flags]\n       tagauth gateway provision --from DEVICES.csv --out-dir DIR [admin flags]",
 		"Provisions a device and writes its credential file (mode 0600). The file holds the device's\n"+
-			"secret tag: copy it to the device only, over a channel you trust.", stderr)
+			"secret tag: copy it to the device only, over a channel you trust.\n"+
+			"With --from, provisions every device of a CSV file (rows id,group; a header row id,group is\n"+
+			"optional; at most 10000 rows), all or none, and writes one credential file per device into\n"+
+			"--out-dir, named by the id (bytes other than A-Z a-z 0-9 - _ . written %XX) plus .json.", stderr)
 	var opts gwAdminOpts
 	opts.register(fset)
 	id := fset.String("id", "", "device `id` DID_j (required)")
 	group := fset.String("group", "", "policy `group` of the device")
 	out := fset.String("out", "", "credential `file` to write (required; never overwritten)")
+	from := fset.String("from", "", "CSV `file` of devices to provision at once (with --out-dir)")
+	outDir := fset.String("out-dir", "", "`directory` for the credential files of --from (made if missing; files are never overwritten)")
 	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, func() string {
-		if *id == "" || *out == "" {
-			return "--id DID and --out FILE are required"
+		switch {
+		case *from != "" && (*id != "" || *group != "" || *out != ""):
+			return "--from takes no --id, --group or --out: the file names the devices, --out-dir takes the credentials"
+		case *from != "" && *outDir == "":
+			return "--from FILE needs --out-dir DIR"
+		case *from == "" && *outDir != "":
+			return "--out-dir DIR goes with --from FILE"
+		case *from == "" && (*id == "" || *out == ""):
+			return "--id DID and --out FILE are required (or --from FILE --out-dir DIR)"
 		}
 		return ""
 	}, stderr)
 	if c == nil {
 		return rc
+	}
+	if *from != "" {
+		return gwProvisionBatch(fset, c, *from, *outDir, stdout, stderr)
 	}
 	// Refuse before the gateway provisions anything.
 	if _, err := os.Lstat(*out); err == nil {

@@ -86,6 +86,7 @@ func adminRoutes(mux router, svc *adminsvc.Service, auth func(http.HandlerFunc) 
 	mux.HandleFunc("POST "+adminapi.PathRegister, a.register)
 	mux.Handle("POST "+adminapi.PathEnrolCodes, auth(a.enrolCode))
 	mux.Handle("POST "+adminapi.PathDevices, auth(a.provision))
+	mux.Handle("POST "+adminapi.PathDevicesBatch, auth(a.provisionBatch)) // adminbatch.go
 	mux.Handle("POST "+adminapi.PatternUserRevoke, auth(a.revokeUser))
 	mux.Handle("POST "+adminapi.PatternDeviceRevoke, auth(a.revokeDevice))
 	mux.Handle("POST "+adminapi.PathUsersRevoke, auth(a.revokeUser)) // {"id": ...}: every id (adminapi.IDRequest)

@@ -116,6 +116,15 @@ func (a adminAudit) Record(rec store.AuditRecord) error {
 	return err
 }
 
+// RecordAll implements adminsvc.BatchAuditor.
+func (a adminAudit) RecordAll(recs []store.AuditRecord) error {
+	err := a.g.audit.recordAll(recs)
+	if err != nil {
+		a.g.audit.m.refusedKeep.Add(float64(len(recs)))
+	}
+	return err
+}
+
 func (a adminAudit) Refused(rec store.AuditRecord)  { a.g.audit.refused(rec) }
 func (a adminAudit) Submit(rec store.AuditRecord)   { a.g.audit.submit(rec) }
 func (a adminAudit) Sync(ctx context.Context) error { return a.g.audit.sync(ctx) }

@@ -38,6 +38,7 @@ var routeRoles = map[string][]adminapi.Role{
 	// The admin API.
 	"POST " + adminapi.PathEnrolCodes:      operators,
 	"POST " + adminapi.PathDevices:         operators,
+	"POST " + adminapi.PathDevicesBatch:    operators,
 	"POST " + adminapi.PatternUserRevoke:   operators,
 	"POST " + adminapi.PatternDeviceRevoke: operators,
 	"POST " + adminapi.PathUsersRevoke:     operators,
@@ -70,6 +71,7 @@ var routeRoles = map[string][]adminapi.Role{
 	"POST /console/users/unlock":       operators,
 	"GET /console/devices":             operators,
 	"POST /console/devices/provision":  operators,
+	"POST /console/devices/batch":      operators,
 	"POST /console/devices/credential": operators,
 	"GET /console/devices/revoke":      operators,
 	"POST /console/devices/revoke":     operators,

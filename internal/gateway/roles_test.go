@@ -68,12 +68,12 @@ func concrete(pattern string) (method, path string) {
 // TestRouteRoles. An admin may use everything.
 var (
 	operatorMay = []string{
-		"POST /v1/enrol-codes", "POST /v1/devices", "GET /v1/devices", "GET /v1/users", "GET /v1/grants",
+		"POST /v1/enrol-codes", "POST /v1/devices", "POST /v1/devices/batch", "GET /v1/devices", "GET /v1/users", "GET /v1/grants",
 		"POST /v1/grants", "DELETE /v1/grants", "GET /v1/locks",
 		"POST /v1/users/{id}/revoke", "POST /v1/devices/{id}/revoke", "POST /v1/users/revoke", "POST /v1/devices/revoke",
 		"POST /v1/users/{id}/unlock", "POST /v1/users/unlock",
 		"GET /console/users", "POST /console/users/enrol-code", "GET /console/users/revoke", "POST /console/users/revoke",
-		"POST /console/users/unlock", "GET /console/devices", "POST /console/devices/provision", "POST /console/devices/credential",
+		"POST /console/users/unlock", "GET /console/devices", "POST /console/devices/provision", "POST /console/devices/batch", "POST /console/devices/credential",
 		"GET /console/devices/revoke", "POST /console/devices/revoke", "GET /console/policy", "POST /console/policy/grant",
 		"POST /console/policy/ungrant", "POST /console/logout",
 	}

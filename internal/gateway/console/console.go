@@ -138,6 +138,7 @@ type flash struct {
 type pendingCred struct {
 	device  string
 	data    []byte
+	zip     bool // a batch's credentials, one zip file (batch.go)
 	expires time.Time
 }
 
@@ -220,7 +221,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodPost {
-		if err := r.ParseForm(); err != nil {
+		if err := parseForm(w, r); err != nil { // batch.go: the CSV upload is multipart
 			http.Error(w, "bad form", http.StatusBadRequest)
 			return
 		}
@@ -297,6 +298,7 @@ func (c *Console) routes() map[routeKey]handler {
 		{"POST", "/console/users/unlock"}:       c.unlockUser,
 		{"GET", "/console/devices"}:             c.devices,
 		{"POST", "/console/devices/provision"}:  c.provision,
+		{"POST", "/console/devices/batch"}:      c.provisionBatch, // batch.go
 		{"POST", "/console/devices/credential"}: c.downloadCredential,
 		{"GET", "/console/devices/revoke"}:      c.confirmRevokeDevice,
 		{"POST", "/console/devices/revoke"}:     c.revokeDevice,

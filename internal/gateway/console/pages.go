@@ -294,6 +294,10 @@ func (c *Console) downloadCredential(w http.ResponseWriter, r *http.Request, s *
 	}, p.device)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.cred.json"`)
+	if p.zip {
+		w.Header().Set("Content-Type", "application/zip")
+		w.Header().Set("Content-Disposition", `attachment; filename="tagauth-credentials-`+name+`.zip"`)
+	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(p.data)))
 	w.Write(p.data)
 	c.log.Info("device credential downloaded", "device", p.device, "source", r.RemoteAddr)

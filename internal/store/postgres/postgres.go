@@ -336,10 +336,10 @@ func (s *Store) CreateDevice(ctx context.Context, d store.Device, p protocol.Pro
 
 // create inserts an identity under the uniqueness and classic namespace
 // rules. The advisory lock on the id makes the namespace check and the
-// insert one step for every session.
+// insert one step for every session (identityLock, batch.go).
 func (s *Store) create(ctx context.Context, own, other, kind, otherKind, id string, p protocol.Profile, insert string, args ...any) error {
 	return s.tx(ctx, func(tx pgx.Tx) error {
-		if err := advisoryLock(ctx, tx, lockIdentity, lockKey(s.schema, id)); err != nil {
+		if err := s.identityLock(ctx, tx, id); err != nil {
 			return err
 		}
 		var taken, clash bool
