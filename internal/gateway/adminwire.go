@@ -67,6 +67,10 @@ func (g *Gateway) Admin() *adminsvc.Service { return g.admin }
 // it applied. The service holds adminMu, which applyLocked wants. When
 // the registry cannot follow (a row changed by hand), it is reloaded.
 func (g *Gateway) applyAdmin(ctx context.Context, c adminsvc.Change) {
+	// The write is committed: a client that went away must not leave the
+	// registry behind the store (and its audit record saying it is done).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), feedOpTimeout)
+	defer cancel()
 	sc := store.Change{ID: c.ID}
 	switch c.Op {
 	case adminsvc.AddUser, adminsvc.RevokeUser:
@@ -77,8 +81,12 @@ func (g *Gateway) applyAdmin(ctx context.Context, c adminsvc.Change) {
 		sc.Kind, sc.Group = store.ChangeGrant, c.Group
 	}
 	reload, err := g.applyLocked(ctx, []store.Change{sc})
-	if err != nil || reload {
-		g.log.Error("registry disagrees with the store; reloading", "err", err)
+	switch {
+	case err != nil:
+		g.log.Error("reading an admin write back from the store failed; reloading the registry", "err", err)
+		g.reloadRegistry(ctx)
+	case reload:
+		g.log.Error("registry disagrees with the store; reloading it")
 		g.reloadRegistry(ctx)
 	}
 	g.events.fire()

@@ -89,13 +89,12 @@ func (s *Store) Listen(ctx context.Context) (store.Feed, error) {
 var errFeedClosed = errors.New("bolt: change feed closed")
 
 // Next implements store.Feed. A reader that fell more than feedBuffer
-// changes behind gets a ChangeReset once it has read what was kept.
+// changes behind gets a ChangeReset before anything else: under a steady
+// stream of writes its buffer is never empty, so a reset kept until then
+// might never come. Delivering it early is safe: the snapshot the reader
+// takes for it is read after the changes were dropped, and the changes
+// still buffered only repeat what that snapshot holds.
 func (f *feed) Next(ctx context.Context) (store.Change, error) {
-	select {
-	case c := <-f.ch:
-		return c, nil
-	default:
-	}
 	if f.lost.Swap(false) {
 		return store.Change{Kind: store.ChangeReset}, nil
 	}
