@@ -35,7 +35,7 @@ func (g *Gateway) openAdmin() error {
 		Locks:      adminLocks{g.guard},
 		LockPolicy: policy,
 		Applied:    g.applyAdmin,
-		Mu:         &g.adminMu,
+		Mu:         &g.follow.adminMu,
 		Stats:      g.stats,
 		Endpoints: func() adminsvc.Endpoints {
 			return adminsvc.Endpoints{CoAP: g.coapPublic, AdminURL: g.adminURL, Fingerprint: g.fingerprint}
@@ -76,7 +76,7 @@ func (g *Gateway) applyAdmin(ctx context.Context, c adminsvc.Change) {
 	case adminsvc.Grant, adminsvc.Ungrant:
 		sc.Kind, sc.Group = store.ChangeGrant, c.Group
 	}
-	reload, err := g.applyLocked(ctx, []store.Change{sc})
+	reload, err := g.follow.applyLocked(ctx, []store.Change{sc})
 	if err != nil || reload {
 		g.log.Error("registry disagrees with the store; reloading", "err", err)
 		g.reloadRegistry(ctx)
@@ -134,48 +134,20 @@ func (l adminLocks) Locked(ctx context.Context, now time.Time) ([]lockout.Lock, 
 // adminKeys is the key file as the admin service sees it.
 type adminKeys struct{ g *Gateway }
 
-func (k adminKeys) Newest() protocol.MasterKey { return k.g.newestKey() }
+func (k adminKeys) Newest() protocol.MasterKey { return k.g.keys.newest() }
 
-func (k adminKeys) Versions() []adminsvc.KeyVersion {
-	k.g.keysMu.Lock()
-	defer k.g.keysMu.Unlock()
-	out := make([]adminsvc.KeyVersion, len(k.g.keys.Keys))
-	for i, key := range k.g.keys.Keys {
-		out[i] = adminsvc.KeyVersion{Version: key.Version, Created: key.Created}
-	}
-	return out
-}
+func (k adminKeys) Versions() []adminsvc.KeyVersion { return k.g.keys.created() }
 
 func (k adminKeys) Rotate(now time.Time) (uint8, error) {
-	return k.g.changeKeys(func(f *keyfile.File) (uint8, error) {
+	return k.g.keys.change(func(f *keyfile.File) (uint8, error) {
 		key, err := f.Rotate(rand.Reader, now)
 		return key.Version, err
 	})
 }
 
 func (k adminKeys) Retire(v uint8) error {
-	_, err := k.g.changeKeys(func(f *keyfile.File) (uint8, error) { return v, f.Retire(v) })
+	_, err := k.g.keys.change(func(f *keyfile.File) (uint8, error) { return v, f.Retire(v) })
 	return err
-}
-
-// changeKeys edits the key file (re-read first, so that an edit made with
-// "tagauth gateway keys" meanwhile is kept) and reloads it, which audits
-// the change.
-func (g *Gateway) changeKeys(edit func(f *keyfile.File) (uint8, error)) (uint8, error) {
-	g.keysMu.Lock()
-	f, err := keyfile.Load(g.keyPath)
-	var v uint8
-	if err == nil {
-		v, err = edit(f)
-	}
-	if err == nil {
-		err = f.Save(g.keyPath)
-	}
-	g.keysMu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	return v, g.ReloadKeys()
 }
 
 // stats is this replica's verifies per minute over the last hour, and
@@ -207,11 +179,4 @@ func (g *Gateway) stats(now time.Time) adminapi.Stats {
 		out.Reasons = append(out.Reasons, adminapi.ReasonCount{Outcome: vk.outcome, Code: vk.code, Reason: vk.reason, Count: n})
 	}
 	return out
-}
-
-// newestVersion is the master-key version new cards and credentials use.
-func (g *Gateway) newestVersion() uint8 {
-	g.keysMu.Lock()
-	defer g.keysMu.Unlock()
-	return g.keys.Newest().Version
 }

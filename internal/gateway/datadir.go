@@ -248,13 +248,10 @@ func (g *Gateway) commitDataDir() error {
 	}
 	syncDir(filepath.Dir(dir))
 	g.cfg.DataDir, g.dataFinal = dir, ""
-	g.keyPath = filepath.Join(dir, KeyFileName)
 	if g.tokenPath != "" {
 		g.tokenPath = filepath.Join(dir, TokenFileName)
 	}
-	g.keysMu.Lock()
-	g.keyStamp, _ = stampOf(g.keyPath)
-	g.keysMu.Unlock()
+	g.keys.moved(dir)
 	return nil
 }
 

@@ -65,7 +65,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -218,15 +217,16 @@ type Gateway struct {
 	log     *slog.Logger
 	profile protocol.Profile
 	now     func() time.Time
-	keyPath string
 	// dataFinal is the data directory while a first start fills a
 	// temporary one in cfg.DataDir (datadir.go); empty otherwise.
 	dataFinal string
 
-	store store.Store
-	reg   *registry.Memory
-	proto *protocol.Gateway
-	pcfg  protocol.Config
+	store  store.Store
+	reg    *registry.Memory
+	keys   *keyring  // the key file and the keys in use (keys.go)
+	follow *follower // the registry's updates from the store (follower.go)
+	proto  *protocol.Gateway
+	pcfg   protocol.Config
 
 	coapConn coap.PacketConn
 	coapMore []coap.PacketConn // more SO_REUSEPORT sockets on the CoAP port (coapsock.go)
@@ -252,19 +252,7 @@ type Gateway struct {
 
 	proofs   protocol.ReplayCache // I_j values seen (pipeline.go, firstProof)
 	verifier *verifier            // the verify pipeline (pipeline.go)
-	events   events               // state changes, for waiters (notify.go)
-	waiters  changeWaiters        // writers waiting for the registry (regsync.go)
-	// localFeed is a private store's change feed, which Run follows
-	// (regsync.go); nil on a replica.
-	localFeed store.Feed
-
-	keysMu   sync.Mutex
-	keys     *keyfile.File
-	keyStamp fileStamp
-
-	// adminMu serializes admin writes, so that the store and the registry
-	// see them in the same order.
-	adminMu sync.Mutex
+	events   events               // state changes, for waiters (regsync.go)
 
 	ran       atomic.Bool
 	closeOnce sync.Once
@@ -304,16 +292,19 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	if err := g.openDataDir(); err != nil { // datadir.go: strict modes, first start
 		return nil, err
 	}
-	if err := g.openKeys(); err != nil {
+	if g.keys, err = openKeyring(g.cfg.DataDir, g.profile, g.now, g.log); err != nil { // keys.go
 		return nil, err
 	}
-	if err := g.openBackends(); err != nil { // backends.go: --store, --replay
+	g.keys.events = &g.events
+	g.keys.audit = func(rec store.AuditRecord) { g.audit.submit(rec) }
+	if g.bk, err = openBackends(&g.cfg, g.log); err != nil { // backends.go: --store, --replay
 		return nil, err
 	}
+	g.keys.bk = g.bk
 	if err := g.openStore(); err != nil {
 		return nil, err
 	}
-	if err := g.openShared(); err != nil { // backends.go: replicas follow the shared store
+	if err := g.follow.openShared(g.cfg.Replay != nil); err != nil { // follower.go: replicas follow the shared store
 		return nil, err
 	}
 	g.pcfg = protocol.Config{Now: g.now, Rand: rand.Reader, Window: cfg.Window}
@@ -323,7 +314,7 @@ func Open(cfg Config) (_ *Gateway, err error) {
 		g.openReplayState(mc) // replaystate.go: survive restarts
 		rc = mc
 	}
-	if g.proto, err = protocol.NewGateway(g.profile, g.verifyRegistry(), rc, g.pcfg); err != nil {
+	if g.proto, err = protocol.NewGateway(g.profile, g.follow.verifyRegistry(), rc, g.pcfg); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.replayCache = rc
@@ -398,28 +389,6 @@ func setDefaults(cfg *Config) {
 	}
 }
 
-// openKeys loads the key file, creating it (version 1) at first start.
-func (g *Gateway) openKeys() error {
-	g.keyPath = filepath.Join(g.cfg.DataDir, KeyFileName)
-	f, err := keyfile.Load(g.keyPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		f, err = keyfile.Create(g.keyPath, g.profile, rand.Reader, g.now())
-		if err == nil {
-			g.log.Info("created key file with master key version 1", "path", g.keyPath)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	if f.Profile != g.profile {
-		return fmt.Errorf("gateway: key file %s is for the %v profile but the gateway was asked to serve %v: start it with --profile %v, or use another data directory",
-			g.keyPath, f.Profile, g.profile, f.Profile)
-	}
-	g.keys = f
-	g.keyStamp, _ = stampOf(g.keyPath)
-	return nil
-}
-
 // openStore opens the store and fills the registry from it.
 func (g *Gateway) openStore() error {
 	g.store = g.cfg.Store
@@ -430,23 +399,14 @@ func (g *Gateway) openStore() error {
 		}
 		g.store = st
 	}
+	g.follow = &follower{store: g.store, bk: g.bk, keys: g.keys, log: g.log, now: g.now, events: &g.events}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := g.openLocalFeed(ctx); err != nil { // regsync.go
+	reg, err := g.follow.load(ctx, g.profile, g.cfg.AllowAll) // follower.go
+	if err != nil {
 		return err
 	}
-	snap, err := g.store.Snapshot(ctx)
-	if err != nil {
-		return fmt.Errorf("gateway: reading the registry from the store: %w", err)
-	}
-	g.reg = registry.NewMemory(g.profile, g.cfg.AllowAll)
-	if err := loadSnapshot(g.reg, snap); err != nil {
-		return fmt.Errorf("gateway: the store's registry is inconsistent: %w", err)
-	}
-	for _, k := range g.keys.MasterKeys() {
-		g.reg.AddKey(k)
-	}
-	g.log.Info("registry loaded", "users", len(snap.Users), "devices", len(snap.Devices), "grants", len(snap.Grants))
+	g.reg, g.keys.reg = reg, reg
 	return nil
 }
 
@@ -597,8 +557,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 	pollCtx, stopPoll := context.WithCancel(context.Background())
 	var pollDone sync.WaitGroup
-	pollDone.Go(func() { g.pollKeys(pollCtx) })
-	pollDone.Go(func() { g.watchShared(pollCtx) }) // notify.go
+	pollDone.Go(func() { g.keys.poll(pollCtx, g.cfg.KeyPoll) }) // keys.go
+	pollDone.Go(func() { g.follow.run(pollCtx) })               // follower.go
 	g.log.Info("gateway serving", "profile", g.profile.String(), "coap", g.CoAPAddr().String(), "admin", g.adminURL, "fingerprint", g.fingerprint)
 
 	var runErr error
@@ -652,7 +612,7 @@ func (g *Gateway) release() error {
 			errs = append(errs, err)
 		}
 	}
-	g.closeBackends() // backends.go
+	g.bk.close() // backends.go
 	if g.store != nil {
 		if err := g.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("gateway: closing store: %w", err))

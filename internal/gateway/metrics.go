@@ -183,7 +183,7 @@ func newMetrics(g *Gateway) *gwMetrics {
 		return float64(len(g.KeyVersions()))
 	})
 	f.gauge("tagauth_gateway_key_newest_version", "Master-key version new cards and credentials are issued under.", func() float64 {
-		return float64(g.newestVersion())
+		return float64(g.keys.newest().Version)
 	})
 	f.gauge("tagauth_gateway_audit_queue_depth", "Audit records waiting for the store writer; at capacity verifies wait.", func() float64 {
 		if g.audit == nil {

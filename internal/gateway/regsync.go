@@ -8,15 +8,13 @@ import (
 	"github.com/tagauth/tagauth/internal/store"
 )
 
-// Registry updates from the store's change feed.
+// Waiting for the registry.
 //
-// Every gateway follows its store's change feed (store.Feed): a replica
-// the shared store's (notify.go, with fail-closed health and key
-// publication), a single gateway the in-process feed of its embedded
-// store (followLocal). A writer that must not answer before the registry
-// has its write brackets the write with ExpectChange and Wait; the admin
-// service's writes are applied at once by applyAdmin, through the same
-// read-back of the entity (applyLocked).
+// The registry follows the store's change feed (follower.go). A writer
+// that must not answer before the registry has its write brackets the
+// write with ExpectChange and Wait; the admin service's writes are applied
+// at once by applyAdmin, through the same read-back of the entity
+// (applyLocked). Tests and the key reload wait on the gateway's events.
 
 // ChangeWait is a pending wait for one change to reach the registry; see
 // Gateway.ExpectChange.
@@ -77,92 +75,46 @@ func (ws *changeWaiters) applied(batch []store.Change) {
 // does: store.Change{Kind: store.ChangeUser, ID: id} for a created or
 // revoked user, ChangeDevice likewise, ChangeGrant with ID the user and
 // Group the group.
-func (g *Gateway) ExpectChange(c store.Change) *ChangeWait {
-	w := &ChangeWait{c: c, done: make(chan struct{}), ws: &g.waiters}
-	g.waiters.mu.Lock()
-	defer g.waiters.mu.Unlock()
-	if g.waiters.m == nil {
-		g.waiters.m = map[*ChangeWait]struct{}{}
+func (g *Gateway) ExpectChange(c store.Change) *ChangeWait { return g.follow.waiters.expect(c) }
+
+// expect registers a wait for c; see Gateway.ExpectChange.
+func (ws *changeWaiters) expect(c store.Change) *ChangeWait {
+	w := &ChangeWait{c: c, done: make(chan struct{}), ws: ws}
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.m == nil {
+		ws.m = map[*ChangeWait]struct{}{}
 	}
-	g.waiters.m[w] = struct{}{}
+	ws.m[w] = struct{}{}
 	return w
 }
 
-// openLocalFeed starts listening to a private store's feed, before the
-// registry is read from it (openStore), so that no change falls between.
-func (g *Gateway) openLocalFeed(ctx context.Context) error {
-	if g.bk != nil {
-		return nil // a replica's feed is opened by openShared
-	}
-	f, err := g.store.Listen(ctx)
-	if err != nil {
-		return fmt.Errorf("gateway: following the store's changes: %w", err)
-	}
-	g.localFeed = f
-	return nil
+// events wakes whoever waits for the gateway's state to move: the
+// registry applied changes, a backend's health or quarantine was looked
+// at, key versions were synced or the key file reloaded, audit records
+// were stored. Tests wait on it (export_test.go) instead of polling.
+type events struct {
+	mu sync.Mutex
+	ch chan struct{}
 }
 
-// followLocal applies the changes of a private store's feed until ctx
-// ends. The feed is in process: it fails only when the store closes.
-func (g *Gateway) followLocal(ctx context.Context) {
-	f := g.localFeed
-	defer f.Close()
-	for {
-		c, err := f.Next(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				g.log.Error("store change feed ended: the registry no longer follows the store", "err", err)
-			}
-			return
-		}
-		batch := []store.Change{c}
-		for len(batch) < feedMaxBatch {
-			more, ok := nextReady(f)
-			if !ok {
-				break
-			}
-			batch = append(batch, more)
-		}
-		c2, cancel := context.WithTimeout(ctx, feedOpTimeout)
-		err = g.applyLocal(c2, batch)
-		cancel()
-		if err != nil {
-			g.log.Error("applying the store's changes to the registry", "err", err)
-		}
-		g.waiters.applied(batch)
-		g.events.fire()
+// wait returns a channel closed at the next fire. Take it before looking
+// at the state, so that a change in between is not missed.
+func (e *events) wait() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ch == nil {
+		e.ch = make(chan struct{})
 	}
+	return e.ch
 }
 
-// nextReady is the feed's next change if one is waiting.
-func nextReady(f store.Feed) (store.Change, bool) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	c, err := f.Next(ctx)
-	return c, err == nil
-}
-
-// applyLocal is applyChanges for a private store: no key publication, no
-// freshness to keep.
-func (g *Gateway) applyLocal(ctx context.Context, changes []store.Change) error {
-	reload := false
-	for _, c := range changes {
-		reload = reload || c.Kind == store.ChangeReset
+// fire wakes the waiters. It costs a lock when nobody waits.
+func (e *events) fire() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ch != nil {
+		close(e.ch)
+		e.ch = nil
 	}
-	g.adminMu.Lock()
-	defer g.adminMu.Unlock()
-	if !reload {
-		var err error
-		if reload, err = g.applyLocked(ctx, changes); err != nil {
-			return err
-		}
-	}
-	if !reload {
-		return nil
-	}
-	snap, err := g.store.Snapshot(ctx)
-	if err != nil {
-		return err
-	}
-	return loadSnapshot(g.reg, snap)
 }
