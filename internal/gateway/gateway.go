@@ -228,11 +228,9 @@ type Gateway struct {
 	proto  *protocol.Gateway
 	pcfg   protocol.Config
 
-	coapConn coap.PacketConn
-	coapMore []coap.PacketConn // more SO_REUSEPORT sockets on the CoAP port (coapsock.go)
-	coapSrv  *coap.Server
-	adminLn  net.Listener
-	httpSrv  *http.Server
+	coap    *coapEndpoint // the verify service's sockets (coapsock.go)
+	adminLn net.Listener
+	httpSrv *http.Server
 
 	fingerprint string
 	tokenHash   [sha256.Size]byte
@@ -435,7 +433,7 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	if err != nil {
 		return fmt.Errorf("gateway: CoAP address %q: %w", g.cfg.CoAPAddr, err)
 	}
-	if err := g.listenCoAP(); err != nil { // coapsock.go
+	if g.coap, err = listenCoAP(&g.cfg, nonBlockingVerify(&g.cfg, g.bk)); err != nil { // coapsock.go
 		return err
 	}
 	g.adminLn, err = net.Listen("tcp", g.cfg.AdminAddr)
@@ -443,7 +441,7 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 		return fmt.Errorf("gateway: cannot listen for the admin API on %s: %w (choose another with --admin)", g.cfg.AdminAddr, err)
 	}
 	g.adminLn = g.limitAdmin(g.adminLn) // adminguard.go: connection limits
-	g.coapPublic = g.public(coap.LocalAddr(g.coapConn))
+	g.coapPublic = g.public(coap.LocalAddr(g.coap.conn))
 	g.adminURL = "https://" + g.public(g.adminLn.Addr())
 
 	mux := coap.NewMux()
@@ -452,8 +450,8 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	mux.Handle(VerifyPath, coap.HandlerFunc(func(ctx context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
 		return serveVerify(g.verifier, ctx, req, dst) // verify.go
 	}))
-	g.coapSrv = &coap.Server{Handler: mux, Workers: g.cfg.CoAPWorkers, Logger: g.log.With("part", "coap")}
-	g.tuneCoAP() // coapsock.go: workers per socket, batching
+	srv := &coap.Server{Handler: mux, Workers: g.cfg.CoAPWorkers, Logger: g.log.With("part", "coap")}
+	g.coap.setServer(srv, g.cfg.CoAPWorkers) // coapsock.go: workers per socket, batching
 
 	g.httpSrv = &http.Server{
 		Handler:           g.adminHandler(),
@@ -504,7 +502,7 @@ func (g *Gateway) writeAdminInfo() error {
 }
 
 // CoAPAddr is the bound address of the CoAP verify service.
-func (g *Gateway) CoAPAddr() net.Addr { return coap.LocalAddr(g.coapConn) }
+func (g *Gateway) CoAPAddr() net.Addr { return coap.LocalAddr(g.coap.conn) }
 
 // CoAPPublic is the CoAP address clients dial (in device credentials).
 func (g *Gateway) CoAPPublic() string { return g.coapPublic }
@@ -526,10 +524,10 @@ func (g *Gateway) Profile() protocol.Profile { return g.profile }
 // VerifyHandler returns the handler of /tagauth/verify that the CoAP
 // server runs, for another binding (MQTT, package mqttbind) to feed
 // verify requests to.
-func (g *Gateway) VerifyHandler() coap.Handler { return g.coapSrv.Handler }
+func (g *Gateway) VerifyHandler() coap.Handler { return g.coap.srv.Handler }
 
 // CoAPStats exposes the CoAP server's counters (received, malformed...).
-func (g *Gateway) CoAPStats() *coap.Stats { return &g.coapSrv.Stats }
+func (g *Gateway) CoAPStats() *coap.Stats { return &g.coap.srv.Stats }
 
 // Run serves CoAP verify and the HTTPS admin API until ctx is done or a
 // server fails, then shuts down: it stops both servers (letting admin
@@ -542,7 +540,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 2)
 	go func() {
-		err := g.serveCoAP() // coapsock.go
+		err := g.coap.serve() // coapsock.go
 		if err == nil && ctx.Err() == nil {
 			err = errors.New("CoAP socket closed")
 		}
@@ -577,7 +575,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.httpSrv.Close()
 	}
 	cancel()
-	g.closeCoAP()
+	g.coap.close()
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && runErr == nil && ctx.Err() == nil {
 			runErr = fmt.Errorf("gateway: %w", err)
@@ -605,7 +603,7 @@ func (g *Gateway) release() error {
 	if g.adminLn != nil {
 		g.adminLn.Close()
 	}
-	g.closeCoAP()
+	g.coap.close()
 	g.saveReplayState() // replaystate.go
 	if g.audit != nil {
 		if err := g.audit.close(); err != nil {
