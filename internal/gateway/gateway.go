@@ -284,12 +284,18 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	defer func() {
 		if err != nil {
 			g.release()
-			g.dropDataDir() // datadir.go: a failed first start leaves nothing
+			if g.dataFinal != "" {
+				// datadir.go: a failed first start leaves nothing (release
+				// has closed the store in it).
+				os.RemoveAll(g.cfg.DataDir)
+			}
 		}
 	}()
-	if err := g.openDataDir(); err != nil { // datadir.go: strict modes, first start
+	work, final, err := openDataDir(cfg.DataDir, cfg.Store == nil) // datadir.go: strict modes, first start
+	if err != nil {
 		return nil, err
 	}
+	g.cfg.DataDir, g.dataFinal = work, final
 	if g.keys, err = openKeyring(g.cfg.DataDir, g.profile, g.now, g.log); err != nil { // keys.go
 		return nil, err
 	}
@@ -323,23 +329,31 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	if g.cfg.Replay == nil {
 		g.proofs = replay.New(cfg.ReplaySize)
 	}
-	if err := g.openToken(); err != nil {
+	if g.tokenHash, g.tokenPath, err = openToken(&g.cfg, g.log); err != nil { // files.go
 		return nil, err
 	}
 	if err := g.openOps(); err != nil {
 		return nil, err
 	}
-	cert, err := g.openCert()
+	cert, fingerprint, err := openCert(&g.cfg, g.now(), g.log) // files.go
 	if err != nil {
 		return nil, err
 	}
+	g.fingerprint = fingerprint
 	if err := g.listen(cert); err != nil {
 		return nil, err
 	}
-	if err := g.commitDataDir(); err != nil { // datadir.go
-		return nil, err
+	if g.dataFinal != "" {
+		if err := commitDataDir(g.cfg.DataDir, g.dataFinal); err != nil { // datadir.go
+			return nil, err
+		}
+		g.cfg.DataDir, g.dataFinal = g.dataFinal, ""
+		if g.tokenPath != "" {
+			g.tokenPath = filepath.Join(g.cfg.DataDir, TokenFileName)
+		}
+		g.keys.moved(g.cfg.DataDir)
 	}
-	if err := g.writeAdminInfo(); err != nil {
+	if err := writeAdminInfo(g.cfg.DataDir, AdminInfo{URL: g.adminURL, Fingerprint: g.fingerprint, CoAP: g.coapPublic}); err != nil {
 		return nil, err
 	}
 	if err := g.openAudit(); err != nil { // auditjournal.go
@@ -441,8 +455,8 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 		return fmt.Errorf("gateway: cannot listen for the admin API on %s: %w (choose another with --admin)", g.cfg.AdminAddr, err)
 	}
 	g.adminLn = g.limitAdmin(g.adminLn) // adminguard.go: connection limits
-	g.coapPublic = g.public(coap.LocalAddr(g.coap.conn))
-	g.adminURL = "https://" + g.public(g.adminLn.Addr())
+	g.coapPublic = publicAddr(coap.LocalAddr(g.coap.conn), g.cfg.Advertise)
+	g.adminURL = "https://" + publicAddr(g.adminLn.Addr(), g.cfg.Advertise)
 
 	mux := coap.NewMux()
 	// The pipeline is complete once Open has opened the audit writer,
@@ -466,36 +480,33 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	return nil
 }
 
-// public is addr as a client should dial it: an unspecified host becomes
-// the advertised one.
-func (g *Gateway) public(addr net.Addr) string {
+// publicAddr is addr as a client should dial it: an unspecified host
+// becomes the advertised one (Config.Advertise, default 127.0.0.1).
+func publicAddr(addr net.Addr, advertise string) string {
 	host, port, err := net.SplitHostPort(addr.String())
 	if err != nil {
 		return addr.String()
 	}
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = g.advertiseHost()
+		host = advertise
+		if host == "" {
+			host = "127.0.0.1"
+		}
 	}
 	return net.JoinHostPort(host, port)
-}
-
-func (g *Gateway) advertiseHost() string {
-	if g.cfg.Advertise != "" {
-		return g.cfg.Advertise
-	}
-	return "127.0.0.1"
 }
 
 // AdminInfo is the content of DATA/admin.json: what a CLI command on the
 // gateway's host needs to reach the admin API (with the token file).
 type AdminInfo = adminapi.AdminInfo
 
-func (g *Gateway) writeAdminInfo() error {
-	b, err := json.MarshalIndent(AdminInfo{URL: g.adminURL, Fingerprint: g.fingerprint, CoAP: g.coapPublic}, "", "  ")
+// writeAdminInfo writes DATA/admin.json.
+func writeAdminInfo(dir string, info AdminInfo) error {
+	b, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WritePerm(filepath.Join(g.cfg.DataDir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WritePerm(filepath.Join(dir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	return nil
