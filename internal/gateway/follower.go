@@ -320,7 +320,9 @@ func (f *follower) checkQuarantine(ctx context.Context) {
 // from it with the keys in use. A private store's feed is opened before
 // the registry is read, so that no change falls between; a replica's is
 // opened by openShared, which reloads the registry.
-func (f *follower) load(ctx context.Context, profile protocol.Profile, allowAll bool) (*registry.Memory, error) {
+func (f *follower) load(profile protocol.Profile, allowAll bool) (*registry.Memory, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	if f.bk == nil {
 		feed, err := f.store.Listen(ctx)
 		if err != nil {
@@ -342,6 +344,24 @@ func (f *follower) load(ctx context.Context, profile protocol.Profile, allowAll 
 	f.reg = reg
 	f.log.Info("registry loaded", "users", len(snap.Users), "devices", len(snap.Devices), "grants", len(snap.Grants))
 	return reg, nil
+}
+
+// loadSnapshot replaces the registry's identities and policy with a store
+// snapshot.
+func loadSnapshot(reg *registry.Memory, snap store.Snapshot) error {
+	users := make([]registry.Entry, len(snap.Users))
+	for i, u := range snap.Users {
+		users[i] = registry.Entry{ID: u.ID, Revoked: u.Revoked}
+	}
+	devices := make([]registry.Entry, len(snap.Devices))
+	for i, d := range snap.Devices {
+		devices[i] = registry.Entry{ID: d.ID, Revoked: d.Revoked, Group: d.Group}
+	}
+	grants := make([]registry.GrantEntry, len(snap.Grants))
+	for i, gr := range snap.Grants {
+		grants[i] = registry.GrantEntry{User: gr.User, Group: gr.Group}
+	}
+	return reg.Load(users, devices, grants)
 }
 
 // followLocal applies the changes of a private store's feed until ctx

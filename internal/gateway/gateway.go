@@ -305,9 +305,14 @@ func Open(cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.keys.bk = g.bk
-	if err := g.openStore(); err != nil {
+	if g.store, err = openStore(&g.cfg); err != nil {
 		return nil, err
 	}
+	g.follow = &follower{store: g.store, bk: g.bk, keys: g.keys, log: g.log, now: g.now, events: &g.events}
+	if g.reg, err = g.follow.load(g.profile, g.cfg.AllowAll); err != nil { // follower.go: the registry from the store
+		return nil, err
+	}
+	g.keys.reg = g.reg
 	if err := g.follow.openShared(g.cfg.Replay != nil); err != nil { // follower.go: replicas follow the shared store
 		return nil, err
 	}
@@ -315,7 +320,8 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	rc := g.cfg.Replay
 	if rc == nil {
 		mc := replay.New(cfg.ReplaySize)
-		g.openReplayState(mc) // replaystate.go: survive restarts
+		openReplayState(mc, &g.cfg, g.log) // replaystate.go: survive restarts
+		g.memReplay = mc
 		rc = mc
 	}
 	if g.proto, err = protocol.NewGateway(g.profile, g.follow.verifyRegistry(), rc, g.pcfg); err != nil {
@@ -401,43 +407,17 @@ func setDefaults(cfg *Config) {
 	}
 }
 
-// openStore opens the store and fills the registry from it.
-func (g *Gateway) openStore() error {
-	g.store = g.cfg.Store
-	if g.store == nil {
-		st, err := bolt.Open(filepath.Join(g.cfg.DataDir, StoreFileName))
-		if err != nil {
-			return fmt.Errorf("gateway: %w", err)
-		}
-		g.store = st
+// openStore opens the store: Config.Store, or bbolt in the data
+// directory.
+func openStore(cfg *Config) (store.Store, error) {
+	if cfg.Store != nil {
+		return cfg.Store, nil
 	}
-	g.follow = &follower{store: g.store, bk: g.bk, keys: g.keys, log: g.log, now: g.now, events: &g.events}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	reg, err := g.follow.load(ctx, g.profile, g.cfg.AllowAll) // follower.go
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, StoreFileName))
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g.reg, g.keys.reg = reg, reg
-	return nil
-}
-
-// loadSnapshot replaces the registry's identities and policy with a store
-// snapshot.
-func loadSnapshot(reg *registry.Memory, snap store.Snapshot) error {
-	users := make([]registry.Entry, len(snap.Users))
-	for i, u := range snap.Users {
-		users[i] = registry.Entry{ID: u.ID, Revoked: u.Revoked}
-	}
-	devices := make([]registry.Entry, len(snap.Devices))
-	for i, d := range snap.Devices {
-		devices[i] = registry.Entry{ID: d.ID, Revoked: d.Revoked, Group: d.Group}
-	}
-	grants := make([]registry.GrantEntry, len(snap.Grants))
-	for i, gr := range snap.Grants {
-		grants[i] = registry.GrantEntry{User: gr.User, Group: gr.Group}
-	}
-	return reg.Load(users, devices, grants)
+	return st, nil
 }
 
 // listen binds the CoAP and admin sockets and works out the addresses
@@ -454,7 +434,7 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	if err != nil {
 		return fmt.Errorf("gateway: cannot listen for the admin API on %s: %w (choose another with --admin)", g.cfg.AdminAddr, err)
 	}
-	g.adminLn = g.limitAdmin(g.adminLn) // adminguard.go: connection limits
+	g.adminLn = g.guard.limitAdmin(g.adminLn) // adminguard.go: connection limits
 	g.coapPublic = publicAddr(coap.LocalAddr(g.coap.conn), g.cfg.Advertise)
 	g.adminURL = "https://" + publicAddr(g.adminLn.Addr(), g.cfg.Advertise)
 
@@ -615,7 +595,10 @@ func (g *Gateway) release() error {
 		g.adminLn.Close()
 	}
 	g.coap.close()
-	g.saveReplayState() // replaystate.go
+	if g.memReplay != nil {
+		saveReplayState(g.memReplay, &g.cfg, g.log) // replaystate.go
+		g.memReplay = nil
+	}
 	if g.audit != nil {
 		if err := g.audit.close(); err != nil {
 			errs = append(errs, err)
