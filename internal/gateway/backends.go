@@ -23,7 +23,7 @@ import (
 // the backends (cmd/tagauth/backends.go); this package only sees their
 // interfaces. Then:
 //
-//   - The registry in memory follows the store: notify.go reads the
+//   - The registry in memory follows the store: follower.go reads the
 //     store's change feed (store.Feed) for the changes every replica (or
 //     an operator) commits and re-reads the entities they name, so a
 //     revocation, grant or new identity reaches every replica within

@@ -27,12 +27,12 @@
 // on m2 parsed once, the audit record kept before m3 is built, failure
 // counting), against an in-memory registry (internal/registry) loaded
 // from the store at start and kept in line with it by the store's change
-// feed (regsync.go; notify.go on replicas). An admin write has reached
-// the registry before it is answered (applyAdmin reads its entity back
-// from the store as the feed does), so a revocation takes effect on the
-// next verify. The key file is watched: a rotation or
-// retirement made with "tagauth gateway keys" reaches the running gateway
-// within a second (or at once on ReloadKeys).
+// feed (follower.go). An admin write has reached the registry before it
+// is answered (applyAdmin reads its entity back from the store as the
+// feed does), so a revocation takes effect on the next verify. The key
+// file is watched: a rotation or retirement made with "tagauth gateway
+// keys" reaches the running gateway within a second (or at once on
+// ReloadKeys).
 //
 // # Audit
 //
@@ -46,6 +46,20 @@
 // action (503). Records carry outcomes and precise reasons, never a
 // secret, and identities that came off the wire are sanitized (see
 // SanitizeID).
+//
+// # Components
+//
+// Gateway is the wiring: Open builds the parts in order, Run serves them,
+// Close gives them back, and the public accessors read them. Each part
+// owns its fields, in a file of its own: the follower (follower.go: the
+// registry's updates from the change feed, the admin lock, the waits of
+// writers in regsync.go), the keyring (keys.go: the key file, its
+// polling, key publication on replicas), the CoAP endpoint (coapsock.go),
+// the verifier (pipeline.go), the guard (limits.go, adminguard.go), the
+// audit writer (audit.go, auditjournal.go) and the replicas' backends
+// (backends.go). The data directory (datadir.go), the admin files
+// (files.go) and the replay cache's state (replaystate.go) are functions
+// Open calls.
 //
 // # Seams
 //

@@ -252,7 +252,7 @@ type keySync struct {
 	recorded  []store.KeyVersion
 }
 
-// localKeys lists the key file's versions and their fingerprints, and the
+// local lists the key file's versions and their fingerprints, and the
 // versions the file retired: those below its newest that it lacks (a key
 // file only ever gains version max+1, so a gap is a retirement).
 func (k *keyring) local() (map[uint8][32]byte, []uint8, []store.KeyVersion) {
