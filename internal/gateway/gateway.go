@@ -364,6 +364,8 @@ func Open(cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	if g.dataFinal != "" {
+		// A first start's directory moves into place, now that every
+		// file is made; the paths into it follow.
 		if err := commitDataDir(g.cfg.DataDir, g.dataFinal); err != nil { // datadir.go
 			return nil, err
 		}
