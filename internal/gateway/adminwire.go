@@ -62,8 +62,9 @@ func (g *Gateway) Admin() *adminsvc.Service { return g.admin }
 // applyAdmin brings the registry in line with an admin write the store
 // accepted, before the write is answered, by the one path every registry
 // update takes: the entity the write names is read back from the store
-// and applied (applyLocked, as the change feed does: follower.go). The
-// feed's own notice of the write comes later and finds it applied. The service holds adminMu, which applyLocked wants. When
+// and applied (applyLocked, as the change feed does in follower.go, for
+// both feeds). The feed's own notice of the write comes later and finds
+// it applied. The service holds adminMu, which applyLocked wants. When
 // the registry cannot follow (a row changed by hand), it is reloaded.
 func (g *Gateway) applyAdmin(ctx context.Context, c adminsvc.Change) {
 	sc := store.Change{ID: c.ID}
