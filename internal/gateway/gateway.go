@@ -297,9 +297,9 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	g := &Gateway{cfg: cfg, log: cfg.Logger, profile: cfg.Profile, now: cfg.Now}
 	defer func() {
 		if err != nil {
-			g.release()
+			g.Close()
 			if g.dataFinal != "" {
-				// datadir.go: a failed first start leaves nothing (release
+				// datadir.go: a failed first start leaves nothing (Close
 				// has closed the store in it).
 				os.RemoveAll(g.cfg.DataDir)
 			}
@@ -601,30 +601,30 @@ func (g *Gateway) Run(ctx context.Context) error {
 // (after flushing it) and the store. Run calls it on its way out; call it
 // directly only for a gateway that never ran. Closing twice is harmless.
 func (g *Gateway) Close() error {
-	g.closeOnce.Do(func() { g.closeErr = g.release() })
+	g.closeOnce.Do(func() {
+		// The sockets first (no new work), the audit writer (flushed
+		// into the store) before the store.
+		var errs []error
+		if g.adminLn != nil {
+			g.adminLn.Close()
+		}
+		g.coap.close()
+		if g.memReplay != nil {
+			saveReplayState(g.memReplay, &g.cfg, g.log) // replaystate.go
+			g.memReplay = nil
+		}
+		if g.audit != nil {
+			if err := g.audit.close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		g.bk.close() // backends.go
+		if g.store != nil {
+			if err := g.store.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("gateway: closing store: %w", err))
+			}
+		}
+		g.closeErr = errors.Join(errs...)
+	})
 	return g.closeErr
-}
-
-func (g *Gateway) release() error {
-	var errs []error
-	if g.adminLn != nil {
-		g.adminLn.Close()
-	}
-	g.coap.close()
-	if g.memReplay != nil {
-		saveReplayState(g.memReplay, &g.cfg, g.log) // replaystate.go
-		g.memReplay = nil
-	}
-	if g.audit != nil {
-		if err := g.audit.close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	g.bk.close() // backends.go
-	if g.store != nil {
-		if err := g.store.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("gateway: closing store: %w", err))
-		}
-	}
-	return errors.Join(errs...)
 }
