@@ -52,8 +52,8 @@ type follower struct {
 	// service's writes), so that the store and the registry see them in
 	// the same order.
 	adminMu sync.Mutex
-	events  *events       // the gateway's state changes (regsync.go)
-	waiters changeWaiters // writers waiting for the registry (regsync.go)
+	events  *events       // the gateway's state changes (waits.go)
+	waiters changeWaiters // writers waiting for the registry (waits.go)
 	// localFeed is a private store's change feed, which Run follows
 	// (followLocal); nil on a replica.
 	localFeed store.Feed

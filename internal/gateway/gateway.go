@@ -53,7 +53,7 @@
 // Close gives them back, and the public accessors read them. Each part
 // owns its fields, in a file of its own: the follower (follower.go: the
 // registry's updates from the change feed, the admin lock, the waits of
-// writers in regsync.go), the keyring (keys.go: the key file, its
+// writers in waits.go), the keyring (keys.go: the key file, its
 // polling, key publication on replicas), the CoAP endpoint (coapsock.go),
 // the verifier (pipeline.go), the guard (limits.go, adminguard.go), the
 // audit writer (audit.go, auditjournal.go) and the replicas' backends
@@ -264,7 +264,7 @@ type Gateway struct {
 
 	proofs   protocol.ReplayCache // I_j values seen (pipeline.go, firstProof)
 	verifier *verifier            // the verify pipeline (pipeline.go)
-	events   events               // state changes, for waiters (regsync.go)
+	events   events               // state changes, for waiters (waits.go)
 
 	ran       atomic.Bool
 	closeOnce sync.Once

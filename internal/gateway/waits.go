@@ -14,7 +14,8 @@ import (
 // that must not answer before the registry has its write brackets the
 // write with ExpectChange and Wait; the admin service's writes are applied
 // at once by applyAdmin, through the same read-back of the entity
-// (applyLocked). Tests and the key reload wait on the gateway's events.
+// (applyLocked). Tests wait on the gateway's events (below), which each
+// part fires when its state moves.
 
 // ChangeWait is a pending wait for one change to reach the registry; see
 // Gateway.ExpectChange.
