@@ -51,7 +51,7 @@
 //
 // Gateway is the wiring: Open builds the parts in order, Run serves them,
 // Close gives them back, and the public accessors read them. Each part
-// owns its fields, in a file of its own: the follower (follower.go: the
+// owns its fields and lives in its own files: the follower (follower.go: the
 // registry's updates from the change feed, the admin lock, the waits of
 // writers in waits.go), the keyring (keys.go: the key file, its
 // polling, key publication on replicas), the CoAP endpoint (coapsock.go),
