@@ -312,9 +312,9 @@ func (c *limitedConn) Close() error {
 }
 
 // limitAdmin wraps the admin listener in the connection limits.
-func (g *Gateway) limitAdmin(ln net.Listener) net.Listener {
-	g.guard.conns = limitConns(ln, DefaultAdminConns, DefaultAdminConnsPerSource)
-	return g.guard.conns
+func (gd *guard) limitAdmin(ln net.Listener) net.Listener {
+	gd.conns = limitConns(ln, DefaultAdminConns, DefaultAdminConnsPerSource)
+	return gd.conns
 }
 
 // Admin server timeouts. Enrolment sends a small body (the Argon2id work

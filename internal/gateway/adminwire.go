@@ -35,7 +35,7 @@ func (g *Gateway) openAdmin() error {
 		Locks:      adminLocks{g.guard},
 		LockPolicy: policy,
 		Applied:    g.applyAdmin,
-		Mu:         &g.adminMu,
+		Mu:         &g.follow.adminMu,
 		Stats:      g.stats,
 		Endpoints: func() adminsvc.Endpoints {
 			return adminsvc.Endpoints{CoAP: g.coapPublic, AdminURL: g.adminURL, Fingerprint: g.fingerprint}
@@ -62,8 +62,8 @@ func (g *Gateway) Admin() *adminsvc.Service { return g.admin }
 // applyAdmin brings the registry in line with an admin write the store
 // accepted, before the write is answered, by the one path every registry
 // update takes: the entity the write names is read back from the store
-// and applied (applyLocked, as the change feed does in notify.go and
-// regsync.go). The feed's own notice of the write comes later and finds
+// and applied (applyLocked, as the change feed does in follower.go, for
+// both feeds). The feed's own notice of the write comes later and finds
 // it applied. The service holds adminMu, which applyLocked wants. When
 // the registry cannot follow (a row changed by hand), it is reloaded.
 func (g *Gateway) applyAdmin(ctx context.Context, c adminsvc.Change) {
@@ -80,7 +80,7 @@ func (g *Gateway) applyAdmin(ctx context.Context, c adminsvc.Change) {
 	case adminsvc.Grant, adminsvc.Ungrant:
 		sc.Kind, sc.Group = store.ChangeGrant, c.Group
 	}
-	reload, err := g.applyLocked(ctx, []store.Change{sc})
+	reload, err := g.follow.applyLocked(ctx, []store.Change{sc})
 	switch {
 	case err != nil:
 		g.log.Error("reading an admin write back from the store failed; reloading the registry", "err", err)
@@ -151,48 +151,20 @@ func (l adminLocks) Locked(ctx context.Context, now time.Time) ([]lockout.Lock, 
 // adminKeys is the key file as the admin service sees it.
 type adminKeys struct{ g *Gateway }
 
-func (k adminKeys) Newest() protocol.MasterKey { return k.g.newestKey() }
+func (k adminKeys) Newest() protocol.MasterKey { return k.g.keys.newest() }
 
-func (k adminKeys) Versions() []adminsvc.KeyVersion {
-	k.g.keysMu.Lock()
-	defer k.g.keysMu.Unlock()
-	out := make([]adminsvc.KeyVersion, len(k.g.keys.Keys))
-	for i, key := range k.g.keys.Keys {
-		out[i] = adminsvc.KeyVersion{Version: key.Version, Created: key.Created}
-	}
-	return out
-}
+func (k adminKeys) Versions() []adminsvc.KeyVersion { return k.g.keys.created() }
 
 func (k adminKeys) Rotate(ctx context.Context, now time.Time) (uint8, error) {
-	return k.g.changeKeys(ctx, func(f *keyfile.File) (uint8, error) {
+	return k.g.keys.change(ctx, func(f *keyfile.File) (uint8, error) {
 		key, err := f.Rotate(rand.Reader, now)
 		return key.Version, err
 	})
 }
 
 func (k adminKeys) Retire(ctx context.Context, v uint8) error {
-	_, err := k.g.changeKeys(ctx, func(f *keyfile.File) (uint8, error) { return v, f.Retire(v) })
+	_, err := k.g.keys.change(ctx, func(f *keyfile.File) (uint8, error) { return v, f.Retire(v) })
 	return err
-}
-
-// changeKeys edits the key file (re-read first, so that an edit made with
-// "tagauth gateway keys" meanwhile is kept) and reloads it, which audits
-// the change, naming ctx's caller.
-func (g *Gateway) changeKeys(ctx context.Context, edit func(f *keyfile.File) (uint8, error)) (uint8, error) {
-	g.keysMu.Lock()
-	f, err := keyfile.Load(g.keyPath)
-	var v uint8
-	if err == nil {
-		v, err = edit(f)
-	}
-	if err == nil {
-		err = f.Save(g.keyPath)
-	}
-	g.keysMu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	return v, g.reloadKeys(ctx)
 }
 
 // stats is this replica's verifies per minute over the last hour, and
@@ -224,11 +196,4 @@ func (g *Gateway) stats(now time.Time) adminapi.Stats {
 		out.Reasons = append(out.Reasons, adminapi.ReasonCount{Outcome: vk.outcome, Code: vk.code, Reason: vk.reason, Count: n})
 	}
 	return out
-}
-
-// newestVersion is the master-key version new cards and credentials use.
-func (g *Gateway) newestVersion() uint8 {
-	g.keysMu.Lock()
-	defer g.keysMu.Unlock()
-	return g.keys.Newest().Version
 }

@@ -76,7 +76,7 @@ func (g *Gateway) openAudit() error {
 	if err := w.openJournal(journalDir(g.cfg.DataDir), g.cfg.AuditSync); err != nil {
 		return fmt.Errorf("gateway: audit journal: %w", err)
 	}
-	g.coapSrv.Commit = w.commitHook
+	g.coap.srv.Commit = w.commitHook
 	w.startPruning(g.cfg.AuditKeep, &w.bg)
 	return nil
 }

@@ -3,7 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +23,7 @@ import (
 // the backends (cmd/tagauth/backends.go); this package only sees their
 // interfaces. Then:
 //
-//   - The registry in memory follows the store: notify.go reads the
+//   - The registry in memory follows the store: follower.go reads the
 //     store's change feed (store.Feed) for the changes every replica (or
 //     an operator) commits and re-reads the entities they name, so a
 //     revocation, grant or new identity reaches every replica within
@@ -72,7 +72,6 @@ type backends struct {
 	redis  SharedState     // the shared replay cache and lockout; nil: in memory
 	shared *sharedRegistry // the registry verifies read
 	feed   store.Feed      // the change feed opened at Open, handed to Run
-	keys   keySync         // notify.go
 	health struct {
 		mu      sync.Mutex
 		ok      bool
@@ -84,85 +83,44 @@ type backends struct {
 	changes    atomic.Uint64
 }
 
-// openBackends makes the gateway a replica when its store is shared. It
-// runs before the store is read.
-func (g *Gateway) openBackends() error {
-	cfg := &g.cfg
+// openBackends makes the gateway a replica when its store is shared (nil
+// backends otherwise). It runs before the store is read, and may set
+// cfg's defaults for replicas.
+func openBackends(cfg *Config, log *slog.Logger) (*backends, error) {
 	shared := cfg.Store != nil && cfg.Store.Shared()
 	if cfg.SharedState != nil && !shared {
 		// A shared replay cache with a private registry would let
 		// replicas disagree on revocations: refuse the mix.
-		return errors.New("gateway: --replay redis://... needs --store postgres://... (replicas share both)")
+		return nil, errors.New("gateway: --replay redis://... needs --store postgres://... (replicas share both)")
 	}
 	if !shared {
-		return nil
+		return nil, nil
 	}
-	g.bk = &backends{st: cfg.Store, redis: cfg.SharedState}
+	b := &backends{st: cfg.Store, redis: cfg.SharedState}
 	if cfg.Replay == nil {
-		g.log.Warn("replica without a shared replay cache: a login replayed to another replica is not caught; give --replay redis://...")
+		log.Warn("replica without a shared replay cache: a login replayed to another replica is not caught; give --replay redis://...")
 	}
 	if cfg.CoAPWorkers == 0 {
 		cfg.CoAPWorkers = DefaultReplicaWorkers
 	}
-	return nil
+	return b, nil
 }
 
-// openShared makes the registry follow the shared store: it checks the
-// key file against the other replicas', starts listening for changes and
-// reloads the registry, so the gateway is fresh when Open returns. It runs
-// after the store was read.
-func (g *Gateway) openShared() error {
-	if g.bk == nil {
-		return nil
-	}
-	b := g.bk
-	b.shared = &sharedRegistry{mem: g.reg}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := g.syncKeys(ctx, true); err != nil {
-		return err
-	}
-	feed, err := b.st.Listen(ctx)
-	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	b.feed = feed
-	if err := g.reloadShared(ctx); err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	g.setFeedHealth(nil)
-	if b.redis != nil {
-		g.checkQuarantine(ctx)
-	}
-	g.log.Info("replica: registry follows the shared store", "replay", g.replayKind())
-	return nil
-}
-
-// verifyRegistry is the registry protocol.Gateway reads: the in-memory
-// one, behind the freshness guard on a replica.
-func (g *Gateway) verifyRegistry() protocol.Registry {
-	if g.bk != nil {
-		return g.bk.shared
-	}
-	return g.reg
-}
-
-// closeBackends closes Redis; the store is closed with the others by
-// release, the audit commits with the audit writer.
-func (g *Gateway) closeBackends() {
-	if g.bk == nil {
-		return
-	}
-	if g.bk.redis != nil {
-		g.bk.redis.Close()
+// close closes Redis; the store is closed with the others by release,
+// the audit commits with the audit writer. A nil b (a single gateway)
+// has nothing to close.
+func (b *backends) close() {
+	if b != nil && b.redis != nil {
+		b.redis.Close()
 	}
 }
 
-func (g *Gateway) replayKind() string {
+// replayKind names the replay cache in messages.
+func replayKind(b *backends, custom bool) string {
 	switch {
-	case g.bk != nil && g.bk.redis != nil:
-		return "redis " + g.bk.redis.Addr()
-	case g.cfg.Replay != nil:
+	case b != nil && b.redis != nil:
+		return "redis " + b.redis.Addr()
+	case custom:
 		return "custom"
 	}
 	return "memory"
@@ -271,32 +229,6 @@ func (g *Gateway) BackendHealth() BackendHealth {
 		h.Replay.Kind = "custom"
 	}
 	return h
-}
-
-// setFeedHealth records the change feed's state: err nil means up and the
-// registry reloaded. It logs each change of state once.
-func (g *Gateway) setFeedHealth(err error) {
-	defer g.events.fire()
-	b := g.bk
-	b.health.mu.Lock()
-	defer b.health.mu.Unlock()
-	switch {
-	case err == nil && !b.health.ok:
-		b.health.ok, b.health.since, b.health.lastErr = true, g.now(), ""
-		b.shared.fresh.Store(true)
-		if b.reloads.Load() > 1 {
-			g.log.Info("PostgreSQL change feed back and registry reloaded: verifies are served again")
-		}
-	case err != nil:
-		why := "PostgreSQL change feed down: " + err.Error()
-		b.shared.reason.Store(&why)
-		b.shared.fresh.Store(false)
-		if b.health.ok || b.health.since.IsZero() {
-			b.health.ok, b.health.since = false, g.now()
-			g.log.Error("PostgreSQL change feed lost: every verify answers busy until it is back and the registry is reloaded", "err", err)
-		}
-		b.health.lastErr = err.Error()
-	}
 }
 
 // ReasonAuditDown is the audit reason of a login refused (busy) because

@@ -3,7 +3,6 @@ package gateway
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -51,9 +50,7 @@ func (g *Gateway) handleBackup(w http.ResponseWriter, r *http.Request) {
 	}
 	// The key file is replaced atomically (keyfile.Save): one read sees
 	// one version of it.
-	g.keysMu.Lock()
-	keyFile, err := os.ReadFile(g.keyPath)
-	g.keysMu.Unlock()
+	keyFile, err := g.keys.readFile()
 	if err != nil {
 		g.log.Error("backup: reading the key file", "err", err)
 		writeError(w, http.StatusInternalServerError, "reading the key file failed (the gateway log says why)")

@@ -21,74 +21,91 @@ import (
 // verifyBatch is the most datagrams a worker reads or sends at once.
 const verifyBatch = 32
 
-// nonBlockingVerify reports whether a verify never waits on the network.
-func (g *Gateway) nonBlockingVerify() bool {
-	return g.bk == nil && g.cfg.Replay == nil && g.cfg.LockoutStore == nil
+// coapEndpoint is the verify service's sockets and the CoAP server that
+// reads them.
+type coapEndpoint struct {
+	conn coap.PacketConn
+	more []coap.PacketConn // more SO_REUSEPORT sockets on conn's port
+	srv  *coap.Server
+	// nonBlocking: the verify never waits on the network, so the sockets
+	// are many and batched (see above).
+	nonBlocking bool
 }
 
-// listenCoAP binds the CoAP sockets: g.coapConn and, for a non-blocking
-// verify, g.coapMore on the same port. A conn given in Config.CoAPConn
-// is used alone instead.
-func (g *Gateway) listenCoAP() error {
-	if g.cfg.CoAPConn != nil {
-		g.coapConn = g.cfg.CoAPConn
-		return nil
+// nonBlockingVerify reports whether a verify never waits on the network.
+func nonBlockingVerify(cfg *Config, bk *backends) bool {
+	return bk == nil && cfg.Replay == nil && cfg.LockoutStore == nil
+}
+
+// listenCoAP binds the CoAP sockets: one and, for a non-blocking verify,
+// more on the same port. A conn given in Config.CoAPConn is used alone
+// instead.
+func listenCoAP(cfg *Config, nonBlocking bool) (*coapEndpoint, error) {
+	e := &coapEndpoint{nonBlocking: nonBlocking}
+	if cfg.CoAPConn != nil {
+		e.conn = cfg.CoAPConn
+		return e, nil
 	}
 	n := 1
-	if g.nonBlockingVerify() {
-		n = g.cfg.CoAPWorkers
+	if nonBlocking {
+		n = cfg.CoAPWorkers
 		if n <= 0 {
 			n = runtime.GOMAXPROCS(0)
 		}
 	}
-	conns, err := coap.ListenUDP("udp", g.cfg.CoAPAddr, n)
+	conns, err := coap.ListenUDP("udp", cfg.CoAPAddr, n)
 	if err != nil {
-		return fmt.Errorf("gateway: cannot listen for CoAP on %s: %w (is another gateway or CoAP server using it? choose another with --coap)", g.cfg.CoAPAddr, err)
+		return nil, fmt.Errorf("gateway: cannot listen for CoAP on %s: %w (is another gateway or CoAP server using it? choose another with --coap)", cfg.CoAPAddr, err)
 	}
 	pcs := coap.UDPConns(conns)
-	g.coapConn, g.coapMore = pcs[0], pcs[1:]
-	return nil
+	e.conn, e.more = pcs[0], pcs[1:]
+	return e, nil
 }
 
-// tuneCoAP sets the CoAP server's workers per socket and batching to go
-// with listenCoAP's sockets.
-func (g *Gateway) tuneCoAP() {
-	if !g.nonBlockingVerify() {
+// setServer sets the CoAP server, its workers per socket and batching
+// going with listenCoAP's sockets: workers is Config.CoAPWorkers.
+func (e *coapEndpoint) setServer(srv *coap.Server, workers int) {
+	e.srv = srv
+	if !e.nonBlocking {
 		return
 	}
-	g.coapSrv.Workers = 1
-	if len(g.coapMore) == 0 {
+	srv.Workers = 1
+	if len(e.more) == 0 {
 		// One socket after all (no SO_REUSEPORT): as many workers as
 		// sockets were asked for.
-		g.coapSrv.Workers = g.cfg.CoAPWorkers
+		srv.Workers = workers
 	}
-	g.coapSrv.Batch = verifyBatch
+	srv.Batch = verifyBatch
 }
 
-// serveCoAP serves every CoAP socket until they are closed; when one
-// stops, it closes the others.
-func (g *Gateway) serveCoAP() error {
-	conns := append([]coap.PacketConn{g.coapConn}, g.coapMore...)
+// serve serves every CoAP socket until they are closed; when one stops,
+// it closes the others.
+func (e *coapEndpoint) serve() error {
+	conns := append([]coap.PacketConn{e.conn}, e.more...)
 	errc := make(chan error, len(conns))
 	for _, c := range conns {
-		go func() { errc <- g.coapSrv.ServePacket(c) }()
+		go func() { errc <- e.srv.ServePacket(c) }()
 	}
 	err := <-errc
-	g.closeCoAP()
+	e.close()
 	for range conns[1:] {
-		if e := <-errc; err == nil {
-			err = e
+		if err2 := <-errc; err == nil {
+			err = err2
 		}
 	}
 	return err
 }
 
-// closeCoAP closes every CoAP socket.
-func (g *Gateway) closeCoAP() {
-	if g.coapConn != nil {
-		g.coapConn.Close()
+// close closes every CoAP socket. A nil e (Open failed before binding)
+// has none.
+func (e *coapEndpoint) close() {
+	if e == nil {
+		return
 	}
-	for _, c := range g.coapMore {
+	if e.conn != nil {
+		e.conn.Close()
+	}
+	for _, c := range e.more {
 		c.Close()
 	}
 }

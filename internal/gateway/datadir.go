@@ -118,34 +118,35 @@ func inspectDataDir(dir string) (dataDirState, error) {
 	return dirUsed, nil
 }
 
-// openDataDir applies the rules above before anything is read or made. At
-// a first start it points g.cfg.DataDir at a temporary sibling, which
-// commitDataDir moves into place; dropDataDir removes it after a failure.
-func (g *Gateway) openDataDir() error {
-	dir := g.cfg.DataDir
+// openDataDir applies the rules above to dir before anything is read or
+// made; embedded is a store in it (no Config.Store). At a first start it
+// returns a temporary sibling to fill as work and dir as final, which
+// commitDataDir moves into place (or Open removes after a failure);
+// otherwise work is dir and final is empty.
+func openDataDir(dir string, embedded bool) (work, final string, err error) {
 	state, err := inspectDataDir(dir)
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	if state != dirMissing {
 		if err := checkDataDir(dir); err != nil {
-			return fmt.Errorf("gateway: %w", err)
+			return "", "", fmt.Errorf("gateway: %w", err)
 		}
 	}
 	switch state {
 	case dirMissing, dirEmpty:
 		if state == dirEmpty {
 			if err := removeLeftovers(dir); err != nil {
-				return err
+				return "", "", err
 			}
 		}
 		abs, err := filepath.Abs(dir)
 		if err != nil {
-			return fmt.Errorf("gateway: data directory: %w", err)
+			return "", "", fmt.Errorf("gateway: data directory: %w", err)
 		}
 		parent := filepath.Dir(abs)
 		if err := os.MkdirAll(parent, 0o700); err != nil {
-			return fmt.Errorf("gateway: creating data directory: %w", err)
+			return "", "", fmt.Errorf("gateway: creating data directory: %w", err)
 		}
 		tmp, err := os.MkdirTemp(parent, "."+filepath.Base(abs)+".new-")
 		if err != nil && state == dirEmpty {
@@ -156,15 +157,13 @@ func (g *Gateway) openDataDir() error {
 			tmp, err = os.MkdirTemp(dir, inPlacePrefix)
 		}
 		if err != nil {
-			return fmt.Errorf("gateway: creating data directory: %w", err)
+			return "", "", fmt.Errorf("gateway: creating data directory: %w", err)
 		}
-		g.dataFinal = dir
-		g.cfg.DataDir = tmp
-		return nil
+		return tmp, dir, nil
 	case dirUsed:
-		return checkDataDirComplete(dir, g.cfg.Store == nil)
+		return dir, "", checkDataDirComplete(dir, embedded)
 	}
-	return checkDataDirComplete(dir, false) // dirKeysOnly: the store is made
+	return dir, "", checkDataDirComplete(dir, false) // dirKeysOnly: the store is made
 }
 
 // leftover is a first start's hidden directory, left by a crash.
@@ -211,13 +210,9 @@ func checkDataDirComplete(dir string, embedded bool) error {
 		"it is not started as an empty registry", ErrDataDirIncomplete, storePath)
 }
 
-// commitDataDir moves a first start's directory into place. Open calls it
-// once every listener is bound and every file made.
-func (g *Gateway) commitDataDir() error {
-	if g.dataFinal == "" {
-		return nil
-	}
-	tmp, dir := g.cfg.DataDir, g.dataFinal
+// commitDataDir moves a first start's directory tmp into place at dir.
+// Open calls it once every listener is bound and every file made.
+func commitDataDir(tmp, dir string) error {
 	// rename(2) replaces an empty directory too; a mount point or a
 	// directory the gateway may not replace gets the files moved in.
 	if err := os.Rename(tmp, dir); err != nil {
@@ -247,25 +242,7 @@ func (g *Gateway) commitDataDir() error {
 		os.Remove(tmp)
 	}
 	syncDir(filepath.Dir(dir))
-	g.cfg.DataDir, g.dataFinal = dir, ""
-	g.keyPath = filepath.Join(dir, KeyFileName)
-	if g.tokenPath != "" {
-		g.tokenPath = filepath.Join(dir, TokenFileName)
-	}
-	g.keysMu.Lock()
-	g.keyStamp, _ = stampOf(g.keyPath)
-	g.keysMu.Unlock()
 	return nil
-}
-
-// dropDataDir removes a first start's temporary directory after a failed
-// Open (release has closed the store in it).
-func (g *Gateway) dropDataDir() {
-	if g.dataFinal == "" {
-		return
-	}
-	os.RemoveAll(g.cfg.DataDir)
-	g.cfg.DataDir, g.dataFinal = g.dataFinal, ""
 }
 
 // syncDir makes a rename in dir durable, where the system can.

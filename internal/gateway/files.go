@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -29,73 +30,73 @@ import (
 // Clients pin its fingerprint, so expiry would only force a re-pin.
 const certLifetime = 10 * 365 * 24 * time.Hour
 
-// openToken sets the admin token: from the configuration, or from
-// DATA/admin-token, generated at first start.
-func (g *Gateway) openToken() error {
-	tok := g.cfg.AdminToken
+// openToken reads the admin token: from the configuration, or from
+// DATA/admin-token (path), generated at first start. Only its hash is
+// kept.
+func openToken(cfg *Config, log *slog.Logger) (hash [sha256.Size]byte, path string, err error) {
+	tok := cfg.AdminToken
 	if tok == "" {
-		g.tokenPath = filepath.Join(g.cfg.DataDir, TokenFileName)
-		b, err := readPrivate(g.tokenPath)
+		path = filepath.Join(cfg.DataDir, TokenFileName)
+		b, err := readPrivate(path)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			var raw [32]byte
 			if _, err := rand.Read(raw[:]); err != nil {
-				return fmt.Errorf("gateway: drawing the admin token: %w", err)
+				return hash, "", fmt.Errorf("gateway: drawing the admin token: %w", err)
 			}
 			tok = hex.EncodeToString(raw[:])
-			if err := atomicfile.Write(g.tokenPath, []byte(tok+"\n")); err != nil {
-				return fmt.Errorf("gateway: %w", err)
+			if err := atomicfile.Write(path, []byte(tok+"\n")); err != nil {
+				return hash, "", fmt.Errorf("gateway: %w", err)
 			}
-			g.log.Info("created admin token", "path", g.tokenPath)
+			log.Info("created admin token", "path", path)
 		case err != nil:
-			return fmt.Errorf("gateway: admin token: %w", err)
+			return hash, "", fmt.Errorf("gateway: admin token: %w", err)
 		default:
 			tok = strings.TrimSpace(string(b))
 		}
 	}
 	if err := CheckTokenStrength(tok); err != nil { // adminguard.go
-		return fmt.Errorf("gateway: the admin token (TAGAUTH_ADMIN_TOKEN or %s): %w; or unset TAGAUTH_ADMIN_TOKEN and remove the file to have one generated", TokenFileName, err)
+		return hash, "", fmt.Errorf("gateway: the admin token (TAGAUTH_ADMIN_TOKEN or %s): %w; or unset TAGAUTH_ADMIN_TOKEN and remove the file to have one generated", TokenFileName, err)
 	}
-	g.tokenHash = sha256.Sum256([]byte(tok))
-	return nil
+	return sha256.Sum256([]byte(tok)), path, nil
 }
 
 // openCert loads the admin certificate: the operator's, or the self-signed
-// one from the data directory, made at first start.
-func (g *Gateway) openCert() (tls.Certificate, error) {
-	certPath, keyPath := g.cfg.TLSCert, g.cfg.TLSKey
+// one from the data directory, made at first start. fingerprint is what
+// clients pin.
+func openCert(cfg *Config, now time.Time, log *slog.Logger) (cert tls.Certificate, fingerprint string, err error) {
+	certPath, keyPath := cfg.TLSCert, cfg.TLSKey
 	if certPath == "" {
-		certPath = filepath.Join(g.cfg.DataDir, CertFileName)
-		keyPath = filepath.Join(g.cfg.DataDir, CertKeyFileName)
+		certPath = filepath.Join(cfg.DataDir, CertFileName)
+		keyPath = filepath.Join(cfg.DataDir, CertKeyFileName)
 		_, errC := os.Stat(certPath)
 		_, errK := os.Stat(keyPath)
 		if errors.Is(errC, fs.ErrNotExist) || errors.Is(errK, fs.ErrNotExist) {
-			if err := g.makeCert(certPath, keyPath); err != nil {
-				return tls.Certificate{}, err
+			if err := makeCert(certPath, keyPath, cfg, now, log); err != nil {
+				return tls.Certificate{}, "", err
 			}
 		}
 	}
 	keyPEM, err := readPrivate(keyPath)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("gateway: admin TLS key: %w", err)
+		return tls.Certificate{}, "", fmt.Errorf("gateway: admin TLS key: %w", err)
 	}
 	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("gateway: admin TLS certificate: %w", err)
+		return tls.Certificate{}, "", fmt.Errorf("gateway: admin TLS certificate: %w", err)
 	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	cert, err = tls.X509KeyPair(certPEM, keyPEM)
 	clear(keyPEM)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("gateway: admin TLS certificate %s and key %s do not load: %w (move both away to have new ones made, then re-pin the new fingerprint)", certPath, keyPath, err)
+		return tls.Certificate{}, "", fmt.Errorf("gateway: admin TLS certificate %s and key %s do not load: %w (move both away to have new ones made, then re-pin the new fingerprint)", certPath, keyPath, err)
 	}
 	sum := sha256.Sum256(cert.Certificate[0])
-	g.fingerprint = hex.EncodeToString(sum[:])
-	return cert, nil
+	return cert, hex.EncodeToString(sum[:]), nil
 }
 
 // makeCert writes a self-signed ECDSA P-256 certificate valid for the
 // loopback names, the admin host and the advertised host.
-func (g *Gateway) makeCert(certPath, keyPath string) error {
+func makeCert(certPath, keyPath string, cfg *Config, now time.Time, log *slog.Logger) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("gateway: admin certificate key: %w", err)
@@ -104,7 +105,6 @@ func (g *Gateway) makeCert(certPath, keyPath string) error {
 	if err != nil {
 		return fmt.Errorf("gateway: admin certificate serial: %w", err)
 	}
-	now := g.now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "tagauth gateway admin"},
@@ -116,8 +116,8 @@ func (g *Gateway) makeCert(certPath, keyPath string) error {
 		DNSNames:              []string{"localhost"},
 		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
-	hosts := []string{g.cfg.Advertise}
-	if h, _, err := net.SplitHostPort(g.cfg.AdminAddr); err == nil {
+	hosts := []string{cfg.Advertise}
+	if h, _, err := net.SplitHostPort(cfg.AdminAddr); err == nil {
 		hosts = append(hosts, h)
 	}
 	for _, h := range hosts {
@@ -140,7 +140,7 @@ func (g *Gateway) makeCert(certPath, keyPath string) error {
 	if err := atomicfile.WritePerm(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	g.log.Info("created self-signed admin certificate", "path", certPath)
+	log.Info("created self-signed admin certificate", "path", certPath)
 	return nil
 }
 

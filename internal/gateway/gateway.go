@@ -27,12 +27,12 @@
 // on m2 parsed once, the audit record kept before m3 is built, failure
 // counting), against an in-memory registry (internal/registry) loaded
 // from the store at start and kept in line with it by the store's change
-// feed (regsync.go; notify.go on replicas). An admin write has reached
-// the registry before it is answered (applyAdmin reads its entity back
-// from the store as the feed does), so a revocation takes effect on the
-// next verify. The key file is watched: a rotation or
-// retirement made with "tagauth gateway keys" reaches the running gateway
-// within a second (or at once on ReloadKeys).
+// feed (follower.go). An admin write has reached the registry before it
+// is answered (applyAdmin reads its entity back from the store as the
+// feed does), so a revocation takes effect on the next verify. The key
+// file is watched: a rotation or retirement made with "tagauth gateway
+// keys" reaches the running gateway within a second (or at once on
+// ReloadKeys).
 //
 // # Audit
 //
@@ -46,6 +46,20 @@
 // action (503). Records carry outcomes and precise reasons, never a
 // secret, and identities that came off the wire are sanitized (see
 // SanitizeID).
+//
+// # Components
+//
+// Gateway is the wiring: Open builds the parts in order, Run serves them,
+// Close gives them back, and the public accessors read them. Each part
+// owns its fields and lives in its own files: the follower (follower.go: the
+// registry's updates from the change feed, the admin lock, the waits of
+// writers in waits.go), the keyring (keys.go: the key file, its
+// polling, key publication on replicas), the CoAP endpoint (coapsock.go),
+// the verifier (pipeline.go), the guard (limits.go, adminguard.go), the
+// audit writer (audit.go, auditjournal.go) and the replicas' backends
+// (backends.go). The data directory (datadir.go), the admin files
+// (files.go) and the replay cache's state (replaystate.go) are functions
+// Open calls.
 //
 // # Seams
 //
@@ -65,7 +79,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -218,21 +231,20 @@ type Gateway struct {
 	log     *slog.Logger
 	profile protocol.Profile
 	now     func() time.Time
-	keyPath string
 	// dataFinal is the data directory while a first start fills a
 	// temporary one in cfg.DataDir (datadir.go); empty otherwise.
 	dataFinal string
 
-	store store.Store
-	reg   *registry.Memory
-	proto *protocol.Gateway
-	pcfg  protocol.Config
+	store  store.Store
+	reg    *registry.Memory
+	keys   *keyring  // the key file and the keys in use (keys.go)
+	follow *follower // the registry's updates from the store (follower.go)
+	proto  *protocol.Gateway
+	pcfg   protocol.Config
 
-	coapConn coap.PacketConn
-	coapMore []coap.PacketConn // more SO_REUSEPORT sockets on the CoAP port (coapsock.go)
-	coapSrv  *coap.Server
-	adminLn  net.Listener
-	httpSrv  *http.Server
+	coap    *coapEndpoint // the verify service's sockets (coapsock.go)
+	adminLn net.Listener
+	httpSrv *http.Server
 
 	fingerprint string
 	tokenHash   [sha256.Size]byte
@@ -252,19 +264,7 @@ type Gateway struct {
 
 	proofs   protocol.ReplayCache // I_j values seen (pipeline.go, firstProof)
 	verifier *verifier            // the verify pipeline (pipeline.go)
-	events   events               // state changes, for waiters (notify.go)
-	waiters  changeWaiters        // writers waiting for the registry (regsync.go)
-	// localFeed is a private store's change feed, which Run follows
-	// (regsync.go); nil on a replica.
-	localFeed store.Feed
-
-	keysMu   sync.Mutex
-	keys     *keyfile.File
-	keyStamp fileStamp
-
-	// adminMu serializes admin writes, so that the store and the registry
-	// see them in the same order.
-	adminMu sync.Mutex
+	events   events               // state changes, for waiters (waits.go)
 
 	ran       atomic.Bool
 	closeOnce sync.Once
@@ -297,33 +297,48 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	g := &Gateway{cfg: cfg, log: cfg.Logger, profile: cfg.Profile, now: cfg.Now}
 	defer func() {
 		if err != nil {
-			g.release()
-			g.dropDataDir() // datadir.go: a failed first start leaves nothing
+			g.Close()
+			if g.dataFinal != "" {
+				// datadir.go: a failed first start leaves nothing (Close
+				// has closed the store in it).
+				os.RemoveAll(g.cfg.DataDir)
+			}
 		}
 	}()
-	if err := g.openDataDir(); err != nil { // datadir.go: strict modes, first start
+	work, final, err := openDataDir(cfg.DataDir, cfg.Store == nil) // datadir.go: strict modes, first start
+	if err != nil {
 		return nil, err
 	}
-	if err := g.openKeys(); err != nil {
+	g.cfg.DataDir, g.dataFinal = work, final
+	if g.keys, err = openKeyring(g.cfg.DataDir, g.profile, g.now, g.log); err != nil { // keys.go
 		return nil, err
 	}
-	if err := g.openBackends(); err != nil { // backends.go: --store, --replay
+	g.keys.events = &g.events
+	g.keys.audit = func(rec store.AuditRecord) { g.audit.submit(rec) }
+	if g.bk, err = openBackends(&g.cfg, g.log); err != nil { // backends.go: --store, --replay
 		return nil, err
 	}
-	if err := g.openStore(); err != nil {
+	g.keys.bk = g.bk
+	if g.store, err = openStore(&g.cfg); err != nil {
 		return nil, err
 	}
-	if err := g.openShared(); err != nil { // backends.go: replicas follow the shared store
+	g.follow = &follower{store: g.store, bk: g.bk, keys: g.keys, log: g.log, now: g.now, events: &g.events}
+	if g.reg, err = g.follow.load(g.profile, g.cfg.AllowAll); err != nil { // follower.go: the registry from the store
+		return nil, err
+	}
+	g.keys.reg = g.reg
+	if err := g.follow.openShared(g.cfg.Replay != nil); err != nil { // follower.go: replicas follow the shared store
 		return nil, err
 	}
 	g.pcfg = protocol.Config{Now: g.now, Rand: rand.Reader, Window: cfg.Window}
 	rc := g.cfg.Replay
 	if rc == nil {
 		mc := replay.New(cfg.ReplaySize)
-		g.openReplayState(mc) // replaystate.go: survive restarts
+		openReplayState(mc, &g.cfg, g.log) // replaystate.go: survive restarts
+		g.memReplay = mc
 		rc = mc
 	}
-	if g.proto, err = protocol.NewGateway(g.profile, g.verifyRegistry(), rc, g.pcfg); err != nil {
+	if g.proto, err = protocol.NewGateway(g.profile, g.follow.verifyRegistry(), rc, g.pcfg); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.replayCache = rc
@@ -334,23 +349,33 @@ func Open(cfg Config) (_ *Gateway, err error) {
 	if g.cfg.Replay == nil {
 		g.proofs = replay.New(cfg.ReplaySize)
 	}
-	if err := g.openToken(); err != nil {
+	if g.tokenHash, g.tokenPath, err = openToken(&g.cfg, g.log); err != nil { // files.go
 		return nil, err
 	}
 	if err := g.openOps(); err != nil {
 		return nil, err
 	}
-	cert, err := g.openCert()
+	cert, fingerprint, err := openCert(&g.cfg, g.now(), g.log) // files.go
 	if err != nil {
 		return nil, err
 	}
+	g.fingerprint = fingerprint
 	if err := g.listen(cert); err != nil {
 		return nil, err
 	}
-	if err := g.commitDataDir(); err != nil { // datadir.go
-		return nil, err
+	if g.dataFinal != "" {
+		// A first start's directory moves into place, now that every
+		// file is made; the paths into it follow.
+		if err := commitDataDir(g.cfg.DataDir, g.dataFinal); err != nil { // datadir.go
+			return nil, err
+		}
+		g.cfg.DataDir, g.dataFinal = g.dataFinal, ""
+		if g.tokenPath != "" {
+			g.tokenPath = filepath.Join(g.cfg.DataDir, TokenFileName)
+		}
+		g.keys.moved(g.cfg.DataDir)
 	}
-	if err := g.writeAdminInfo(); err != nil {
+	if err := writeAdminInfo(g.cfg.DataDir, AdminInfo{URL: g.adminURL, Fingerprint: g.fingerprint, CoAP: g.coapPublic}); err != nil {
 		return nil, err
 	}
 	if err := g.openAudit(); err != nil { // auditjournal.go
@@ -398,74 +423,17 @@ func setDefaults(cfg *Config) {
 	}
 }
 
-// openKeys loads the key file, creating it (version 1) at first start.
-func (g *Gateway) openKeys() error {
-	g.keyPath = filepath.Join(g.cfg.DataDir, KeyFileName)
-	f, err := keyfile.Load(g.keyPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		f, err = keyfile.Create(g.keyPath, g.profile, rand.Reader, g.now())
-		if err == nil {
-			g.log.Info("created key file with master key version 1", "path", g.keyPath)
-		}
+// openStore opens the store: Config.Store, or bbolt in the data
+// directory.
+func openStore(cfg *Config) (store.Store, error) {
+	if cfg.Store != nil {
+		return cfg.Store, nil
 	}
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, StoreFileName))
 	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	if f.Profile != g.profile {
-		return fmt.Errorf("gateway: key file %s is for the %v profile but the gateway was asked to serve %v: start it with --profile %v, or use another data directory",
-			g.keyPath, f.Profile, g.profile, f.Profile)
-	}
-	g.keys = f
-	g.keyStamp, _ = stampOf(g.keyPath)
-	return nil
-}
-
-// openStore opens the store and fills the registry from it.
-func (g *Gateway) openStore() error {
-	g.store = g.cfg.Store
-	if g.store == nil {
-		st, err := bolt.Open(filepath.Join(g.cfg.DataDir, StoreFileName))
-		if err != nil {
-			return fmt.Errorf("gateway: %w", err)
-		}
-		g.store = st
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := g.openLocalFeed(ctx); err != nil { // regsync.go
-		return err
-	}
-	snap, err := g.store.Snapshot(ctx)
-	if err != nil {
-		return fmt.Errorf("gateway: reading the registry from the store: %w", err)
-	}
-	g.reg = registry.NewMemory(g.profile, g.cfg.AllowAll)
-	if err := loadSnapshot(g.reg, snap); err != nil {
-		return fmt.Errorf("gateway: the store's registry is inconsistent: %w", err)
-	}
-	for _, k := range g.keys.MasterKeys() {
-		g.reg.AddKey(k)
-	}
-	g.log.Info("registry loaded", "users", len(snap.Users), "devices", len(snap.Devices), "grants", len(snap.Grants))
-	return nil
-}
-
-// loadSnapshot replaces the registry's identities and policy with a store
-// snapshot.
-func loadSnapshot(reg *registry.Memory, snap store.Snapshot) error {
-	users := make([]registry.Entry, len(snap.Users))
-	for i, u := range snap.Users {
-		users[i] = registry.Entry{ID: u.ID, Revoked: u.Revoked}
-	}
-	devices := make([]registry.Entry, len(snap.Devices))
-	for i, d := range snap.Devices {
-		devices[i] = registry.Entry{ID: d.ID, Revoked: d.Revoked, Group: d.Group}
-	}
-	grants := make([]registry.GrantEntry, len(snap.Grants))
-	for i, gr := range snap.Grants {
-		grants[i] = registry.GrantEntry{User: gr.User, Group: gr.Group}
-	}
-	return reg.Load(users, devices, grants)
+	return st, nil
 }
 
 // listen binds the CoAP and admin sockets and works out the addresses
@@ -475,16 +443,16 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	if err != nil {
 		return fmt.Errorf("gateway: CoAP address %q: %w", g.cfg.CoAPAddr, err)
 	}
-	if err := g.listenCoAP(); err != nil { // coapsock.go
+	if g.coap, err = listenCoAP(&g.cfg, nonBlockingVerify(&g.cfg, g.bk)); err != nil { // coapsock.go
 		return err
 	}
 	g.adminLn, err = net.Listen("tcp", g.cfg.AdminAddr)
 	if err != nil {
 		return fmt.Errorf("gateway: cannot listen for the admin API on %s: %w (choose another with --admin)", g.cfg.AdminAddr, err)
 	}
-	g.adminLn = g.limitAdmin(g.adminLn) // adminguard.go: connection limits
-	g.coapPublic = g.public(coap.LocalAddr(g.coapConn))
-	g.adminURL = "https://" + g.public(g.adminLn.Addr())
+	g.adminLn = g.guard.limitAdmin(g.adminLn) // adminguard.go: connection limits
+	g.coapPublic = publicAddr(coap.LocalAddr(g.coap.conn), g.cfg.Advertise)
+	g.adminURL = "https://" + publicAddr(g.adminLn.Addr(), g.cfg.Advertise)
 
 	mux := coap.NewMux()
 	// The pipeline is complete once Open has opened the audit writer,
@@ -492,8 +460,8 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	mux.Handle(VerifyPath, coap.HandlerFunc(func(ctx context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
 		return serveVerify(g.verifier, ctx, req, dst) // verify.go
 	}))
-	g.coapSrv = &coap.Server{Handler: mux, Workers: g.cfg.CoAPWorkers, Logger: g.log.With("part", "coap")}
-	g.tuneCoAP() // coapsock.go: workers per socket, batching
+	srv := &coap.Server{Handler: mux, Workers: g.cfg.CoAPWorkers, Logger: g.log.With("part", "coap")}
+	g.coap.setServer(srv, g.cfg.CoAPWorkers) // coapsock.go: workers per socket, batching
 
 	g.httpSrv = &http.Server{
 		Handler:           g.adminHandler(),
@@ -508,43 +476,40 @@ func (g *Gateway) listen(cert tls.Certificate) error {
 	return nil
 }
 
-// public is addr as a client should dial it: an unspecified host becomes
-// the advertised one.
-func (g *Gateway) public(addr net.Addr) string {
+// publicAddr is addr as a client should dial it: an unspecified host
+// becomes the advertised one (Config.Advertise, default 127.0.0.1).
+func publicAddr(addr net.Addr, advertise string) string {
 	host, port, err := net.SplitHostPort(addr.String())
 	if err != nil {
 		return addr.String()
 	}
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = g.advertiseHost()
+		host = advertise
+		if host == "" {
+			host = "127.0.0.1"
+		}
 	}
 	return net.JoinHostPort(host, port)
-}
-
-func (g *Gateway) advertiseHost() string {
-	if g.cfg.Advertise != "" {
-		return g.cfg.Advertise
-	}
-	return "127.0.0.1"
 }
 
 // AdminInfo is the content of DATA/admin.json: what a CLI command on the
 // gateway's host needs to reach the admin API (with the token file).
 type AdminInfo = adminapi.AdminInfo
 
-func (g *Gateway) writeAdminInfo() error {
-	b, err := json.MarshalIndent(AdminInfo{URL: g.adminURL, Fingerprint: g.fingerprint, CoAP: g.coapPublic}, "", "  ")
+// writeAdminInfo writes DATA/admin.json.
+func writeAdminInfo(dir string, info AdminInfo) error {
+	b, err := json.MarshalIndent(info, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WritePerm(filepath.Join(g.cfg.DataDir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WritePerm(filepath.Join(dir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	return nil
 }
 
 // CoAPAddr is the bound address of the CoAP verify service.
-func (g *Gateway) CoAPAddr() net.Addr { return coap.LocalAddr(g.coapConn) }
+func (g *Gateway) CoAPAddr() net.Addr { return coap.LocalAddr(g.coap.conn) }
 
 // CoAPPublic is the CoAP address clients dial (in device credentials).
 func (g *Gateway) CoAPPublic() string { return g.coapPublic }
@@ -566,10 +531,10 @@ func (g *Gateway) Profile() protocol.Profile { return g.profile }
 // VerifyHandler returns the handler of /tagauth/verify that the CoAP
 // server runs, for another binding (MQTT, package mqttbind) to feed
 // verify requests to.
-func (g *Gateway) VerifyHandler() coap.Handler { return g.coapSrv.Handler }
+func (g *Gateway) VerifyHandler() coap.Handler { return g.coap.srv.Handler }
 
 // CoAPStats exposes the CoAP server's counters (received, malformed...).
-func (g *Gateway) CoAPStats() *coap.Stats { return &g.coapSrv.Stats }
+func (g *Gateway) CoAPStats() *coap.Stats { return &g.coap.srv.Stats }
 
 // Run serves CoAP verify and the HTTPS admin API until ctx is done or a
 // server fails, then shuts down: it stops both servers (letting admin
@@ -582,7 +547,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 2)
 	go func() {
-		err := g.serveCoAP() // coapsock.go
+		err := g.coap.serve() // coapsock.go
 		if err == nil && ctx.Err() == nil {
 			err = errors.New("CoAP socket closed")
 		}
@@ -597,8 +562,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 	pollCtx, stopPoll := context.WithCancel(context.Background())
 	var pollDone sync.WaitGroup
-	pollDone.Go(func() { g.pollKeys(pollCtx) })
-	pollDone.Go(func() { g.watchShared(pollCtx) }) // notify.go
+	pollDone.Go(func() { g.keys.poll(pollCtx, g.cfg.KeyPoll) }) // keys.go
+	pollDone.Go(func() { g.follow.run(pollCtx) })               // follower.go
 	g.log.Info("gateway serving", "profile", g.profile.String(), "coap", g.CoAPAddr().String(), "admin", g.adminURL, "fingerprint", g.fingerprint)
 
 	var runErr error
@@ -617,7 +582,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.httpSrv.Close()
 	}
 	cancel()
-	g.closeCoAP()
+	g.coap.close()
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && runErr == nil && ctx.Err() == nil {
 			runErr = fmt.Errorf("gateway: %w", err)
@@ -636,27 +601,30 @@ func (g *Gateway) Run(ctx context.Context) error {
 // (after flushing it) and the store. Run calls it on its way out; call it
 // directly only for a gateway that never ran. Closing twice is harmless.
 func (g *Gateway) Close() error {
-	g.closeOnce.Do(func() { g.closeErr = g.release() })
+	g.closeOnce.Do(func() {
+		// The sockets first (no new work), the audit writer (flushed
+		// into the store) before the store.
+		var errs []error
+		if g.adminLn != nil {
+			g.adminLn.Close()
+		}
+		g.coap.close()
+		if g.memReplay != nil {
+			saveReplayState(g.memReplay, &g.cfg, g.log) // replaystate.go
+			g.memReplay = nil
+		}
+		if g.audit != nil {
+			if err := g.audit.close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		g.bk.close() // backends.go
+		if g.store != nil {
+			if err := g.store.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("gateway: closing store: %w", err))
+			}
+		}
+		g.closeErr = errors.Join(errs...)
+	})
 	return g.closeErr
-}
-
-func (g *Gateway) release() error {
-	var errs []error
-	if g.adminLn != nil {
-		g.adminLn.Close()
-	}
-	g.closeCoAP()
-	g.saveReplayState() // replaystate.go
-	if g.audit != nil {
-		if err := g.audit.close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	g.closeBackends() // backends.go
-	if g.store != nil {
-		if err := g.store.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("gateway: closing store: %w", err))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -182,7 +182,7 @@ func newMetrics(g *Gateway) *gwMetrics {
 		return float64(len(g.KeyVersions()))
 	})
 	f.gauge("tagauth_gateway_key_newest_version", "Master-key version new cards and credentials are issued under.", func() float64 {
-		return float64(g.newestVersion())
+		return float64(g.keys.newest().Version)
 	})
 	f.gauge("tagauth_gateway_audit_queue_depth", "Audit records waiting for the store writer; at capacity verifies wait.", func() float64 {
 		if g.audit == nil {
@@ -218,13 +218,13 @@ func newMetrics(g *Gateway) *gwMetrics {
 	})
 	stat := func(name, help string, v func() uint64) {
 		f.counterFunc("tagauth_gateway_coap_"+name+"_total", help, func() float64 {
-			if g.coapSrv == nil {
+			if g.coap == nil || g.coap.srv == nil {
 				return 0
 			}
 			return float64(v())
 		})
 	}
-	st := func() *coap.Stats { return &g.coapSrv.Stats }
+	st := func() *coap.Stats { return &g.coap.srv.Stats }
 	stat("received", "CoAP datagrams read.", func() uint64 { return st().Received.Load() })
 	stat("malformed", "CoAP datagrams that are not CoAP messages, dropped.", func() uint64 { return st().Malformed.Load() })
 	stat("oversized", "CoAP datagrams over the size limit.", func() uint64 { return st().Oversized.Load() })

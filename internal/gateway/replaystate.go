@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,20 +27,22 @@ const (
 	runningFile     = "running"
 )
 
-func (g *Gateway) openReplayState(c *replay.Cache) {
-	dir := g.cfg.DataDir
+// openReplayState restores c from the data directory, or fences it after
+// a crash, and marks the gateway running.
+func openReplayState(c *replay.Cache, cfg *Config, log *slog.Logger) {
+	dir := cfg.DataDir
 	now := time.Now
-	if g.cfg.Now != nil {
-		now = g.cfg.Now
+	if cfg.Now != nil {
+		now = cfg.Now
 	}
 	ms := uint64(now().UnixMilli())
-	window := g.cfg.Window
+	window := cfg.Window
 	if window <= 0 {
 		window = protocol.DefaultWindow
 	}
 	fence := func(why string) {
 		c.Fence(ms + 2*uint64(window/time.Millisecond))
-		g.log.Warn(why+": logins from before this start are refused (busy) for one window", "window", window.String())
+		log.Warn(why+": logins from before this start are refused (busy) for one window", "window", window.String())
 	}
 	_, err := os.Stat(filepath.Join(dir, runningFile))
 	crashed := err == nil
@@ -51,36 +54,31 @@ func (g *Gateway) openReplayState(c *replay.Cache) {
 		if rerr := c.Restore(bytes.NewReader(state), ms); rerr != nil {
 			fence("the saved replay cache is unreadable (" + rerr.Error() + ")")
 		} else {
-			g.log.Info("replay cache restored from the previous run", "entries", c.Len())
+			log.Info("replay cache restored from the previous run", "entries", c.Len())
 		}
 	case !errors.Is(err, fs.ErrNotExist):
 		fence("the saved replay cache cannot be read (" + err.Error() + ")")
 	}
 	os.Remove(filepath.Join(dir, replayStateFile))
 	if err := atomicfile.Write(filepath.Join(dir, runningFile), []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
-		g.log.Warn("cannot write the running marker; a crash will not be detected", "err", err.Error())
+		log.Warn("cannot write the running marker; a crash will not be detected", "err", err.Error())
 	}
-	g.memReplay = c
 }
 
-// saveReplayState runs on a clean shutdown, after the last verify.
-func (g *Gateway) saveReplayState() {
-	c := g.memReplay
-	if c == nil {
-		return
-	}
-	g.memReplay = nil
+// saveReplayState saves c into the data directory and removes the running
+// marker. It runs on a clean shutdown, after the last verify.
+func saveReplayState(c *replay.Cache, cfg *Config, log *slog.Logger) {
 	var buf bytes.Buffer
 	now := time.Now
-	if g.cfg.Now != nil {
-		now = g.cfg.Now
+	if cfg.Now != nil {
+		now = cfg.Now
 	}
 	if err := c.Save(&buf, uint64(now().UnixMilli())); err == nil {
-		err = atomicfile.Write(filepath.Join(g.cfg.DataDir, replayStateFile), buf.Bytes())
+		err = atomicfile.Write(filepath.Join(cfg.DataDir, replayStateFile), buf.Bytes())
 		if err != nil {
-			g.log.Warn("cannot save the replay cache; the next start will refuse old logins for one window", "err", err.Error())
+			log.Warn("cannot save the replay cache; the next start will refuse old logins for one window", "err", err.Error())
 			return
 		}
 	}
-	os.Remove(filepath.Join(g.cfg.DataDir, runningFile))
+	os.Remove(filepath.Join(cfg.DataDir, runningFile))
 }

@@ -52,7 +52,7 @@ func TestReplayCacheSurvivesRestart(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, runningFile)); err != nil {
 		t.Fatal("no running marker while the gateway runs")
 	}
-	g.closeCoAP()
+	g.coap.close()
 	g.adminLn.Close()
 	g.audit.close()
 
