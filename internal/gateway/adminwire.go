@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/lockout"
@@ -34,9 +33,9 @@ func (g *Gateway) openAdmin() error {
 		Keys:       adminKeys{g},
 		Locks:      adminLocks{g.guard},
 		LockPolicy: policy,
-		Applied:    g.applyAdmin,
+		Applied:    g.follow.applyAdmin,
 		Mu:         &g.follow.adminMu,
-		Stats:      g.stats,
+		Stats:      g.metrics.stats,
 		Endpoints: func() adminsvc.Endpoints {
 			return adminsvc.Endpoints{CoAP: g.coapPublic, AdminURL: g.adminURL, Fingerprint: g.fingerprint}
 		},
@@ -58,51 +57,6 @@ func (g *Gateway) openAdmin() error {
 
 // Admin returns the gateway's admin service, for in-process callers.
 func (g *Gateway) Admin() *adminsvc.Service { return g.admin }
-
-// applyAdmin brings the registry in line with an admin write the store
-// accepted, before the write is answered, by the one path every registry
-// update takes: the entity the write names is read back from the store
-// and applied (applyLocked, as the change feed does in follower.go, for
-// both feeds). The feed's own notice of the write comes later and finds
-// it applied. The service holds adminMu, which applyLocked wants. When
-// the registry cannot follow (a row changed by hand), it is reloaded.
-func (g *Gateway) applyAdmin(ctx context.Context, c adminsvc.Change) {
-	// The write is committed: a client that went away must not leave the
-	// registry behind the store (and its audit record saying it is done).
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), feedOpTimeout)
-	defer cancel()
-	sc := store.Change{ID: c.ID}
-	switch c.Op {
-	case adminsvc.AddUser, adminsvc.RevokeUser:
-		sc.Kind = store.ChangeUser
-	case adminsvc.AddDevice, adminsvc.RevokeDevice:
-		sc.Kind = store.ChangeDevice
-	case adminsvc.Grant, adminsvc.Ungrant:
-		sc.Kind, sc.Group = store.ChangeGrant, c.Group
-	}
-	reload, err := g.follow.applyLocked(ctx, []store.Change{sc})
-	switch {
-	case err != nil:
-		g.log.Error("reading an admin write back from the store failed; reloading the registry", "err", err)
-		g.reloadRegistry(ctx)
-	case reload:
-		g.log.Error("registry disagrees with the store; reloading it")
-		g.reloadRegistry(ctx)
-	}
-	g.events.fire()
-}
-
-// reloadRegistry refills the registry from the store, for the rare case
-// where the two disagree.
-func (g *Gateway) reloadRegistry(ctx context.Context) {
-	snap, err := g.store.Snapshot(ctx)
-	if err == nil {
-		err = loadSnapshot(g.reg, snap)
-	}
-	if err != nil {
-		g.log.Error("reloading the registry from the store failed", "err", err)
-	}
-}
 
 // adminAudit is the audit writer as the admin service sees it. A record
 // that cannot be kept counts as a refusal to keep one.
@@ -165,35 +119,4 @@ func (k adminKeys) Rotate(ctx context.Context, now time.Time) (uint8, error) {
 func (k adminKeys) Retire(ctx context.Context, v uint8) error {
 	_, err := k.g.keys.change(ctx, func(f *keyfile.File) (uint8, error) { return v, f.Retire(v) })
 	return err
-}
-
-// stats is this replica's verifies per minute over the last hour, and
-// its refusals of that hour by reason (unsorted: the service sorts).
-func (g *Gateway) stats(now time.Time) adminapi.Stats {
-	starts, counts := g.metrics.minutes.snapshot(now)
-	out := adminapi.Stats{Now: now.UTC(), Minutes: make([]adminapi.StatsMinute, len(starts))}
-	var total [maxKinds]uint64
-	for i, c := range counts {
-		m := adminapi.StatsMinute{Start: starts[i]}
-		for k, n := range c[:len(kinds.kinds)] {
-			total[k] += n
-			switch kinds.kinds[k].outcome {
-			case OutcomeOK:
-				m.OK += n
-			case OutcomeError:
-				m.Error += n
-			default:
-				m.Refused += n
-			}
-		}
-		out.Minutes[i] = m
-	}
-	for k, n := range total[:len(kinds.kinds)] {
-		if k == kindOK || n == 0 {
-			continue
-		}
-		vk := kinds.kinds[k]
-		out.Reasons = append(out.Reasons, adminapi.ReasonCount{Outcome: vk.outcome, Code: vk.code, Reason: vk.reason, Count: n})
-	}
-	return out
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/registry"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
@@ -286,6 +287,51 @@ func (f *follower) applyLocked(ctx context.Context, changes []store.Change) (rel
 	return false, nil
 }
 
+// applyAdmin brings the registry in line with an admin write the store
+// accepted, before the write is answered, by the one path every registry
+// update takes: the entity the write names is read back from the store
+// and applied (applyLocked, as the change feed does). The feed's own
+// notice of the write comes later and finds it applied. The service holds
+// adminMu, which applyLocked wants. When the registry cannot follow (a
+// row changed by hand), it is reloaded.
+func (f *follower) applyAdmin(ctx context.Context, c adminsvc.Change) {
+	// The write is committed: a client that went away must not leave the
+	// registry behind the store (and its audit record saying it is done).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), feedOpTimeout)
+	defer cancel()
+	sc := store.Change{ID: c.ID}
+	switch c.Op {
+	case adminsvc.AddUser, adminsvc.RevokeUser:
+		sc.Kind = store.ChangeUser
+	case adminsvc.AddDevice, adminsvc.RevokeDevice:
+		sc.Kind = store.ChangeDevice
+	case adminsvc.Grant, adminsvc.Ungrant:
+		sc.Kind, sc.Group = store.ChangeGrant, c.Group
+	}
+	reload, err := f.applyLocked(ctx, []store.Change{sc})
+	switch {
+	case err != nil:
+		f.log.Error("reading an admin write back from the store failed; reloading the registry", "err", err)
+		f.reloadRegistry(ctx)
+	case reload:
+		f.log.Error("registry disagrees with the store; reloading it")
+		f.reloadRegistry(ctx)
+	}
+	f.events.fire()
+}
+
+// reloadRegistry refills the registry from the store, for the rare case
+// where the two disagree.
+func (f *follower) reloadRegistry(ctx context.Context) {
+	snap, err := f.store.Snapshot(ctx)
+	if err == nil {
+		err = loadSnapshot(f.reg, snap)
+	}
+	if err != nil {
+		f.log.Error("reloading the registry from the store failed", "err", err)
+	}
+}
+
 // watchRedis pings Redis (through the quarantine probe) every second, so
 // that its health recovers without traffic and a Redis that restarted
 // empty is noticed even when nobody logs in.
@@ -388,13 +434,35 @@ func (f *follower) followLocal(ctx context.Context) {
 		c2, cancel := context.WithTimeout(ctx, feedOpTimeout)
 		err = f.applyLocal(c2, batch)
 		cancel()
-		if err != nil {
-			f.log.Error("applying the store's changes to the registry", "err", err)
+		// A batch that could not be applied is not dropped: the registry
+		// is reloaded whole, until that works, and only then are the
+		// writers waiting on the batch told it is in (a revocation must
+		// not be lost to one failed read).
+		for backoff := feedRetryMin; err != nil; backoff = min(2*backoff, feedRetryMax) {
+			f.log.Error("applying the store's changes to the registry failed; reloading it", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			batch = []store.Change{{Kind: store.ChangeReset}}
+			c2, cancel := context.WithTimeout(ctx, feedOpTimeout)
+			err = f.applyLocal(c2, batch)
+			cancel()
 		}
 		f.waiters.applied(batch)
 		f.events.fire()
 	}
 }
+
+// The waits between reloads of a registry that could not apply its
+// store's changes.
+const (
+	feedRetryMin = 100 * time.Millisecond
+	feedRetryMax = 5 * time.Second
+)
 
 // nextReady is the feed's next change if one is waiting.
 func nextReady(f store.Feed) (store.Change, bool) {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
@@ -290,6 +291,37 @@ func (m *gwMetrics) kvCounter(role int, kv uint8) prometheus.Counter {
 }
 
 func (m *gwMetrics) storeError(op string) { m.storeErr.WithLabelValues(op).Inc() }
+
+// stats is this replica's verifies per minute over the last hour, and
+// its refusals of that hour by reason (unsorted: the service sorts).
+func (m *gwMetrics) stats(now time.Time) adminapi.Stats {
+	starts, counts := m.minutes.snapshot(now)
+	out := adminapi.Stats{Now: now.UTC(), Minutes: make([]adminapi.StatsMinute, len(starts))}
+	var total [maxKinds]uint64
+	for i, c := range counts {
+		m := adminapi.StatsMinute{Start: starts[i]}
+		for k, n := range c[:len(kinds.kinds)] {
+			total[k] += n
+			switch kinds.kinds[k].outcome {
+			case OutcomeOK:
+				m.OK += n
+			case OutcomeError:
+				m.Error += n
+			default:
+				m.Refused += n
+			}
+		}
+		out.Minutes[i] = m
+	}
+	for k, n := range total[:len(kinds.kinds)] {
+		if k == kindOK || n == 0 {
+			continue
+		}
+		vk := kinds.kinds[k]
+		out.Reasons = append(out.Reasons, adminapi.ReasonCount{Outcome: vk.outcome, Code: vk.code, Reason: vk.reason, Count: n})
+	}
+	return out
+}
 
 // serveMetrics is GET /metrics, behind auth: the roles of routeRoles or
 // the metrics token.
