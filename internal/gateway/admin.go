@@ -65,10 +65,10 @@ func (g *Gateway) adminHandler() http.Handler {
 // routes adds every route of the admin port to mux; each is in the
 // table of roles (roles.go), which TestRouteRoles checks on this list.
 func (g *Gateway) routes(mux router) {
-	adminRoutes(mux, g.admin, g.auth)
-	g.opsRoutes(mux)    // opsapi.go: metrics, console
-	g.backupRoutes(mux) // backupapi.go
-	g.tokenRoutes(mux)  // tokenapi.go
+	adminRoutes(mux, g.admin, g.tokens.auth)
+	g.opsRoutes(mux)                         // opsapi.go: metrics, console
+	g.backupRoutes(mux)                      // backupapi.go
+	tokenRoutes(mux, g.admin, g.tokens.auth) // tokenapi.go
 }
 
 // router is where routes are added: the admin mux, or a test's recorder

@@ -23,7 +23,7 @@ const KindBackup = "backup"
 
 // backupRoutes adds the backup route to the admin mux.
 func (g *Gateway) backupRoutes(mux router) {
-	mux.Handle("POST "+adminapi.PathBackup, g.auth(g.handleBackup))
+	mux.Handle("POST "+adminapi.PathBackup, g.tokens.auth(g.handleBackup))
 }
 
 // handleBackup streams an age-encrypted backup archive (internal/dump):

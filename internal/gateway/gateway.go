@@ -248,6 +248,7 @@ type Gateway struct {
 
 	fingerprint string
 	tokenHash   [sha256.Size]byte
+	tokens      *tokenAuth // roles.go: who calls the admin port
 	tokenPath   string
 	coapPublic  string
 	adminURL    string

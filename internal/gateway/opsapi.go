@@ -28,10 +28,12 @@ func (g *Gateway) openOps() error {
 	if err := g.openAdmin(); err != nil { // adminwire.go
 		return err
 	}
+	g.tokens = &tokenAuth{bootstrap: g.tokenHash, metrics: g.metrics.metricsTokenHash, hasMetrics: g.metrics.hasMetricsToken,
+		svc: g.admin, backoff: g.guard.tokens, now: g.now} // roles.go
 	c, err := console.New(console.Config{
 		Admin:      g.admin,
-		CheckToken: g.consoleLogin,
-		Recheck:    g.consoleRecheck,
+		CheckToken: g.tokens.consoleLogin,
+		Recheck:    g.tokens.consoleRecheck,
 		Allowed:    allowed,
 		Logger:     g.log.With("part", "console"),
 		Now:        g.now,
@@ -46,7 +48,7 @@ func (g *Gateway) openOps() error {
 
 // opsRoutes adds the routes of this file to the admin mux.
 func (g *Gateway) opsRoutes(mux router) {
-	mux.Handle("GET "+adminapi.PathMetrics, g.auth(g.serveMetrics))
+	mux.Handle("GET "+adminapi.PathMetrics, g.tokens.auth(g.serveMetrics))
 	mux.Handle(adminapi.PathConsole, g.console)
 	mux.Handle("GET /console", http.RedirectHandler(adminapi.PathConsole, http.StatusMovedPermanently))
 	mux.Handle("GET /{$}", http.RedirectHandler(adminapi.PathConsole, http.StatusFound))

@@ -124,18 +124,30 @@ func rolesOf(route string) string {
 // TAGAUTH_ADMIN_TOKEN: an admin, outside the store.
 var bootstrapCaller = adminsvc.Caller{Token: adminapi.BootstrapTokenName, Role: adminapi.RoleAdmin}
 
+// tokenAuth authenticates the admin port's bearer tokens and checks their
+// role against routeRoles: the one place the admin API, the metrics route
+// and the console ask who is calling.
+type tokenAuth struct {
+	bootstrap  [sha256.Size]byte // DATA/admin-token or TAGAUTH_ADMIN_TOKEN
+	metrics    [sha256.Size]byte // the metrics token, when hasMetrics
+	hasMetrics bool
+	svc        *adminsvc.Service // the stored tokens
+	backoff    *tokenGuard       // adminguard.go: per-source backoff
+	now        func() time.Time
+}
+
 // callerOf finds who holds the token whose SHA-256 is sum: the bootstrap
 // admin token, the metrics token where route admits it, or a stored
 // token. ok is false for a token nobody holds; err is a store failure.
-func (g *Gateway) callerOf(ctx context.Context, sum [sha256.Size]byte, route string) (c adminsvc.Caller, ok bool, err error) {
-	if subtle.ConstantTimeCompare(sum[:], g.tokenHash[:]) == 1 {
+func (ta *tokenAuth) callerOf(ctx context.Context, sum [sha256.Size]byte, route string) (c adminsvc.Caller, ok bool, err error) {
+	if subtle.ConstantTimeCompare(sum[:], ta.bootstrap[:]) == 1 {
 		return bootstrapCaller, true, nil
 	}
-	if g.metrics.hasMetricsToken && allowed(roleMetrics, route) &&
-		subtle.ConstantTimeCompare(sum[:], g.metrics.metricsTokenHash[:]) == 1 {
+	if ta.hasMetrics && allowed(roleMetrics, route) &&
+		subtle.ConstantTimeCompare(sum[:], ta.metrics[:]) == 1 {
 		return adminsvc.Caller{Token: "metrics", Role: roleMetrics}, true, nil
 	}
-	return g.admin.AuthenticateHash(ctx, sum)
+	return ta.svc.AuthenticateHash(ctx, sum)
 }
 
 // identify checks a request's token for route behind the per-source
@@ -144,15 +156,15 @@ func (g *Gateway) callerOf(ctx context.Context, sum [sha256.Size]byte, route str
 // count of wrong tokens: a weaker token (an auditor's, the metrics
 // token) would otherwise let its holder guess an admin token between
 // its own requests without ever waiting.
-func (g *Gateway) identify(r *http.Request, tok, route string) (c adminsvc.Caller, ok bool, wait time.Duration, err error) {
-	tg := g.guard.tokens
-	src, now := sourceOf(r.RemoteAddr), g.now()
+func (ta *tokenAuth) identify(r *http.Request, tok, route string) (c adminsvc.Caller, ok bool, wait time.Duration, err error) {
+	tg := ta.backoff
+	src, now := sourceOf(r.RemoteAddr), ta.now()
 	if wait := tg.wait(src, now); wait > 0 {
 		return c, false, wait, nil
 	}
 	sum := sha256.Sum256([]byte(tok))
 	if tok != "" {
-		c, ok, err = g.callerOf(r.Context(), sum, route)
+		c, ok, err = ta.callerOf(r.Context(), sum, route)
 	}
 	switch {
 	case err != nil:
@@ -169,14 +181,14 @@ func (g *Gateway) identify(r *http.Request, tok, route string) (c adminsvc.Calle
 // (r.Pattern, set by the mux) and passes the caller on in the request's
 // context, for the audit. Wrong tokens get 401 (and the backoff), a
 // store failure 503, a role the route does not admit 403.
-func (g *Gateway) auth(h http.HandlerFunc) http.Handler {
+func (ta *tokenAuth) auth(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		route := r.Pattern
 		tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !bearer {
 			tok = ""
 		}
-		c, ok, wait, err := g.identify(r, tok, route)
+		c, ok, wait, err := ta.identify(r, tok, route)
 		switch {
 		case wait > 0:
 			tooMany(w, wait)
@@ -202,13 +214,13 @@ func (g *Gateway) auth(h http.HandlerFunc) http.Handler {
 
 // consoleLogin checks a console login's token: any role may log in, and
 // each action is then checked against routeRoles.
-func (g *Gateway) consoleLogin(r *http.Request, tok string) (adminsvc.Caller, bool, time.Duration, error) {
-	return g.identify(r, tok, "POST /console/login")
+func (ta *tokenAuth) consoleLogin(r *http.Request, tok string) (adminsvc.Caller, bool, time.Duration, error) {
+	return ta.identify(r, tok, "POST /console/login")
 }
 
 // consoleRecheck finds a console session's caller again from its token's
 // hash, so that a token revoked or a role changed takes effect at the
 // session's next request, not at its end.
-func (g *Gateway) consoleRecheck(ctx context.Context, sum [sha256.Size]byte) (adminsvc.Caller, bool, error) {
-	return g.callerOf(ctx, sum, "POST /console/login")
+func (ta *tokenAuth) consoleRecheck(ctx context.Context, sum [sha256.Size]byte) (adminsvc.Caller, bool, error) {
+	return ta.callerOf(ctx, sum, "POST /console/login")
 }

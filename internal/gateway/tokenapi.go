@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 )
 
 // The admin token routes (admin only, roles.go): create, list, revoke.
@@ -12,29 +13,30 @@ import (
 //	POST /v1/tokens          TokenRequest -> NewToken (the token, once)
 //	POST /v1/tokens/revoke   TokenName -> TokenRevoked
 
-func (g *Gateway) tokenRoutes(mux router) {
-	mux.Handle("GET "+adminapi.PathTokens, g.auth(g.listTokens))
-	mux.Handle("POST "+adminapi.PathTokens, g.auth(g.createToken))
-	mux.Handle("POST "+adminapi.PathTokensRevoke, g.auth(g.revokeToken))
+func tokenRoutes(mux router, svc *adminsvc.Service, auth func(http.HandlerFunc) http.Handler) {
+	a := adminHTTP{svc}
+	mux.Handle("GET "+adminapi.PathTokens, auth(a.listTokens))
+	mux.Handle("POST "+adminapi.PathTokens, auth(a.createToken))
+	mux.Handle("POST "+adminapi.PathTokensRevoke, auth(a.revokeToken))
 }
 
-func (g *Gateway) listTokens(w http.ResponseWriter, r *http.Request) {
-	out, err := g.admin.Tokens(r.Context())
+func (a adminHTTP) listTokens(w http.ResponseWriter, r *http.Request) {
+	out, err := a.svc.Tokens(r.Context())
 	answer(w, out, err)
 }
 
-func (g *Gateway) createToken(w http.ResponseWriter, r *http.Request) {
+func (a adminHTTP) createToken(w http.ResponseWriter, r *http.Request) {
 	var req adminapi.TokenRequest
 	if decode(w, r, &req) {
-		out, err := g.admin.CreateToken(r.Context(), r.RemoteAddr, req)
+		out, err := a.svc.CreateToken(r.Context(), r.RemoteAddr, req)
 		answer(w, out, err)
 	}
 }
 
-func (g *Gateway) revokeToken(w http.ResponseWriter, r *http.Request) {
+func (a adminHTTP) revokeToken(w http.ResponseWriter, r *http.Request) {
 	var req adminapi.TokenName
 	if decode(w, r, &req) {
-		out, err := g.admin.RevokeToken(r.Context(), r.RemoteAddr, req.Name)
+		out, err := a.svc.RevokeToken(r.Context(), r.RemoteAddr, req.Name)
 		answer(w, out, err)
 	}
 }
