@@ -56,6 +56,7 @@ func (g *Gateway) handleBackup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "reading the key file failed (the gateway log says why)")
 		return
 	}
+	defer clear(keyFile) // the master keys, in clear: not left on the heap
 	// The record comes first: a copy of the keys leaves the gateway.
 	rec := store.AuditRecord{Time: g.now(), Kind: KindBackup, Outcome: OutcomeOK, Reason: "backup taken", Source: r.RemoteAddr,
 		Detail: fmt.Sprintf("encrypted to %d recipient(s)", len(recips))}

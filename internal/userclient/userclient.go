@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/coap"
@@ -53,6 +54,7 @@ func Enroll(ctx context.Context, hc *http.Client, adminURL, code, id, password s
 type Conn struct {
 	Session    *protocol.Session
 	DeviceAddr string
+	mu         sync.Mutex // the flow's buffers serve one Task at a time
 	flow       *Flow
 }
 
@@ -170,12 +172,15 @@ func wireError(step, addr string, code coap.Code, payload []byte) error {
 }
 
 // Task seals a task for the device, sends it to /tagauth/task and opens
-// the sealed answer.
+// the sealed answer. It is safe for concurrent use; concurrent tasks of
+// one Conn go one at a time (they share the flow's buffers).
 func (c *Conn) Task(ctx context.Context, name, args string) (coapbind.TaskResponse, error) {
 	pt, err := json.Marshal(coapbind.TaskRequest{Task: name, Args: args})
 	if err != nil {
 		return coapbind.TaskResponse{}, err
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	out, err := c.flow.Task(ctx, c.Session, pt)
 	if err != nil {
 		return coapbind.TaskResponse{}, err
