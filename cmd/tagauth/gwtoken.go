@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
 )
@@ -118,36 +117,18 @@ func writeSecretFile(path, s string) error {
 }
 
 func gwTokenList(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("token list", "[--json] [admin flags]",
+	return gwList(args, stdout, stderr, "token list",
 		"Lists the admin tokens: name, role, created, last used (never the tokens themselves).\n"+
-			"The gateway's own token (DATA/admin-token, TAGAUTH_ADMIN_TOKEN) is not listed: it is the admin \"bootstrap\".", stderr)
-	var opts gwAdminOpts
-	opts.register(fset)
-	asJSON := fset.Bool("json", false, "print JSON")
-	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, nil, stderr)
-	if c == nil {
-		return rc
-	}
-	ctx, done := gwCall(c)
-	defer done()
-	list, err := c.Tokens(ctx)
-	if err != nil {
-		return gwFail(stderr, fset, err)
-	}
-	if *asJSON {
-		return gwPrintJSON(stdout, list)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tLAST USED\t")
-	for _, t := range list.Tokens {
-		last := "never"
-		if !t.LastUsed.IsZero() {
-			last = gwTime(t.LastUsed)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", gwText(t.Name), gwText(string(t.Role)), gwTime(t.Created), last)
-	}
-	tw.Flush()
-	return 0
+			"The gateway's own token (DATA/admin-token, TAGAUTH_ADMIN_TOKEN) is not listed: it is the admin \"bootstrap\".",
+		(*adminapi.Client).Tokens, "NAME\tROLE\tCREATED\tLAST USED\t", func(w io.Writer, list *adminapi.TokenList) {
+			for _, t := range list.Tokens {
+				last := "never"
+				if !t.LastUsed.IsZero() {
+					last = gwTime(t.LastUsed)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t\n", gwText(t.Name), gwText(string(t.Role)), gwTime(t.Created), last)
+			}
+		})
 }
 
 func gwTokenRevoke(args []string, stdout, stderr io.Writer) int {
