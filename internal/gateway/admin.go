@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -93,15 +94,15 @@ func adminRoutes(mux router, svc *adminsvc.Service, auth func(http.HandlerFunc) 
 	mux.Handle("POST "+adminapi.PathDevicesRevoke, auth(a.revokeDevice))
 	mux.Handle("POST "+adminapi.PathGrants, auth(a.grant))
 	mux.Handle("DELETE "+adminapi.PathGrants, auth(a.ungrant))
-	mux.Handle("GET "+adminapi.PathUsers, auth(a.users))
-	mux.Handle("GET "+adminapi.PathDevices, auth(a.devices))
-	mux.Handle("GET "+adminapi.PathGrants, auth(a.grants))
+	mux.Handle("GET "+adminapi.PathUsers, auth(query(svc.Users)))
+	mux.Handle("GET "+adminapi.PathDevices, auth(query(svc.Devices)))
+	mux.Handle("GET "+adminapi.PathGrants, auth(query(svc.Grants)))
 	mux.Handle("GET "+adminapi.PathAudit, auth(a.audit))
 	mux.Handle("POST "+adminapi.PatternUserUnlock, auth(a.unlock))
 	mux.Handle("POST "+adminapi.PathUsersUnlock, auth(a.unlock)) // {"id": ...}: every id (adminapi.IDRequest)
-	mux.Handle("GET "+adminapi.PathLocks, auth(a.locks))
-	mux.Handle("GET "+adminapi.PathKeys, auth(a.keys))
-	mux.Handle("POST "+adminapi.PathKeysRotate, auth(a.rotate))
+	mux.Handle("GET "+adminapi.PathLocks, auth(query(svc.Locks)))
+	mux.Handle("GET "+adminapi.PathKeys, auth(query(svc.Keys)))
+	mux.Handle("POST "+adminapi.PathKeysRotate, auth(query(svc.RotateKey)))
 	mux.Handle("POST "+adminapi.PatternKeyRetire, auth(a.retire))
 	mux.Handle("GET "+adminapi.PathStats, auth(a.stats))
 }
@@ -130,6 +131,15 @@ func statusOf(err error) int {
 		return http.StatusInsufficientStorage
 	}
 	return http.StatusInternalServerError
+}
+
+// query is the handler of a route that only asks the service (a list,
+// a rotation): no input beyond the caller in the request's context.
+func query[T any](ask func(context.Context) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		out, err := ask(r.Context())
+		answer(w, out, err)
+	}
 }
 
 // answer writes the service's result: out as JSON, or err's status and
@@ -285,21 +295,6 @@ func (a *adminHTTP) ungrant(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (a *adminHTTP) users(w http.ResponseWriter, r *http.Request) {
-	out, err := a.svc.Users(r.Context())
-	answer(w, out, err)
-}
-
-func (a *adminHTTP) devices(w http.ResponseWriter, r *http.Request) {
-	out, err := a.svc.Devices(r.Context())
-	answer(w, out, err)
-}
-
-func (a *adminHTTP) grants(w http.ResponseWriter, r *http.Request) {
-	out, err := a.svc.Grants(r.Context())
-	answer(w, out, err)
-}
-
 func (a *adminHTTP) audit(w http.ResponseWriter, r *http.Request) {
 	q, msg := parseAuditQuery(r.URL.Query())
 	if msg != "" {
@@ -362,21 +357,6 @@ func (a *adminHTTP) unlock(w http.ResponseWriter, r *http.Request) {
 		out, err := a.svc.Unlock(r.Context(), r.RemoteAddr, id)
 		answer(w, out, err)
 	}
-}
-
-func (a *adminHTTP) locks(w http.ResponseWriter, r *http.Request) {
-	out, err := a.svc.Locks(r.Context())
-	answer(w, out, err)
-}
-
-func (a *adminHTTP) keys(w http.ResponseWriter, r *http.Request) {
-	out, err := a.svc.Keys(r.Context())
-	answer(w, out, err)
-}
-
-func (a *adminHTTP) rotate(w http.ResponseWriter, r *http.Request) {
-	out, err := a.svc.RotateKey(r.Context())
-	answer(w, out, err)
 }
 
 func (a *adminHTTP) retire(w http.ResponseWriter, r *http.Request) {

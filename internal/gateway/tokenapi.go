@@ -15,14 +15,9 @@ import (
 
 func tokenRoutes(mux router, svc *adminsvc.Service, auth func(http.HandlerFunc) http.Handler) {
 	a := adminHTTP{svc}
-	mux.Handle("GET "+adminapi.PathTokens, auth(a.listTokens))
+	mux.Handle("GET "+adminapi.PathTokens, auth(query(svc.Tokens)))
 	mux.Handle("POST "+adminapi.PathTokens, auth(a.createToken))
 	mux.Handle("POST "+adminapi.PathTokensRevoke, auth(a.revokeToken))
-}
-
-func (a adminHTTP) listTokens(w http.ResponseWriter, r *http.Request) {
-	out, err := a.svc.Tokens(r.Context())
-	answer(w, out, err)
 }
 
 func (a adminHTTP) createToken(w http.ResponseWriter, r *http.Request) {
