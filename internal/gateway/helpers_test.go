@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -404,17 +405,24 @@ func itoa(u uint64) string {
 	}
 }
 
-// eventually polls cond until it holds or 10 s pass. Only for state that
-// nothing announces (the admin listener's connection limits,
-// adminguard_test.go); everything else awaits.
-func eventually(t *testing.T, what string, cond func() bool) {
+// awaitAdminConns waits until cond holds of the admin connections open
+// from from and the number refused, woken by every refusal and close the
+// admin listener sees, for at most 10 s.
+func awaitAdminConns(t *testing.T, g *gateway.Gateway, from netip.Addr, what string, cond func(open int, refused uint64) bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		changed := gateway.AdminConnsChanged(g)
+		open, refused := gateway.AdminConns(g, from)
+		if cond(open, refused) {
+			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-changed:
+		case <-timeout.C:
+			t.Fatalf("timed out waiting for %s: %d open from %v, %d refused", what, open, from, refused)
+		}
 	}
 }
 
