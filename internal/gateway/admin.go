@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/store"
 )
@@ -221,7 +222,7 @@ func jsonProblem(err error) string {
 	case errors.As(err, &typ):
 		return fmt.Sprintf("field %q has the wrong type (want %v)", typ.Field, typ.Type)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "unknown field " + SanitizeID([]byte(strings.TrimPrefix(err.Error(), "json: unknown field ")))
+		return "unknown field " + auditjson.SanitizeID([]byte(strings.TrimPrefix(err.Error(), "json: unknown field ")))
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "truncated JSON"
 	}

@@ -45,7 +45,7 @@
 // up, and a record that cannot be written fails its login (busy) or admin
 // action (503). Records carry outcomes and precise reasons, never a
 // secret, and identities that came off the wire are sanitized (see
-// SanitizeID).
+// auditjson.SanitizeID).
 //
 // # Seams
 //

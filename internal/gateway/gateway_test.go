@@ -301,25 +301,6 @@ func TestNoSecretsLogged(t *testing.T) {
 	}
 }
 
-// TestSanitize: identities from the wire are printed as text only when
-// they are printable UTF-8.
-func TestSanitize(t *testing.T) {
-	for in, want := range map[string]string{
-		"alice":                 "alice",
-		"Grüße-7":               "Grüße-7",
-		"a\x1b[31mred":          "hex:611b5b33316d726564",
-		"a\u202egnp.exe":        "hex:61e280ae676e702e657865",
-		"\xff\xfe":              "hex:fffe",
-		"tab\there":             "hex:7461620968657265",
-		"":                      "",
-		strings.Repeat("x", 70): strings.Repeat("x", 64) + "...",
-	} {
-		if got := gateway.SanitizeID([]byte(in)); got != want {
-			t.Errorf("SanitizeID(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestAuditOfHostileIdentity: a verify for an unknown identity with
 // terminal escapes in it is audited with the identity in hex.
 func TestAuditOfHostileIdentity(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/store"
@@ -133,7 +134,7 @@ type KeyHolders = adminapi.KeyHolders
 // HoldersOf counts the active holders of key version v in a snapshot of
 // the store.
 func HoldersOf(snap store.Snapshot, v uint8) KeyHolders {
-	return adminsvc.HoldersOf(snap, v, SanitizeID)
+	return adminsvc.HoldersOf(snap, v, auditjson.SanitizeID)
 }
 
 // ErrKeyInUse is the error of retiring a key version that active users or

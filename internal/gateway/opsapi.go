@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/gateway/console"
 )
 
@@ -75,7 +76,7 @@ func (g *Gateway) tokenCheck(r *http.Request, tok string, check func(string) boo
 		return false, wait
 	}
 	if !check(tok) {
-		tg.failed(src, SanitizeID([]byte(r.URL.Path)), now)
+		tg.failed(src, auditjson.SanitizeID([]byte(r.URL.Path)), now)
 		return false, 0
 	}
 	// Only the admin token clears the count: the read-only metrics token
