@@ -31,28 +31,6 @@ const (
 	MaxCodeTTL     = adminapi.MaxCodeTTL
 )
 
-// The admin API's JSON shapes, under their former names in this package
-// (tests and callers written before internal/adminapi owned them).
-type (
-	UserInfo    = adminapi.UserInfo
-	DeviceInfo  = adminapi.DeviceInfo
-	UserList    = adminapi.UserList
-	DeviceList  = adminapi.DeviceList
-	GrantList   = adminapi.GrantList
-	AuditEntry  = adminapi.AuditEntry
-	AuditPage   = adminapi.AuditPage
-	Revoked     = adminapi.Revoked
-	Unlocked    = adminapi.Unlocked
-	LockInfo    = adminapi.LockInfo
-	LockList    = adminapi.LockList
-	KeyInfo     = adminapi.KeyInfo
-	KeyList     = adminapi.KeyList
-	KeyChange   = adminapi.KeyChange
-	StatsMinute = adminapi.StatsMinute
-	ReasonCount = adminapi.ReasonCount
-	Stats       = adminapi.Stats
-)
-
 func (g *Gateway) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	adminRoutes(mux, g.admin, g.auth)

@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+
+	"github.com/tagauth/tagauth/internal/adminapi"
 )
 
 // The data directory's rules.
@@ -250,7 +252,7 @@ func (g *Gateway) commitDataDir() error {
 	g.cfg.DataDir, g.dataFinal = dir, ""
 	g.keyPath = filepath.Join(dir, KeyFileName)
 	if g.tokenPath != "" {
-		g.tokenPath = filepath.Join(dir, TokenFileName)
+		g.tokenPath = filepath.Join(dir, adminapi.TokenFileName)
 	}
 	g.keysMu.Lock()
 	g.keyStamp, _ = stampOf(g.keyPath)

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/atomicfile"
 )
 
@@ -34,7 +35,7 @@ const certLifetime = 10 * 365 * 24 * time.Hour
 func (g *Gateway) openToken() error {
 	tok := g.cfg.AdminToken
 	if tok == "" {
-		g.tokenPath = filepath.Join(g.cfg.DataDir, TokenFileName)
+		g.tokenPath = filepath.Join(g.cfg.DataDir, adminapi.TokenFileName)
 		b, err := readPrivate(g.tokenPath)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -54,7 +55,7 @@ func (g *Gateway) openToken() error {
 		}
 	}
 	if err := CheckTokenStrength(tok); err != nil { // adminguard.go
-		return fmt.Errorf("gateway: the admin token (TAGAUTH_ADMIN_TOKEN or %s): %w; or unset TAGAUTH_ADMIN_TOKEN and remove the file to have one generated", TokenFileName, err)
+		return fmt.Errorf("gateway: the admin token (TAGAUTH_ADMIN_TOKEN or %s): %w; or unset TAGAUTH_ADMIN_TOKEN and remove the file to have one generated", adminapi.TokenFileName, err)
 	}
 	g.tokenHash = sha256.Sum256([]byte(tok))
 	return nil

@@ -96,8 +96,6 @@ const (
 	StoreFileName   = bolt.FileName
 	CertFileName    = "admin-cert.pem"
 	CertKeyFileName = "admin-key.pem"
-	TokenFileName   = adminapi.TokenFileName
-	AdminInfoName   = adminapi.AdminInfoName
 )
 
 // Defaults of Config.
@@ -528,16 +526,12 @@ func (g *Gateway) advertiseHost() string {
 	return "127.0.0.1"
 }
 
-// AdminInfo is the content of DATA/admin.json: what a CLI command on the
-// gateway's host needs to reach the admin API (with the token file).
-type AdminInfo = adminapi.AdminInfo
-
 func (g *Gateway) writeAdminInfo() error {
-	b, err := json.MarshalIndent(AdminInfo{URL: g.adminURL, Fingerprint: g.fingerprint, CoAP: g.coapPublic}, "", "  ")
+	b, err := json.MarshalIndent(adminapi.AdminInfo{URL: g.adminURL, Fingerprint: g.fingerprint, CoAP: g.coapPublic}, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WritePerm(filepath.Join(g.cfg.DataDir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WritePerm(filepath.Join(g.cfg.DataDir, adminapi.AdminInfoName), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	return nil

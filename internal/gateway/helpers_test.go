@@ -161,7 +161,7 @@ func startGateway(t testing.TB, cfg gateway.Config) *testGW {
 	if cfg.AdminToken != "" {
 		tg.token = cfg.AdminToken
 	} else {
-		b, err := os.ReadFile(filepath.Join(cfg.DataDir, gateway.TokenFileName))
+		b, err := os.ReadFile(filepath.Join(cfg.DataDir, adminapi.TokenFileName))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -366,17 +366,17 @@ func (tg *testGW) mustRefuse(card protocol.Card, cred credfile.Credential, reaso
 }
 
 // auditPage queries the admin API's audit log.
-func (tg *testGW) auditPage(query string) gateway.AuditPage {
+func (tg *testGW) auditPage(query string) adminapi.AuditPage {
 	tg.t.Helper()
-	var page gateway.AuditPage
+	var page adminapi.AuditPage
 	tg.call(http.MethodGet, "/v1/audit"+query, nil, &page)
 	return page
 }
 
 // lastAudit returns the newest audit record of a kind.
-func (tg *testGW) lastAudit(kind string) gateway.AuditEntry {
+func (tg *testGW) lastAudit(kind string) adminapi.AuditEntry {
 	tg.t.Helper()
-	var last gateway.AuditEntry
+	var last adminapi.AuditEntry
 	after := uint64(0)
 	for {
 		page := tg.auditPage("?kind=" + kind + "&limit=1000&after=" + itoa(after))

@@ -7,9 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/adminapi"
-	"github.com/tagauth/tagauth/internal/auditjson"
-	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
@@ -124,23 +121,3 @@ func (g *Gateway) keyEvent(what string, v, newest uint8) {
 	g.audit.submit(store.AuditRecord{Time: g.now(), Kind: KindKey, Outcome: OutcomeOK, Reason: what,
 		Detail: fmt.Sprintf("key version %d %s; newest is %d", v, what, newest)})
 }
-
-// maxHoldersShown is how many ids of a key version's holders a refusal
-// names; the counts are always complete.
-// KeyHolders are the active users and devices under one master-key
-// version (adminapi's; the rule is adminsvc's).
-type KeyHolders = adminapi.KeyHolders
-
-// HoldersOf counts the active holders of key version v in a snapshot of
-// the store.
-func HoldersOf(snap store.Snapshot, v uint8) KeyHolders {
-	return adminsvc.HoldersOf(snap, v, auditjson.SanitizeID)
-}
-
-// ErrKeyInUse is the error of retiring a key version that active users or
-// devices still hold, without force.
-var ErrKeyInUse = adminsvc.ErrKeyInUse
-
-// RetireCheck refuses to retire a version with active holders unless
-// force; the error says who they are and what to do.
-func RetireCheck(h KeyHolders, force bool) error { return adminsvc.RetireCheck(h, force) }
