@@ -22,14 +22,8 @@ import (
 // handler decodes, calls the service and encodes; the JSON shapes and
 // paths are internal/adminapi's.
 
-// Admin API limits.
-const (
-	maxBody = 64 << 10
-	// DefaultCodeTTL and MaxCodeTTL are adminapi's, kept here for callers
-	// of this package.
-	DefaultCodeTTL = adminapi.DefaultCodeTTL
-	MaxCodeTTL     = adminapi.MaxCodeTTL
-)
+// maxBody bounds an admin request body.
+const maxBody = 64 << 10
 
 func (g *Gateway) adminHandler() http.Handler {
 	mux := http.NewServeMux()
