@@ -101,7 +101,7 @@ func TestAttackCardThiefThroughAgent(t *testing.T) {
 // summed by reason, with the admin token of g's data directory.
 func verifyReasons(t *testing.T, g *gateway) map[string]float64 {
 	t.Helper()
-	token, err := os.ReadFile(filepath.Join(g.data, gw.TokenFileName))
+	token, err := os.ReadFile(filepath.Join(g.data, adminapi.TokenFileName))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,8 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
-	"github.com/tagauth/tagauth/internal/gateway"
+	"github.com/tagauth/tagauth/internal/auditjson"
+	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/internal/store/bolt"
@@ -85,7 +86,7 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 			}
 			kl := adminapi.KeyList{Profile: f.Profile.String(), Keys: make([]adminapi.KeyInfo, len(f.Keys))}
 			for i, k := range f.Keys {
-				h := gateway.HoldersOf(snap, k.Version)
+				h := adminsvc.HoldersOf(snap, k.Version, auditjson.SanitizeID)
 				kl.Keys[i] = adminapi.KeyInfo{Version: k.Version, Created: k.Created.UTC(), Newest: k.Version == newest, Users: h.Users, Devices: h.Devices}
 			}
 			return gwPrintJSON(stdout, kl)
@@ -99,7 +100,7 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 			}
 			users, devices := "?", "?"
 			if haveSnap {
-				h := gateway.HoldersOf(snap, k.Version)
+				h := adminsvc.HoldersOf(snap, k.Version, auditjson.SanitizeID)
 				users, devices = strconv.Itoa(h.Users), strconv.Itoa(h.Devices)
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", k.Version, k.Created.UTC().Format(time.RFC3339), users, devices, mark)
@@ -125,10 +126,10 @@ func gwKeys(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tagauth gateway keys retire: VERSION must be a number from 1 to 255, not %q\n", pos[1])
 			return 2
 		}
-		var held gateway.KeyHolders
+		var held adminapi.KeyHolders
 		if haveSnap {
-			held = gateway.HoldersOf(snap, uint8(v))
-			err = gateway.RetireCheck(held, *force)
+			held = adminsvc.HoldersOf(snap, uint8(v), auditjson.SanitizeID)
+			err = adminsvc.RetireCheck(held, *force)
 		} else if !*force {
 			err = fmt.Errorf("cannot tell who holds version %d: the gateway is not running and its store is not in %s (replicas share theirs): retire it with a gateway running, or with --force", v, *data)
 		}
@@ -171,7 +172,7 @@ func gwRunning(data string) bool {
 // directory no gateway is serving; ok is false when the store is not
 // there (a replica's is shared).
 func gwOfflineSnapshot(data string) (snap store.Snapshot, ok bool, err error) {
-	path := filepath.Join(data, gateway.StoreFileName)
+	path := filepath.Join(data, bolt.FileName)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return snap, false, nil
 	}

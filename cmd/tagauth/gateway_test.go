@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/keyfile"
@@ -83,7 +84,7 @@ func TestGatewayCLI(t *testing.T) {
 		t.Fatalf("banner does not say URL, fingerprint and token file:\n%s", banner)
 	}
 	adminURL, fp, tokenFile := m[1], m[2], m[3]
-	if tokenFile != filepath.Join(dir, gateway.TokenFileName) {
+	if tokenFile != filepath.Join(dir, adminapi.TokenFileName) {
 		t.Fatalf("banner token location %q", tokenFile)
 	}
 	byData := []string{"--data", dir}

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/dump"
-	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/internal/store/bolt"
@@ -305,7 +305,7 @@ func gwAuditExport(args []string, stdout, stderr io.Writer) int {
 			for _, e := range page.Records {
 				r := store.AuditRecord{Time: e.Time, Kind: e.Kind, Outcome: e.Outcome, Reason: e.Reason, User: e.User, Device: e.Device,
 					Source: e.Source, KVUser: e.KVUser, KVDevice: e.KVDevice, LatencyUS: e.LatencyUS, Detail: e.Detail, Count: e.Count}
-				buf = gateway.AppendAuditLine(buf[:0], &r)
+				buf = auditjson.AppendLine(buf[:0], &r)
 				if _, err := w.Write(buf); err != nil {
 					return err
 				}

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -26,6 +27,8 @@ import (
 // inside the batch is answered from the cache, not by the handler.
 func TestBatchAnswersEveryDatagram(t *testing.T) {
 	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release) // a failure before the release must not leave the worker held
 	var calls atomic.Int64
 	var once sync.Once
 	mux := NewMux()
@@ -36,7 +39,8 @@ func TestBatchAnswersEveryDatagram(t *testing.T) {
 		return Changed, append(append(dst, "re:"...), req.Payload...)
 	}))
 	s := &Server{Handler: mux, Workers: 1, Batch: 16}
-	addr := serve(t, s)
+	srv := serveConn(t, s)
+	addr := srv.LocalAddr().String()
 
 	first := dial(t, addr)
 	if _, err := first.Write(post(t, 1, "/p", []byte("first"))); err != nil {
@@ -45,7 +49,11 @@ func TestBatchAnswersEveryDatagram(t *testing.T) {
 	<-entered // the first request is in the handler, which holds the worker
 
 	// While the worker is held, queue 3 peers x 4 requests, plus a
-	// retransmission of one of them.
+	// retransmission of one of them, and see all 13 in the server
+	// socket's receive queue before the worker reads again.
+	if n := queued(t, srv); n != 0 {
+		t.Fatalf("%d datagrams queued before the burst, want 0 (the first is in the handler)", n)
+	}
 	peers := []*net.UDPConn{dial(t, addr), dial(t, addr), dial(t, addr)}
 	for p, c := range peers {
 		for i := range 4 {
@@ -58,8 +66,8 @@ func TestBatchAnswersEveryDatagram(t *testing.T) {
 	if _, err := peers[0].Write(post(t, 0, "/p", []byte("p0-0"))); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // let the datagrams reach the socket
-	close(hold)
+	testenv.Eventually(t, "13 datagrams queued", func() bool { return queued(t, srv) == 13 })
+	release()
 
 	if r := decode(t, read(t, first)); string(r.Payload) != "re:first" || r.MessageID != 1 {
 		t.Fatalf("first reply %v", r.String())
@@ -100,6 +108,56 @@ func TestBatchAnswersEveryDatagram(t *testing.T) {
 	if s.Stats.batchReads.Load() >= 14 {
 		t.Errorf("%d reads for 14 datagrams: not batched", s.Stats.batchReads.Load())
 	}
+}
+
+// queued counts the datagrams waiting in conn's receive queue, without
+// taking them: it peeks at them one after the other with a peek offset
+// (SO_PEEK_OFF), which it clears again. The kernel announces no arrival,
+// FIONREAD on a UDP socket tells only the first datagram's length and
+// SO_MEMINFO's memory is not a count (the kernel condenses datagrams
+// under pressure), so tests poll this (boundedly) to know that datagrams
+// sent over loopback have reached the socket. Not for a socket a worker
+// is reading.
+func queued(t *testing.T, conn *net.UDPConn) int {
+	t.Helper()
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); serr != nil {
+			return
+		}
+		defer func() {
+			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEEK_OFF, -1); err != nil && serr == nil {
+				serr = err
+			}
+		}()
+		buf := make([]byte, 65536)
+		for {
+			if n > 1<<16 {
+				serr = errors.New("SO_PEEK_OFF not honoured: the same datagram peeked again and again")
+				return
+			}
+			_, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			if err == unix.EAGAIN {
+				return
+			}
+			if err != nil {
+				serr = err
+				return
+			}
+			n++
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatalf("peeking at the receive queue: %v", serr)
+	}
+	return n
 }
 
 // TestBatchMalformedAndOversized: bad datagrams inside a batch are counted

@@ -17,6 +17,12 @@ import (
 // cleanup closes the socket and checks that Serve returned nil.
 func serve(t testing.TB, s *Server) string {
 	t.Helper()
+	return serveConn(t, s).LocalAddr().String()
+}
+
+// serveConn is serve, returning the server's socket.
+func serveConn(t testing.TB, s *Server) *net.UDPConn {
+	t.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +35,7 @@ func serve(t testing.TB, s *Server) string {
 			t.Errorf("Serve returned %v after the socket closed, want nil", err)
 		}
 	})
-	return conn.LocalAddr().String()
+	return conn
 }
 
 // counting returns a handler that counts its calls and answers 2.04 with

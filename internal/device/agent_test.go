@@ -647,8 +647,40 @@ func TestSessionExpiry(t *testing.T) {
 	}
 }
 
+// signalHandler passes records on to its slog.Handler and sends on seen
+// (without blocking) for each whose message is msg: a test waits on the
+// code's own log line instead of polling.
+type signalHandler struct {
+	slog.Handler
+	msg  string
+	seen chan<- struct{}
+}
+
+func (h signalHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		select {
+		case h.seen <- struct{}{}:
+		default:
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h signalHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return signalHandler{h.Handler.WithAttrs(as), h.msg, h.seen}
+}
+
+func (h signalHandler) WithGroup(name string) slog.Handler {
+	return signalHandler{h.Handler.WithGroup(name), h.msg, h.seen}
+}
+
 func TestMalformedInput(t *testing.T) {
-	r := newRig(t, protocol.Hardened, nil)
+	// The CoAP server counts a malformed datagram, then logs it at debug
+	// level: each line says one more is counted.
+	dropped := make(chan struct{}, 16)
+	r := newRig(t, protocol.Hardened, func(c *Config) {
+		c.Logger = slog.New(signalHandler{c.Logger.Handler(), "coap: malformed datagram dropped", dropped})
+	})
 	conn, err := net.Dial("udp", r.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -688,8 +720,13 @@ func TestMalformedInput(t *testing.T) {
 	}
 	// The garbage was sent first, but another worker may still be
 	// counting it: wait for the count rather than assume an order.
-	for i := 0; i < 500 && r.agent.TransportStats().Malformed.Load() < uint64(len(garbage)); i++ {
-		time.Sleep(10 * time.Millisecond)
+	timeout := time.After(10 * time.Second)
+	for range garbage {
+		select {
+		case <-dropped:
+		case <-timeout:
+			t.Fatalf("after 10 s, %d of %d malformed datagrams counted", r.agent.TransportStats().Malformed.Load(), len(garbage))
+		}
 	}
 	if n := r.agent.TransportStats().Malformed.Load(); n != uint64(len(garbage)) {
 		t.Errorf("%d malformed datagrams counted, want %d", n, len(garbage))

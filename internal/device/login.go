@@ -269,7 +269,7 @@ func (a *Agent) reportSuppressed(n uint64) {
 }
 
 // logID is an identity as the agent logs it: as it is when every rune is
-// printable, else "hex:" and its bytes, as gateway.SanitizeID writes it.
+// printable, else "hex:" and its bytes, as auditjson.SanitizeID writes it.
 // An identity claimed in m1 is anyone's choice, and even a registered one
 // may hold a bidi override or an invisible space, which a JSON log
 // handler (it escapes control characters only) would write raw.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/store"
 )
@@ -22,36 +23,8 @@ import (
 // handler decodes, calls the service and encodes; the JSON shapes and
 // paths are internal/adminapi's.
 
-// Admin API limits.
-const (
-	maxBody = 64 << 10
-	// DefaultCodeTTL and MaxCodeTTL are adminapi's, kept here for callers
-	// of this package.
-	DefaultCodeTTL = adminapi.DefaultCodeTTL
-	MaxCodeTTL     = adminapi.MaxCodeTTL
-)
-
-// The admin API's JSON shapes, under their former names in this package
-// (tests and callers written before internal/adminapi owned them).
-type (
-	UserInfo    = adminapi.UserInfo
-	DeviceInfo  = adminapi.DeviceInfo
-	UserList    = adminapi.UserList
-	DeviceList  = adminapi.DeviceList
-	GrantList   = adminapi.GrantList
-	AuditEntry  = adminapi.AuditEntry
-	AuditPage   = adminapi.AuditPage
-	Revoked     = adminapi.Revoked
-	Unlocked    = adminapi.Unlocked
-	LockInfo    = adminapi.LockInfo
-	LockList    = adminapi.LockList
-	KeyInfo     = adminapi.KeyInfo
-	KeyList     = adminapi.KeyList
-	KeyChange   = adminapi.KeyChange
-	StatsMinute = adminapi.StatsMinute
-	ReasonCount = adminapi.ReasonCount
-	Stats       = adminapi.Stats
-)
+// maxBody bounds an admin request body.
+const maxBody = 64 << 10
 
 func (g *Gateway) adminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -224,7 +197,7 @@ func jsonProblem(err error) string {
 	case errors.As(err, &typ):
 		return fmt.Sprintf("field %q has the wrong type (want %v)", typ.Field, typ.Type)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "unknown field " + SanitizeID([]byte(strings.TrimPrefix(err.Error(), "json: unknown field ")))
+		return "unknown field " + auditjson.SanitizeID([]byte(strings.TrimPrefix(err.Error(), "json: unknown field ")))
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "truncated JSON"
 	}

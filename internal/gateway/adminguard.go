@@ -252,6 +252,9 @@ type connLimiter struct {
 	by   map[netip.Addr]int // open connections per source; at most total entries
 
 	refused atomic.Uint64
+	// changed fires on every refusal and release, so that tests wait for
+	// the limits' state instead of polling it (export_test.go).
+	changed events
 }
 
 func limitConns(ln net.Listener, total, perSource int) *connLimiter {
@@ -276,6 +279,7 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		if !ok {
 			l.refused.Add(1)
 			c.Close()
+			l.changed.fire()
 			continue
 		}
 		return &limitedConn{Conn: c, l: l, src: src}, nil
@@ -289,13 +293,22 @@ func (l *connLimiter) opened() int {
 	return l.open
 }
 
-func (l *connLimiter) release(src netip.Addr) {
+// openedFrom is the number of connections open now from addr's source.
+func (l *connLimiter) openedFrom(addr netip.Addr) int {
+	src := sourceOf(netip.AddrPortFrom(addr, 0).String())
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.by[src]
+}
+
+func (l *connLimiter) release(src netip.Addr) {
+	l.mu.Lock()
 	l.open--
 	if l.by[src]--; l.by[src] <= 0 {
 		delete(l.by, src)
 	}
+	l.mu.Unlock()
+	l.changed.fire()
 }
 
 type limitedConn struct {

@@ -6,13 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tagauth/tagauth/internal/gateway"
-	"github.com/tagauth/tagauth/internal/testenv"
 	"github.com/tagauth/tagauth/protocol"
 )
 
@@ -147,9 +147,13 @@ func TestAdminConnLimit(t *testing.T) {
 		conns = append(conns, c)
 	}
 	other := clientFrom(tg, "127.0.0.2")
-	testenv.Eventually(t, "the connections over the per-source limit closed", func() bool {
-		return tg.scrapeWith(other).value(t, "tagauth_gateway_admin_conns_refused_total", nil) >= n-gateway.DefaultAdminConnsPerSource
+	held := netip.MustParseAddr("127.0.0.1")
+	awaitAdminConns(t, tg.g, held, "the connections over the per-source limit refused", func(open int, refused uint64) bool {
+		return refused >= n-gateway.DefaultAdminConnsPerSource
 	})
+	if got := tg.scrapeWith(other).value(t, "tagauth_gateway_admin_conns_refused_total", nil); got != n-gateway.DefaultAdminConnsPerSource {
+		t.Fatalf("%v refusals counted, want %d", got, n-gateway.DefaultAdminConnsPerSource)
+	}
 	if open := tg.scrapeWith(other).value(t, "tagauth_gateway_admin_conns", nil); open > gateway.DefaultAdminConnsPerSource+2 {
 		t.Fatalf("%v admin connections open, want at most %d held plus the scrape's", open, gateway.DefaultAdminConnsPerSource)
 	}
@@ -166,16 +170,12 @@ func TestAdminConnLimit(t *testing.T) {
 		c.Close()
 	}
 	conns = conns[:0]
-	testenv.Eventually(t, "the source may connect again", func() bool {
-		hc := clientFrom(tg, "127.0.0.1")
-		req, _ := http.NewRequest(http.MethodGet, tg.url("/v1/info"), nil)
-		resp, err := hc.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	// The gateway sees each close (the read of the next request ends),
+	// releases the source's slots, and lets it in again.
+	awaitAdminConns(t, tg.g, held, "the held connections released", func(open int, _ uint64) bool { return open == 0 })
+	if code, _ := httpStatus(t, clientFrom(tg, "127.0.0.1"), tg.url("/v1/info"), ""); code != http.StatusOK {
+		t.Fatalf("/v1/info from the source after it closed its connections: %d", code)
+	}
 }
 
 // scrapeWith reads /metrics with the admin token through hc.

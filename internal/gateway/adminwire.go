@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/lockout"
@@ -42,7 +43,7 @@ func (g *Gateway) openAdmin() error {
 		Proto:           g.pcfg,
 		KDFFloor:        g.cfg.KDFFloor,
 		InsecureTestKDF: g.cfg.InsecureTestKDF,
-		SanitizeID:      SanitizeID,
+		SanitizeID:      auditjson.SanitizeID,
 		StoreError:      func(op string) { g.metrics.storeError(op) },
 		Unlocked:        func() { g.metrics.unlocks.Inc() },
 		Now:             g.now,

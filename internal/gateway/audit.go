@@ -2,19 +2,16 @@ package gateway
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
@@ -50,47 +47,6 @@ const (
 	// auditNames bounds the writer's cache of sanitized identities.
 	auditNames = 1 << 14
 )
-
-// maxSanitized caps a sanitized identity, in bytes of input.
-const maxSanitized = protocol.MaxIDLen
-
-// SanitizeID turns an identity claimed on the wire into text that is safe
-// to log and print: printable UTF-8 is kept as is; anything else (invalid
-// UTF-8, control or format characters) becomes "hex:" followed by the hex
-// of the bytes. Input longer than protocol.MaxIDLen bytes is cut there and
-// marked with a trailing "...".
-func SanitizeID(b []byte) string {
-	cut := false
-	if len(b) > maxSanitized {
-		b, cut = b[:maxSanitized], true
-	}
-	s := ""
-	if printable(b) {
-		s = string(b)
-	} else {
-		s = "hex:" + hex.EncodeToString(b)
-	}
-	if cut {
-		s += "..."
-	}
-	return s
-}
-
-func printable(b []byte) bool {
-	if !utf8.Valid(b) {
-		return false
-	}
-	for len(b) > 0 {
-		r, n := utf8.DecodeRune(b)
-		// Spaces other than U+0020 and format characters (bidi
-		// overrides) can make a log line lie about what it says.
-		if !unicode.IsPrint(r) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
-}
 
 // reasonOf names the precise cause of a refusal, for the audit record.
 func reasonOf(err error) string {
@@ -342,6 +298,9 @@ type rawNames struct {
 	from         netip.AddrPort
 }
 
+// maxSanitized is where auditjson.SanitizeID cuts an identity.
+const maxSanitized = protocol.MaxIDLen
+
 // rawID is an identity as claimed on the wire, cut at maxSanitized bytes.
 type rawID struct {
 	n   uint8
@@ -352,9 +311,9 @@ type rawID struct {
 // String is the identity sanitized, as the writer's name gives it.
 func (r *rawID) String() string {
 	if r.cut {
-		return SanitizeID(r.b[:r.n]) + "..."
+		return auditjson.SanitizeID(r.b[:r.n]) + "..."
 	}
-	return SanitizeID(r.b[:r.n])
+	return auditjson.SanitizeID(r.b[:r.n])
 }
 
 func (r *rawID) set(b []byte) {
@@ -417,16 +376,16 @@ func addVerify(b *auditlog.Batch, r *store.AuditRecord, user, device []byte, fro
 // safeID is id as SanitizeID would make it, without allocating when it is
 // already printable and short enough.
 func safeID(id []byte) []byte {
-	if len(id) <= maxSanitized && printable(id) {
+	if auditjson.Safe(id) {
 		return id
 	}
-	return []byte(SanitizeID(id))
+	return []byte(auditjson.SanitizeID(id))
 }
 
 // fillVerifyNames fills a verify record's identities and source at once,
 // for callers that need the record complete now.
 func fillVerifyNames(r *store.AuditRecord, user, device []byte, from netip.AddrPort) {
-	r.User, r.Device, r.Source = SanitizeID(user), SanitizeID(device), from.String()
+	r.User, r.Device, r.Source = auditjson.SanitizeID(user), auditjson.SanitizeID(device), from.String()
 }
 
 // name returns the sanitized form of a claimed identity, from the cache
@@ -434,7 +393,7 @@ func fillVerifyNames(r *store.AuditRecord, user, device []byte, from netip.AddrP
 func (w *auditWriter) name(id *rawID) string {
 	b := id.b[:id.n]
 	if id.cut {
-		return SanitizeID(b) + "..." // the cut input was longer: say so
+		return auditjson.SanitizeID(b) + "..." // the cut input was longer: say so
 	}
 	if s, ok := w.names[string(b)]; ok {
 		return s
@@ -442,7 +401,7 @@ func (w *auditWriter) name(id *rawID) string {
 	if len(w.names) >= auditNames {
 		clear(w.names) // bounded: a flood of made-up identities only costs misses
 	}
-	s := SanitizeID(b)
+	s := auditjson.SanitizeID(b)
 	w.names[string(b)] = s
 	return s
 }
@@ -731,7 +690,7 @@ func (w *auditWriter) prepare(batch []auditItem, recs []store.AuditRecord) (_ []
 		recs = append(recs, it.rec)
 	}
 	for i := range recs {
-		w.buf = appendRecordJSON(w.buf, &recs[i])
+		w.buf = auditjson.AppendLine(w.buf, &recs[i])
 	}
 	if _, err := w.out.Write(w.buf); err != nil {
 		w.log.Error("cannot write audit log lines (the records still go to the store)", "records", len(recs), "err", err)
@@ -793,108 +752,12 @@ func (w *auditWriter) giveUp() {
 	w.log.Error("audit records not stored at shutdown: "+where, "records", len(w.held))
 }
 
-// appendRecordJSON appends one audit record as a JSON line, in the shape
-// slog's JSONHandler gives ({"time","level","msg":"audit",...}), with the
-// record's own time. Every field is either fixed text or sanitized;
-// appendJSONString escapes the rest.
-func appendRecordJSON(b []byte, r *store.AuditRecord) []byte {
-	t := r.Time
-	if t.IsZero() {
-		t = time.Now()
-	}
-	b = append(b, `{"time":"`...)
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","level":"INFO","msg":"audit","kind":`...)
-	b = appendJSONString(b, r.Kind)
-	b = append(b, `,"outcome":`...)
-	b = appendJSONString(b, r.Outcome)
-	str := func(key, v string) {
-		if v != "" {
-			b = append(b, ',', '"')
-			b = append(b, key...)
-			b = append(b, '"', ':')
-			b = appendJSONString(b, v)
-		}
-	}
-	num := func(key string, v int64) {
-		if v != 0 {
-			b = append(b, ',', '"')
-			b = append(b, key...)
-			b = append(b, '"', ':')
-			b = strconv.AppendInt(b, v, 10)
-		}
-	}
-	str("reason", r.Reason)
-	str("user", r.User)
-	str("device", r.Device)
-	str("source", r.Source)
-	num("kv_user", int64(r.KVUser))
-	num("kv_device", int64(r.KVDevice))
-	num("latency_us", r.LatencyUS)
-	str("detail", r.Detail)
-	if r.Count > 1 {
-		num("count", int64(r.Count))
-	}
-	return append(b, '}', '\n')
-}
-
-// appendJSONString appends s as a JSON string, escaped as slog escapes
-// it: quotes, backslashes and control characters; invalid UTF-8 becomes
-// U+FFFD; U+2028 and U+2029, which end lines for JavaScript, are escaped.
-func appendJSONString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, s[start:i]...)
-			b = append(b, `\u202`...)
-			b = append(b, hexDigits[r&0xf])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
 // Durable commits. On a replica a successful verify is admitted only once
 // its record is in the shared store (pipeline.go, keep): a replica killed
 // at any moment has then let no login through unrecorded. Records that
 // arrive while a commit runs wait for the next one, so one commit serves
 // every verify in flight. The JSON line is written once the commit holds,
-// with the same encoder as every other record (appendRecordJSON).
+// with the same encoder as every other record (auditjson.AppendLine).
 
 // Commit limits of the verify audit records.
 const (
@@ -979,7 +842,7 @@ func (w *auditWriter) commitLoop(st store.Store) {
 		if err == nil {
 			line = line[:0]
 			for i := range recs {
-				line = appendRecordJSON(line, &recs[i])
+				line = auditjson.AppendLine(line, &recs[i])
 			}
 			if _, werr := w.out.Write(line); werr != nil {
 				w.log.Warn("audit lines not written", "records", len(recs), "err", werr)

@@ -66,7 +66,7 @@ func TestAuditFailsClosed(t *testing.T) {
 	if !strings.Contains(ae.Message, "nothing was done") {
 		t.Fatalf("provisioning while failing: %q", ae.Message)
 	}
-	var devs gateway.DeviceList
+	var devs adminapi.DeviceList
 	tg.call(http.MethodGet, "/v1/devices", nil, &devs)
 	for _, d := range devs.Devices {
 		if d.ID == "d2" {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/auditlog"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/coapbind"
@@ -135,7 +136,7 @@ func (w *auditWriter) openJournal(dir string, pol auditlog.Sync) error {
 		}
 		buf := w.buf[:0]
 		for i := range recs {
-			buf = appendRecordJSON(buf, &recs[i])
+			buf = auditjson.AppendLine(buf, &recs[i])
 		}
 		w.out.Write(buf)
 		n += len(recs)

@@ -88,8 +88,3 @@ func (g *Gateway) handleBackup(w http.ResponseWriter, r *http.Request) {
 	g.audit.submit(adminsvc.ByCaller(r.Context(), store.AuditRecord{Time: g.now(), Kind: KindBackup, Outcome: OutcomeError, Reason: "backup not completed", Source: r.RemoteAddr}))
 	panic(http.ErrAbortHandler)
 }
-
-// AppendAuditLine appends r as the JSON line the gateway writes to its
-// audit log output, for exports that must read the same (tagauth gateway
-// audit export).
-func AppendAuditLine(b []byte, r *store.AuditRecord) []byte { return appendRecordJSON(b, r) }

@@ -204,7 +204,7 @@ func testBackupUnderLoad(t *testing.T, backend string) {
 	if r := tg2.login(late, via(cred, tg2)); r.code == coap.Changed {
 		t.Error("a user enrolled after the backup logged in after the restore")
 	}
-	var devs gateway.DeviceList
+	var devs adminapi.DeviceList
 	tg2.call(http.MethodGet, "/v1/devices", nil, &devs)
 	if n := len(devs.Devices); n < 3 || int64(n) > provisioned.Load()+1 {
 		t.Errorf("restored %d devices; %d were provisioned during the backup", n, provisioned.Load())

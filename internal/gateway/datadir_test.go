@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/gateway"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/testenv"
@@ -383,7 +384,7 @@ func TestFirstStartUnwritableParent(t *testing.T) {
 	coapAddr := tg.g.CoAPAddr().String() // in the credential
 	tg.stop()
 	got := listDir(t, dir)
-	for _, want := range []string{gateway.KeyFileName, gateway.StoreFileName, gateway.TokenFileName, gateway.JournalDirName} {
+	for _, want := range []string{gateway.KeyFileName, gateway.StoreFileName, adminapi.TokenFileName, gateway.JournalDirName} {
 		if !slices.Contains(got, want) {
 			t.Errorf("data directory %v lacks %s", got, want)
 		}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/tagauth/tagauth/internal/store"
@@ -30,3 +31,14 @@ func FlushAuditSamples(g *Gateway) error {
 // at, key versions synced or the key file reloaded, audit records
 // stored. Take it before looking at the state.
 func StateChanged(g *Gateway) <-chan struct{} { return g.events.wait() }
+
+// AdminConnsChanged returns a channel closed when the admin listener next
+// refuses a connection over its limits or sees one close. Take it before
+// looking at AdminConns.
+func AdminConnsChanged(g *Gateway) <-chan struct{} { return g.guard.conns.changed.wait() }
+
+// AdminConns returns the number of admin connections open from addr's
+// source (its IPv6 /64) and the number refused so far by the limits.
+func AdminConns(g *Gateway, addr netip.Addr) (open int, refused uint64) {
+	return g.guard.conns.openedFrom(addr), g.guard.conns.refused.Load()
+}

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/atomicfile"
 )
 
@@ -36,7 +37,7 @@ const certLifetime = 10 * 365 * 24 * time.Hour
 func openToken(cfg *Config, log *slog.Logger) (hash [sha256.Size]byte, path string, err error) {
 	tok := cfg.AdminToken
 	if tok == "" {
-		path = filepath.Join(cfg.DataDir, TokenFileName)
+		path = filepath.Join(cfg.DataDir, adminapi.TokenFileName)
 		b, err := readPrivate(path)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -56,7 +57,7 @@ func openToken(cfg *Config, log *slog.Logger) (hash [sha256.Size]byte, path stri
 		}
 	}
 	if err := CheckTokenStrength(tok); err != nil { // adminguard.go
-		return hash, "", fmt.Errorf("gateway: the admin token (TAGAUTH_ADMIN_TOKEN or %s): %w; or unset TAGAUTH_ADMIN_TOKEN and remove the file to have one generated", TokenFileName, err)
+		return hash, "", fmt.Errorf("gateway: the admin token (TAGAUTH_ADMIN_TOKEN or %s): %w; or unset TAGAUTH_ADMIN_TOKEN and remove the file to have one generated", adminapi.TokenFileName, err)
 	}
 	return sha256.Sum256([]byte(tok)), path, nil
 }

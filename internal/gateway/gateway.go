@@ -45,7 +45,7 @@
 // up, and a record that cannot be written fails its login (busy) or admin
 // action (503). Records carry outcomes and precise reasons, never a
 // secret, and identities that came off the wire are sanitized (see
-// SanitizeID).
+// auditjson.SanitizeID).
 //
 // # Components
 //
@@ -109,8 +109,6 @@ const (
 	StoreFileName   = bolt.FileName
 	CertFileName    = "admin-cert.pem"
 	CertKeyFileName = "admin-key.pem"
-	TokenFileName   = adminapi.TokenFileName
-	AdminInfoName   = adminapi.AdminInfoName
 )
 
 // Defaults of Config.
@@ -372,7 +370,7 @@ func Open(cfg Config) (_ *Gateway, err error) {
 		}
 		g.cfg.DataDir, g.dataFinal = g.dataFinal, ""
 		if g.tokenPath != "" {
-			g.tokenPath = filepath.Join(g.cfg.DataDir, TokenFileName)
+			g.tokenPath = filepath.Join(g.cfg.DataDir, adminapi.TokenFileName)
 		}
 		g.keys.moved(g.cfg.DataDir)
 	}
@@ -503,7 +501,7 @@ func writeAdminInfo(dir string, info AdminInfo) error {
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WritePerm(filepath.Join(dir, AdminInfoName), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WritePerm(filepath.Join(dir, adminapi.AdminInfoName), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	return nil

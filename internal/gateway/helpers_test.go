@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -160,7 +161,7 @@ func startGateway(t testing.TB, cfg gateway.Config) *testGW {
 	if cfg.AdminToken != "" {
 		tg.token = cfg.AdminToken
 	} else {
-		b, err := os.ReadFile(filepath.Join(cfg.DataDir, gateway.TokenFileName))
+		b, err := os.ReadFile(filepath.Join(cfg.DataDir, adminapi.TokenFileName))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -365,17 +366,17 @@ func (tg *testGW) mustRefuse(card protocol.Card, cred credfile.Credential, reaso
 }
 
 // auditPage queries the admin API's audit log.
-func (tg *testGW) auditPage(query string) gateway.AuditPage {
+func (tg *testGW) auditPage(query string) adminapi.AuditPage {
 	tg.t.Helper()
-	var page gateway.AuditPage
+	var page adminapi.AuditPage
 	tg.call(http.MethodGet, "/v1/audit"+query, nil, &page)
 	return page
 }
 
 // lastAudit returns the newest audit record of a kind.
-func (tg *testGW) lastAudit(kind string) gateway.AuditEntry {
+func (tg *testGW) lastAudit(kind string) adminapi.AuditEntry {
 	tg.t.Helper()
-	var last gateway.AuditEntry
+	var last adminapi.AuditEntry
 	after := uint64(0)
 	for {
 		page := tg.auditPage("?kind=" + kind + "&limit=1000&after=" + itoa(after))
@@ -404,17 +405,24 @@ func itoa(u uint64) string {
 	}
 }
 
-// eventually polls cond until it holds or 10 s pass. Only for state that
-// nothing announces (the admin listener's connection limits,
-// adminguard_test.go); everything else awaits.
-func eventually(t *testing.T, what string, cond func() bool) {
+// awaitAdminConns waits until cond holds of the admin connections open
+// from from and the number refused, woken by every refusal and close the
+// admin listener sees, for at most 10 s.
+func awaitAdminConns(t *testing.T, g *gateway.Gateway, from netip.Addr, what string, cond func(open int, refused uint64) bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		changed := gateway.AdminConnsChanged(g)
+		open, refused := gateway.AdminConns(g, from)
+		if cond(open, refused) {
+			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-changed:
+		case <-timeout.C:
+			t.Fatalf("timed out waiting for %s: %d open from %v, %d refused", what, open, from, refused)
+		}
 	}
 }
 

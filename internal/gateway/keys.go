@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/keyfile"
 	"github.com/tagauth/tagauth/internal/registry"
@@ -351,23 +350,3 @@ func mapsEqual(a, b map[uint8][32]byte) bool {
 	}
 	return true
 }
-
-// maxHoldersShown is how many ids of a key version's holders a refusal
-// names; the counts are always complete.
-// KeyHolders are the active users and devices under one master-key
-// version (adminapi's; the rule is adminsvc's).
-type KeyHolders = adminapi.KeyHolders
-
-// HoldersOf counts the active holders of key version v in a snapshot of
-// the store.
-func HoldersOf(snap store.Snapshot, v uint8) KeyHolders {
-	return adminsvc.HoldersOf(snap, v, SanitizeID)
-}
-
-// ErrKeyInUse is the error of retiring a key version that active users or
-// devices still hold, without force.
-var ErrKeyInUse = adminsvc.ErrKeyInUse
-
-// RetireCheck refuses to retire a version with active holders unless
-// force; the error says who they are and what to do.
-func RetireCheck(h KeyHolders, force bool) error { return adminsvc.RetireCheck(h, force) }

@@ -138,12 +138,18 @@ func TestConnLimiterTotal(t *testing.T) {
 		dial(src)
 	}
 	var got []net.Conn
-	deadline := time.Now().Add(10 * time.Second)
-	for len(got)+int(l.refused.Load()) < 7 && time.Now().Before(deadline) {
+	timeout := time.After(10 * time.Second)
+	for {
+		changed := l.changed.wait() // a refusal fires it
+		if len(got)+int(l.refused.Load()) >= 7 {
+			break
+		}
 		select {
 		case c := <-accepted:
 			got = append(got, c)
-		case <-time.After(10 * time.Millisecond):
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("after 10 s, accepted %d and refused %d of 7", len(got), l.refused.Load())
 		}
 	}
 	if len(got) != 4 || l.refused.Load() != 3 || l.opened() != 4 {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/lockout"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
@@ -262,7 +263,7 @@ func (vf *verifier) limited(req *verifyRequest, dst []byte, reason string, devic
 			what = "this device id"
 		}
 		vf.audit.submit(store.AuditRecord{Time: now, Kind: KindVerify, Outcome: OutcomeRefused, Reason: reason,
-			Device: SanitizeID(device), Source: req.From.String(),
+			Device: auditjson.SanitizeID(device), Source: req.From.String(),
 			Detail: fmt.Sprintf("%d requests for %s answered busy in the last %s or less", n, what, auditEvery)})
 	}
 	return protocol.AppendError(dst, protocol.ErrorProfile(req.M2), protocol.ErrBusy)
@@ -311,7 +312,7 @@ func (vf *verifier) firstProof(ctx context.Context, m *protocol.M2) bool {
 // what reached its limit.
 func (vf *verifier) countFailure(ctx context.Context, v protocol.Verification, src lockout.Source, d lockout.Decision, now time.Time) {
 	gd := vf.guard
-	user := SanitizeID(v.User)
+	user := auditjson.SanitizeID(v.User)
 	f, err := lockout.RecordFailure(ctx, gd.store, gd.policy, string(v.User), src, d, now)
 	if err != nil {
 		vf.metrics.storeError("lockout")
@@ -329,7 +330,7 @@ func (vf *verifier) countFailure(ctx context.Context, v protocol.Verification, s
 		vf.log.Warn("user locked out", "user", user, "scope", scope.String(), "source", src.String(), "failures", o.Failures,
 			"until", o.Until.UTC().Format(time.RFC3339))
 		vf.audit.submit(store.AuditRecord{Time: now, Kind: KindLockout, Outcome: OutcomeLocked, Reason: "too many failed logins (" + scope.String() + ")",
-			User: user, Device: SanitizeID(v.Device),
+			User: user, Device: auditjson.SanitizeID(v.Device),
 			Detail: fmt.Sprintf("%d failures within %s (limit %d) from %s; locked until %s", o.Failures, gd.policy.Window, limit, what, o.Until.UTC().Format(time.RFC3339))})
 	}
 	lock(lockout.ScopeSource, f.Source, gd.policy.MaxFailures)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/coapbind"
 	"github.com/tagauth/tagauth/internal/credfile"
@@ -76,13 +77,6 @@ func (c *cluster) start(name string) *testGW {
 func via(cred credfile.Credential, r *testGW) credfile.Credential {
 	cred.Gateway = r.g.CoAPPublic()
 	return cred
-}
-
-// within waits until cond holds (await: no polling), failing the test
-// after d, and returns how long it took.
-func within(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	return await(t, d, what, cond)
 }
 
 func refusedWith(r loginResult, wire protocol.Code) bool {
@@ -387,7 +381,7 @@ func TestReplicaKeyFiles(t *testing.T) {
 	a.grant("alice", "plant-a")
 	testenv.EventuallyWithin(t, 10*time.Second, "r1 ready", func() bool { return b.login(card, via(cred, b)).match })
 
-	var kc gateway.KeyChange
+	var kc adminapi.KeyChange
 	a.call(http.MethodPost, "/v1/keys/rotate", nil, &kc)
 	if kc.Version != 2 {
 		t.Fatalf("rotate: %+v", kc)
@@ -466,7 +460,7 @@ func TestReplicasShareLockout(t *testing.T) {
 		}
 		return false
 	})
-	var locks gateway.LockList
+	var locks adminapi.LockList
 	a.call(http.MethodGet, "/v1/locks", nil, &locks)
 	if len(locks.Locks) != 1 || locks.Locks[0].User != "alice" {
 		t.Fatalf("locks seen on r0: %+v", locks)

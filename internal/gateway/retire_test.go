@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tagauth/tagauth/internal/gateway"
+	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/auditjson"
+	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 	"github.com/tagauth/tagauth/internal/store"
 	"github.com/tagauth/tagauth/protocol"
 )
@@ -19,7 +21,7 @@ func TestRetireInUse(t *testing.T) {
 	tg.enrol("alice")
 	tg.provision("d1", "")
 	tg.provision("d2", "")
-	var kc gateway.KeyChange
+	var kc adminapi.KeyChange
 	tg.call(http.MethodPost, "/v1/keys/rotate", nil, &kc)
 	e := tg.callErr(http.MethodPost, "/v1/keys/1/retire", tg.token, nil, http.StatusConflict)
 	if !strings.Contains(e.Message, "1 active user (alice) and 2 active devices (d1, d2)") || !strings.Contains(e.Message, "--force") {
@@ -34,7 +36,7 @@ func TestRetireInUse(t *testing.T) {
 	if !strings.Contains(e.Message, "0 active users and 1 active device (d1)") {
 		t.Fatalf("409 message after revocations %q", e.Message)
 	}
-	kc = gateway.KeyChange{}
+	kc = adminapi.KeyChange{}
 	tg.call(http.MethodPost, "/v1/keys/1/retire?force=1", nil, &kc)
 	if kc.HeldBy == nil || kc.HeldBy.Devices != 1 || !slices.Equal(kc.HeldBy.SomeDevices, []string{"d1"}) {
 		t.Fatalf("forced retire answered %+v", kc)
@@ -51,23 +53,23 @@ func TestHoldersOf(t *testing.T) {
 		snap.Users = append(snap.Users, store.User{ID: id, KV: 3})
 	}
 	snap.Users = append(snap.Users, store.User{ID: "old", KV: 2}, store.User{ID: "gone", KV: 3, Revoked: true})
-	h := gateway.HoldersOf(snap, 3)
+	h := adminsvc.HoldersOf(snap, 3, auditjson.SanitizeID)
 	if h.Users != 7 || h.Devices != 0 || len(h.SomeUsers) != 5 {
 		t.Fatalf("%+v", h)
 	}
 	if s := h.String(); s != "7 active users (a, b, c, d, e, ...) and 0 active devices" {
 		t.Errorf("String() = %q", s)
 	}
-	if err := gateway.RetireCheck(h, false); err == nil {
+	if err := adminsvc.RetireCheck(h, false); err == nil {
 		t.Error("held version not refused")
 	}
-	if err := gateway.RetireCheck(h, true); err != nil {
+	if err := adminsvc.RetireCheck(h, true); err != nil {
 		t.Errorf("forced: %v", err)
 	}
-	if err := gateway.RetireCheck(gateway.HoldersOf(snap, 9), false); err != nil {
+	if err := adminsvc.RetireCheck(adminsvc.HoldersOf(snap, 9, auditjson.SanitizeID), false); err != nil {
 		t.Errorf("unheld version: %v", err)
 	}
-	for _, id := range gateway.HoldersOf(store.Snapshot{Users: []store.User{{ID: "g\x1b[31m", KV: 1}}}, 1).SomeUsers {
+	for _, id := range adminsvc.HoldersOf(store.Snapshot{Users: []store.User{{ID: "g\x1b[31m", KV: 1}}}, 1, auditjson.SanitizeID).SomeUsers {
 		if strings.ContainsRune(id, 0x1b) {
 			t.Errorf("unsanitized id %q", id)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/gateway/adminsvc"
 )
 
@@ -170,7 +171,7 @@ func (ta *tokenAuth) identify(r *http.Request, tok, route string) (c adminsvc.Ca
 	case err != nil:
 		return c, false, 0, err
 	case !ok:
-		tg.failed(src, SanitizeID([]byte(r.URL.Path)), now)
+		tg.failed(src, auditjson.SanitizeID([]byte(r.URL.Path)), now)
 	case c.Role == adminapi.RoleAdmin:
 		tg.succeeded(src)
 	}

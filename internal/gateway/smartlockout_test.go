@@ -15,6 +15,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"github.com/tagauth/tagauth/internal/coap"
 	"github.com/tagauth/tagauth/internal/credfile"
 	"github.com/tagauth/tagauth/internal/gateway"
@@ -133,7 +134,7 @@ func TestSmartLockoutOutsiderCannotLockOut(t *testing.T) {
 	if last.Reason != gateway.ReasonLockedUnfamiliar || !strings.Contains(last.Detail, "2001:db8:5:6::/64") {
 		t.Fatalf("refusal from a new source audited as %+v", last)
 	}
-	var locks gateway.LockList
+	var locks adminapi.LockList
 	tg.call(http.MethodGet, "/v1/locks", nil, &locks)
 	if len(locks.Locks) != 1 || locks.Locks[0].Scope != "unfamiliar sources" || locks.Locks[0].User != "alice" {
 		t.Fatalf("locks %+v, want alice's unfamiliar sources", locks.Locks)
@@ -199,7 +200,7 @@ func TestSmartLockoutCardThief(t *testing.T) {
 	if lock.User != "alice" || !strings.Contains(lock.Reason, "(source)") || !strings.Contains(lock.Detail, "198.51.100.7") {
 		t.Fatalf("last lockout record %+v, want the home source's", lock)
 	}
-	var locks gateway.LockList
+	var locks adminapi.LockList
 	tg.call(http.MethodGet, "/v1/locks", nil, &locks)
 	var scopes []string
 	for _, l := range locks.Locks {

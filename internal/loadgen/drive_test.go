@@ -6,12 +6,17 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/tagauth/tagauth/protocol"
 )
 
-// fakeOp fails every fail-th call with err and sleeps d per call.
+// fakeOp fails every fail-th call with err and takes d per call on the
+// fake clock of the synctest bubble its test runs in: no real time passes,
+// and the bubble's clock moves only once every goroutine of the run (the
+// workers in Do, Drive on its timers) waits, so the operations' timing
+// against the window is exact rather than up to the scheduler.
 type fakeOp struct {
 	calls  *atomic.Int64
 	fail   int64
@@ -20,9 +25,17 @@ type fakeOp struct {
 	closed *atomic.Int64
 }
 
-func (o *fakeOp) Do(context.Context) error {
+func (o *fakeOp) Do(ctx context.Context) error {
 	n := o.calls.Add(1)
-	time.Sleep(o.d)
+	if o.d > 0 {
+		tm := time.NewTimer(o.d) // the bubble's clock
+		select {
+		case <-tm.C:
+		case <-ctx.Done():
+			tm.Stop()
+			return ctx.Err()
+		}
+	}
 	if o.fail > 0 && n%o.fail == 0 {
 		return o.err
 	}
@@ -34,73 +47,88 @@ func (o *fakeOp) Close() { o.closed.Add(1) }
 // TestDriveCount: a count bounds the measured operations; every Op is
 // closed; failures are sorted by kind with an example; CPU hooks run once.
 func TestDriveCount(t *testing.T) {
-	var calls, closed atomic.Int64
-	var starts, stops int
-	out, err := Drive(context.Background(), Load{
-		Concurrency: 4, Count: 200, Duration: time.Minute,
-		OnStart: func() { starts++ }, OnStop: func() { stops++ },
-	}, func(int) (Op, error) {
-		// 100 us, as a loopback exchange takes: far longer than a snapshot.
-		return &fakeOp{calls: &calls, closed: &closed, d: 100 * time.Microsecond, fail: 10, err: fmt.Errorf("gateway said: %w", protocol.ErrBusy)}, nil
+	synctest.Test(t, func(t *testing.T) {
+		var calls, closed atomic.Int64
+		var starts, stops int
+		out, err := Drive(context.Background(), Load{
+			Concurrency: 4, Count: 200, Duration: time.Minute,
+			OnStart: func() { starts++ }, OnStop: func() { stops++ },
+		}, func(int) (Op, error) {
+			return &fakeOp{calls: &calls, closed: &closed, d: 100 * time.Microsecond, fail: 10, err: fmt.Errorf("gateway said: %w", protocol.ErrBusy)}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// On the fake clock no operation ends while Drive opens the
+		// window, so all 200 that claimed their place end in it; the
+		// operations in flight when it opened (at most one per worker)
+		// started before it but end in it, and count too.
+		n := out.OK + out.Failed()
+		if n < 200 || n > 200+4 {
+			t.Errorf("%d operations measured, want 200 to 204 (the count, and those in flight as the window opened)", n)
+		}
+		if out.Errors[KindBusy] == 0 || out.Errors[KindBusy] != out.Failed() {
+			t.Errorf("errors %v, want only busy", out.Errors)
+		}
+		if out.Examples[KindBusy] != "gateway said: "+protocol.ErrBusy.Error() {
+			t.Errorf("example %q", out.Examples[KindBusy])
+		}
+		if out.Latency.Count() != n {
+			t.Errorf("%d latencies for %d operations", out.Latency.Count(), n)
+		}
+		if closed.Load() != 4 {
+			t.Errorf("%d ops closed, want 4", closed.Load())
+		}
+		if starts != 1 || stops != 1 {
+			t.Errorf("OnStart %d, OnStop %d times, want once each", starts, stops)
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Operations that started before the window but end in it count, and
-	// some of the 200 that claimed their place may end just before it.
-	// How many end before the window opens depends on the scheduler (a
-	// loaded CI machine under -race saw 195): bound it loosely below, and
-	// exactly above (never more than the count plus those in flight).
-	n := out.OK + out.Failed()
-	if n < 200-20 || n > 200+4 {
-		t.Errorf("%d operations measured, want about 200 (at most 4 more, those in flight)", n)
-	}
-	if out.Errors[KindBusy] == 0 || out.Errors[KindBusy] != out.Failed() {
-		t.Errorf("errors %v, want only busy", out.Errors)
-	}
-	if out.Examples[KindBusy] != "gateway said: "+protocol.ErrBusy.Error() {
-		t.Errorf("example %q", out.Examples[KindBusy])
-	}
-	if out.Latency.Count() != n {
-		t.Errorf("%d latencies for %d operations", out.Latency.Count(), n)
-	}
-	if closed.Load() != 4 {
-		t.Errorf("%d ops closed, want 4", closed.Load())
-	}
-	if starts != 1 || stops != 1 {
-		t.Errorf("OnStart %d, OnStop %d times, want once each", starts, stops)
-	}
 }
 
 // TestDriveDurationAndWarmup: the window lasts the duration, and the
 // operations of the warm-up are not counted.
 func TestDriveDurationAndWarmup(t *testing.T) {
-	var calls, closed atomic.Int64
-	out, err := Drive(context.Background(), Load{Concurrency: 2, Duration: 300 * time.Millisecond, Warmup: 200 * time.Millisecond},
-		func(int) (Op, error) { return &fakeOp{calls: &calls, closed: &closed, d: time.Millisecond}, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out.Elapsed < 300*time.Millisecond {
-		t.Errorf("window %v, want at least 300ms", out.Elapsed)
-	}
-	if got := out.OK; got == 0 || got >= uint64(calls.Load()) {
-		t.Errorf("%d measured of %d calls: the warm-up must not count, the window must", got, calls.Load())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		var calls, closed atomic.Int64
+		out, err := Drive(context.Background(), Load{Concurrency: 2, Duration: 300 * time.Millisecond, Warmup: 200 * time.Millisecond},
+			func(int) (Op, error) { return &fakeOp{calls: &calls, closed: &closed, d: time.Millisecond}, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Elapsed != 300*time.Millisecond {
+			t.Errorf("window %v, want 300ms on the fake clock", out.Elapsed)
+		}
+		// Two workers, 1 ms each, 300 ms: 600 operations end in the
+		// window, give or take those that end at its two edges, at the
+		// same instant as Drive's timers.
+		if got := out.OK; got < 600-2 || got > 600+2 {
+			t.Errorf("%d measured, want 600 (2 workers x 300 ms / 1 ms)", got)
+		}
+		if c := calls.Load(); c < 2*(200+300) {
+			t.Errorf("%d calls, want at least %d: the warm-up runs operations too", c, 2*(200+300))
+		}
+	})
 }
 
 // TestDriveRate: at a fixed rate the number of operations follows the
 // rate, not the speed of the workers.
 func TestDriveRate(t *testing.T) {
-	var calls, closed atomic.Int64
-	out, err := Drive(context.Background(), Load{Concurrency: 8, Rate: 200, Duration: time.Second},
-		func(int) (Op, error) { return &fakeOp{calls: &calls, closed: &closed}, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out.OK < 100 || out.OK > 300 {
-		t.Errorf("%d operations in 1 s at 200/s", out.OK)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		var calls, closed atomic.Int64
+		out, err := Drive(context.Background(), Load{Concurrency: 8, Rate: 200, Duration: time.Second},
+			func(int) (Op, error) { return &fakeOp{calls: &calls, closed: &closed}, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Instant operations, one every 5 ms for 1 s; the one at each
+		// edge of the window may or may not count.
+		if out.OK < 199 || out.OK > 201 {
+			t.Errorf("%d operations in 1 s at 200/s, want 200", out.OK)
+		}
+		if out.Errors[KindNotStarted] != 0 {
+			t.Errorf("%d not started with 8 idle workers", out.Errors[KindNotStarted])
+		}
+	})
 }
 
 // TestDriveRefusesUnbounded: a run must end by itself.

@@ -114,7 +114,7 @@ func (w *world) startGateway(dir, coapAddr string, edit func(*gateway.Config)) *
 			t.Errorf("gateway Run: %v", err)
 		}
 	})
-	tok, err := os.ReadFile(filepath.Join(dir, gateway.TokenFileName))
+	tok, err := os.ReadFile(filepath.Join(dir, adminapi.TokenFileName))
 	if err != nil {
 		t.Fatal(err)
 	}
