@@ -53,6 +53,7 @@ func gwSubcommands() []gwSubcommand {
 		{"unlock", "ID", "lift a user's lockout (after too many failed logins)", gwUnlock},
 		{"locks", "[--json]", "list users locked out by failed logins", gwLocks},
 		{"stats", "[--json]", "verifies per minute and refusals by reason, last hour", gwStats},
+		{"status", "[--json]", "health of the gateway, its store, replay cache and audit trail (exit 1: not ok)", gwStatus},
 		{"compact", "--data DIR", "give the space pruned audit records left back (gateway stopped)", gwCompact},
 		{"dump", "--out FILE [--audit] (--data DIR | --store URL)", "export the store as a backend-neutral dump", gwDump},
 		{"load", "--in FILE (--data DIR | --store URL)", "load a dump into an empty store", gwLoad},

@@ -196,3 +196,9 @@ func (c *Client) Backup(ctx context.Context, req BackupRequest) (io.ReadCloser, 
 	}
 	return resp.Body, nil
 }
+
+// Status is GET /v1/status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var out Status
+	return out, c.do(ctx, http.MethodGet, PathStatus, nil, &out)
+}

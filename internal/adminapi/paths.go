@@ -22,6 +22,7 @@ const (
 	PathKeys          = "/v1/keys"
 	PathKeysRotate    = "/v1/keys/rotate"
 	PathStats         = "/v1/stats"
+	PathStatus        = "/v1/status" // GET: Status, the health of the gateway and its backends
 	PathBackup        = "/v1/backup" // POST BackupRequest: an age-encrypted archive (internal/dump)
 	PathMetrics       = "/metrics"
 	PathConsole       = "/console/"

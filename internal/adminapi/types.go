@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"fmt"
+	"github.com/tagauth/tagauth/internal/buildinfo"
 	"net/url"
 	"strconv"
 	"strings"
@@ -252,3 +253,40 @@ type BackupRequest struct {
 
 // MaxBackupRecipients bounds BackupRequest.Recipients.
 const MaxBackupRecipients = 16
+
+// Status is GET /v1/status: whether the gateway can do its work, part by
+// part, for "tagauth gateway status" and monitoring. Any role may read it.
+type Status struct {
+	// OK is true when every part is OK: logins can be verified and
+	// audited, admin actions taken.
+	OK      bool   `json:"ok"`
+	Profile string `json:"profile"`
+	// Replica is true when the store is shared (PostgreSQL).
+	Replica bool `json:"replica"`
+	// Store is the registry's store (bbolt, postgres); on a replica it is
+	// OK only while its change feed is up and the registry was reloaded
+	// since it came back.
+	Store PartHealth `json:"store"`
+	// Replay is the replay cache (memory, redis).
+	Replay PartHealth `json:"replay"`
+	// Audit is the audit trail (journal and store): when it is not OK,
+	// successful logins are answered busy and admin actions refused.
+	Audit PartHealth `json:"audit"`
+	// Build is the gateway binary's build, as in Info.
+	Build buildinfo.Info `json:"build"`
+}
+
+// PartHealth is the health of one part of the gateway.
+type PartHealth struct {
+	// Kind names the implementation: "bbolt", "postgres", "memory",
+	// "redis", "journal".
+	Kind string `json:"kind"`
+	OK   bool   `json:"ok"`
+	// Since is when OK last changed, when known.
+	Since time.Time `json:"since,omitzero"`
+	// Error says what is wrong while not OK.
+	Error string `json:"error,omitempty"`
+	// QuarantineUntil (redis): logins are refused until then because the
+	// cache is new or forgot its data.
+	QuarantineUntil *time.Time `json:"quarantine_until,omitempty"`
+}

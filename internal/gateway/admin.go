@@ -78,6 +78,7 @@ func adminRoutes(mux router, svc *adminsvc.Service, auth func(http.HandlerFunc) 
 	mux.Handle("POST "+adminapi.PathKeysRotate, auth(query(svc.RotateKey)))
 	mux.Handle("POST "+adminapi.PatternKeyRetire, auth(a.retire))
 	mux.Handle("GET "+adminapi.PathStats, auth(a.stats))
+	mux.Handle("GET "+adminapi.PathStatus, auth(query(svc.Status)))
 }
 
 // adminHTTP is the admin API's handlers over the service.

@@ -37,6 +37,7 @@ func (g *Gateway) openAdmin() error {
 		Applied:    g.follow.applyAdmin,
 		Mu:         &g.follow.adminMu,
 		Stats:      g.metrics.stats,
+		Health:     g.health, // backends.go
 		Endpoints: func() adminsvc.Endpoints {
 			return adminsvc.Endpoints{CoAP: g.coapPublic, AdminURL: g.adminURL, Fingerprint: g.fingerprint}
 		},

@@ -62,6 +62,12 @@ func TestAuditFailsClosed(t *testing.T) {
 	if v := tg.metric("tagauth_gateway_audit_failing"); v != "1" {
 		t.Fatalf("tagauth_gateway_audit_failing = %s while failing, want 1", v)
 	}
+	// GET /v1/status (tagauth gateway status) says which part is down.
+	var st adminapi.Status
+	tg.call(http.MethodGet, adminapi.PathStatus, nil, &st)
+	if st.OK || st.Audit.OK || !st.Store.OK || !st.Replay.OK || !strings.Contains(st.Audit.Error, "journal") || st.Audit.Since.IsZero() {
+		t.Fatalf("status while the journal cannot be written: %+v", st)
+	}
 	ae := tg.callErr(http.MethodPost, "/v1/devices", tg.token, adminapi.DeviceRequest{ID: "d2", Group: "g"}, http.StatusServiceUnavailable)
 	if !strings.Contains(ae.Message, "nothing was done") {
 		t.Fatalf("provisioning while failing: %q", ae.Message)
@@ -81,6 +87,11 @@ func TestAuditFailsClosed(t *testing.T) {
 	tg.mustLogin(alice, cred)
 	if v := tg.metric("tagauth_gateway_audit_failing"); v != "0" {
 		t.Fatalf("tagauth_gateway_audit_failing = %s after recovery, want 0", v)
+	}
+	st = adminapi.Status{} // a fresh decode: omitted fields must read empty
+	tg.call(http.MethodGet, adminapi.PathStatus, nil, &st)
+	if !st.OK || !st.Audit.OK || st.Audit.Error != "" || st.Store.Kind != "bbolt" || st.Replay.Kind != "memory" || st.Profile != "hardened" {
+		t.Fatalf("status after recovery: %+v", st)
 	}
 	if n := strings.Count(tg.logs.String(), "audit records are written again"); n != 1 {
 		t.Fatalf("%d log lines say audit recovered, want 1", n)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"log/slog"
 	"math"
 	"net/netip"
@@ -266,6 +267,22 @@ func (h *auditHealth) init(log *slog.Logger, m *auditMetrics) { h.log, h.m = log
 
 func (h *auditHealth) down() bool      { return h.mask.Load() != 0 }
 func (h *auditHealth) storeDown() bool { return h.mask.Load()&downStore != 0 }
+
+// status is the audit trail's health for GET /v1/status.
+func (h *auditHealth) status() adminapi.PartHealth {
+	mask := h.mask.Load()
+	h.mu.Lock()
+	since := h.since
+	h.mu.Unlock()
+	st := adminapi.PartHealth{Kind: "journal", OK: mask == 0, Since: since}
+	switch {
+	case mask&downJournal != 0:
+		st.Error = "the audit journal cannot be written (disk full or failing?): successful logins are answered busy, admin actions refused"
+	case mask&downStore != 0:
+		st.Error = "audit records cannot be stored: successful logins are answered busy, admin actions refused"
+	}
+	return st
+}
 
 func (h *auditHealth) set(what uint32, err error) {
 	if h.mask.Load()&what != 0 {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"github.com/tagauth/tagauth/internal/adminapi"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -234,3 +235,13 @@ func (g *Gateway) BackendHealth() BackendHealth {
 // ReasonAuditDown is the audit reason of a login refused (busy) because
 // its audit record could not be committed.
 const ReasonAuditDown = "audit store unavailable"
+
+// health is BackendHealth and the audit trail's health as the admin API's
+// GET /v1/status reports them.
+func (g *Gateway) health() adminapi.Status {
+	bh := g.BackendHealth()
+	part := func(h ServiceHealth) adminapi.PartHealth {
+		return adminapi.PartHealth{Kind: h.Kind, OK: h.OK, Since: h.Since, Error: h.Error, QuarantineUntil: h.QuarantineUntil}
+	}
+	return adminapi.Status{Replica: bh.Replica, Store: part(bh.Store), Replay: part(bh.Replay), Audit: g.audit.health.status()}
+}

@@ -30,6 +30,7 @@ var (
 	admins    = []adminapi.Role{adminapi.RoleAdmin}
 	operators = []adminapi.Role{adminapi.RoleAdmin, adminapi.RoleOperator}
 	auditors  = []adminapi.Role{adminapi.RoleAdmin, adminapi.RoleAuditor}
+	everyone  = []adminapi.Role{adminapi.RoleAdmin, adminapi.RoleOperator, adminapi.RoleAuditor}
 	anyRole   = []adminapi.Role{adminapi.RoleAdmin, adminapi.RoleOperator, adminapi.RoleAuditor}
 )
 
@@ -54,6 +55,7 @@ var routeRoles = map[string][]adminapi.Role{
 	"GET " + adminapi.PathLocks:            operators,
 	"GET " + adminapi.PathAudit:            auditors,
 	"GET " + adminapi.PathStats:            auditors,
+	"GET " + adminapi.PathStatus:           everyone,
 	"GET " + adminapi.PathMetrics:          append(slices.Clone(auditors), roleMetrics),
 	"GET " + adminapi.PathKeys:             admins,
 	"POST " + adminapi.PathKeysRotate:      admins,

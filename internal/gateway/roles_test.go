@@ -68,7 +68,7 @@ func concrete(pattern string) (method, path string) {
 // TestRouteRoles. An admin may use everything.
 var (
 	operatorMay = []string{
-		"POST /v1/enrol-codes", "POST /v1/devices", "POST /v1/devices/batch", "GET /v1/devices", "GET /v1/users", "GET /v1/grants",
+		"GET /v1/status", "POST /v1/enrol-codes", "POST /v1/devices", "POST /v1/devices/batch", "GET /v1/devices", "GET /v1/users", "GET /v1/grants",
 		"POST /v1/grants", "DELETE /v1/grants", "GET /v1/locks",
 		"POST /v1/users/{id}/revoke", "POST /v1/devices/{id}/revoke", "POST /v1/users/revoke", "POST /v1/devices/revoke",
 		"POST /v1/users/{id}/unlock", "POST /v1/users/unlock",
@@ -77,7 +77,7 @@ var (
 		"GET /console/devices/revoke", "POST /console/devices/revoke", "GET /console/policy", "POST /console/policy/grant",
 		"POST /console/policy/ungrant", "POST /console/logout",
 	}
-	auditorMay = []string{"GET /v1/audit", "GET /v1/stats", "GET /metrics", "GET /console/audit", "POST /console/logout"}
+	auditorMay = []string{"GET /v1/status", "GET /v1/audit", "GET /v1/stats", "GET /metrics", "GET /console/audit", "POST /console/logout"}
 )
 
 func mayUse(role adminapi.Role, route string) bool {

@@ -53,14 +53,18 @@ func ready(t *testing.T, c *mqttbind.Conn) {
 // counter is a device handler that answers every request with its
 // payload reversed and counts the calls.
 type counter struct {
-	calls atomic.Int64
-	peer  atomic.Value
-	block chan struct{}
+	calls   atomic.Int64
+	peer    atomic.Value
+	block   chan struct{}
+	entered chan struct{} // when not nil, told of each call before it blocks
 }
 
 func (h *counter) ServeCoAP(_ context.Context, req *coap.Request, dst []byte) (coap.Code, []byte) {
 	h.calls.Add(1)
 	h.peer.Store(string(req.Peer))
+	if h.entered != nil {
+		h.entered <- struct{}{}
+	}
 	if h.block != nil {
 		<-h.block
 	}
@@ -145,7 +149,7 @@ func rawConn(t *testing.T, b *mqtttest.Broker, user string) (*paho.Client, strin
 
 func TestDuplicateAnsweredFromCache(t *testing.T) {
 	b := broker(t)
-	h := &counter{block: make(chan struct{})}
+	h := &counter{block: make(chan struct{}), entered: make(chan struct{}, 8)}
 	_, resp := deviceSide(t, b, h)
 	c, reply, answers := rawConn(t, b, "alice")
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -160,6 +164,14 @@ func TestDuplicateAnsweredFromCache(t *testing.T) {
 		}
 	}
 	pub([]byte{1, 2}, corr, reply)
+	// The responder serves each request on a goroutine of its own: the
+	// copies below must come once the first holds its claim, or any of
+	// them could be "the first".
+	select {
+	case <-h.entered:
+	case <-ctx.Done():
+		t.Fatal("the first request never reached the handler")
+	}
 	pub([]byte{1, 2}, corr, reply)                                  // the QoS 1 duplicate, while the first is handled
 	pub([]byte{9, 9}, corr, reply)                                  // same key, other payload: dropped
 	pub([]byte{5}, nil, reply)                                      // no correlation data: dropped

@@ -3,6 +3,7 @@ package adminsvc
 import (
 	"cmp"
 	"context"
+	"github.com/tagauth/tagauth/internal/buildinfo"
 	"slices"
 	"time"
 
@@ -162,4 +163,13 @@ func (s *Service) Stats() adminapi.Stats {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Reason, b.Reason))
 	})
 	return st
+}
+
+// Status is the health of this replica and its backends: OK only when
+// every part is.
+func (s *Service) Status(context.Context) (adminapi.Status, error) {
+	st := s.c.Health()
+	st.Profile, st.Build = s.c.Profile.String(), buildinfo.Read()
+	st.OK = st.Store.OK && st.Replay.OK && st.Audit.OK
+	return st, nil
 }

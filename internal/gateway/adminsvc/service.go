@@ -128,6 +128,9 @@ type Config struct {
 	Mu sync.Locker
 	// Stats is this replica's last hour of verifies.
 	Stats func(now time.Time) adminapi.Stats
+	// Health is this replica's parts' health (store, replay cache,
+	// audit); Status fills in the rest.
+	Health func() adminapi.Status
 	// Endpoints is read at each call: the addresses are known once the
 	// gateway listens.
 	Endpoints func() Endpoints
@@ -158,7 +161,7 @@ type Service struct {
 // New returns the service over cfg's dependencies.
 func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil || cfg.Audit == nil || cfg.Names == nil || cfg.Keys == nil || cfg.Locks == nil ||
-		cfg.Applied == nil || cfg.Mu == nil || cfg.Stats == nil || cfg.Endpoints == nil || cfg.SanitizeID == nil {
+		cfg.Applied == nil || cfg.Mu == nil || cfg.Stats == nil || cfg.Health == nil || cfg.Endpoints == nil || cfg.SanitizeID == nil {
 		return nil, errors.New("adminsvc: a required dependency is missing")
 	}
 	if !cfg.Profile.Valid() {

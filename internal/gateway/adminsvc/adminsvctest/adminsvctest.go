@@ -209,6 +209,10 @@ func New(t testing.TB, p protocol.Profile) *Harness {
 		Applied:    h.apply,
 		Mu:         &sync.Mutex{},
 		Stats:      func(now time.Time) adminapi.Stats { return adminapi.Stats{Now: now} },
+		Health: func() adminapi.Status {
+			ok := adminapi.PartHealth{OK: true}
+			return adminapi.Status{Store: ok, Replay: ok, Audit: ok}
+		},
 		Endpoints: func() adminsvc.Endpoints {
 			return adminsvc.Endpoints{CoAP: "127.0.0.1:5683", AdminURL: "https://127.0.0.1:8443", Fingerprint: Fingerprint}
 		},
