@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"testing"
 
+	"filippo.io/age"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/tagauth/tagauth/internal/testenv"
@@ -53,7 +54,10 @@ func TestScript(t *testing.T) {
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
-		Cmds:                map[string]func(*testscript.TestScript, bool, []string){"waitmatch": cmdWaitMatch},
+		Cmds: map[string]func(*testscript.TestScript, bool, []string){
+			"waitmatch": cmdWaitMatch,
+			"agekey":    cmdAgeKey,
+		},
 	})
 }
 
@@ -101,4 +105,22 @@ func cmdWaitMatch(ts *testscript.TestScript, neg bool, args []string) {
 	if *env != "" {
 		ts.Setenv(*env, m[min(1, len(m)-1)])
 	}
+}
+
+// cmdAgeKey is the script command
+//
+//	agekey FILE NAME
+//
+// which writes a new age identity (AGE-SECRET-KEY-1...) to FILE, mode
+// 0600, and sets NAME to its recipient (age1...): what age-keygen does,
+// without needing age-keygen on the machine, for the backups a script
+// encrypts to a recipient.
+func cmdAgeKey(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: agekey FILE NAME")
+	}
+	id, err := age.GenerateX25519Identity()
+	ts.Check(err)
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(id.String()+"\n"), 0o600))
+	ts.Setenv(args[1], id.Recipient().String())
 }
