@@ -114,9 +114,11 @@ func gwProvisionBatch(fset *flag.FlagSet, c *adminapi.Client, from, outDir strin
 // returns the refusal, or "".
 func checkOutDir(dir string, rows []adminapi.DeviceRow) string {
 	fi, err := os.Stat(dir)
+	// A new dir (made after the gateway answers) holds no file yet, but
+	// its names can still clash by case.
+	exists := !errors.Is(err, fs.ErrNotExist)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "" // made after the gateway answered
+	case !exists:
 	case err != nil:
 		return err.Error() + "; nothing was provisioned"
 	case !fi.IsDir():
@@ -134,6 +136,9 @@ func checkOutDir(dir string, rows []adminapi.DeviceRow) string {
 			continue // a duplicate id: the gateway names it
 		}
 		folded[strings.ToLower(name)] = i
+		if !exists {
+			continue
+		}
 		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
 			clashes = append(clashes, fmt.Sprintf("line %d: %s already exists", r.Line, filepath.Join(dir, name)))
 		}
