@@ -131,6 +131,12 @@ func gwBackup(args []string, stdout, stderr io.Writer) int {
 		recipients = gwStrings{oneTime.Recipient().String()}
 	}
 	defer c.CloseIdle()
+	// Refused before the gateway takes (and audits) a backup that could
+	// not be written; writeOut checks again when it links the file.
+	if _, err := os.Lstat(*out); *out != "-" && err == nil {
+		fmt.Fprintf(stderr, "tagauth gateway backup: %s already exists: choose another name or remove it first\n", *out)
+		return 1
+	}
 	body, err := c.Backup(context.Background(), adminapi.BackupRequest{Recipients: recipients})
 	if err != nil {
 		return gwFail(stderr, fset, err)

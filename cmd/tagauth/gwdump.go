@@ -162,8 +162,9 @@ func gwDump(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// writeOut writes a file whole or not at all (a temporary file renamed
-// into place), mode 0600, or standard output for "-".
+// writeOut writes a new file whole or not at all (a temporary file linked
+// into place), mode 0600, or standard output for "-". It refuses a path
+// that exists.
 func writeOut(path string, stdout io.Writer, fill func(io.Writer) error) error {
 	if path == "-" {
 		bw := bufio.NewWriter(stdout)
@@ -171,6 +172,11 @@ func writeOut(path string, stdout io.Writer, fill func(io.Writer) error) error {
 			return err
 		}
 		return bw.Flush()
+	}
+	// Never replace a file: an old backup or dump overwritten by mistake
+	// is lost for good (as provision --out and token add --out refuse).
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("%s already exists: choose another name or remove it first", path)
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -192,7 +198,16 @@ func writeOut(path string, stdout io.Writer, fill func(io.Writer) error) error {
 	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	// A link, not a rename, so that a file made at path meanwhile is kept
+	// (the link fails) rather than replaced.
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s already exists: choose another name or remove it first", path)
+		}
+		return err
+	}
+	_ = syncDir(filepath.Dir(path)) // the link is made; a failed directory sync only weakens its durability
+	return nil
 }
 
 func gwLoad(args []string, stdout, stderr io.Writer) int {
