@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"bytes"
 	"errors"
 	"net/url"
 	"slices"
@@ -68,4 +69,39 @@ func TestCredentialFileName(t *testing.T) {
 			t.Errorf("%q: name %q decodes to %q, %v", id, name, back, err)
 		}
 	}
+}
+
+// FuzzParseDevicesCSV: a batch file is untrusted input to the admin API
+// (POST /v1/devices/batch) and the CLI. Whatever its bytes, parsing never
+// panics; what it accepts is one or two fields a row, within the row
+// limit, with lines that only go forward, and distinct ids get distinct
+// credential file names.
+func FuzzParseDevicesCSV(f *testing.F) {
+	for _, s := range []string{"id,group\ncam-1,door\n\"cam/2\",door\n", "\xef\xbb\xbfa\nb,c\n", "\"a,b\",g\r\n", "x,y,z\n", "\"unterminated\n", ""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rows, err := ParseDevicesCSV(bytes.NewReader(b))
+		if err != nil {
+			var ce *CSVError
+			if !errors.As(err, &ce) || ce.Line < 1 {
+				t.Fatalf("error %v is not a CSVError with a line", err)
+			}
+			return
+		}
+		if len(rows) == 0 || len(rows) > MaxBatchRows {
+			t.Fatalf("%d rows accepted", len(rows))
+		}
+		names := map[string]string{}
+		for i, r := range rows {
+			if i > 0 && r.Line <= rows[i-1].Line {
+				t.Fatalf("row %d on line %d after line %d", i, r.Line, rows[i-1].Line)
+			}
+			n := CredentialFileName(r.ID)
+			if other, ok := names[n]; ok && other != r.ID {
+				t.Fatalf("ids %q and %q share the file name %q", other, r.ID, n)
+			}
+			names[n] = r.ID
+		}
+	})
 }

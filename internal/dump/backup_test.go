@@ -17,7 +17,7 @@ import (
 	"github.com/tagauth/tagauth/internal/store/bolt"
 )
 
-func archiveOf(t *testing.T, st store.Store, f *fleet) []byte {
+func archiveOf(t testing.TB, st store.Store, f *fleet) []byte {
 	t.Helper()
 	kj, err := f.kf.Marshal()
 	if err != nil {

@@ -42,7 +42,7 @@ func masterKey(k keyfile.Key) protocol.MasterKey {
 	return protocol.MasterKey{Version: k.Version, Key: k.Key}
 }
 
-func newFleet(t *testing.T) *fleet {
+func newFleet(t testing.TB) *fleet {
 	t.Helper()
 	kf, err := keyfile.Create(filepath.Join(t.TempDir(), keyfile.FileName), protocol.Hardened, rand.Reader, t0)
 	if err != nil {
@@ -77,7 +77,7 @@ func newFleet(t *testing.T) *fleet {
 
 // fill registers the fleet in st as a gateway would have, with some
 // audit records.
-func (f *fleet) fill(t *testing.T, st store.Store) {
+func (f *fleet) fill(t testing.TB, st store.Store) {
 	t.Helper()
 	ctx := context.Background()
 	must := func(err error) {
@@ -192,7 +192,7 @@ func (f *fleet) checkLogins(t *testing.T, st store.Store, where string) {
 	}
 }
 
-func openBolt(t *testing.T) *bolt.Store {
+func openBolt(t testing.TB) *bolt.Store {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), bolt.FileName))
 	if err != nil {
@@ -219,7 +219,7 @@ type dumpStore interface {
 	store.Loader
 }
 
-func dumpOf(t *testing.T, st store.Dumper, f *fleet, source string) []byte {
+func dumpOf(t testing.TB, st store.Dumper, f *fleet, source string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if _, err := dump.Dump(context.Background(), st, &buf, dump.Options{Profile: protocol.Hardened, Audit: true, Source: source, Keys: dump.KeysOf(f.kf), Now: t0}); err != nil {
