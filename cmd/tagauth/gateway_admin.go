@@ -155,21 +155,12 @@ func gwFail(stderr io.Writer, fset *flag.FlagSet, err error) int {
 }
 
 func gwInfo(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("info", "[admin flags]", "Shows the gateway's profile, live key versions, CoAP address and fingerprint.", stderr)
-	var opts gwAdminOpts
-	opts.register(fset)
-	asJSON := fset.Bool("json", false, "print JSON")
-	c, _, rc := gwAdminCommand(fset, &opts, args, 0, false, nil, stderr)
-	if c == nil {
+	info, base, asJSON, rc, ok := gwFetch(args, stderr, "info", "[admin flags]",
+		"Shows the gateway's profile, live key versions, CoAP address and fingerprint.", false, (*adminapi.Client).Info)
+	if !ok {
 		return rc
 	}
-	ctx, done := gwCall(c)
-	defer done()
-	info, err := c.Info(ctx)
-	if err != nil {
-		return gwFail(stderr, fset, err)
-	}
-	if *asJSON {
+	if asJSON {
 		return gwPrintJSON(stdout, info)
 	}
 	vs := make([]string, len(info.KeyVersions))
@@ -177,7 +168,7 @@ func gwInfo(args []string, stdout, stderr io.Writer) int {
 		vs[i] = strconv.Itoa(int(v))
 	}
 	fmt.Fprintf(stdout, "profile:      %s\nspec version: %s\nkey versions: %s\nCoAP verify:  %s\nadmin API:    %s\nfingerprint:  %s\nversion:      %s %s (%s)\n",
-		gwText(info.Profile), gwText(info.SpecVersion), strings.Join(vs, ", "), gwText(info.CoAP), c.Base, gwText(info.Fingerprint),
+		gwText(info.Profile), gwText(info.SpecVersion), strings.Join(vs, ", "), gwText(info.CoAP), base, gwText(info.Fingerprint),
 		gwText(info.Build.Version), gwText(info.Build.Revision), gwText(info.Build.GoVersion))
 	return 0
 }
@@ -395,24 +386,35 @@ func gwGrants(args []string, stdout, stderr io.Writer) int {
 		})
 }
 
-// gwList is a list command: it fetches a T and prints it as JSON
-// (--json) or as a table with the given header and rows.
-func gwList[T any](args []string, stdout, stderr io.Writer, name, about string, fetch func(*adminapi.Client, context.Context) (T, error), header string, rows func(io.Writer, *T)) int {
-	fset := gwFlags(name, "[--json] [admin flags]", about, stderr)
+// gwFetch is the start of an admin command that asks the gateway one
+// thing: its flags (the admin flags and --json), the call, and the report
+// of a refusal. When ok is false the command is over, with exit status rc.
+func gwFetch[T any](args []string, stderr io.Writer, name, usage, about string, needToken bool, fetch func(*adminapi.Client, context.Context) (T, error)) (v T, base string, asJSON bool, rc int, ok bool) {
+	fset := gwFlags(name, usage, about, stderr)
 	var opts gwAdminOpts
 	opts.register(fset)
-	asJSON := fset.Bool("json", false, "print JSON")
-	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, nil, stderr)
+	jsonFlag := fset.Bool("json", false, "print JSON")
+	c, _, rc := gwAdminCommand(fset, &opts, args, 0, needToken, nil, stderr)
 	if c == nil {
-		return rc
+		return v, "", false, rc, false
 	}
 	ctx, done := gwCall(c)
 	defer done()
-	list, err := fetch(c, ctx)
+	v, err := fetch(c, ctx)
 	if err != nil {
-		return gwFail(stderr, fset, err)
+		return v, "", false, gwFail(stderr, fset, err), false
 	}
-	if *asJSON {
+	return v, c.Base, *jsonFlag, 0, true
+}
+
+// gwList is a list command: it fetches a T and prints it as JSON
+// (--json) or as a table with the given header and rows.
+func gwList[T any](args []string, stdout, stderr io.Writer, name, about string, fetch func(*adminapi.Client, context.Context) (T, error), header string, rows func(io.Writer, *T)) int {
+	list, _, asJSON, rc, ok := gwFetch(args, stderr, name, "[--json] [admin flags]", about, true, fetch)
+	if !ok {
+		return rc
+	}
+	if asJSON {
 		return gwPrintJSON(stdout, list)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)

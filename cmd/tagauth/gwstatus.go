@@ -12,23 +12,13 @@ import (
 // work, part by part. It exits 1 when a part is not OK, so that a
 // monitoring script or a container health check can use it as it is.
 func gwStatus(args []string, stdout, stderr io.Writer) int {
-	fset := gwFlags("status", "[--json] [admin flags]",
+	st, _, asJSON, rc, ok := gwFetch(args, stderr, "status", "[--json] [admin flags]",
 		"Shows the health of the gateway and its backends: the store, the replay cache and the audit trail,\n"+
-			"each OK or what is wrong. Exits 0 when all are OK, 1 when one is not (any token role may ask).", stderr)
-	var opts gwAdminOpts
-	opts.register(fset)
-	asJSON := fset.Bool("json", false, "print JSON")
-	c, _, rc := gwAdminCommand(fset, &opts, args, 0, true, nil, stderr)
-	if c == nil {
+			"each OK or what is wrong. Exits 0 when all are OK, 1 when one is not (any token role may ask).", true, (*adminapi.Client).Status)
+	if !ok {
 		return rc
 	}
-	ctx, done := gwCall(c)
-	defer done()
-	st, err := c.Status(ctx)
-	if err != nil {
-		return gwFail(stderr, fset, err)
-	}
-	if *asJSON {
+	if asJSON {
 		if rc := gwPrintJSON(stdout, st); rc != 0 {
 			return rc
 		}
