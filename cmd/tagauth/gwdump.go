@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tagauth/tagauth/internal/adminapi"
+	"github.com/tagauth/tagauth/internal/atomicfile"
 	"github.com/tagauth/tagauth/internal/auditjson"
 	"github.com/tagauth/tagauth/internal/dump"
 	"github.com/tagauth/tagauth/internal/keyfile"
@@ -162,9 +163,8 @@ func gwDump(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// writeOut writes a new file whole or not at all (a temporary file linked
-// into place), mode 0600, or standard output for "-". It refuses a path
-// that exists.
+// writeOut writes a new file whole or not at all (atomicfile.WriteNewFrom),
+// mode 0600, or standard output for "-". It refuses a path that exists.
 func writeOut(path string, stdout io.Writer, fill func(io.Writer) error) error {
 	if path == "-" {
 		bw := bufio.NewWriter(stdout)
@@ -175,39 +175,15 @@ func writeOut(path string, stdout io.Writer, fill func(io.Writer) error) error {
 	}
 	// Never replace a file: an old backup or dump overwritten by mistake
 	// is lost for good (as provision --out and token add --out refuse).
+	exists := fmt.Errorf("%s already exists: choose another name or remove it first", path)
 	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("%s already exists: choose another name or remove it first", path)
+		return exists
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
+	err := atomicfile.WriteNewFrom(path, fill)
+	if errors.Is(err, fs.ErrExist) {
+		return exists
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after the rename, a no-op
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	err = fill(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	// A link, not a rename, so that a file made at path meanwhile is kept
-	// (the link fails) rather than replaced.
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s already exists: choose another name or remove it first", path)
-		}
-		return err
-	}
-	_ = syncDir(filepath.Dir(path)) // the link is made; a failed directory sync only weakens its durability
-	return nil
+	return err
 }
 
 func gwLoad(args []string, stdout, stderr io.Writer) int {

@@ -7,6 +7,7 @@ package atomicfile
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -29,7 +30,21 @@ func WritePerm(path string, data []byte, perm fs.FileMode) error {
 // same path could race.
 func WriteNew(path string, data []byte) error { return write(path, data, 0o600, false) }
 
-func write(path string, data []byte, perm fs.FileMode, replace bool) (err error) {
+// WriteNewFrom is WriteNew for content too large to hold in memory (a
+// backup, a dump): fill writes it to the temporary file. An error of
+// fill's leaves nothing at path.
+func WriteNewFrom(path string, fill func(io.Writer) error) error {
+	return writeFrom(path, fill, 0o600, false)
+}
+
+func write(path string, data []byte, perm fs.FileMode, replace bool) error {
+	return writeFrom(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	}, perm, replace)
+}
+
+func writeFrom(path string, fill func(io.Writer) error, perm fs.FileMode, replace bool) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -43,7 +58,7 @@ func write(path string, data []byte, perm fs.FileMode, replace bool) (err error)
 	}()
 	err = f.Chmod(perm)
 	if err == nil {
-		_, err = f.Write(data)
+		err = fill(f)
 	}
 	if err == nil {
 		err = f.Sync()

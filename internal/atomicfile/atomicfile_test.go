@@ -2,6 +2,7 @@ package atomicfile
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -71,4 +72,26 @@ func TestWritePermSetsTheModeGiven(t *testing.T) {
 		t.Fatalf("got %q mode %v, want \"new\" mode 0644", b, st.Mode())
 	}
 	assertNoTemp(t, dir)
+}
+
+// TestWriteNewFrom: streamed content lands whole, a fill that fails
+// leaves nothing, and an existing file is kept.
+func TestWriteNewFrom(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "backup")
+	if err := WriteNewFrom(path, func(w io.Writer) error { _, err := w.Write([]byte("v1")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteNewFrom(path, func(w io.Writer) error { _, err := w.Write([]byte("v2")); return err }); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("over an existing file: %v, want fs.ErrExist", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "v1" {
+		t.Fatalf("the existing file: %q %v", b, err)
+	}
+	other := filepath.Join(filepath.Dir(path), "cut")
+	if err := WriteNewFrom(other, func(w io.Writer) error { w.Write([]byte("half")); return errors.New("cut") }); err == nil {
+		t.Fatal("a failed fill reported success")
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Fatalf("after a failed fill the directory holds %d entries, want the first file only", len(ents))
+	}
 }
